@@ -1,0 +1,25 @@
+/*
+ * cpu_backend.h - the CPU backend: "device memory" is host memory.
+ *
+ * Kernels run on a thread pool of n_threads workers (0 = one per core the
+ * process may use).  Buffers are 64-byte aligned host allocations.
+ * mem_info reports as total the physical memory, or the cgroup limit if
+ * lower, or `device_memory` when non-zero (the --device-memory flag); free
+ * is what the OS reports available (capped so that, with an explicit
+ * device_memory, free = total - this process's resident memory); the
+ * process's use is its resident set from /proc/self/status.
+ */
+#ifndef KVS_BACKENDS_CPU_CPU_BACKEND_H
+#define KVS_BACKENDS_CPU_CPU_BACKEND_H
+
+#include "backends/backend.h"
+
+typedef struct kvs_cpu_options {
+    int n_threads;              /* 0: one per available core */
+    uint64_t device_memory;     /* 0: physical memory / cgroup limit */
+} kvs_cpu_options;
+
+kvs_status kvs_cpu_backend_new(kvs_backend **out, const kvs_cpu_options *opt, kvs_error *err);
+int kvs_cpu_backend_threads(const kvs_backend *b);
+
+#endif

@@ -1,0 +1,83 @@
+/*
+ * tokenizer.h - text <-> token ids, built from a GGUF file's
+ * `tokenizer.ggml.*` metadata.
+ *
+ * Two families, chosen by `tokenizer.ggml.model`:
+ *   "llama"  SentencePiece (BPE variant with scores): text is normalised
+ *            (spaces -> U+2581, a leading U+2581 when add_space_prefix),
+ *            split into UTF-8 characters, merged greedily by piece score;
+ *            characters with no piece fall back to <0xXX> byte tokens.
+ *   "gpt2"   byte-level BPE: the text is split by the pre-tokenizer named
+ *            in `tokenizer.ggml.pre` (gpt2, llama3, deepseek-coder, ...),
+ *            each piece's bytes are mapped to GPT-2's printable byte
+ *            alphabet and merged by `tokenizer.ggml.merges` rank.
+ * Special/control tokens in the text are only recognised when the caller
+ * asks (parse_special), as llama.cpp does.
+ *
+ * Decoding is per token into bytes; a kvs_tok_stream holds back an
+ * incomplete UTF-8 sequence so that a character split across tokens is
+ * printed once, whole.
+ */
+#ifndef KVS_TOKENIZER_TOKENIZER_H
+#define KVS_TOKENIZER_TOKENIZER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/status.h"
+#include "formats/gguf.h"
+
+typedef struct kvs_tokenizer kvs_tokenizer;
+
+/* Build the tokenizer from g's metadata (g may be closed afterwards). */
+kvs_status kvs_tok_load(kvs_tokenizer **out, const kvs_gguf *g, kvs_error *err);
+void kvs_tok_free(kvs_tokenizer *t);
+
+int32_t kvs_tok_n_vocab(const kvs_tokenizer *t);
+int32_t kvs_tok_bos(const kvs_tokenizer *t);      /* -1 if none */
+int32_t kvs_tok_eos(const kvs_tokenizer *t);      /* -1 if none */
+bool kvs_tok_add_bos(const kvs_tokenizer *t);     /* tokenizer.ggml.add_bos_token (default: true for llama) */
+/* True for tokens that end generation: EOS, EOT, EOM and similar. */
+bool kvs_tok_is_eog(const kvs_tokenizer *t, int32_t id);
+/* The raw vocabulary string of a token ("\u2581the", "<0x0A>", "Ġthe"). */
+const char *kvs_tok_piece(const kvs_tokenizer *t, int32_t id);
+/* Id of an exact piece string, or -1. */
+int32_t kvs_tok_find_piece(const kvs_tokenizer *t, const char *piece);
+
+/* Encode `len` bytes of text.  *ids is malloc'ed (caller frees); *n_ids
+ * its length.  add_bos prepends BOS if the vocabulary has one. */
+kvs_status kvs_tok_encode(const kvs_tokenizer *t, const char *text, size_t len, bool add_bos,
+                          bool parse_special, int32_t **ids, size_t *n_ids, kvs_error *err);
+
+/* The bytes that token `id` stands for (SentencePiece U+2581 -> ' ',
+ * <0xXX> -> that byte, GPT-2 byte alphabet -> bytes; control tokens such
+ * as BOS/EOS give "" unless render_special).  Writes at most cap bytes,
+ * returns the full length. */
+size_t kvs_tok_decode_token(const kvs_tokenizer *t, int32_t id, bool render_special, char *buf,
+                            size_t cap);
+
+/* Decode a whole sequence into a malloc'ed NUL-terminated string.  For
+ * SentencePiece vocabularies the leading space of the first token after
+ * BOS (or at the start) is removed, as SentencePiece's decoder does. */
+char *kvs_tok_decode(const kvs_tokenizer *t, const int32_t *ids, size_t n);
+
+/* Streaming detokenizer: push ids one at a time, get back only complete
+ * UTF-8 text.  Strips the SentencePiece leading space of the first token
+ * when strip_leading_space is set (first output token after BOS). */
+typedef struct kvs_tok_stream {
+    char pending[8];
+    size_t n_pending;
+    bool at_start;
+    bool strip_leading_space;
+} kvs_tok_stream;
+
+void kvs_tok_stream_init(kvs_tok_stream *s, bool strip_leading_space);
+/* Append the text completed by `id` to out (capacity cap, NUL-terminated);
+ * returns the number of bytes written (excluding NUL). */
+size_t kvs_tok_stream_push(const kvs_tokenizer *t, kvs_tok_stream *s, int32_t id, char *out,
+                           size_t cap);
+/* Emit what is left (an incomplete sequence becomes U+FFFD). */
+size_t kvs_tok_stream_flush(kvs_tok_stream *s, char *out, size_t cap);
+
+#endif
