@@ -101,6 +101,8 @@ typedef struct kvs_backend_ops {
     void (*silu_mul)(kvs_backend *b, float *y, const float *gate, const float *up, int64_t n);
     /* y[i] = a[i] + c[i]; y may alias a. */
     void (*add)(kvs_backend *b, float *y, const float *a, const float *c, int64_t n);
+    /* y[i][j] += bias[j] for n rows of dim (attention biases). */
+    void (*add_rows)(kvs_backend *b, float *y, const float *bias, int64_t n, int64_t dim);
     /* Write k[t], v[t] ([n_tokens][n_kv_heads * head_dim]) to cache slot slots[t]. */
     void (*kv_store)(kvs_backend *b, const kvs_kv_view *kv, const float *k, const float *v,
                      const int32_t *slots, int64_t n_tokens);
@@ -113,7 +115,11 @@ typedef struct kvs_backend_ops {
     size_t (*attention_scratch_bytes)(kvs_backend *b, int32_t n_heads, int32_t max_ctx,
                                       int64_t n_tokens);
 
-    /* --- optional: graphs (NULL where the backend has none) --- */
+    /* --- optional (NULL where the backend has none) --- */
+    /* Make every page of a buffer resident now (the CPU backend's memory is
+     * committed lazily; the activation arena is touched at start-up so the
+     * overhead measurement sees it). */
+    void (*touch)(kvs_backend *b, void *p, size_t bytes);
     /* Bytes held by captured execution plans for batch sizes (reported as "graphs"). */
     uint64_t (*graph_bytes)(kvs_backend *b);
 } kvs_backend_ops;

@@ -69,7 +69,8 @@ void kvs_gguf_close(kvs_gguf *g);
 uint32_t kvs_gguf_version(const kvs_gguf *g);
 const char *kvs_gguf_path(const kvs_gguf *g);      /* NULL when parsed from memory */
 uint64_t kvs_gguf_file_size(const kvs_gguf *g);
-uint64_t kvs_gguf_data_offset(const kvs_gguf *g);  /* start of the tensor data section */
+uint64_t kvs_gguf_data_offset(const kvs_gguf *g);  /* start of the tensor data section (may be
+                                                     past the end when there are no tensors) */
 uint32_t kvs_gguf_alignment(const kvs_gguf *g);
 
 /* ---- metadata ---------------------------------------------------------- */
@@ -156,5 +157,26 @@ kvs_status kvs_gguf_writer_add_tensor_raw(kvs_gguf_writer *w, const char *name, 
                                           uint32_t n_dims, const uint64_t *ne, const void *data,
                                           uint64_t nbytes, kvs_error *err);
 kvs_status kvs_gguf_writer_write(kvs_gguf_writer *w, const char *path, kvs_error *err);
+/* As kvs_gguf_writer_write, but tensors added with NULL data become holes
+ * of a sparse file (zeros that take no disk): model headers for `plan`. */
+kvs_status kvs_gguf_writer_write_sparse(kvs_gguf_writer *w, const char *path, kvs_error *err);
+
+/* Additions for tests and tools: every value type.  Setting a key again
+ * replaces its value.  set_scalar copies one little-endian element of a
+ * numeric or BOOL type (1, 2, 4 or 8 bytes); set_arr copies n such elements;
+ * the *strn forms take explicit lengths (strings may contain NUL bytes;
+ * lens == NULL means strlen). */
+kvs_status kvs_gguf_writer_set_scalar(kvs_gguf_writer *w, const char *key, kvs_gguf_type type,
+                                      const void *value, kvs_error *err);
+kvs_status kvs_gguf_writer_set_strn(kvs_gguf_writer *w, const char *key, const char *v,
+                                    size_t len, kvs_error *err);
+kvs_status kvs_gguf_writer_set_arr(kvs_gguf_writer *w, const char *key, kvs_gguf_type elem_type,
+                                   const void *data, size_t n, kvs_error *err);
+kvs_status kvs_gguf_writer_set_arr_strn(kvs_gguf_writer *w, const char *key,
+                                        const char *const *v, const size_t *lens, size_t n,
+                                        kvs_error *err);
+/* Write the file into a malloc'ed buffer (*data, *size; the caller frees). */
+kvs_status kvs_gguf_writer_write_mem(kvs_gguf_writer *w, uint8_t **data, size_t *size,
+                                     kvs_error *err);
 
 #endif

@@ -38,9 +38,18 @@ int32_t kvs_tok_n_vocab(const kvs_tokenizer *t);
 int32_t kvs_tok_bos(const kvs_tokenizer *t);      /* -1 if none */
 int32_t kvs_tok_eos(const kvs_tokenizer *t);      /* -1 if none */
 bool kvs_tok_add_bos(const kvs_tokenizer *t);     /* tokenizer.ggml.add_bos_token (default: true for llama) */
+/* tokenizer.ggml.add_eos_token (default false): callers that add special
+ * tokens append EOS after the text. */
+bool kvs_tok_add_eos(const kvs_tokenizer *t);
+/* True when decoding drops the leading space of the first token
+ * (SentencePiece with add_space_prefix): pass it to kvs_tok_stream_init. */
+bool kvs_tok_strip_leading_space(const kvs_tokenizer *t);
+/* The most bytes one token decodes to (size stream buffers with it + 8). */
+size_t kvs_tok_max_token_bytes(const kvs_tokenizer *t);
 /* True for tokens that end generation: EOS, EOT, EOM and similar. */
 bool kvs_tok_is_eog(const kvs_tokenizer *t, int32_t id);
-/* The raw vocabulary string of a token ("\u2581the", "<0x0A>", "Ġthe"). */
+/* The raw vocabulary string of a token ("\u2581the", "<0x0A>", "Ġthe");
+ * NULL for an id out of range. */
 const char *kvs_tok_piece(const kvs_tokenizer *t, int32_t id);
 /* Id of an exact piece string, or -1. */
 int32_t kvs_tok_find_piece(const kvs_tokenizer *t, const char *piece);
@@ -63,7 +72,8 @@ size_t kvs_tok_decode_token(const kvs_tokenizer *t, int32_t id, bool render_spec
 char *kvs_tok_decode(const kvs_tokenizer *t, const int32_t *ids, size_t n);
 
 /* Streaming detokenizer: push ids one at a time, get back only complete
- * UTF-8 text.  Strips the SentencePiece leading space of the first token
+ * UTF-8 text (bytes that can never form valid UTF-8 come out as U+FFFD;
+ * control tokens print nothing).  Strips the SentencePiece leading space of the first token
  * when strip_leading_space is set (first output token after BOS). */
 typedef struct kvs_tok_stream {
     char pending[8];
@@ -73,8 +83,10 @@ typedef struct kvs_tok_stream {
 } kvs_tok_stream;
 
 void kvs_tok_stream_init(kvs_tok_stream *s, bool strip_leading_space);
-/* Append the text completed by `id` to out (capacity cap, NUL-terminated);
- * returns the number of bytes written (excluding NUL). */
+/* Write the text completed by `id` to out (capacity cap, NUL-terminated);
+ * returns the number of bytes written (excluding NUL).  With cap of at
+ * least kvs_tok_max_token_bytes() + 8 nothing is lost; a character that
+ * does not fit is dropped whole. */
 size_t kvs_tok_stream_push(const kvs_tokenizer *t, kvs_tok_stream *s, int32_t id, char *out,
                            size_t cap);
 /* Emit what is left (an incomplete sequence becomes U+FFFD). */

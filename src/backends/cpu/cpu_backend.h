@@ -8,6 +8,11 @@
  * is what the OS reports available (capped so that, with an explicit
  * device_memory, free = total - this process's resident memory); the
  * process's use is its resident set from /proc/self/status.
+ *
+ * Kernels: AVX-512 or AVX2 paths where compiled for (-march=native),
+ * else portable C; see cpu_internal.h.  A kernel call returns when its
+ * work is done (there is no synchronize); kernels of one backend must be
+ * called from one thread at a time, since they share its thread pool.
  */
 #ifndef KVS_BACKENDS_CPU_CPU_BACKEND_H
 #define KVS_BACKENDS_CPU_CPU_BACKEND_H
@@ -19,7 +24,13 @@ typedef struct kvs_cpu_options {
     uint64_t device_memory;     /* 0: physical memory / cgroup limit */
 } kvs_cpu_options;
 
+/* Make a CPU backend (opt may be NULL for the defaults).  Fails on a
+ * negative n_threads or when threads or scratch cannot be had. */
 kvs_status kvs_cpu_backend_new(kvs_backend **out, const kvs_cpu_options *opt, kvs_error *err);
+/* Threads the kernels run on (the caller of a kernel counts as one). */
 int kvs_cpu_backend_threads(const kvs_backend *b);
+/* Host bytes the backend holds outside the ledger: its state and the
+ * per-thread matmul scratch (n_threads * 256 KiB). */
+uint64_t kvs_cpu_backend_overhead_bytes(const kvs_backend *b);
 
 #endif

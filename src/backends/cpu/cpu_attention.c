@@ -1,0 +1,231 @@
+/*
+ * cpu_attention.c - causal grouped-query attention over the paged KV cache.
+ *
+ * Work items are (token, query head) pairs, dealt round-robin to a few
+ * tasks per thread so that the long-context pairs of a prefill are spread
+ * evenly.  For one pair: walk the sequence's block table; within a block
+ * the head's keys are contiguous [block_size][head_dim], so each block is
+ * a short dense stream.  Scores (scaled dot products) go to the thread's
+ * slice of the caller's scratch, softmax subtracts the max and
+ * exponentiates in f32, and the output accumulates exp-weighted V rows,
+ * divided by the sum at the end.
+ *
+ * Metadata comes from the engine and is trusted for sizes, but the kernel
+ * stays in bounds regardless: a position past the scratch (pos >= max_ctx)
+ * is clamped, a missing block (-1) contributes nothing, and a token with
+ * nothing to attend to gets zeros.
+ */
+#include "backends/cpu/cpu_internal.h"
+#include "backends/cpu/cpu_simd.h"
+
+#include <math.h>
+#include <string.h>
+
+static size_t align64(size_t x) { return (x + 63) & ~(size_t)63; }
+
+/* Scores of one pair: max_ctx floats rounded up to whole vectors (and to
+ * 64 bytes, so that threads' slices do not share cache lines). */
+static size_t score_bytes(int32_t max_ctx)
+{
+    size_t n = max_ctx > 0 ? (size_t)max_ctx : 1;
+    return align64((n + KVS_VL - 1) / KVS_VL * KVS_VL * sizeof(float));
+}
+
+#ifndef KVS_CPU_SCALAR
+size_t kvs_cpu_attention_scratch_bytes(const kvs_cpu_ctx *c, int32_t max_ctx)
+{
+    return (size_t)c->n_threads * score_bytes(max_ctx) + 64;
+}
+#endif
+
+/* Dot product of q with a key row, for each KV type. */
+#define DEF_ROWOPS(T, LOADV, ELEM, ETYPE)                                        \
+    KVS_SIMD_INLINE float dot_##T(const float *q, const ETYPE *k, int hd)       \
+    {                                                                           \
+        kvs_vf a0 = vf_zero(), a1 = vf_zero();                                  \
+        int d = 0;                                                              \
+        for (; d + 2 * KVS_VL <= hd; d += 2 * KVS_VL) {                         \
+            a0 = vf_fma(vf_load(q + d), LOADV(k + d), a0);                      \
+            a1 = vf_fma(vf_load(q + d + KVS_VL), LOADV(k + d + KVS_VL), a1);    \
+        }                                                                       \
+        for (; d + KVS_VL <= hd; d += KVS_VL)                                   \
+            a0 = vf_fma(vf_load(q + d), LOADV(k + d), a0);                      \
+        float s = vf_hsum(vf_add(a0, a1));                                      \
+        for (; d < hd; d++)                                                     \
+            s += q[d] * ELEM(k[d]);                                             \
+        return s;                                                               \
+    }
+
+#define ELEM_F32(x) (x)
+DEF_ROWOPS(f32, vf_load, ELEM_F32, float)
+DEF_ROWOPS(f16, vf_load_f16, kvs_fp16_to_fp32, uint16_t)
+DEF_ROWOPS(bf16, vf_load_bf16, kvs_bf16_to_fp32, uint16_t)
+
+typedef struct attn_job {
+    float *out;
+    const float *q;
+    const kvs_kv_view *kv;
+    const kvs_attn_meta *meta;
+    int32_t n_heads;
+    float scale;
+    uint8_t *scratch;        /* 64-byte aligned */
+    size_t stride;           /* bytes of scratch per thread */
+    int64_t n_pairs;
+} attn_job;
+
+/* o[0..NVG vectors) = sum over the cnt rows v_i (hd apart) of w[i] * v_i,
+ * accumulated in registers (adding to o's previous value). */
+#define DEF_PV(T, LOADV, ETYPE)                                                           \
+    KVS_SIMD_INLINE void pv_##T(float *o, const float *w, const ETYPE *v, int64_t cnt,    \
+                                int hd, const int NVG)                                    \
+    {                                                                                     \
+        kvs_vf acc[8];                                                                    \
+        for (int u = 0; u < NVG; u++)                                                     \
+            acc[u] = vf_load(o + u * KVS_VL);                                             \
+        for (int64_t i = 0; i < cnt; i++) {                                               \
+            const kvs_vf wv = vf_set1(w[i]);                                              \
+            for (int u = 0; u < NVG; u++)                                                 \
+                acc[u] = vf_fma(wv, LOADV(v + i * hd + u * KVS_VL), acc[u]);              \
+        }                                                                                 \
+        for (int u = 0; u < NVG; u++)                                                     \
+            vf_store(o + u * KVS_VL, acc[u]);                                             \
+    }                                                                                     \
+    /* The whole of o (hd elements) from one block's cnt rows. */                         \
+    static void pv_block_##T(float *o, const float *w, const ETYPE *v, int64_t cnt, int hd) \
+    {                                                                                     \
+        int d = 0;                                                                        \
+        for (; d + 8 * KVS_VL <= hd; d += 8 * KVS_VL)                                     \
+            pv_##T(o + d, w, v + d, cnt, hd, 8);                                          \
+        switch ((hd - d) / KVS_VL) {                                                      \
+        case 7: pv_##T(o + d, w, v + d, cnt, hd, 7); break;                               \
+        case 6: pv_##T(o + d, w, v + d, cnt, hd, 6); break;                               \
+        case 5: pv_##T(o + d, w, v + d, cnt, hd, 5); break;                               \
+        case 4: pv_##T(o + d, w, v + d, cnt, hd, 4); break;                               \
+        case 3: pv_##T(o + d, w, v + d, cnt, hd, 3); break;                               \
+        case 2: pv_##T(o + d, w, v + d, cnt, hd, 2); break;                               \
+        case 1: pv_##T(o + d, w, v + d, cnt, hd, 1); break;                               \
+        default: break;                                                                   \
+        }                                                                                 \
+        for (d += (hd - d) / KVS_VL * KVS_VL; d < hd; d++)                                \
+            for (int64_t i = 0; i < cnt; i++)                                             \
+                o[d] += w[i] * ELEM_##T(v[i * hd + d]);                                   \
+    }
+
+#define ELEM_f32(x) (x)
+#define ELEM_f16(x) kvs_fp16_to_fp32(x)
+#define ELEM_bf16(x) kvs_bf16_to_fp32(x)
+DEF_PV(f32, vf_load, float)
+DEF_PV(f16, vf_load_f16, uint16_t)
+DEF_PV(bf16, vf_load_bf16, uint16_t)
+
+/* sc[0..n) = e^(sc - mx), returning their sum.  The scratch holds whole
+ * vectors, so every score goes through the same vector code; lanes past n
+ * are set to -inf (e^-inf = 0) first. */
+static float exp_scores(float *sc, int64_t n, float mx)
+{
+    const int64_t nv = (n + KVS_VL - 1) / KVS_VL * KVS_VL;
+    for (int64_t p = n; p < nv; p++)
+        sc[p] = -INFINITY;
+    const kvs_vf m = vf_set1(mx);
+    kvs_vf sum = vf_zero();
+    for (int64_t p = 0; p < nv; p += KVS_VL) {
+        kvs_vf e = vf_exp(vf_add(vf_load(sc + p), vf_mul(m, vf_set1(-1.0f))));
+        vf_store(sc + p, e);
+        sum = vf_add(sum, e);
+    }
+    return vf_hsum(sum);
+}
+
+/* One (token, head) pair for KV elements of type ETYPE. */
+#define DEF_ATTEND(T, ETYPE)                                                                  \
+    static void attend_##T(const attn_job *j, int64_t tok, int h, float *sc)                  \
+    {                                                                                         \
+        const kvs_kv_view *kv = j->kv;                                                        \
+        const kvs_attn_meta *me = j->meta;                                                    \
+        const int hd = kv->head_dim, bs = kv->block_size, nkv = kv->n_kv_heads;               \
+        float *o = j->out + (tok * j->n_heads + h) * (int64_t)hd;                             \
+        const float *qv = j->q + (tok * j->n_heads + h) * (int64_t)hd;                        \
+        memset(o, 0, (size_t)hd * sizeof(float));                                             \
+        int64_t pos = me->tok_pos[tok];                                                       \
+        if (pos < 0)                                                                          \
+            return;                                                                           \
+        if (pos >= me->max_ctx)                                                               \
+            pos = (int64_t)me->max_ctx - 1;                                                   \
+        const int64_t npos = pos + 1, kvh = h / (j->n_heads / nkv);                           \
+        const int32_t *bt = me->block_tables + (int64_t)me->tok_seq[tok] * me->max_blocks;    \
+        const ETYPE *K = kv->k, *V = kv->v;                                                   \
+        float mx = -INFINITY;                                                                 \
+        for (int64_t p0 = 0; p0 < npos; p0 += bs) {                                           \
+            int64_t bi = p0 / bs, cnt = npos - p0 < bs ? npos - p0 : bs;                      \
+            int32_t blk = bi < me->max_blocks ? bt[bi] : -1;                                  \
+            if (blk < 0) {                                                                    \
+                for (int64_t i = 0; i < cnt; i++)                                             \
+                    sc[p0 + i] = -INFINITY;                                                   \
+                continue;                                                                     \
+            }                                                                                 \
+            const ETYPE *kb = K + (((int64_t)blk * nkv + kvh) * bs) * hd;                     \
+            for (int64_t i = 0; i < cnt; i++) {                                               \
+                float s = dot_##T(qv, kb + i * hd, hd) * j->scale;                            \
+                sc[p0 + i] = s;                                                               \
+                mx = s > mx ? s : mx;                                                         \
+            }                                                                                 \
+        }                                                                                     \
+        if (mx == -INFINITY)                                                                  \
+            return;                                                                           \
+        const float sum = exp_scores(sc, npos, mx);                                           \
+        for (int64_t p0 = 0; p0 < npos; p0 += bs) {                                           \
+            int64_t bi = p0 / bs, cnt = npos - p0 < bs ? npos - p0 : bs;                      \
+            int32_t blk = bi < me->max_blocks ? bt[bi] : -1;                                  \
+            if (blk >= 0)                                                                     \
+                pv_block_##T(o, sc + p0, V + (((int64_t)blk * nkv + kvh) * bs) * hd, cnt, hd); \
+        }                                                                                     \
+        const float inv = 1.0f / sum;                                                         \
+        for (int d = 0; d < hd; d++)                                                          \
+            o[d] *= inv;                                                                      \
+    }
+
+DEF_ATTEND(f32, float)
+DEF_ATTEND(f16, uint16_t)
+DEF_ATTEND(bf16, uint16_t)
+
+static void attn_task(void *arg, int task, int n_tasks, int thread)
+{
+    const attn_job *j = arg;
+    float *sc = (float *)(j->scratch + (size_t)thread * j->stride);
+    for (int64_t p = task; p < j->n_pairs; p += n_tasks) {
+        int64_t tok = p / j->n_heads;
+        int h = (int)(p % j->n_heads);
+        switch (j->kv->dtype) {
+        case KVS_DTYPE_F16: attend_f16(j, tok, h, sc); break;
+        case KVS_DTYPE_BF16: attend_bf16(j, tok, h, sc); break;
+        default: attend_f32(j, tok, h, sc); break;
+        }
+    }
+}
+
+void KVS_CPU_FN(kvs_cpu_attention)(kvs_cpu_ctx *c, float *out, const float *q,
+                                   const kvs_kv_view *kv, const kvs_attn_meta *meta,
+                                   int32_t n_heads, float scale, void *scratch)
+{
+    const kvs_attn_meta *me = meta;
+    if (me->n_tokens <= 0 || n_heads <= 0)
+        return;
+    const int64_t n_pairs = (int64_t)me->n_tokens * n_heads;
+    if (kv->n_kv_heads <= 0 || n_heads % kv->n_kv_heads != 0 || kv->block_size <= 0 ||
+        kv->head_dim <= 0 || me->max_ctx <= 0 ||
+        (kv->dtype != KVS_DTYPE_F32 && kv->dtype != KVS_DTYPE_F16 && kv->dtype != KVS_DTYPE_BF16)) {
+        if (kv->head_dim > 0)
+            memset(out, 0, (size_t)n_pairs * (size_t)kv->head_dim * sizeof(float));
+        return;
+    }
+    uintptr_t base = ((uintptr_t)scratch + 63) & ~(uintptr_t)63;
+    attn_job j = {.out = out, .q = q, .kv = kv, .meta = meta, .n_heads = n_heads, .scale = scale,
+                  .scratch = (uint8_t *)base,
+                  .stride = score_bytes(me->max_ctx), .n_pairs = n_pairs};
+    /* Work ~ pairs * context * head_dim; small steps run on the caller alone. */
+    double work = (double)n_pairs * (double)me->max_ctx * (double)kv->head_dim;
+    int64_t n_tasks = 1;
+    if (c->n_threads > 1 && work >= 32768.0)
+        n_tasks = n_pairs < (int64_t)c->n_threads * 8 ? n_pairs : (int64_t)c->n_threads * 8;
+    kvs_pool_run(c->pool, attn_task, &j, (int)n_tasks);
+}

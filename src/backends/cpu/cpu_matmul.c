@@ -1,0 +1,466 @@
+/*
+ * cpu_matmul.c - y[n][m] = x[n][k] . W[m][k]^T for W in f32, f16, bf16,
+ * q8_0 and q4_0.
+ *
+ * The work is split over rows of W (and, when W has few rows, over rows
+ * of x) into a few tasks per thread.  Each output element is computed by
+ * the same sequence of float operations whatever the split and whatever
+ * the other rows of x: results depend neither on the number of threads
+ * nor on the batch (a row of x gives the same bits alone or among 500).
+ *
+ * The core is a tile kernel: MR rows of x against MC rows of W, MR x MC
+ * vector accumulators, 32 elements (one quantization block) per step,
+ * reduced horizontally at the end.
+ *
+ * Decode (n <= KVS_CPU_MM_DECODE_N) is bound by memory bandwidth: the tile
+ * kernel reads W in its own type and dequantizes in registers, so every
+ * weight row is streamed from memory once (the next MR rows of x reuse
+ * it from cache).
+ *
+ * Prefill (larger n) is bound by arithmetic: a panel of whole W rows is
+ * dequantized once into the thread's f32 scratch (256 KiB, stays in L2),
+ * then all rows of x are run against it with the f32 tile kernel.  f32
+ * weights are used in place.  The dequantized values are exactly those the
+ * decode tile makes in registers and the tile accumulates the same way, so
+ * the two paths agree bit for bit.
+ */
+#include "backends/cpu/cpu_internal.h"
+#include "backends/cpu/cpu_simd.h"
+
+#include <string.h>
+
+#define NV (32 / KVS_VL) /* vectors per 32-element block */
+#define MR 4
+#if defined(KVS_SIMD_AVX2)
+#define MC 2             /* 16 ymm registers */
+#else
+#define MC 4
+#endif
+#define MB 8         /* W rows per task unit in prefill */
+
+_Static_assert(MB % MC == 0, "matmul blocking");
+
+/* --- loading one 32-element block (index b of a row) as NV vectors --- */
+
+KVS_SIMD_INLINE void blk_f32(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const float *p = (const float *)row + b * 32;
+    for (int v = 0; v < NV; v++)
+        o[v] = vf_load(p + v * KVS_VL);
+}
+KVS_SIMD_INLINE void blk_f16(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const uint16_t *p = (const uint16_t *)row + b * 32;
+    for (int v = 0; v < NV; v++)
+        o[v] = vf_load_f16(p + v * KVS_VL);
+}
+KVS_SIMD_INLINE void blk_bf16(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const uint16_t *p = (const uint16_t *)row + b * 32;
+    for (int v = 0; v < NV; v++)
+        o[v] = vf_load_bf16(p + v * KVS_VL);
+}
+KVS_SIMD_INLINE void blk_q8_0(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q8_0 *q = (const kvs_block_q8_0 *)row + b;
+    kvs_vf d = vf_set1_h(q->d);
+    for (int v = 0; v < NV; v++)
+        o[v] = vf_mul(vf_load_i8(q->q + v * KVS_VL), d);
+}
+KVS_SIMD_INLINE void blk_q4_0(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q4_0 *q = (const kvs_block_q4_0 *)row + b;
+    kvs_vf d = vf_set1_h(q->d);
+    for (int v = 0; v < NV / 2; v++) {
+        o[v] = vf_mul(vf_load_q4(q->qs + v * KVS_VL, 0), d);
+        o[v + NV / 2] = vf_mul(vf_load_q4(q->qs + v * KVS_VL, 1), d);
+    }
+}
+
+/* Bytes of one 32-element block of each type (the decode prefetch stride). */
+#define BLK_BYTES_f32 128
+#define BLK_BYTES_f16 64
+#define BLK_BYTES_bf16 64
+#define BLK_BYTES_q8_0 34
+#define BLK_BYTES_q4_0 18
+
+/* --- one element (tails of rows whose length is not a multiple of 32) --- */
+
+KVS_SIMD_INLINE float el_f32(const uint8_t *row, int64_t i) { return ((const float *)row)[i]; }
+KVS_SIMD_INLINE float el_f16(const uint8_t *row, int64_t i)
+{
+    return kvs_fp16_to_fp32(((const uint16_t *)row)[i]);
+}
+KVS_SIMD_INLINE float el_bf16(const uint8_t *row, int64_t i)
+{
+    return kvs_bf16_to_fp32(((const uint16_t *)row)[i]);
+}
+KVS_SIMD_INLINE float el_q8_0(const uint8_t *row, int64_t i)
+{
+    const kvs_block_q8_0 *q = (const kvs_block_q8_0 *)row + i / 32;
+    return kvs_fp16_to_fp32(q->d) * q->q[i % 32];
+}
+KVS_SIMD_INLINE float el_q4_0(const uint8_t *row, int64_t i)
+{
+    const kvs_block_q4_0 *q = (const kvs_block_q4_0 *)row + i / 32;
+    int j = (int)(i % 32);
+    int nib = j < 16 ? q->qs[j] & 0x0f : q->qs[j - 16] >> 4;
+    return kvs_fp16_to_fp32(q->d) * (nib - 8);
+}
+
+/*
+ * tile_T: y[r][c] = sum_i x[r][i] * w_c[i] for r < R, c < C, i < len.
+ * x rows are ldx apart, y rows ldy apart; w[c] points at the first element
+ * of W row c.  All MC entries of w must be readable (callers repeat the
+ * last row at the edge); R is a compile-time constant at every call.
+ * pf, when not NULL, holds MC rows to prefetch at the offsets being read.
+ */
+#define DEF_TILE(T)                                                                           \
+    KVS_SIMD_INLINE void tile_##T(int R, const float *x, int64_t ldx, const uint8_t *const *w, \
+                                  int64_t len, float *y, int64_t ldy, int C,                  \
+                                  const uint8_t *const *pf)                                   \
+    {                                                                                         \
+        kvs_vf acc[MR][MC];                                                                   \
+        for (int r = 0; r < MR; r++)                                                          \
+            for (int c = 0; c < MC; c++)                                                      \
+                acc[r][c] = vf_zero();                                                        \
+        const int64_t nb = len / 32;                                                          \
+        for (int64_t b = 0; b < nb; b++) {                                                    \
+            kvs_vf wv[MC][NV];                                                                \
+            for (int c = 0; c < MC; c++) {                                                    \
+                if (pf && (BLK_BYTES_##T >= 64 || (b & 1) == 0)) /* ~ one per line */          \
+                    __builtin_prefetch(pf[c] + b * BLK_BYTES_##T);                            \
+                blk_##T(w[c], b, wv[c]);                                                      \
+            }                                                                                 \
+            for (int r = 0; r < R; r++) {                                                     \
+                const float *xr = x + r * ldx + b * 32;                                       \
+                for (int v = 0; v < NV; v++) {                                                \
+                    kvs_vf xv = vf_load(xr + v * KVS_VL);                                     \
+                    for (int c = 0; c < MC; c++)                                              \
+                        acc[r][c] = vf_fma(wv[c][v], xv, acc[r][c]);                          \
+                }                                                                             \
+            }                                                                                 \
+        }                                                                                     \
+        for (int r = 0; r < R; r++) {                                                         \
+            for (int c = 0; c < C; c++) {                                                     \
+                float s = vf_hsum(acc[r][c]);                                                 \
+                for (int64_t i = nb * 32; i < len; i++)                                       \
+                    s += el_##T(w[c], i) * x[r * ldx + i];                                    \
+                y[r * ldy + c] = s;                                                           \
+            }                                                                                 \
+        }                                                                                     \
+    }                                                                                         \
+    static void tile_any_##T(int R, const float *x, int64_t ldx, const uint8_t *const *w,     \
+                             int64_t len, float *y, int64_t ldy, int C,                       \
+                             const uint8_t *const *pf)                                        \
+    {                                                                                         \
+        switch (R) {                                                                          \
+        case 1: tile_##T(1, x, ldx, w, len, y, ldy, C, pf); break;                            \
+        case 2: tile_##T(2, x, ldx, w, len, y, ldy, C, pf); break;                            \
+        case 3: tile_##T(3, x, ldx, w, len, y, ldy, C, pf); break;                            \
+        default: tile_##T(MR, x, ldx, w, len, y, ldy, C, pf); break;                          \
+        }                                                                                     \
+    }
+
+_Static_assert(MR == 4, "tile_any dispatches R = 1..4");
+
+/*
+ * ptile: the prefill tile, R (<= PMR) rows of x against MC rows of f32 W,
+ * y[r][c] = sum_i x[r][i] * w_c[i].  The same float operations per output
+ * element as tile_T (vector lanes accumulate i = lane, lane + VL, ... up to
+ * the last whole 32-block, then hsum, then the tail one by one), but
+ * written so that the compiler keeps the MC weight vectors in registers
+ * and loads each x vector once for MC FMAs.
+ */
+#define PMR 6
+/* One step of row r: x vector at i against the MC weight vectors. */
+#if MC > 2
+#define PSTEP(r)                                                                              \
+    do {                                                                                      \
+        kvs_vf xv = vf_load(x + (r) * ldx + i);                                               \
+        VF_KEEP(xv);                                                                          \
+        a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
+        a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
+        a##r##2 = vf_fma(b2, xv, a##r##2);                                                    \
+        a##r##3 = vf_fma(b3, xv, a##r##3);                                                    \
+    } while (0)
+#define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0, a##r##2 = a##r##0, a##r##3 = a##r##0
+#define PROW(r) {a##r##0, a##r##1, a##r##2, a##r##3}
+#else
+#define PSTEP(r)                                                                              \
+    do {                                                                                      \
+        kvs_vf xv = vf_load(x + (r) * ldx + i);                                               \
+        VF_KEEP(xv);                                                                          \
+        a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
+        a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
+    } while (0)
+#define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0
+#define PROW(r) {a##r##0, a##r##1}
+#endif
+
+KVS_SIMD_INLINE void ptile(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
+                           float *y, int64_t ldy, int C)
+{
+    PACC(0);
+    PACC(1);
+    PACC(2);
+    PACC(3);
+#if PMR > 4
+    PACC(4);
+    PACC(5);
+#endif
+    const float *w0 = w[0], *w1 = w[1];
+#if MC > 2
+    const float *w2 = w[2], *w3 = w[3];
+#endif
+    const int64_t nv = len / 32 * 32;
+    for (int64_t i = 0; i < nv; i += KVS_VL) {
+        kvs_vf b0 = vf_load(w0 + i), b1 = vf_load(w1 + i);
+        VF_KEEP(b0);
+        VF_KEEP(b1);
+#if MC > 2
+        kvs_vf b2 = vf_load(w2 + i), b3 = vf_load(w3 + i);
+        VF_KEEP(b2);
+        VF_KEEP(b3);
+#endif
+        PSTEP(0);
+        if (R > 1)
+            PSTEP(1);
+        if (R > 2)
+            PSTEP(2);
+        if (R > 3)
+            PSTEP(3);
+#if PMR > 4
+        if (R > 4)
+            PSTEP(4);
+        if (R > 5)
+            PSTEP(5);
+#endif
+    }
+#if PMR > 4
+    kvs_vf acc[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
+#else
+    kvs_vf acc[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
+#endif
+    for (int r = 0; r < R; r++) {
+        for (int c = 0; c < C; c++) {
+            float s = vf_hsum(acc[r][c]);
+            for (int64_t i = nv; i < len; i++)
+                s += w[c][i] * x[r * ldx + i];
+            y[r * ldy + c] = s;
+        }
+    }
+}
+
+static void ptile_any(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
+                      float *y, int64_t ldy, int C)
+{
+    switch (R) {
+    case 1: ptile(1, x, ldx, w, len, y, ldy, C); break;
+    case 2: ptile(2, x, ldx, w, len, y, ldy, C); break;
+    case 3: ptile(3, x, ldx, w, len, y, ldy, C); break;
+#if PMR > 4
+    case 4: ptile(4, x, ldx, w, len, y, ldy, C); break;
+    case 5: ptile(5, x, ldx, w, len, y, ldy, C); break;
+#endif
+    default: ptile(PMR, x, ldx, w, len, y, ldy, C); break;
+    }
+}
+
+_Static_assert((PMR == 4 || PMR == 6) && (MC == 2 || MC == 4), "ptile: PMR 4 or 6, MC 2 or 4");
+/* Registers: PMR x MC accumulators, MC weight vectors and one x vector
+ * (6 x 4 + 5 = 29 of AVX-512's 32, 6 x 2 + 3 = 15 of AVX2's 16). */
+
+/* deq_T: dst[0..len) = row[0..len) as f32 (row points at the first element). */
+#define DEF_DEQ(T)                                                                   \
+    static void deq_##T(float *dst, const uint8_t *row, int64_t len)                          \
+    {                                                                                         \
+        const int64_t nb = len / 32;                                                          \
+        for (int64_t b = 0; b < nb; b++) {                                                    \
+            kvs_vf o[NV];                                                                     \
+            blk_##T(row, b, o);                                                               \
+            for (int v = 0; v < NV; v++)                                                      \
+                vf_store(dst + b * 32 + v * KVS_VL, o[v]);                                    \
+        }                                                                                     \
+        for (int64_t i = nb * 32; i < len; i++)                                               \
+            dst[i] = el_##T(row, i);                                                          \
+    }
+
+DEF_TILE(f32)
+DEF_TILE(f16)
+DEF_TILE(bf16)
+DEF_TILE(q8_0)
+DEF_TILE(q4_0)
+DEF_DEQ(f32)
+DEF_DEQ(f16)
+DEF_DEQ(bf16)
+DEF_DEQ(q8_0)
+DEF_DEQ(q4_0)
+
+typedef void (*tile_fn)(int R, const float *x, int64_t ldx, const uint8_t *const *w, int64_t len,
+                        float *y, int64_t ldy, int C, const uint8_t *const *pf);
+typedef void (*deq_fn)(float *dst, const uint8_t *row, int64_t len);
+
+static bool kernels_for(kvs_dtype t, tile_fn *tile, deq_fn *deq)
+{
+    switch (t) {
+    case KVS_DTYPE_F32: *tile = tile_any_f32; *deq = deq_f32; return true;
+    case KVS_DTYPE_F16: *tile = tile_any_f16; *deq = deq_f16; return true;
+    case KVS_DTYPE_BF16: *tile = tile_any_bf16; *deq = deq_bf16; return true;
+    case KVS_DTYPE_Q8_0: *tile = tile_any_q8_0; *deq = deq_q8_0; return true;
+    case KVS_DTYPE_Q4_0: *tile = tile_any_q4_0; *deq = deq_q4_0; return true;
+    }
+    return false;
+}
+
+void KVS_CPU_FN(kvs_cpu_dequant)(float *dst, const void *row, kvs_dtype t, int64_t start,
+                                 int64_t len)
+{
+    tile_fn tile;
+    deq_fn deq;
+    uint64_t off;
+    if (len <= 0 || !kernels_for(t, &tile, &deq) || !kvs_dtype_row_bytes(t, (uint64_t)start, &off))
+        return;
+    deq(dst, (const uint8_t *)row + off, len);
+}
+
+typedef struct mm_job {
+    kvs_cpu_ctx *ctx;
+    float *y;
+    const float *x;
+    const uint8_t *w;
+    kvs_dtype wt;
+    tile_fn tile;
+    deq_fn deq;
+    int64_t n, k, m;
+    uint64_t row_bytes;
+    int64_t rows_per_task, n_per_task;
+    int n_mtasks;
+} mm_job;
+
+static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
+static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* Rows [m0, m1) of W against rows [n0, n1) of x, streaming W once. */
+static void mm_decode(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    /* While a tile streams its MC rows, it prefetches the next tile's rows
+     * at the same offset: the hardware prefetchers follow a stream but do
+     * not guess where the next rows start, and each start costs a full
+     * memory latency otherwise.  Measured on Zen 4: a large gain for the
+     * quantized types (short rows, work per byte) and for short f16 rows,
+     * a loss of ~10% for f16 rows of 4 KiB and more, which the hardware
+     * streams well on its own. */
+    const bool prefetch = j->wt == KVS_DTYPE_Q8_0 || j->wt == KVS_DTYPE_Q4_0 || j->row_bytes < 4096;
+    const uint8_t *pf[MC];
+    for (int c = 0; c < MC; c++)
+        pf[c] = j->w + (uint64_t)min64(m0 + c, m1 - 1) * j->row_bytes;
+    for (int64_t c0 = m0; c0 < m1; c0 += MC) {
+        int C = (int)min64(MC, m1 - c0);
+        const uint8_t *w[MC];
+        for (int c = 0; c < MC; c++) {
+            w[c] = pf[c];
+            pf[c] = j->w + (uint64_t)min64(c0 + MC + c, m1 - 1) * j->row_bytes;
+        }
+        for (int64_t r0 = n0; r0 < n1; r0 += MR)
+            j->tile((int)min64(MR, n1 - r0), j->x + r0 * j->k, j->k, w, j->k,
+                    j->y + r0 * j->m + c0, j->m, C, prefetch && r0 == n0 ? pf : NULL);
+    }
+}
+
+/* W rows of a prefill panel for rows of k elements: as many as fit the
+ * thread's scratch, a multiple of MC, at most MAX_PANEL; 0 when not even MC
+ * rows fit (the caller then streams W as decode does, same results). */
+#define MAX_PANEL 64
+static int64_t panel_rows(int64_t k)
+{
+    int64_t r = KVS_CPU_MM_SCRATCH / k;
+    r = r > MAX_PANEL ? MAX_PANEL : r;
+    return r / MC * MC;
+}
+
+/* Rows [m0, m1) of W against rows [n0, n1) of x, panel by panel: a panel
+ * of W rows is dequantized whole (all k columns) into the scratch, then
+ * every PMR rows of x run against it with the f32 tile kernel.  Each
+ * output element is accumulated over the full row exactly as mm_decode
+ * does it (the dequantized values are the ones the decode tile makes in
+ * registers), so prefill and decode give identical bits. */
+static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, int64_t n0,
+                       int64_t n1)
+{
+    const int64_t k = j->k, m = j->m, np = panel_rows(k);
+    if (np == 0) {
+        mm_decode(j, m0, m1, n0, n1);
+        return;
+    }
+    for (int64_t p0 = m0; p0 < m1; p0 += np) {
+        const int P = (int)min64(np, m1 - p0);
+        const float *wp[MAX_PANEL];
+        for (int c = 0; c < P; c++) {
+            const uint8_t *row = j->w + (uint64_t)(p0 + c) * j->row_bytes;
+            if (j->wt == KVS_DTYPE_F32) {
+                wp[c] = (const float *)row;
+            } else {
+                j->deq(scratch + c * k, row, k);
+                wp[c] = scratch + c * k;
+            }
+        }
+        for (int64_t r0 = n0; r0 < n1; r0 += PMR) {
+            const int R = (int)min64(PMR, n1 - r0);
+            for (int c0 = 0; c0 < P; c0 += MC) {
+                const int C = P - c0 < MC ? P - c0 : MC;
+                const float *w[MC];
+                for (int c = 0; c < MC; c++)
+                    w[c] = wp[c0 + (c < C ? c : C - 1)];
+                ptile_any(R, j->x + r0 * k, k, w, k, j->y + r0 * m + p0 + c0, m, C);
+            }
+        }
+    }
+}
+
+static void mm_task(void *arg, int task, int n_tasks, int thread)
+{
+    const mm_job *j = arg;
+    int64_t mt = task % j->n_mtasks, nt = task / j->n_mtasks;
+    int64_t m0 = mt * j->rows_per_task, m1 = min64(j->m, m0 + j->rows_per_task);
+    int64_t n0 = nt * j->n_per_task, n1 = min64(j->n, n0 + j->n_per_task);
+    if (m0 >= m1 || n0 >= n1)
+        return;
+    if (j->n <= KVS_CPU_MM_DECODE_N)
+        mm_decode(j, m0, m1, n0, n1);
+    else
+        mm_prefill(j, j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH, m0, m1, n0, n1);
+}
+
+void KVS_CPU_FN(kvs_cpu_matmul)(kvs_cpu_ctx *c, float *y, const float *x, const void *w,
+                                kvs_dtype wt, int64_t n, int64_t k, int64_t m)
+{
+    if (n <= 0 || m <= 0)
+        return;
+    mm_job j = {.ctx = c, .y = y, .x = x, .w = w, .wt = wt, .n = n, .k = k, .m = m};
+    /* Shapes are validated when the model is loaded; a bad one gives zeros. */
+    if (k <= 0 || !kernels_for(wt, &j.tile, &j.deq) ||
+        !kvs_dtype_row_bytes(wt, (uint64_t)k, &j.row_bytes)) {
+        memset(y, 0, (size_t)(n * m) * sizeof(float));
+        return;
+    }
+    const int threads = c->n_threads;
+    const bool decode = n <= KVS_CPU_MM_DECODE_N;
+    const int64_t unit = decode ? MC : MB;
+    int64_t n_mtasks = 1;
+    if ((double)n * (double)k * (double)m >= 65536.0 && threads > 1)
+        n_mtasks = min64(cdiv(m, unit), (int64_t)threads * 4);
+    j.rows_per_task = cdiv(cdiv(m, n_mtasks), unit) * unit;
+    n_mtasks = cdiv(m, j.rows_per_task);
+    int64_t n_ntasks = 1;
+    if (!decode && threads > 1 && n_mtasks < 2 * threads)
+        n_ntasks = min64(cdiv(n, MR), cdiv(2 * threads, n_mtasks));
+    j.n_per_task = cdiv(cdiv(n, n_ntasks), MR) * MR;
+    n_ntasks = cdiv(n, j.n_per_task);
+    j.n_mtasks = (int)n_mtasks;
+    kvs_pool_run(c->pool, mm_task, &j, (int)(n_mtasks * n_ntasks));
+}
+
+#ifndef KVS_CPU_SCALAR
+const char *kvs_cpu_simd_name(void) { return KVS_SIMD_NAME; }
+#endif

@@ -1,0 +1,65 @@
+/* kvserve info: a GGUF file's metadata and tensor table. */
+#include <inttypes.h>
+#include <stdio.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "cli/common.h"
+#include "model/llama.h"
+
+int kvs_cmd_info(int argc, char **argv)
+{
+    const char *model = NULL;
+    kvs_cmd_spec c = {.name = "info", .usage = "kvserve info -m MODEL",
+                      .summary = "Print a GGUF file's metadata and tensor table.", .max_positional = 1};
+    kvs_cmd_add(&c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &model, "MODEL", "GGUF file"});
+    kvs_error err;
+    if (kvs_args_parse(&c, argc, argv, &err) != KVS_OK)
+        return kvs_cli_error("info", 2, err.msg);
+    if (c.help) {
+        kvs_args_help(&c, stdout);
+        return 0;
+    }
+    if (!model && c.n_positional == 1)
+        model = c.positional[0];
+    if (!model)
+        return kvs_cli_error("info", 2, "usage: kvserve info -m MODEL");
+    kvs_gguf *g = kvs_cli_open_gguf("info", model);
+    if (!g)
+        return 1;
+    printf("file: %s\nGGUF version: %u\nsize: %" PRIu64 " bytes, tensor data at %" PRIu64 ", alignment %u\n",
+           model, kvs_gguf_version(g), kvs_gguf_file_size(g), kvs_gguf_data_offset(g), kvs_gguf_alignment(g));
+    printf("\nmetadata (%zu keys):\n", kvs_gguf_n_kv(g));
+    char buf[512];
+    for (size_t i = 0; i < kvs_gguf_n_kv(g); i++) {
+        kvs_gguf_kv_format(g, i, buf, sizeof buf);
+        printf("  %-48s %-8s %s\n", kvs_gguf_kv_key(g, i), kvs_gguf_type_name(kvs_gguf_kv_type(g, i)), buf);
+    }
+    uint64_t total = 0;
+    printf("\ntensors (%zu):\n", kvs_gguf_n_tensors(g));
+    for (size_t i = 0; i < kvs_gguf_n_tensors(g); i++) {
+        const kvs_gguf_tensor *t = kvs_gguf_tensor_at(g, i);
+        char shape[96];
+        int o = snprintf(shape, sizeof shape, "[");
+        for (uint32_t d = 0; d < t->n_dims && o < (int)sizeof shape; d++)
+            o += snprintf(shape + o, sizeof shape - (size_t)o, "%s%" PRIu64, d ? ", " : "", t->ne[d]);
+        if (o < (int)sizeof shape)
+            snprintf(shape + o, sizeof shape - (size_t)o, "]");
+        printf("  %-40s %-6s %-24s %12" PRIu64 " bytes @ %" PRIu64 "\n", t->name, kvs_dtype_name(t->type), shape,
+               t->nbytes, t->offset);
+        total += t->nbytes;
+    }
+    printf("  total tensor data: %" PRIu64 " bytes (%.2f MiB)\n", total, total / 1048576.0);
+    kvs_llama_hparams hp;
+    if (kvs_gguf_n_tensors(g) > 0) {
+        if (kvs_llama_hparams_from_gguf(g, &hp, &err) == KVS_OK)
+            printf("\nmodel: %s, dim %d, %d layers, %d heads (%d KV, head dim %d), hidden %d, vocab %d, "
+                   "context %d, rope base %g%s\n",
+                   hp.arch_name, hp.dim, hp.n_layers, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.hidden_dim,
+                   hp.n_vocab, hp.n_ctx_train, hp.rope_freq_base, hp.tied_embeddings ? ", tied embeddings" : "");
+        else
+            printf("\nmodel: not runnable by kvserve: %s\n", err.msg);
+    }
+    kvs_gguf_close(g);
+    return 0;
+}

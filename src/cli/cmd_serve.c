@@ -1,0 +1,142 @@
+/* kvserve serve: the OpenAI-compatible HTTP server. */
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "cli/args.h"
+#include "cli/cli.h"
+#include "cli/common.h"
+#include "server/server.h"
+
+typedef struct serve_opts {
+    kvs_launch_opts lo;
+    const char *host, *api_key, *served_model_name;
+    int32_t port;
+    uint64_t max_body;
+    double drain_timeout;
+    const char *memory_report, *memory_report_svg;
+    bool quiet;
+} serve_opts;
+
+static void build_spec(kvs_cmd_spec *c, serve_opts *o)
+{
+    *c = (kvs_cmd_spec){
+        .name = "serve",
+        .usage = "kvserve serve -m MODEL [--host 127.0.0.1] [--port 8000] [--api-key KEY] "
+                 "[--served-model-name NAME] [options]",
+        .summary = "Serve MODEL over OpenAI's HTTP API: /v1/completions, /v1/chat/completions (stream: true\n"
+                   "for server-sent events), /v1/models, /health, /metrics, /tokenize, /detokenize.\n"
+                   "--port 0 picks a free port; the bound address is printed as 'listening on http://...'.\n"
+                   "SIGINT/SIGTERM stop accepting requests, let running ones finish (up to\n"
+                   "--shutdown-timeout seconds) and exit 0; a second signal stops at once.\n"
+                   "The API key may also come from $KVSERVE_API_KEY."};
+    kvs_cmd_add(c, (kvs_opt){"--host", NULL, KVS_OPT_STR, &o->host, "ADDR", "address to bind (default 127.0.0.1)"});
+    kvs_cmd_add(c, (kvs_opt){"--port", NULL, KVS_OPT_INT, &o->port, "N", "TCP port (default 8000; 0: any free port)"});
+    kvs_cmd_add(c, (kvs_opt){"--api-key", NULL, KVS_OPT_STR, &o->api_key, "KEY",
+                             "require 'Authorization: Bearer KEY' on /v1 (default $KVSERVE_API_KEY)"});
+    kvs_cmd_add(c, (kvs_opt){"--served-model-name", NULL, KVS_OPT_STR, &o->served_model_name, "NAME",
+                             "the model name clients use (default: the model file's name without extension)"});
+    kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &o->max_body, "SIZE",
+                             "largest request body accepted (default 8MiB; larger gets 413)"});
+    kvs_cmd_add(c, (kvs_opt){"--shutdown-timeout", NULL, KVS_OPT_FLOAT, &o->drain_timeout, "S",
+                             "on SIGINT/SIGTERM, wait this long for running requests (default 30)"});
+    kvs_cmd_add(c, (kvs_opt){"--memory-report", NULL, KVS_OPT_STR, &o->memory_report, "FILE.json",
+                             "write the start-up memory table as JSON"});
+    kvs_cmd_add(c, (kvs_opt){"--memory-report-svg", NULL, KVS_OPT_STR, &o->memory_report_svg, "FILE.svg",
+                             "draw the memory budget as a stacked bar"});
+    kvs_cmd_add(c, (kvs_opt){"--quiet", "-q", KVS_OPT_FLAG, &o->quiet, NULL, "no start-up lines"});
+    kvs_cmd_add_engine_opts(c, &o->lo);
+}
+
+/* Wait for a signal in `set` for at most ms milliseconds (< 0: forever). */
+static int wait_signal(const sigset_t *set, int ms)
+{
+    if (ms < 0) {
+        int sig = 0;
+        return sigwait(set, &sig) == 0 ? sig : -1;
+    }
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    return sigtimedwait(set, NULL, &ts);
+}
+
+int kvs_cmd_serve(int argc, char **argv)
+{
+    serve_opts o = {.lo = kvs_launch_defaults(), .drain_timeout = 30.0};
+    kvs_server_opts so = kvs_server_defaults();
+    o.port = so.port;
+    kvs_cmd_spec c;
+    build_spec(&c, &o);
+    kvs_error err;
+    if (kvs_args_parse(&c, argc, argv, &err) != KVS_OK)
+        return kvs_cli_error("serve", 2, err.msg);
+    if (c.help) {
+        kvs_args_help(&c, stdout);
+        return 0;
+    }
+    if (!o.lo.model_path)
+        return kvs_cli_error("serve", 2, "-m MODEL is required");
+    if (o.port > 65535)
+        return kvs_cli_error("serve", 2, "--port must be in 0..65535");
+    if (!(o.drain_timeout >= 0))
+        return kvs_cli_error("serve", 2, "--shutdown-timeout must be >= 0");
+    if (!o.api_key)
+        o.api_key = getenv("KVSERVE_API_KEY");
+
+    /* Every thread started from here on inherits these signals blocked; this
+     * thread takes them with sigwait. */
+    sigset_t sigs;
+    sigemptyset(&sigs);
+    sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    o.lo.log = o.quiet ? NULL : stderr;
+    kvs_instance *in;
+    if (kvs_launch(&in, &o.lo, &err) != KVS_OK)
+        return kvs_cli_error("serve", 1, err.msg);
+    int rc = kvs_cli_write_reports(in, o.memory_report, o.memory_report_svg);
+    if (rc != 0) {
+        kvs_instance_free(in);
+        return rc;
+    }
+    so.host = o.host ? o.host : so.host;
+    so.port = o.port;
+    so.api_key = o.api_key;
+    so.served_model_name = o.served_model_name;
+    so.model_path = o.lo.model_path;
+    if (o.max_body)
+        so.max_body_bytes = (size_t)o.max_body;
+    so.log = stderr;
+    kvs_server *srv;
+    if (kvs_server_start(&srv, in, &so, &err) != KVS_OK) {
+        kvs_instance_free(in);
+        return kvs_cli_error("serve", 1, err.msg);
+    }
+    bool v6 = strchr(so.host, ':') != NULL;
+    fprintf(stderr, "INFO kvserve: serving model '%s'%s; listening on http://%s%s%s:%d\n",
+            kvs_server_model_name(srv), so.api_key ? " (API key required)" : "", v6 ? "[" : "", so.host,
+            v6 ? "]" : "", kvs_server_port(srv));
+    fflush(stderr);
+
+    int sig = wait_signal(&sigs, -1);
+    fprintf(stderr, "INFO kvserve: signal %d: draining (up to %.0f s; a second signal stops now)\n", sig,
+            o.drain_timeout);
+    fflush(stderr);
+    kvs_server_drain(srv);
+    double deadline = o.drain_timeout * 1000.0;
+    for (double waited = 0; waited < deadline; waited += 100) {
+        if (kvs_server_wait(srv, 0))
+            break;
+        if (wait_signal(&sigs, 100) > 0) {
+            fprintf(stderr, "INFO kvserve: second signal: stopping now\n");
+            break;
+        }
+    }
+    kvs_server_stop(srv);
+    kvs_instance_free(in);
+    fprintf(stderr, "INFO kvserve: stopped\n");
+    return 0;
+}

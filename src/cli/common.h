@@ -1,0 +1,16 @@
+/*
+ * common.h - pieces shared by the CLI commands.
+ */
+#ifndef KVS_CLI_COMMON_H
+#define KVS_CLI_COMMON_H
+
+#include "engine/launch.h"
+
+/* Write the memory report as JSON / SVG where paths are given; exit code. */
+int kvs_cli_write_reports(const kvs_instance *in, const char *json_path, const char *svg_path);
+/* Run every request of a JSONL file through the engine; one result line each. */
+int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_path);
+/* Open a GGUF for a command, printing the error; NULL on failure. */
+struct kvs_gguf *kvs_cli_open_gguf(const char *cmd, const char *path);
+
+#endif

@@ -1,0 +1,554 @@
+#include "engine/engine.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/kv_cache.h"
+#include "engine/scheduler.h"
+#include "memory/host.h"
+
+struct kvs_engine {
+    kvs_engine_config cfg;
+    kvs_llama_model *model;
+    const kvs_tokenizer *tok;
+    kvs_runner *runner;
+    bool owns_runner;
+    kvs_kv_cache *kv;
+    kvs_scheduler sched;
+    kvs_sampler sampler;
+    uint64_t seed_counter;       /* seeds requests that bring none */
+
+    kvs_request **all;           /* live requests (not yet reported finished) */
+    int32_t n_all, cap_all;
+    kvs_request **graveyard;     /* reported finished last step: freed at the next */
+    int32_t n_grave;
+
+    /* step buffers, sized once */
+    int32_t *b_tokens, *b_pos, *b_seq, *b_tables, *b_rows;
+    kvs_output *outs;
+    int32_t cap_outs;
+    float *logits_copy;          /* [n_vocab] */
+    char *piece;                 /* detokenizer output for one token */
+    size_t piece_cap;
+
+    uint64_t n_steps, prompt_tokens, gen_tokens;
+    int32_t last_step_tokens;
+};
+
+const char *kvs_finish_reason_name(kvs_finish_reason r)
+{
+    switch (r) {
+    case KVS_FINISH_LENGTH: return "length";
+    case KVS_FINISH_STOP: return "stop";
+    case KVS_FINISH_ABORT: return "abort";
+    case KVS_FINISH_NONE: break;
+    }
+    return NULL;
+}
+
+kvs_request_params kvs_request_defaults(void)
+{
+    return (kvs_request_params){.sampling = kvs_sampling_defaults(), .max_tokens = 16, .logprobs = -1};
+}
+
+static void request_free(kvs_request *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; r->stop && i < r->params.n_stop; i++)
+        free(r->stop[i]);
+    free(r->stop);
+    free(r->stop_ids);
+    free(r->tokens);
+    free(r->blocks);
+    free(r->text);
+    free(r);
+}
+
+kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_tokenizer *tok,
+                          kvs_runner *runner, const kvs_engine_config *cfg, kvs_error *err)
+{
+    *out = NULL;
+    if (cfg->max_num_seqs < 1 || cfg->max_num_batched_tokens < 1 || cfg->max_model_len < 1 ||
+        cfg->block_size < 1 || cfg->num_blocks < 0)
+        return kvs_fail(err, KVS_E_INVALID, "engine limits must be positive");
+    kvs_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    kvs_status st;
+    e->cfg = *cfg;
+    e->model = model;
+    e->tok = tok;
+    e->runner = runner;
+    if (!runner) {
+        kvs_runner_limits lim = {cfg->max_num_batched_tokens, cfg->max_num_seqs, cfg->max_model_len,
+                                 cfg->block_size};
+        if ((st = kvs_runner_new(&e->runner, model, &lim, err)) != KVS_OK)
+            goto fail;
+        e->owns_runner = true;
+        if ((st = kvs_runner_profile(e->runner, cfg->kv_dtype, err)) != KVS_OK)
+            goto fail;
+    }
+    if ((st = kvs_sampler_init(&e->sampler, model->hp.n_vocab, err)) != KVS_OK)
+        goto fail;
+    int32_t T = cfg->max_num_batched_tokens, S = cfg->max_num_seqs;
+    e->b_tokens = calloc((size_t)T, 4);
+    e->b_pos = calloc((size_t)T, 4);
+    e->b_seq = calloc((size_t)T, 4);
+    e->b_rows = calloc((size_t)S, 4);
+    e->logits_copy = calloc((size_t)model->hp.n_vocab, 4);
+    e->piece_cap = kvs_tok_max_token_bytes(tok) + 16;
+    e->piece = malloc(e->piece_cap);
+    /* The runner's block tables are sized for its profiled length. */
+    e->b_tables = calloc((size_t)S * (size_t)e->runner->max_blocks, 4);
+    e->cap_all = 64;
+    e->all = malloc((size_t)e->cap_all * sizeof *e->all);
+    e->graveyard = malloc((size_t)e->cap_all * sizeof *e->graveyard);
+    e->cap_outs = e->cap_all;
+    e->outs = malloc((size_t)e->cap_outs * sizeof *e->outs);
+    if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->piece || !e->b_tables ||
+        !e->all || !e->graveyard || !e->outs) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    /* Make the host buffers resident now (see kvs_engine_host_bytes). */
+    kvs_host_touch(e->b_tokens, (size_t)T * 4);
+    kvs_host_touch(e->b_pos, (size_t)T * 4);
+    kvs_host_touch(e->b_seq, (size_t)T * 4);
+    kvs_host_touch(e->b_rows, (size_t)S * 4);
+    kvs_host_touch(e->logits_copy, (size_t)model->hp.n_vocab * 4);
+    kvs_host_touch(e->b_tables, (size_t)S * (size_t)e->runner->max_blocks * 4);
+    kvs_sampler_touch(&e->sampler);
+    if (cfg->num_blocks > 0 && (st = kvs_engine_set_cache(e, cfg->num_blocks, cfg->max_model_len, err)) != KVS_OK)
+        goto fail;
+    *out = e;
+    return KVS_OK;
+fail:
+    kvs_engine_free(e);
+    return st;
+}
+
+kvs_status kvs_engine_set_cache(kvs_engine *e, int32_t num_blocks, int32_t max_model_len, kvs_error *err)
+{
+    if (e->kv)
+        return kvs_fail(err, KVS_E_INVALID, "the engine already has a KV cache");
+    if (num_blocks < 1 || max_model_len < 1)
+        return kvs_fail(err, KVS_E_INVALID, "the KV cache needs at least one block");
+    if (max_model_len > e->runner->lim.max_model_len)
+        return kvs_fail(err, KVS_E_INVALID, "max_model_len %d exceeds the profiled %d", max_model_len,
+                        e->runner->lim.max_model_len);
+    e->cfg.num_blocks = num_blocks;
+    e->cfg.max_model_len = max_model_len;
+    kvs_status st;
+    if ((st = kvs_kv_cache_new(&e->kv, e->model->backend, &e->model->hp, num_blocks, e->cfg.block_size,
+                               e->cfg.kv_dtype, err)) != KVS_OK ||
+        (st = kvs_sched_init(&e->sched, &e->cfg, err)) != KVS_OK)
+        return st;
+    return KVS_OK;
+}
+
+void kvs_engine_free(kvs_engine *e)
+{
+    if (!e)
+        return;
+    for (int32_t i = 0; i < e->n_all; i++)
+        request_free(e->all[i]);
+    for (int32_t i = 0; i < e->n_grave; i++)
+        request_free(e->graveyard[i]);
+    kvs_sched_destroy(&e->sched);
+    kvs_sampler_destroy(&e->sampler);
+    kvs_kv_cache_free(e->kv);
+    if (e->owns_runner)
+        kvs_runner_free(e->runner);
+    free(e->b_tokens);
+    free(e->b_pos);
+    free(e->b_seq);
+    free(e->b_tables);
+    free(e->b_rows);
+    free(e->logits_copy);
+    free(e->piece);
+    free(e->all);
+    free(e->graveyard);
+    free(e->outs);
+    free(e);
+}
+
+uint64_t kvs_engine_host_bytes(const kvs_llama_hparams *hp, const kvs_engine_config *cfg)
+{
+    uint64_t T = (uint64_t)cfg->max_num_batched_tokens, S = (uint64_t)cfg->max_num_seqs, V = (uint64_t)hp->n_vocab;
+    uint64_t max_blocks = ((uint64_t)cfg->max_model_len + (uint64_t)cfg->block_size - 1) / (uint64_t)cfg->block_size;
+    return 12 * T + 4 * S + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab);
+}
+
+const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e) { return &e->cfg; }
+
+bool kvs_engine_has_work(const kvs_engine *e) { return e->n_all > 0; }
+
+static kvs_status grow_lists(kvs_engine *e, kvs_error *err)
+{
+    if (e->n_all < e->cap_all)
+        return KVS_OK;
+    int32_t cap = e->cap_all * 2;
+    kvs_request **all = realloc(e->all, (size_t)cap * sizeof *all);
+    if (all)
+        e->all = all;
+    kvs_request **grave = realloc(e->graveyard, (size_t)cap * sizeof *grave);
+    if (grave)
+        e->graveyard = grave;
+    kvs_output *outs = realloc(e->outs, (size_t)cap * sizeof *outs);
+    if (outs)
+        e->outs = outs;
+    if (!all || !grave || !outs)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory for requests");
+    e->cap_all = e->cap_outs = cap;
+    return KVS_OK;
+}
+
+static kvs_status copy_params(kvs_request *r, const kvs_request_params *p, kvs_error *err)
+{
+    r->params = *p;
+    r->params.stop = NULL;
+    r->params.stop_token_ids = NULL;
+    if ((p->n_stop && !p->stop) || (p->n_stop_token_ids && !p->stop_token_ids))
+        return kvs_fail(err, KVS_E_INVALID, "stop lists with a count need their arrays");
+    if (p->n_stop) {
+        if (!(r->stop = calloc(p->n_stop, sizeof *r->stop)))
+            return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        for (size_t i = 0; i < p->n_stop; i++) {
+            if (!p->stop[i] || !p->stop[i][0])
+                return kvs_fail(err, KVS_E_INVALID, "stop strings must not be empty");
+            if (!(r->stop[i] = strdup(p->stop[i])))
+                return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+            size_t n = strlen(r->stop[i]);
+            if (n > r->max_stop_len)
+                r->max_stop_len = n;
+        }
+    }
+    if (p->n_stop_token_ids) {
+        if (!(r->stop_ids = malloc(p->n_stop_token_ids * sizeof *r->stop_ids)))
+            return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        memcpy(r->stop_ids, p->stop_token_ids, p->n_stop_token_ids * sizeof *r->stop_ids);
+    }
+    return KVS_OK;
+}
+
+kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, size_t n_prompt,
+                          const kvs_request_params *p, kvs_error *err)
+{
+    if (!e->kv)
+        return kvs_fail(err, KVS_E_INVALID, "the engine has no KV cache yet");
+    const int32_t L = e->cfg.max_model_len, V = e->model->hp.n_vocab;
+    if (n_prompt == 0)
+        return kvs_fail(err, KVS_E_INVALID, "the prompt is empty");
+    if (n_prompt >= (size_t)L)
+        return kvs_fail(err, KVS_E_INVALID,
+                        "the prompt has %zu tokens; max_model_len is %d (prompt + output)", n_prompt, L);
+    for (size_t i = 0; i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= V)
+            return kvs_fail(err, KVS_E_INVALID, "prompt token %d at index %zu is outside the vocabulary (%d)",
+                            prompt[i], i, V);
+    if (p->logprobs > KVS_MAX_LOGPROBS)
+        return kvs_fail(err, KVS_E_INVALID, "logprobs must be at most %d", KVS_MAX_LOGPROBS);
+    kvs_status st = kvs_sampling_validate(&p->sampling, err);
+    if (st != KVS_OK)
+        return st;
+    int32_t total = p->max_tokens > 0 && (int64_t)n_prompt + p->max_tokens < L ? (int32_t)n_prompt + p->max_tokens : L;
+    int32_t need = kvs_sched_blocks_for(&e->sched, total);
+    if (need > e->cfg.num_blocks)
+        return kvs_fail(err, KVS_E_BUDGET,
+                        "the request needs %d KV blocks (%d tokens) but the cache has %d blocks (%d tokens)",
+                        need, total, e->cfg.num_blocks, e->cfg.num_blocks * e->cfg.block_size);
+    if ((st = grow_lists(e, err)) != KVS_OK)
+        return st;
+
+    kvs_request *r = calloc(1, sizeof *r);
+    if (!r)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    r->id = id;
+    r->cap = total;
+    r->tokens = malloc((size_t)r->cap * 4);
+    r->blocks = malloc((size_t)e->sched.max_blocks * 4);
+    r->text_cap = 256;
+    r->text = malloc(r->text_cap);
+    if (!r->tokens || !r->blocks || !r->text) {
+        request_free(r);
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    }
+    if ((st = copy_params(r, p, err)) != KVS_OK) {
+        request_free(r);
+        return st;
+    }
+    memcpy(r->tokens, prompt, n_prompt * 4);
+    r->n_prompt = r->n_tokens = (int32_t)n_prompt;
+    kvs_rng_seed(&r->rng, p->sampling.has_seed ? p->sampling.seed : 0x5eed0000ull + e->seed_counter++);
+    kvs_tok_stream_init(&r->stream, p->strip_leading_space && kvs_tok_strip_leading_space(e->tok));
+    if ((st = kvs_sched_add(&e->sched, r, err)) != KVS_OK) {
+        request_free(r);
+        return st;
+    }
+    e->all[e->n_all++] = r;
+    return KVS_OK;
+}
+
+void kvs_engine_abort(kvs_engine *e, uint64_t id)
+{
+    for (int32_t i = 0; i < e->n_all; i++) {
+        kvs_request *r = e->all[i];
+        if (r->id == id && r->state != KVS_REQ_FINISHED) {
+            kvs_sched_remove(&e->sched, r);
+            r->aborted = true;
+            r->reason = KVS_FINISH_ABORT;
+        }
+    }
+}
+
+/* ---- one step ---- */
+
+static int32_t build_batch(kvs_engine *e, kvs_batch *bt)
+{
+    const kvs_scheduler *s = &e->sched;
+    int32_t n = 0, n_rows = 0;
+    for (int32_t i = 0; i < s->n_plan; i++) {
+        const kvs_sched_entry *pe = &s->plan[i];
+        const kvs_request *r = pe->req;
+        for (int32_t j = 0; j < pe->n_new; j++) {
+            e->b_tokens[n] = r->tokens[r->n_computed + j];
+            e->b_pos[n] = r->n_computed + j;
+            e->b_seq[n] = i;
+            n++;
+        }
+        const int32_t mb = e->runner->max_blocks;
+        int32_t *row = e->b_tables + (int64_t)i * mb;
+        memcpy(row, r->blocks, (size_t)r->n_blocks * 4);
+        for (int32_t j = r->n_blocks; j < mb; j++)
+            row[j] = KVS_NO_BLOCK;
+        if (pe->sample)
+            e->b_rows[n_rows++] = n - 1;
+    }
+    *bt = (kvs_batch){n, s->n_plan, e->b_tokens, e->b_pos, e->b_seq, e->b_tables, n_rows, e->b_rows};
+    return n;
+}
+
+static bool text_append(kvs_request *r, const char *s, size_t n)
+{
+    if (r->text_len + n + 1 > r->text_cap) {
+        size_t cap = (r->text_len + n + 1) * 2;
+        char *t = realloc(r->text, cap);
+        if (!t)
+            return false;
+        r->text = t;
+        r->text_cap = cap;
+    }
+    memcpy(r->text + r->text_len, s, n);
+    r->text_len += n;
+    r->text[r->text_len] = '\0';
+    return true;
+}
+
+static bool is_stop_token(const kvs_engine *e, const kvs_request *r, int32_t tok)
+{
+    if (!r->params.ignore_eos && kvs_tok_is_eog(e->tok, tok))
+        return true;
+    for (size_t i = 0; i < r->params.n_stop_token_ids; i++)
+        if (r->stop_ids[i] == tok)
+            return true;
+    return false;
+}
+
+/* The earliest stop string occurrence that ends in text[old_len..): only
+ * those are new (the text before was searched when it came). */
+static const char *find_stop_string(const kvs_request *r, size_t old_len)
+{
+    const char *best = NULL;
+    for (size_t i = 0; i < r->params.n_stop; i++) {
+        size_t m = strlen(r->stop[i]);
+        size_t from = old_len + 1 > m ? old_len + 1 - m : 0;
+        if (from + m > r->text_len)
+            continue;
+        const char *hit = memmem(r->text + from, r->text_len - from, r->stop[i], m);
+        if (hit && (!best || hit < best))
+            best = hit;
+    }
+    return best;
+}
+
+/* Bytes at the end of the text that must wait: the longest suffix that is
+ * a proper prefix of a stop string (it could still become one). */
+static size_t stop_holdback(const kvs_request *r)
+{
+    size_t hold = 0;
+    for (size_t i = 0; i < r->params.n_stop; i++) {
+        const char *stop = r->stop[i];
+        size_t m = strlen(stop);
+        for (size_t k = m - 1 < r->text_len ? m - 1 : r->text_len; k > hold; k--) {
+            const char *tail = r->text + r->text_len - k;
+            if (tail[0] == stop[0] && memcmp(tail, stop, k) == 0) {
+                hold = k;
+                break;
+            }
+        }
+    }
+    return hold;
+}
+
+/* Append a sampled token and decide whether the request is done, in vLLM's
+ * order: the length limits (max_tokens, max_model_len) first, then EOS and
+ * stop token ids (whose text is not output), then stop strings in the new
+ * text (a stop string wins over a length limit; the text is cut where the
+ * stop string starts and the stop string is not output).  False when the
+ * text cannot grow (out of memory). */
+static bool accept_token(kvs_engine *e, kvs_request *r, int32_t tok)
+{
+    r->tokens[r->n_tokens++] = tok;
+    int32_t n_out = r->n_tokens - r->n_prompt;
+    bool stop_token = false;
+    if ((r->params.max_tokens > 0 && n_out >= r->params.max_tokens) || r->n_tokens >= e->cfg.max_model_len) {
+        r->reason = KVS_FINISH_LENGTH;
+    } else if (is_stop_token(e, r, tok)) {
+        r->reason = KVS_FINISH_STOP;
+        stop_token = true;
+    }
+    size_t old_len = r->text_len;
+    if (!stop_token) {
+        size_t np = kvs_tok_stream_push(e->tok, &r->stream, tok, e->piece, e->piece_cap);
+        if (!text_append(r, e->piece, np))
+            return false;
+    }
+    if (r->reason != KVS_FINISH_NONE) { /* an incomplete character at the end becomes U+FFFD */
+        char tail[16];
+        size_t nt = kvs_tok_stream_flush(&r->stream, tail, sizeof tail);
+        if (!text_append(r, tail, nt))
+            return false;
+    }
+    if (r->params.n_stop > 0 && r->text_len > old_len) {
+        const char *hit = find_stop_string(r, old_len);
+        if (hit) {
+            r->text_len = (size_t)(hit - r->text);
+            r->text[r->text_len] = '\0';
+            r->reason = KVS_FINISH_STOP;
+            r->stop_string_hit = true;
+        }
+    }
+    return true;
+}
+
+/* Report what r's last step produced: the text that can no longer be part
+ * of a stop string (all of it once finished). */
+static void emit(kvs_engine *e, size_t *n_outs, kvs_request *r, int32_t tok)
+{
+    bool done = r->reason != KVS_FINISH_NONE;
+    size_t upto = r->text_len;
+    if (!done && r->params.n_stop > 0) {
+        upto -= stop_holdback(r);
+        /* never split a UTF-8 character when holding back */
+        while (upto > r->text_sent && ((unsigned char)r->text[upto] & 0xC0) == 0x80)
+            upto--;
+    }
+    if (upto < r->text_sent)
+        upto = r->text_sent;
+    bool sampled = tok >= 0;
+    kvs_output *o = &e->outs[(*n_outs)++];
+    *o = (kvs_output){
+        .id = r->id, .token = tok, .text = r->text + r->text_sent, .text_len = upto - r->text_sent,
+        .logprob = sampled ? r->logprob : 0.0f, .n_top = sampled ? r->n_top : 0, .top_ids = r->top_ids,
+        .top_logprobs = r->top_logprobs, .finished = done, .reason = r->reason, .n_prompt_tokens = r->n_prompt,
+        .n_output_tokens = r->n_tokens - r->n_prompt, .n_cached_tokens = r->n_cached > 0 ? r->n_cached : 0,
+    };
+    r->text_sent = upto;
+}
+
+/* Move reported-finished requests to the graveyard (freed next step). */
+static void reap(kvs_engine *e)
+{
+    int32_t k = 0;
+    for (int32_t i = 0; i < e->n_all; i++) {
+        kvs_request *r = e->all[i];
+        if (r->reason != KVS_FINISH_NONE)
+            e->graveyard[e->n_grave++] = r;
+        else
+            e->all[k++] = r;
+    }
+    e->n_all = k;
+}
+
+kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err)
+{
+    for (int32_t i = 0; i < e->n_grave; i++)
+        request_free(e->graveyard[i]);
+    e->n_grave = 0;
+    *n_outs = 0;
+    *outs = e->outs;
+    if (!e->kv)
+        return kvs_fail(err, KVS_E_INVALID, "the engine has no KV cache yet");
+
+    kvs_scheduler *s = &e->sched;
+    const int32_t V = e->model->hp.n_vocab;
+    kvs_sched_schedule(s);
+    e->last_step_tokens = 0;
+    if (s->n_plan > 0) {
+        kvs_batch bt;
+        build_batch(e, &bt);
+        /* On failure nothing is reported (aborts come with the next step)
+         * and no computed count moved: the next step computes the same
+         * tokens again. */
+        kvs_status st = kvs_runner_forward(e->runner, &bt, e->kv->views, err);
+        if (st != KVS_OK)
+            return st;
+    }
+    /* Aborted requests are reported once, first. */
+    for (int32_t i = 0; i < e->n_all; i++)
+        if (e->all[i]->aborted)
+            emit(e, n_outs, e->all[i], -1);
+    if (s->n_plan > 0) {
+        kvs_sched_update(s);
+        e->n_steps++;
+        int32_t row = 0;
+        for (int32_t i = 0; i < s->n_plan; i++) {
+            kvs_request *r = s->plan[i].req;
+            int32_t after = r->n_computed, before = after - s->plan[i].n_new;
+            e->last_step_tokens += s->plan[i].n_new;
+            e->prompt_tokens += (uint64_t)((after < r->n_prompt ? after : r->n_prompt) -
+                                           (before < r->n_prompt ? before : r->n_prompt));
+            if (!s->plan[i].sample)
+                continue;
+            float *logits = e->runner->logits + (int64_t)row++ * V;
+            int32_t out_prefix = r->n_tokens - r->n_prompt;
+            const float *raw = logits;
+            if (r->params.logprobs >= 0) { /* sample on a copy: logprobs are of the raw logits */
+                memcpy(e->logits_copy, logits, (size_t)V * 4);
+                logits = e->logits_copy;
+            }
+            int32_t tok = kvs_sample(&e->sampler, &r->params.sampling, &r->rng, logits, r->tokens,
+                                     (size_t)r->n_prompt, r->tokens + r->n_prompt, (size_t)out_prefix);
+            r->n_top = r->params.logprobs > 0 ? (r->params.logprobs < V ? r->params.logprobs : V) : 0;
+            if (r->params.logprobs >= 0)
+                r->logprob = kvs_logprobs(&e->sampler, raw, tok, r->n_top, r->top_ids, r->top_logprobs);
+            e->gen_tokens++;
+            if (!accept_token(e, r, tok)) /* out of memory for the text: end it rather than lose text */
+                r->reason = KVS_FINISH_ABORT;
+            if (r->reason != KVS_FINISH_NONE)
+                kvs_sched_remove(s, r);
+            emit(e, n_outs, r, tok);
+        }
+    }
+    reap(e);
+    return KVS_OK;
+}
+
+void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st)
+{
+    const kvs_scheduler *s = &e->sched;
+    if (!s->pool) { /* no KV cache yet */
+        *st = (kvs_engine_stats){.n_steps = e->n_steps};
+        return;
+    }
+    *st = (kvs_engine_stats){
+        .n_running = s->n_running, .n_waiting = s->n_waiting,
+        .kv_blocks_total = kvs_block_pool_n_blocks(s->pool),
+        .kv_blocks_used = kvs_block_pool_n_blocks(s->pool) - kvs_block_pool_n_free(s->pool),
+        .n_preemptions = s->n_preemptions, .n_steps = e->n_steps,
+        .prompt_tokens_computed = e->prompt_tokens, .generation_tokens = e->gen_tokens,
+        .prefix_queries = s->prefix_queries, .prefix_hits = s->prefix_hits,
+        .last_step_tokens = e->last_step_tokens,
+    };
+}

@@ -1,0 +1,144 @@
+/*
+ * engine.h - the inference engine: requests in, tokens and text out.
+ *
+ * The engine owns the model runner, the paged KV cache, the block pool and
+ * the scheduler.  It is driven by one thread; each call to kvs_engine_step()
+ * is one iteration of continuous batching:
+ *
+ *     plan  = schedule(waiting, running, token budget, free blocks)
+ *     batch = the tokens each scheduled request computes this step
+ *     forward(batch) over the paged KV cache
+ *     sample a token for every request whose computed tokens caught up
+ *     append, detokenize, check stop conditions, free finished requests
+ *
+ * There are no prefill and decode phases: a request has tokens (prompt,
+ * then output) and a count of computed tokens, and each step lets the
+ * computed count catch up by as much as the budget allows.  See
+ * scheduler.h for how the budget is shared and when requests are
+ * preempted.
+ */
+#ifndef KVS_ENGINE_ENGINE_H
+#define KVS_ENGINE_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/sampler.h"
+#include "model/runner.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct kvs_engine_config {
+    int32_t max_num_seqs;            /* sequences per step */
+    int32_t max_num_batched_tokens;  /* tokens per step */
+    int32_t max_model_len;           /* prompt + output, per request */
+    int32_t block_size;
+    int32_t num_blocks;              /* KV blocks (from the memory budget) */
+    kvs_dtype kv_dtype;
+    bool prefix_caching;
+} kvs_engine_config;
+
+typedef enum kvs_finish_reason {
+    KVS_FINISH_NONE = 0,
+    KVS_FINISH_LENGTH,   /* max_tokens or max_model_len */
+    KVS_FINISH_STOP,     /* EOS, a stop token or a stop string */
+    KVS_FINISH_ABORT,    /* aborted by the caller */
+} kvs_finish_reason;
+
+const char *kvs_finish_reason_name(kvs_finish_reason r);  /* "length", "stop", "abort" */
+
+#define KVS_MAX_LOGPROBS 20
+
+/* How a request ends, in vLLM's order, checked after each sampled token:
+ *   1. length: max_tokens output tokens, or max_model_len tokens in all;
+ *   2. stop: EOS (unless ignore_eos) or one of stop_token_ids; the token
+ *      is reported but its text is not part of the output;
+ *   3. stop: a stop string in the text (this wins over 1): the text ends
+ *      where the earliest new occurrence starts, the stop string itself
+ *      is not output.
+ * While a request runs, the text that could still turn out to begin a
+ * stop string (the longest suffix that is a proper prefix of one) is held
+ * back; outputs never split a UTF-8 character.  At the end an incomplete
+ * character left in the detokenizer comes out as U+FFFD. */
+typedef struct kvs_request_params {
+    kvs_sampling_params sampling;
+    int32_t max_tokens;              /* output tokens; <= 0: until max_model_len */
+    bool ignore_eos;
+    const char *const *stop;         /* stop strings (copied) */
+    size_t n_stop;
+    const int32_t *stop_token_ids;   /* copied */
+    size_t n_stop_token_ids;
+    int32_t logprobs;                /* -1: none; 0..KVS_MAX_LOGPROBS: sampled + top n */
+    bool strip_leading_space;        /* detokenize the first output token without its leading space */
+} kvs_request_params;
+
+kvs_request_params kvs_request_defaults(void);
+
+/* What happened to one request in a step.  Pointers stay valid until the
+ * next kvs_engine_step / kvs_engine_abort call. */
+typedef struct kvs_output {
+    uint64_t id;
+    int32_t token;                   /* the new token, or -1 (abort) */
+    const char *text;                /* new text (may be empty while held back) */
+    size_t text_len;
+    float logprob;                   /* of the new token (when asked) */
+    int32_t n_top;
+    const int32_t *top_ids;
+    const float *top_logprobs;
+    bool finished;
+    kvs_finish_reason reason;
+    int32_t n_prompt_tokens;
+    int32_t n_output_tokens;
+    int32_t n_cached_tokens;         /* prompt tokens the prefix cache held at the first admission */
+} kvs_output;
+
+typedef struct kvs_engine_stats {
+    int32_t n_running, n_waiting;
+    int32_t kv_blocks_total, kv_blocks_used;
+    uint64_t n_preemptions;
+    uint64_t n_steps;
+    uint64_t prompt_tokens_computed;     /* prompt tokens run through the model (again after a preemption) */
+    uint64_t generation_tokens;          /* tokens sampled */
+    uint64_t prefix_queries, prefix_hits;   /* in tokens, at each admission (resumptions too) */
+    int32_t last_step_tokens;
+} kvs_engine_stats;
+
+typedef struct kvs_engine kvs_engine;
+
+/* Build an engine over a loaded model: creates the runner (profiling it
+ * unless `runner` is given, which the caller keeps owning) and the host
+ * buffers; when cfg->num_blocks > 0 also the KV cache and the block pool,
+ * else the caller attaches them with kvs_engine_set_cache() (start-up
+ * measures the runtime overhead in between). */
+kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_tokenizer *tok,
+                          kvs_runner *runner, const kvs_engine_config *cfg, kvs_error *err);
+/* Allocate the KV cache of num_blocks and the block pool; max_model_len
+ * may be lowered from the profiled one. */
+kvs_status kvs_engine_set_cache(kvs_engine *e, int32_t num_blocks, int32_t max_model_len, kvs_error *err);
+void kvs_engine_free(kvs_engine *e);
+
+/* Queue a request.  Fails (and queues nothing) if the prompt is empty,
+ * has ids outside the vocabulary, does not fit max_model_len, or could
+ * never fit the KV cache alone. */
+kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, size_t n_prompt,
+                          const kvs_request_params *params, kvs_error *err);
+/* Abort a request (every live request with that id): its blocks are freed
+ * now; it is reported once as finished with reason ABORT (token -1, with
+ * any text still held back) in the next step's outputs.  Unknown or
+ * already finished ids are ignored. */
+void kvs_engine_abort(kvs_engine *e, uint64_t id);
+bool kvs_engine_has_work(const kvs_engine *e);
+
+/* One iteration.  *outs points to *n_outs events (engine-owned).  On an
+ * error nothing is reported and no request advanced: a later step
+ * computes the same tokens again. */
+kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err);
+
+/* Host memory the engine makes resident when it is made (step buffers,
+ * block tables, sampler), before the KV cache is attached. */
+uint64_t kvs_engine_host_bytes(const kvs_llama_hparams *hp, const kvs_engine_config *cfg);
+
+void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st);
+const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e);
+
+#endif

@@ -1,0 +1,174 @@
+#include "memory/report.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+
+#define GIB (1024.0 * 1024.0 * 1024.0)
+#define MIB (1024.0 * 1024.0)
+
+void kvs_report_log(const kvs_memory_report *r, FILE *f)
+{
+    const char *est = r->estimate ? " (estimate)" : "";
+    fprintf(f, "INFO kvserve: Model loading took %.4f GiB and %.3f seconds\n", r->weights_bytes / GIB,
+            r->load_seconds);
+    fprintf(f, "INFO kvserve: Memory budget on %s: total %.2f GiB x gpu_memory_utilization %.4g%s = %.2f GiB"
+               " (used by other processes at start: %.2f GiB)\n",
+            r->device, r->total_bytes / GIB, r->utilization,
+            r->utilization_lowered ? " (the default, lowered to what is free)" : "", r->budget_bytes / GIB,
+            r->used_by_others_bytes / GIB);
+    fprintf(f, "INFO kvserve: Measured%s: weights %.4f GiB, activation peak %.4f GiB (from shapes %.4f GiB), "
+               "graphs %.4f GiB, runtime overhead %.4f GiB%s\n",
+            est, r->weights_bytes / GIB, r->activation_peak_bytes / GIB, r->activation_formula_bytes / GIB,
+            r->graph_bytes / GIB, r->overhead_bytes / GIB, r->overhead_estimate ? " (estimate)" : "");
+    fprintf(f, "INFO kvserve: Available KV cache memory: %.4f GiB\n", r->kv_cache_bytes / GIB);
+    fprintf(f, "INFO kvserve: KV cache size: %lld tokens (%d blocks of %d tokens, %.1f KiB per token)\n",
+            (long long)r->kv_cache_tokens, r->num_blocks, r->block_size, r->kv_bytes_per_token / 1024.0);
+    fprintf(f, "INFO kvserve: Maximum concurrency for %d tokens per request: %.2fx\n", r->max_model_len,
+            r->max_concurrency);
+    fprintf(f, "INFO kvserve: Slack: %.3f MiB inside the budget (under one block: %.3f MiB), %.2f GiB outside "
+               "it; peak process memory %.4f GiB\n",
+            r->slack_inside_bytes / MIB, r->kv_bytes_per_token * (double)r->block_size / MIB,
+            r->slack_outside_bytes / GIB, r->peak_process_bytes / GIB);
+}
+
+void kvs_report_table(const kvs_memory_report *r, FILE *f)
+{
+    fprintf(f, "device                 %s%s\n", r->device, r->estimate ? "  (prediction)" : "");
+    fprintf(f, "total                  %10.3f GiB\n", r->total_bytes / GIB);
+    fprintf(f, "utilization            %10.4g%s\n", r->utilization,
+            r->utilization_lowered ? "  (the default 0.92, lowered to what is free now)" : "");
+    fprintf(f, "budget                 %10.3f GiB\n", r->budget_bytes / GIB);
+    fprintf(f, "used by others         %10.3f GiB\n", r->used_by_others_bytes / GIB);
+    fprintf(f, "  weights              %10.3f GiB\n", r->weights_bytes / GIB);
+    fprintf(f, "  activation peak      %10.3f GiB\n", r->activation_peak_bytes / GIB);
+    fprintf(f, "  graphs               %10.3f GiB\n", r->graph_bytes / GIB);
+    fprintf(f, "  runtime overhead     %10.3f GiB%s\n", r->overhead_bytes / GIB,
+            r->overhead_estimate ? "  (estimate)" : "");
+    fprintf(f, "  KV cache             %10.3f GiB\n", r->kv_cache_bytes / GIB);
+    fprintf(f, "  slack inside budget  %10.3f MiB\n", r->slack_inside_bytes / MIB);
+    fprintf(f, "block size             %10d tokens\n", r->block_size);
+    fprintf(f, "KV bytes per token     %10llu\n", (unsigned long long)r->kv_bytes_per_token);
+    fprintf(f, "KV blocks              %10d\n", r->num_blocks);
+    fprintf(f, "KV cache tokens        %10lld\n", (long long)r->kv_cache_tokens);
+    fprintf(f, "max model len          %10d tokens\n", r->max_model_len);
+    fprintf(f, "max concurrency        %10.2f requests of max_model_len\n", r->max_concurrency);
+    fprintf(f, "peak process memory    %10.3f GiB\n", r->peak_process_bytes / GIB);
+}
+
+json_t *kvs_report_json_obj(const kvs_memory_report *r)
+{
+    return json_pack(
+        "{s:s, s:b, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:i, s:I, s:i, s:I, s:i, s:f, s:I, "
+        "s:I, s:I, s:I, s:I, s:b}",
+        "device", r->device, "estimate", r->estimate, "total_bytes", (json_int_t)r->total_bytes,
+        "utilization", r->utilization, "budget_bytes", (json_int_t)r->budget_bytes,
+        "used_by_others_bytes", (json_int_t)r->used_by_others_bytes, "weights_bytes",
+        (json_int_t)r->weights_bytes, "activation_peak_bytes", (json_int_t)r->activation_peak_bytes,
+        "graph_bytes", (json_int_t)r->graph_bytes, "overhead_bytes", (json_int_t)r->overhead_bytes,
+        "overhead_estimate", r->overhead_estimate, "kv_cache_bytes", (json_int_t)r->kv_cache_bytes,
+        "block_size", r->block_size, "kv_bytes_per_token", (json_int_t)r->kv_bytes_per_token, "num_blocks",
+        r->num_blocks, "kv_cache_tokens", (json_int_t)r->kv_cache_tokens, "max_model_len", r->max_model_len,
+        "max_concurrency", r->max_concurrency, "peak_process_bytes", (json_int_t)r->peak_process_bytes,
+        "activation_formula_bytes", (json_int_t)r->activation_formula_bytes, "slack_inside_bytes",
+        (json_int_t)r->slack_inside_bytes, "slack_outside_bytes", (json_int_t)r->slack_outside_bytes,
+        "overhead_per_block_bytes", (json_int_t)r->overhead_per_block_bytes, "utilization_lowered",
+        r->utilization_lowered);
+}
+
+char *kvs_report_json(const kvs_memory_report *r)
+{
+    json_t *o = kvs_report_json_obj(r);
+    if (!o)
+        return NULL;
+    char *s = json_dumps(o, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+kvs_status kvs_report_write_json(const kvs_memory_report *r, const char *path, kvs_error *err)
+{
+    char *s = kvs_report_json(r);
+    if (!s)
+        return kvs_fail(err, KVS_E_NOMEM, "cannot render the memory report");
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        free(s);
+        return kvs_fail(err, KVS_E_IO, "cannot write '%s'", path);
+    }
+    fprintf(f, "%s\n", s);
+    free(s);
+    if (fclose(f) != 0)
+        return kvs_fail(err, KVS_E_IO, "cannot write '%s'", path);
+    return KVS_OK;
+}
+
+/* "0.907 GiB", with MiB added below 0.1 GiB so that small terms do not read 0.000. */
+static void svg_size(char *buf, size_t cap, uint64_t bytes)
+{
+    if (bytes >= GIB / 10)
+        snprintf(buf, cap, "%.3f GiB", bytes / GIB);
+    else
+        snprintf(buf, cap, "%.4f GiB (%.2f MiB)", bytes / GIB, bytes / MIB);
+}
+
+kvs_status kvs_report_write_svg(const kvs_memory_report *r, const char *path, kvs_error *err)
+{
+    FILE *f = fopen(path, "w");
+    if (!f)
+        return kvs_fail(err, KVS_E_IO, "cannot write '%s'", path);
+    const double W = 900.0, x0 = 20.0, y0 = 70.0, h = 60.0;
+    double total = r->total_bytes ? (double)r->total_bytes : 1.0;
+    struct { const char *name; uint64_t bytes; const char *color; } parts[] = {
+        {"weights", r->weights_bytes, "#4e79a7"},
+        {"activation peak", r->activation_peak_bytes, "#f28e2b"},
+        {"graphs", r->graph_bytes, "#e15759"},
+        {"runtime overhead", r->overhead_bytes, "#76b7b2"},
+        {"KV cache", r->kv_cache_bytes, "#59a14f"},
+        {"slack inside the budget", r->slack_inside_bytes, "#edc948"},
+        {"used by other processes", r->used_by_others_bytes, "#bab0ac"},
+    };
+    const int n_parts = (int)(sizeof parts / sizeof parts[0]);
+    double height = y0 + h + 30.0 + 18.0 * n_parts + 10.0;
+    fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+               "font-family=\"sans-serif\" font-size=\"12\">\n", W + 40, height);
+    fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"#ffffff\"/>\n");
+    fprintf(f, "<text x=\"%.0f\" y=\"24\" font-size=\"15\">kvserve memory on %s%s: budget %.2f GiB of %.2f GiB "
+               "(utilization %.4g)</text>\n", x0, r->device, r->estimate ? " (plan, estimate)" : "",
+            r->budget_bytes / GIB, r->total_bytes / GIB, r->utilization);
+    fprintf(f, "<text x=\"%.0f\" y=\"42\" fill=\"#555\">KV cache: %lld tokens in %d blocks of %d; max concurrency "
+               "%.2f at %d tokens per request</text>\n", x0, (long long)r->kv_cache_tokens, r->num_blocks,
+            r->block_size, r->max_concurrency, r->max_model_len);
+    fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"#f4f4f4\" stroke=\"#333\"/>\n",
+            x0, y0, W, h);
+    /* Others' memory sits at the far end of the bar, outside this instance's share. */
+    double x = x0;
+    for (int i = 0; i < n_parts; i++) {
+        char size[64];
+        svg_size(size, sizeof size, parts[i].bytes);
+        double w = W * (double)parts[i].bytes / total;
+        double px = i == n_parts - 1 ? x0 + W - w : x;
+        if (parts[i].bytes > 0) {
+            fprintf(f, "<rect x=\"%.2f\" y=\"%.0f\" width=\"%.2f\" height=\"%.0f\" fill=\"%s\"><title>%s %s"
+                       "</title></rect>\n", px, y0, w, h, parts[i].color, parts[i].name, size);
+            if (w > 150.0)
+                fprintf(f, "<text x=\"%.2f\" y=\"%.0f\" text-anchor=\"middle\" fill=\"#fff\" font-weight=\"bold\">"
+                           "%s %s</text>\n", px + w / 2, y0 + h / 2 + 4, parts[i].name, size);
+        }
+        double ly = y0 + h + 34.0 + 18.0 * i;
+        fprintf(f, "<rect x=\"%.0f\" y=\"%.0f\" width=\"10\" height=\"10\" fill=\"%s\"/>"
+                   "<text x=\"%.0f\" y=\"%.0f\">%s: %s</text>\n",
+                x0, ly - 9, parts[i].color, x0 + 16, ly, parts[i].name, size);
+        if (i < n_parts - 1)
+            x += w;
+    }
+    double bx = x0 + W * (double)r->budget_bytes / total;
+    fprintf(f, "<line x1=\"%.2f\" y1=\"%.0f\" x2=\"%.2f\" y2=\"%.0f\" stroke=\"#000\" stroke-width=\"2\" "
+               "stroke-dasharray=\"4,3\"/><text x=\"%.2f\" y=\"%.0f\" text-anchor=\"end\">budget %.2f GiB</text>\n",
+            bx, y0 - 12, bx, y0 + h + 6, bx - 4, y0 - 4, r->budget_bytes / GIB);
+    fprintf(f, "<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">total %.2f GiB</text>\n", x0 + W, y0 + h + 18,
+            r->total_bytes / GIB);
+    fprintf(f, "</svg>\n");
+    if (fclose(f) != 0)
+        return kvs_fail(err, KVS_E_IO, "cannot write '%s'", path);
+    return KVS_OK;
+}

@@ -1,0 +1,273 @@
+#include "model/synth.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+kvs_synth_opts kvs_synth_defaults(void)
+{
+    return (kvs_synth_opts){
+        .arch = "llama", .name = "kvserve-synth", .dim = 64, .n_layers = 2, .n_heads = 4, .n_kv_heads = 4,
+        .hidden_dim = 172, .n_vocab = 512, .n_ctx = 2048, .rope_freq_base = 10000.0f, .norm_eps = 1e-5f,
+        .wtype = KVS_DTYPE_F32, .embd_type = KVS_DTYPE_F32, .seed = 1, .init_scale = 1.0f,
+    };
+}
+
+typedef struct preset {
+    const char *name, *arch;
+    int32_t dim, n_layers, n_heads, n_kv_heads, head_dim, hidden_dim, n_vocab, n_ctx;
+    float rope, eps;
+    bool tied;
+} preset;
+
+static const preset PRESETS[] = {
+    {"stories260k", "llama", 64, 5, 8, 4, 0, 172, 512, 512, 10000.0f, 1e-5f, true},
+    {"llama2-110m", "llama", 768, 12, 12, 12, 0, 2048, 32000, 1024, 10000.0f, 1e-5f, false},
+    {"llama3.2-1b", "llama", 2048, 16, 32, 8, 0, 8192, 128256, 131072, 500000.0f, 1e-5f, true},
+    {"llama3.1-8b", "llama", 4096, 32, 32, 8, 0, 14336, 128256, 131072, 500000.0f, 1e-5f, false},
+    {"qwen2.5-7b", "qwen2", 3584, 28, 28, 4, 0, 18944, 152064, 32768, 1000000.0f, 1e-6f, false},
+    {"qwen3-0.6b", "qwen3", 1024, 28, 16, 8, 128, 3072, 151936, 40960, 1000000.0f, 1e-6f, true},
+};
+
+bool kvs_synth_preset(const char *name, kvs_synth_opts *o)
+{
+    for (size_t i = 0; i < sizeof PRESETS / sizeof PRESETS[0]; i++) {
+        const preset *p = &PRESETS[i];
+        if (strcmp(p->name, name) != 0)
+            continue;
+        o->arch = p->arch;
+        o->name = p->name;
+        o->dim = p->dim;
+        o->n_layers = p->n_layers;
+        o->n_heads = p->n_heads;
+        o->n_kv_heads = p->n_kv_heads;
+        o->head_dim = p->head_dim;
+        o->hidden_dim = p->hidden_dim;
+        o->n_vocab = p->n_vocab;
+        o->n_ctx = p->n_ctx;
+        o->rope_freq_base = p->rope;
+        o->norm_eps = p->eps;
+        o->tied = p->tied;
+        return true;
+    }
+    return false;
+}
+
+const char *kvs_synth_preset_names(void)
+{
+    return "stories260k, llama2-110m, llama3.2-1b, llama3.1-8b, qwen2.5-7b, qwen3-0.6b";
+}
+
+/* ---- random numbers: splitmix64 + Box-Muller ---- */
+typedef struct rng { uint64_t s; } rng;
+
+static uint64_t next(rng *r)
+{
+    uint64_t z = (r->s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static float normal(rng *r)
+{
+    double u1 = ((next(r) >> 11) + 1.0) * 0x1.0p-53, u2 = (next(r) >> 11) * 0x1.0p-53;
+    return (float)(sqrt(-2.0 * log(u1)) * cos(6.283185307179586 * u2));
+}
+
+/* ---- the synthetic tokenizer ---- */
+static kvs_status write_vocab(kvs_gguf_writer *w, int32_t n_vocab, kvs_error *err)
+{
+    kvs_status st = KVS_OK;
+    char **tok = calloc((size_t)n_vocab, sizeof *tok);
+    float *scores = calloc((size_t)n_vocab, sizeof *scores);
+    int32_t *types = calloc((size_t)n_vocab, sizeof *types);
+    if (!tok || !scores || !types) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto done;
+    }
+    for (int32_t i = 0; i < n_vocab; i++) {
+        char buf[32];
+        if (i == 0)
+            snprintf(buf, sizeof buf, "<unk>");
+        else if (i == 1)
+            snprintf(buf, sizeof buf, "<s>");
+        else if (i == 2)
+            snprintf(buf, sizeof buf, "</s>");
+        else if (i < 3 + 256)
+            snprintf(buf, sizeof buf, "<0x%02X>", i - 3);
+        else
+            snprintf(buf, sizeof buf, "\xe2\x96\x81tok%d", i);
+        types[i] = i == 0 ? 2 : i < 3 ? 3 : i < 259 ? 6 : 1;
+        scores[i] = i < 259 ? 0.0f : -(float)i;
+        if (!(tok[i] = strdup(buf))) {
+            st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+            goto done;
+        }
+    }
+    if ((st = kvs_gguf_writer_set_str(w, "tokenizer.ggml.model", "llama", err)) ||
+        (st = kvs_gguf_writer_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (size_t)n_vocab, err)) ||
+        (st = kvs_gguf_writer_set_arr_f32(w, "tokenizer.ggml.scores", scores, (size_t)n_vocab, err)) ||
+        (st = kvs_gguf_writer_set_arr_i32(w, "tokenizer.ggml.token_type", types, (size_t)n_vocab, err)) ||
+        (st = kvs_gguf_writer_set_u32(w, "tokenizer.ggml.bos_token_id", 1, err)) ||
+        (st = kvs_gguf_writer_set_u32(w, "tokenizer.ggml.eos_token_id", 2, err)) ||
+        (st = kvs_gguf_writer_set_u32(w, "tokenizer.ggml.unknown_token_id", 0, err)))
+        goto done;
+done:
+    for (int32_t i = 0; tok && i < n_vocab; i++)
+        free(tok[i]);
+    free(tok);
+    free(scores);
+    free(types);
+    return st;
+}
+
+/* ---- tensors ---- */
+typedef struct synth_ctx {
+    kvs_gguf_writer *w;
+    rng r;
+    bool header_only;
+    float **bufs;          /* float data kept alive until the write */
+    size_t n_bufs, cap_bufs;
+} synth_ctx;
+
+static kvs_status tensor(synth_ctx *c, const char *name, kvs_dtype type, int64_t ne0, int64_t ne1, float mean,
+                         float std, kvs_error *err)
+{
+    uint64_t ne[2] = {(uint64_t)ne0, (uint64_t)ne1};
+    uint32_t nd = ne1 > 1 ? 2 : 1;
+    float *data = NULL;
+    if (!c->header_only) {
+        size_t n = (size_t)ne0 * (size_t)ne1;
+        if (!(data = malloc(n * sizeof *data)))
+            return kvs_fail(err, KVS_E_NOMEM, "out of memory for tensor '%s'", name);
+        for (size_t i = 0; i < n; i++)
+            data[i] = mean + std * normal(&c->r);
+        if (c->n_bufs == c->cap_bufs) {
+            size_t cap = c->cap_bufs ? c->cap_bufs * 2 : 64;
+            float **b = realloc(c->bufs, cap * sizeof *b);
+            if (!b) {
+                free(data);
+                return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+            }
+            c->bufs = b;
+            c->cap_bufs = cap;
+        }
+        c->bufs[c->n_bufs++] = data;
+    }
+    return kvs_gguf_writer_add_tensor(c->w, name, type, nd, ne, data, err);
+}
+
+static kvs_status set_hparams(kvs_gguf_writer *w, const kvs_synth_opts *o, kvs_error *err)
+{
+    char k[96];
+    kvs_status st;
+#define U32(suffix, v)                                                                     \
+    do {                                                                                   \
+        snprintf(k, sizeof k, "%s.%s", o->arch, suffix);                                   \
+        if ((st = kvs_gguf_writer_set_u32(w, k, (uint32_t)(v), err)) != KVS_OK)            \
+            return st;                                                                     \
+    } while (0)
+    if ((st = kvs_gguf_writer_set_str(w, "general.architecture", o->arch, err)) ||
+        (st = kvs_gguf_writer_set_str(w, "general.name", o->name ? o->name : "kvserve-synth", err)) ||
+        (st = kvs_gguf_writer_set_u32(w, "general.alignment", 32, err)))
+        return st;
+    U32("context_length", o->n_ctx);
+    U32("embedding_length", o->dim);
+    U32("block_count", o->n_layers);
+    U32("feed_forward_length", o->hidden_dim);
+    U32("attention.head_count", o->n_heads);
+    U32("attention.head_count_kv", o->n_kv_heads);
+    int32_t hd = o->head_dim > 0 ? o->head_dim : o->dim / o->n_heads;
+    if (o->head_dim > 0) {
+        U32("attention.key_length", hd);
+        U32("attention.value_length", hd);
+    }
+    U32("rope.dimension_count", hd);
+#undef U32
+    snprintf(k, sizeof k, "%s.attention.layer_norm_rms_epsilon", o->arch);
+    if ((st = kvs_gguf_writer_set_f32(w, k, o->norm_eps, err)))
+        return st;
+    snprintf(k, sizeof k, "%s.rope.freq_base", o->arch);
+    return kvs_gguf_writer_set_f32(w, k, o->rope_freq_base, err);
+}
+
+kvs_status kvs_synth_write(const kvs_synth_opts *o, const char *path, kvs_error *err)
+{
+    if (strcmp(o->arch, "llama") && strcmp(o->arch, "qwen2") && strcmp(o->arch, "qwen3"))
+        return kvs_fail(err, KVS_E_INVALID, "synth: architecture '%s' (llama, qwen2, qwen3)", o->arch);
+    if (o->dim < 1 || o->n_layers < 1 || o->n_heads < 1 || o->n_kv_heads < 1 || o->hidden_dim < 1 ||
+        o->n_ctx < 1 || o->n_heads % o->n_kv_heads != 0 || (o->head_dim <= 0 && o->dim % o->n_heads != 0))
+        return kvs_fail(err, KVS_E_INVALID, "synth: inconsistent shape (dim %d, heads %d, kv heads %d)", o->dim,
+                        o->n_heads, o->n_kv_heads);
+    kvs_status st;
+    synth_ctx c = {.w = kvs_gguf_writer_new(), .r = {o->seed}, .header_only = o->header_only};
+    kvs_gguf *vocab = NULL;
+    if (!c.w)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    int32_t n_vocab = o->n_vocab;
+    if (o->vocab_from) {
+        uint64_t n;
+        kvs_gguf_type et;
+        if ((st = kvs_gguf_open(&vocab, o->vocab_from, err)) != KVS_OK ||
+            (st = kvs_gguf_writer_copy_kv(c.w, vocab, "tokenizer.", err)) != KVS_OK ||
+            (st = kvs_gguf_get_arr(vocab, "tokenizer.ggml.tokens", &et, &n, err)) != KVS_OK)
+            goto done;
+        n_vocab = (int32_t)n;
+    } else if (n_vocab < 260) {
+        st = kvs_fail(err, KVS_E_INVALID, "synth: the made-up vocabulary needs at least 260 tokens");
+        goto done;
+    } else if ((st = write_vocab(c.w, n_vocab, err)) != KVS_OK) {
+        goto done;
+    }
+    if (o->chat_template &&
+        (st = kvs_gguf_writer_set_str(c.w, "tokenizer.chat_template", o->chat_template, err)) != KVS_OK)
+        goto done;
+    if ((st = set_hparams(c.w, o, err)) != KVS_OK)
+        goto done;
+
+    const int32_t hd = o->head_dim > 0 ? o->head_dim : o->dim / o->n_heads;
+    const int64_t q = (int64_t)o->n_heads * hd, kv = (int64_t)o->n_kv_heads * hd;
+    const float s = o->init_scale > 0 ? o->init_scale : 1.0f;
+    const float sd = s / sqrtf((float)o->dim), sq = s / sqrtf((float)q), sh = s / sqrtf((float)o->hidden_dim);
+    kvs_dtype et = o->embd_type, wt = o->wtype;
+    if ((st = tensor(&c, "token_embd.weight", et, o->dim, n_vocab, 0.0f, 1.0f, err)) ||
+        (st = tensor(&c, "output_norm.weight", KVS_DTYPE_F32, o->dim, 1, 1.0f, 0.1f, err)) ||
+        (!o->tied && (st = tensor(&c, "output.weight", et, o->dim, n_vocab, 0.0f, sd, err))))
+        goto done;
+    for (int32_t l = 0; l < o->n_layers; l++) {
+        char nm[64];
+#define T(suffix, type, a, b, mean, std)                                                     \
+        snprintf(nm, sizeof nm, "blk.%d.%s", (int)l, suffix);                              \
+        if ((st = tensor(&c, nm, type, a, b, mean, std, err)) != KVS_OK)                   \
+            goto done;
+        T("attn_norm.weight", KVS_DTYPE_F32, o->dim, 1, 1.0f, 0.1f);
+        T("attn_q.weight", wt, o->dim, q, 0.0f, sd);
+        T("attn_k.weight", wt, o->dim, kv, 0.0f, sd);
+        T("attn_v.weight", wt, o->dim, kv, 0.0f, sd);
+        if (strcmp(o->arch, "qwen2") == 0) {
+            T("attn_q.bias", KVS_DTYPE_F32, q, 1, 0.0f, 0.1f);
+            T("attn_k.bias", KVS_DTYPE_F32, kv, 1, 0.0f, 0.1f);
+            T("attn_v.bias", KVS_DTYPE_F32, kv, 1, 0.0f, 0.1f);
+        }
+        if (strcmp(o->arch, "qwen3") == 0) {
+            T("attn_q_norm.weight", KVS_DTYPE_F32, hd, 1, 1.0f, 0.1f);
+            T("attn_k_norm.weight", KVS_DTYPE_F32, hd, 1, 1.0f, 0.1f);
+        }
+        T("attn_output.weight", wt, q, o->dim, 0.0f, sq);
+        T("ffn_norm.weight", KVS_DTYPE_F32, o->dim, 1, 1.0f, 0.1f);
+        T("ffn_gate.weight", wt, o->dim, o->hidden_dim, 0.0f, sd);
+        T("ffn_up.weight", wt, o->dim, o->hidden_dim, 0.0f, sd);
+        T("ffn_down.weight", wt, o->hidden_dim, o->dim, 0.0f, sh);
+#undef T
+    }
+    st = o->header_only ? kvs_gguf_writer_write_sparse(c.w, path, err) : kvs_gguf_writer_write(c.w, path, err);
+done:
+    for (size_t i = 0; i < c.n_bufs; i++)
+        free(c.bufs[i]);
+    free(c.bufs);
+    kvs_gguf_writer_free(c.w);
+    kvs_gguf_close(vocab);
+    return st;
+}

@@ -1,0 +1,461 @@
+/* Generation requests: submit to the engine thread, answer as JSON or SSE. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/server_internal.h"
+
+#define POLL_MS 250   /* how often a waiting reader checks whether its client left */
+
+typedef struct gen_choice {
+    char *text;                    /* non-streaming: the text so far */
+    size_t len, cap;
+    json_t *lp;                    /* non-streaming: logprobs so far */
+    size_t offset;                 /* bytes of text so far (text_offset) */
+    int32_t n_output;
+    kvs_finish_reason reason;
+    bool finished;
+} gen_choice;
+
+typedef struct gen {
+    kvs_server *s;
+    kvs_oai_kind kind;
+    int32_t n, logprobs;
+    bool include_usage;
+    kvs_chan *chan;
+    uint64_t base;
+    char id[48];
+    json_int_t created;
+    int fd;
+    int32_t n_prompt, n_cached, n_finished;
+    gen_choice *ch;
+    char *out;                     /* streaming: bytes not yet handed to MHD */
+    size_t out_len, out_off, out_cap;
+    bool done;                     /* streaming: [DONE] is queued */
+    double last_check;             /* when the client was last checked for a hang-up */
+} gen;
+
+static void gen_free(gen *g)
+{
+    if (!g)
+        return;
+    for (int32_t i = 0; g->ch && i < g->n; i++) {
+        free(g->ch[i].text);
+        json_decref(g->ch[i].lp);
+    }
+    free(g->ch);
+    free(g->out);
+    kvs_chan_unref(g->chan);
+    free(g);
+}
+
+static const char *finish_name(kvs_finish_reason r)
+{
+    const char *n = kvs_finish_reason_name(r);
+    return n ? n : "stop";
+}
+
+/* ---- logprobs ---- */
+
+/* JSON cannot hold -inf: vLLM writes -9999.0 for it. */
+static json_t *lp_val(float v) { return json_real(isfinite(v) ? (double)v : -9999.0); }
+
+static void lp_completion_add(json_t *lp, const kvs_tokenizer *t, const kvs_srv_event *ev, size_t offset)
+{
+    json_array_append_new(json_object_get(lp, "tokens"), kvs_api_token_str(t, ev->token, NULL));
+    json_array_append_new(json_object_get(lp, "token_logprobs"), lp_val(ev->logprob));
+    json_t *top = json_object();
+    for (int32_t k = 0; k < ev->n_top; k++) {
+        json_t *ks = kvs_api_token_str(t, ev->top_ids[k], NULL);
+        if (ks && !json_object_get(top, json_string_value(ks)))
+            json_object_set_new(top, json_string_value(ks), lp_val(ev->top_logprobs[k]));
+        json_decref(ks);
+    }
+    json_t *ks = kvs_api_token_str(t, ev->token, NULL); /* the sampled token is always listed */
+    if (ks && !json_object_get(top, json_string_value(ks)))
+        json_object_set_new(top, json_string_value(ks), lp_val(ev->logprob));
+    json_decref(ks);
+    json_array_append_new(json_object_get(lp, "top_logprobs"), top);
+    json_array_append_new(json_object_get(lp, "text_offset"), json_integer((json_int_t)offset));
+}
+
+static json_t *lp_completion_new(void)
+{
+    return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
+}
+
+static json_t *lp_chat_entry(const kvs_tokenizer *t, int32_t id, float logprob)
+{
+    json_t *bytes = NULL;
+    json_t *tok = kvs_api_token_str(t, id, &bytes);
+    return json_pack("{s:o, s:o, s:o}", "token", tok, "logprob", lp_val(logprob), "bytes", bytes);
+}
+
+static void lp_chat_add(json_t *lp, const kvs_tokenizer *t, const kvs_srv_event *ev)
+{
+    json_t *e = lp_chat_entry(t, ev->token, ev->logprob);
+    json_t *top = json_array();
+    for (int32_t k = 0; k < ev->n_top; k++)
+        json_array_append_new(top, lp_chat_entry(t, ev->top_ids[k], ev->top_logprobs[k]));
+    json_object_set_new(e, "top_logprobs", top);
+    json_array_append_new(json_object_get(lp, "content"), e);
+}
+
+static json_t *lp_new(const gen *g)
+{
+    return g->kind == KVS_OAI_COMPLETION ? lp_completion_new() : json_pack("{s:[]}", "content");
+}
+
+static void lp_add(const gen *g, json_t *lp, const kvs_srv_event *ev, size_t offset)
+{
+    const kvs_tokenizer *t = g->s->inst->tok;
+    if (g->kind == KVS_OAI_COMPLETION)
+        lp_completion_add(lp, t, ev, offset);
+    else
+        lp_chat_add(lp, t, ev);
+}
+
+/* ---- response pieces ---- */
+
+static json_t *usage_json(const gen *g)
+{
+    json_int_t c = 0;
+    for (int32_t i = 0; i < g->n; i++)
+        c += g->ch[i].n_output;
+    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)g->n_prompt, "completion_tokens", c,
+                     "total_tokens", (json_int_t)g->n_prompt + c, "prompt_tokens_details", "cached_tokens",
+                     (json_int_t)g->n_cached);
+}
+
+static json_t *envelope(const gen *g, const char *object)
+{
+    return json_pack("{s:s, s:s, s:I, s:s}", "id", g->id, "object", object, "created", g->created, "model",
+                     g->s->model_name);
+}
+
+static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
+{
+    g->n_prompt = ev->n_prompt;
+    if (ev->n_cached > g->n_cached)
+        g->n_cached = ev->n_cached;
+    c->offset += ev->text_len;
+    if (ev->finished && !c->finished) {
+        c->finished = true;
+        c->reason = ev->reason;
+        c->n_output = ev->n_output;
+        g->n_finished++;
+    }
+}
+
+/* ---- streaming ---- */
+
+static bool out_append(gen *g, const char *p, size_t n)
+{
+    if (g->out_len + n > g->out_cap) {
+        size_t cap = g->out_cap ? g->out_cap : 1024;
+        while (cap < g->out_len + n)
+            cap *= 2;
+        char *o = realloc(g->out, cap);
+        if (!o)
+            return false;
+        g->out = o;
+        g->out_cap = cap;
+    }
+    memcpy(g->out + g->out_len, p, n);
+    g->out_len += n;
+    return true;
+}
+
+/* Queue "data: <obj>\n\n" (obj stolen). */
+static bool sse_json(gen *g, json_t *obj)
+{
+    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
+    json_decref(obj);
+    if (!s)
+        return false;
+    bool ok = out_append(g, "data: ", 6) && out_append(g, s, strlen(s)) && out_append(g, "\n\n", 2);
+    free(s);
+    return ok;
+}
+
+static bool sse_done(gen *g)
+{
+    g->done = true;
+    return out_append(g, "data: [DONE]\n\n", 14);
+}
+
+static bool stream_event(gen *g, const kvs_srv_event *ev)
+{
+    if (ev->kind == KVS_EV_ERROR) {
+        if (g->done)
+            return true;
+        return sse_json(g, kvs_http_error_obj((unsigned)ev->status, ev->param, NULL, ev->text)) && sse_done(g);
+    }
+    if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n || g->done)
+        return true;
+    gen_choice *c = &g->ch[ev->index];
+    bool want_lp = g->logprobs >= 0 && ev->token >= 0;
+    bool ok = true;
+    if (ev->text_len > 0 || ev->finished || want_lp) {
+        bool chat = g->kind == KVS_OAI_CHAT;
+        json_t *chunk = envelope(g, chat ? "chat.completion.chunk" : "text_completion");
+        json_t *choice = json_pack("{s:i}", "index", ev->index);
+        json_t *text = kvs_api_text_json(ev->text, ev->text_len);
+        if (chat)
+            json_object_set_new(choice, "delta", ev->text_len > 0 ? json_pack("{s:o}", "content", text) : json_object());
+        else
+            json_object_set_new(choice, "text", text);
+        if (chat && ev->text_len == 0)
+            json_decref(text);
+        json_t *lp = json_null();
+        if (want_lp) {
+            lp = lp_new(g);
+            lp_add(g, lp, ev, c->offset);
+        }
+        json_object_set_new(choice, "logprobs", lp);
+        json_object_set_new(choice, "finish_reason", ev->finished ? json_string(finish_name(ev->reason)) : json_null());
+        json_object_set_new(chunk, "choices", json_pack("[o]", choice));
+        ok = sse_json(g, chunk);
+    }
+    note_event(g, ev, c);
+    if (ok && g->n_finished == g->n) {
+        if (g->include_usage) {
+            json_t *u = envelope(g, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+            json_object_set_new(u, "choices", json_array());
+            json_object_set_new(u, "usage", usage_json(g));
+            ok = sse_json(g, u);
+        }
+        ok = ok && sse_done(g);
+    }
+    return ok;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    gen *g = cls;
+    while (g->out_off == g->out_len) {
+        if (g->done)
+            return MHD_CONTENT_READER_END_OF_STREAM;
+        g->out_off = g->out_len = 0;
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
+        double now = kvs_now();
+        if (!ev || now - g->last_check >= POLL_MS * 1e-3) { /* events that print nothing come too */
+            g->last_check = now;
+            if (kvs_http_peer_gone(g->fd)) {
+                free(ev);
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            }
+            if (!ev)
+                continue;
+        }
+        bool ok = stream_event(g, ev);
+        free(ev);
+        if (!ok)
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    size_t n = g->out_len - g->out_off < max ? g->out_len - g->out_off : max;
+    memcpy(buf, g->out + g->out_off, n);
+    g->out_off += n;
+    return (ssize_t)n;
+}
+
+/* MHD is done with the stream: finished, or the client went away. */
+static void sse_free(void *cls)
+{
+    gen *g = cls;
+    kvs_server *s = g->s;
+    if (!g->done) {
+        kvs_chan_close(g->chan);
+        kvs_loop_abort(s->loop, g->base, g->n);
+    }
+    gen_free(g);
+    kvs_server_job_end(s);
+}
+
+static enum MHD_Result start_stream(gen *g, struct MHD_Connection *c)
+{
+    if (g->kind == KVS_OAI_CHAT) /* the role comes first, as OpenAI sends it */
+        for (int32_t i = 0; i < g->n; i++) {
+            json_t *chunk = envelope(g, "chat.completion.chunk");
+            json_object_set_new(chunk, "choices",
+                                json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
+                                          "content", "", "logprobs", "finish_reason"));
+            sse_json(g, chunk);
+        }
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, g, sse_free);
+    if (!r) {
+        sse_free(g);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r); /* sse_free runs when MHD lets go of it */
+    return ret;
+}
+
+/* ---- non-streaming ---- */
+
+static bool collect_event(gen *g, const kvs_srv_event *ev)
+{
+    if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n)
+        return true;
+    gen_choice *c = &g->ch[ev->index];
+    if (ev->text_len) {
+        if (c->len + ev->text_len + 1 > c->cap) {
+            size_t cap = c->cap ? c->cap : 256;
+            while (cap < c->len + ev->text_len + 1)
+                cap *= 2;
+            char *t = realloc(c->text, cap);
+            if (!t)
+                return false;
+            c->text = t;
+            c->cap = cap;
+        }
+        memcpy(c->text + c->len, ev->text, ev->text_len);
+        c->len += ev->text_len;
+    }
+    if (g->logprobs >= 0 && ev->token >= 0) {
+        if (!c->lp && !(c->lp = lp_new(g)))
+            return false;
+        lp_add(g, c->lp, ev, c->offset);
+    }
+    note_event(g, ev, c);
+    return true;
+}
+
+static json_t *final_json(gen *g)
+{
+    bool chat = g->kind == KVS_OAI_CHAT;
+    json_t *o = envelope(g, chat ? "chat.completion" : "text_completion");
+    json_t *choices = json_array();
+    for (int32_t i = 0; i < g->n; i++) {
+        gen_choice *c = &g->ch[i];
+        json_t *text = kvs_api_text_json(c->text ? c->text : "", c->len);
+        json_t *lp = c->lp ? json_incref(c->lp) : (g->logprobs >= 0 ? lp_new(g) : json_null());
+        json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant",
+                                      "content", text, "logprobs", lp, "finish_reason", finish_name(c->reason))
+                          : json_pack("{s:i, s:o, s:o, s:s, s:n}", "index", i, "text", text, "logprobs", lp,
+                                      "finish_reason", finish_name(c->reason), "stop_reason");
+        json_array_append_new(choices, ch);
+    }
+    json_object_set_new(o, "choices", choices);
+    json_object_set_new(o, "usage", usage_json(g));
+    return o;
+}
+
+/* ---- the request ---- */
+
+static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                    size_t n_prompt, const char *prompt_param, bool *failed)
+{
+    const long long L = s->max_model_len, P = (long long)n_prompt, M = r->params.max_tokens;
+    *failed = true;
+    if (P >= L)
+        return kvs_http_error(c, 400, prompt_param, "context_length_exceeded",
+                              "This model's maximum context length is %lld tokens. However, your request has %lld "
+                              "input tokens. Please reduce the length of the input (at least one token must be "
+                              "left for the completion).", L, P);
+    if (M > 0 && P + M > L)
+        return kvs_http_error(c, 400, r->kind == KVS_OAI_CHAT ? "max_completion_tokens" : "max_tokens",
+                              "context_length_exceeded",
+                              "This model's maximum context length is %lld tokens. However, you requested %lld "
+                              "tokens (%lld in the messages, %lld in the completion). Please reduce the length of "
+                              "the messages or completion.", L, P + M, P, M);
+    *failed = false;
+    return MHD_YES;
+}
+
+enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                            const int32_t *prompt, size_t n_prompt, const char *prompt_param)
+{
+    bool failed;
+    enum MHD_Result ret = length_error(s, c, r, n_prompt, prompt_param, &failed);
+    if (failed)
+        return ret;
+    if (!kvs_server_job_begin(s))
+        return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+    gen *g = calloc(1, sizeof *g);
+    if (!g || !(g->ch = calloc((size_t)r->n, sizeof *g->ch)) || !(g->chan = kvs_chan_new())) {
+        gen_free(g);
+        kvs_server_job_end(s);
+        return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+    }
+    g->s = s;
+    g->kind = r->kind;
+    g->n = r->n;
+    g->logprobs = r->params.logprobs;
+    g->include_usage = r->include_usage;
+    g->created = (json_int_t)time(NULL);
+    g->fd = kvs_http_fd(c);
+    g->n_prompt = (int32_t)n_prompt;
+
+    kvs_submit sub = {.chan = g->chan, .n = r->n, .prompt = (int32_t *)prompt, .n_prompt = n_prompt,
+                      .params = r->params, .t_arrival = kvs_now()};
+    if (!kvs_loop_submit(s->loop, &sub)) {
+        gen_free(g);
+        kvs_server_job_end(s);
+        return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+    }
+    g->base = sub.base_id;
+    snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
+             (uint64_t)(s->salt ^ (g->base * (uint64_t)0x9E3779B97F4A7C15ull)));
+    /* The first event always comes (the loop answers every submission). */
+    kvs_srv_event *ev;
+    while (!(ev = kvs_chan_pop(g->chan, POLL_MS)))
+        ;
+    if (ev->kind == KVS_EV_ERROR) {
+        ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s", ev->text);
+        free(ev);
+        gen_free(g);
+        kvs_server_job_end(s);
+        return ret;
+    }
+    free(ev);
+    g->last_check = kvs_now();
+    if (r->stream)
+        return start_stream(g, c);
+
+    double last_check = kvs_now();
+    while (g->n_finished < g->n) {
+        ev = kvs_chan_pop(g->chan, POLL_MS);
+        double now = kvs_now();
+        if (!ev || now - last_check >= POLL_MS * 1e-3) {
+            last_check = now;
+            if (kvs_http_peer_gone(g->fd)) { /* nobody to answer: free the blocks now */
+                free(ev);
+                kvs_chan_close(g->chan);
+                kvs_loop_abort(s->loop, g->base, g->n);
+                gen_free(g);
+                kvs_server_job_end(s);
+                return MHD_NO;
+            }
+            if (!ev)
+                continue;
+        }
+        if (ev->kind == KVS_EV_ERROR) {
+            ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
+            free(ev);
+            kvs_chan_close(g->chan);
+            kvs_loop_abort(s->loop, g->base, g->n);
+            gen_free(g);
+            kvs_server_job_end(s);
+            return ret;
+        }
+        bool ok = collect_event(g, ev);
+        free(ev);
+        if (!ok) {
+            kvs_chan_close(g->chan);
+            kvs_loop_abort(s->loop, g->base, g->n);
+            gen_free(g);
+            kvs_server_job_end(s);
+            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+        }
+    }
+    ret = kvs_http_json(c, 200, final_json(g));
+    gen_free(g);
+    kvs_server_job_end(s);
+    return ret;
+}

@@ -1,0 +1,57 @@
+/*
+ * metrics.h - the server's Prometheus metrics.
+ *
+ * Names follow vLLM's with a "kvserve:" prefix (kvserve:num_requests_running,
+ * kvserve:time_to_first_token_seconds, ...), each labelled
+ * model_name="<served name>".  The engine thread writes (kvs_metrics_*
+ * observers, one mutex), the /metrics handler reads a consistent snapshot.
+ * Memory gauges (kvserve:memory_*_bytes) are the start-up memory report's
+ * terms.
+ */
+#ifndef KVS_SERVER_METRICS_H
+#define KVS_SERVER_METRICS_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "memory/report.h"
+
+#define KVS_HISTO_MAX_BUCKETS 24
+
+typedef struct kvs_histo {
+    const double *bounds;            /* upper bounds, ascending (+Inf implied) */
+    int n_bounds;
+    uint64_t counts[KVS_HISTO_MAX_BUCKETS + 1];   /* per bucket, not cumulative */
+    uint64_t count;
+    double sum;
+} kvs_histo;
+
+typedef struct kvs_metrics {
+    pthread_mutex_t mu;
+    char model_name[256];
+    kvs_memory_report report;
+    kvs_engine_stats st;             /* the last step's engine counters */
+    uint64_t prompt_tokens;          /* prompt tokens of requests that produced a token */
+    uint64_t finished[4];            /* by kvs_finish_reason */
+    kvs_histo ttft, tpot, e2e;
+} kvs_metrics;
+
+void kvs_metrics_init(kvs_metrics *m, const char *model_name, const kvs_memory_report *rep);
+void kvs_metrics_destroy(kvs_metrics *m);
+
+/* Engine thread: publish the engine's counters after a step. */
+void kvs_metrics_set_stats(kvs_metrics *m, const kvs_engine_stats *st);
+/* Engine thread: a request's first token `ttft` seconds after arrival. */
+void kvs_metrics_first_token(kvs_metrics *m, double ttft, int32_t n_prompt);
+/* Engine thread: `dt` seconds between two output tokens of a request. */
+void kvs_metrics_next_token(kvs_metrics *m, double dt);
+/* Engine thread: a request finished `e2e` seconds after arrival. */
+void kvs_metrics_finished(kvs_metrics *m, kvs_finish_reason r, double e2e);
+
+/* The Prometheus text exposition (malloc'ed, NUL-terminated); NULL if out
+ * of memory. */
+char *kvs_metrics_render(kvs_metrics *m, size_t *len);
+
+#endif

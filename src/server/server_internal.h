@@ -1,0 +1,107 @@
+/*
+ * server_internal.h - what the server's files share (internal to server/).
+ *
+ * http.c owns the daemon, routing, authentication and request bodies, and
+ * the helpers that send JSON and OpenAI-style error objects.  Each api_*.c
+ * file implements endpoints as functions of (server, connection, body) that
+ * queue exactly one response (or return MHD_NO to drop the connection).
+ */
+#ifndef KVS_SERVER_SERVER_INTERNAL_H
+#define KVS_SERVER_SERVER_INTERNAL_H
+
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "server/engine_loop.h"
+#include "server/metrics.h"
+#include "server/oai_params.h"
+#include "server/server.h"
+
+struct kvs_server {
+    kvs_instance *inst;
+    int32_t max_model_len;
+    char *model_name, *api_key;
+    size_t max_body;
+    FILE *log;
+    struct MHD_Daemon *d;
+    int port;
+    kvs_loop *loop;
+    kvs_metrics metrics;
+    time_t started;
+    uint64_t salt;                 /* makes response ids differ between runs */
+    char mhd_error[256];           /* libmicrohttpd's last log line */
+
+    pthread_mutex_t mu;            /* guards what follows */
+    pthread_cond_t cv;
+    int n_active;                  /* generation requests in flight */
+    bool draining, quiesced;
+};
+
+/* Begin / end a generation request (false: draining, answer 503). */
+bool kvs_server_job_begin(kvs_server *s);
+void kvs_server_job_end(kvs_server *s);
+
+/* ---- responses (http.c); each queues one response ---- */
+
+/* Send obj (stolen) as application/json. */
+enum MHD_Result kvs_http_json(struct MHD_Connection *c, unsigned status, json_t *obj);
+/* Send {"error": {"message", "type", "param", "code"}}; type from the status
+ * (4xx invalid_request_error, 5xx server_error); param and code may be NULL. */
+enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
+                               const char *fmt, ...) __attribute__((format(printf, 5, 6)));
+/* Send `text` (malloc'ed, taken) with a content type. */
+enum MHD_Result kvs_http_text(struct MHD_Connection *c, unsigned status, const char *ctype, char *text, size_t len);
+/* The error object itself (a new reference). */
+json_t *kvs_http_error_obj(unsigned status, const char *param, const char *code, const char *msg);
+/* True when the peer of connection socket fd has hung up. */
+bool kvs_http_peer_gone(int fd);
+/* The connection's socket, or -1. */
+int kvs_http_fd(struct MHD_Connection *c);
+
+/* ---- endpoints ---- */
+
+/* Parse a JSON object body; on failure queue a 400 and return NULL with *ret set. */
+json_t *kvs_api_parse_body(struct MHD_Connection *c, const char *body, size_t len, enum MHD_Result *ret);
+/* False (and a 404 queued, *ret set) when `model` is given and is not the served name. */
+bool kvs_api_check_model(kvs_server *s, struct MHD_Connection *c, const char *model, enum MHD_Result *ret);
+/* Parse a generation request body of `kind` into r (zeroed here) and check
+ * its model.  Returns the JSON (r's strings point into it; the caller
+ * releases both), or NULL with the error response queued in *ret. */
+json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len,
+                              kvs_oai_kind kind, kvs_oai_request *r, enum MHD_Result *ret);
+
+enum MHD_Result kvs_api_completions(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result kvs_api_models(kvs_server *s, struct MHD_Connection *c);
+enum MHD_Result kvs_api_health(kvs_server *s, struct MHD_Connection *c);
+enum MHD_Result kvs_api_metrics(kvs_server *s, struct MHD_Connection *c);
+enum MHD_Result kvs_api_tokenize(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
+enum MHD_Result kvs_api_detokenize(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
+
+/* Chat: render body's messages with the model's template and tokenize them
+ * as the chat endpoint does.  On failure queue the error and return false. */
+bool kvs_api_chat_prompt(kvs_server *s, struct MHD_Connection *c, json_t *messages, bool add_generation_prompt,
+                         bool add_special, int32_t **ids, size_t *n_ids, enum MHD_Result *ret);
+
+/* ---- generation (api_gen.c) ---- */
+
+/* Run a parsed completion or chat request on prompt tokens: check lengths,
+ * submit, and answer (JSON, or an SSE stream when r->stream).  prompt_param
+ * names the field errors about the prompt point at ("prompt", "messages"). */
+enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                            const int32_t *prompt, size_t n_prompt, const char *prompt_param);
+
+/* ---- logprobs formatting (api_logprobs.c) ---- */
+
+/* A token's text as a JSON string: the decoded bytes when they are valid
+ * UTF-8, else "bytes:\xNN..." as vLLM writes them.  *bytes (when asked) gets
+ * the byte values as an array. */
+json_t *kvs_api_token_str(const kvs_tokenizer *t, int32_t id, json_t **bytes);
+/* A JSON string of n bytes of text; bytes that are not valid UTF-8 become
+ * U+FFFD.  NULL only when out of memory. */
+json_t *kvs_api_text_json(const char *text, size_t n);
+
+#endif

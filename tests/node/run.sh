@@ -1,0 +1,12 @@
+#!/bin/sh
+# ctest entry for the openai-npm test: install the locked client if needed, run it.
+set -e
+cd "$(dirname "$0")"
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "FAIL: node and npm are needed for this test (Node.js >= 18; CI installs them)" >&2
+    exit 1
+fi
+if [ ! -d node_modules/openai ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+fi
+exec node test_openai.mjs

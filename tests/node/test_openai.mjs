@@ -1,0 +1,166 @@
+// kvserve's HTTP server driven by the official `openai` npm client:
+// completions and chat, streaming and not, models, and the client's error
+// classes for 400 / 401 / 404.  The greedy text is checked against llama2.c's
+// run of stories260K (shared/expected).  Servers are always stopped.
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import OpenAI from 'openai';
+
+const KVSERVE = process.env.KVSERVE;
+const SHARED = process.env.KVS_SHARED;
+const BUILD = process.env.KVS_BUILD_DIR || '/tmp';
+if (!KVSERVE || !SHARED) {
+  console.error('KVSERVE and KVS_SHARED must be set (ctest sets them)');
+  process.exit(1);
+}
+const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
+const KEY = 'sk-node-test';
+const servers = [];
+
+function startServer(model, args = []) {
+  return new Promise((resolve, reject) => {
+    const p = spawn(KVSERVE, ['serve', '-m', model, '--port', '0', '--device-memory', '256MiB', ...args],
+                    { stdio: ['ignore', 'ignore', 'pipe'] });
+    const srv = { proc: p, log: '', exit: null };
+    servers.push(srv);
+    const timer = setTimeout(() => reject(new Error('server did not start:\n' + srv.log)), 60000);
+    p.on('exit', (code, sig) => { srv.exit = code ?? sig; });
+    p.stderr.on('data', (d) => {
+      srv.log += d.toString();
+      const m = srv.log.match(/listening on http:\/\/[^ ]*:(\d+)/);
+      if (m && !srv.port) {
+        srv.port = Number(m[1]);
+        clearTimeout(timer);
+        resolve(srv);
+      }
+    });
+    p.on('error', reject);
+  });
+}
+
+function stopServer(srv) {
+  return new Promise((resolve) => {
+    if (srv.exit !== null) return resolve(srv.exit);
+    const t = setTimeout(() => { srv.proc.kill('SIGKILL'); }, 30000);
+    srv.proc.on('exit', (code, sig) => { clearTimeout(t); resolve(code ?? sig); });
+    srv.proc.kill('SIGTERM');
+  });
+}
+
+const client = (srv, key = KEY) => new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: key,
+                                                 maxRetries: 0, timeout: 120000 });
+let passed = 0;
+async function check(name, fn) {
+  const t0 = Date.now();
+  await fn();
+  passed++;
+  console.log(`ok   ${name.padEnd(44)} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+}
+
+async function main() {
+  const expected = readFileSync(path.join(SHARED, 'expected', 'stories260K_greedy_once_upon_a_time_n64.txt'), 'utf8');
+  const srv = await startServer(STORIES, ['--api-key', KEY]);
+  const c = client(srv);
+
+  await check('models.list', async () => {
+    const ids = [];
+    for await (const m of c.models.list()) ids.push(m.id);
+    assert.deepEqual(ids, ['stories260K']);
+  });
+
+  let text;
+  await check('completions (greedy = llama2.c)', async () => {
+    const r = await c.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 59,
+                                           temperature: 0 });
+    text = r.choices[0].text;
+    assert.equal(r.object, 'text_completion');
+    assert.equal(r.choices[0].finish_reason, 'length');
+    assert.equal(r.usage.prompt_tokens, 5);
+    assert.equal(r.usage.completion_tokens, 59);
+    assert.ok(expected.startsWith('Once upon a time' + text), JSON.stringify(text));
+  });
+
+  await check('completions stream', async () => {
+    const s = await c.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 59,
+                                           temperature: 0, stream: true, stream_options: { include_usage: true } });
+    let got = '', usage = null, finish = null;
+    for await (const ch of s) {
+      if (ch.usage) usage = ch.usage;
+      for (const x of ch.choices) {
+        got += x.text;
+        if (x.finish_reason) finish = x.finish_reason;
+      }
+    }
+    assert.equal(got, text);
+    assert.equal(finish, 'length');
+    assert.deepEqual([usage.prompt_tokens, usage.completion_tokens, usage.total_tokens], [5, 59, 64]);
+  });
+
+  await check('errors map to the client\'s classes', async () => {
+    await assert.rejects(c.completions.create({ model: 'nope', prompt: 'a' }),
+                         (e) => e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === 'model_not_found');
+    await assert.rejects(c.completions.create({ model: 'stories260K', prompt: 'a', temperature: 9 }),
+                         (e) => e instanceof OpenAI.BadRequestError && e.param === 'temperature');
+    await assert.rejects(client(srv, 'wrong').models.list(),
+                         (e) => e instanceof OpenAI.AuthenticationError && e.status === 401);
+    await assert.rejects(c.chat.completions.create({ model: 'stories260K', messages: [{ role: 'user', content: 'x' }] }),
+                         (e) => e instanceof OpenAI.BadRequestError && /chat template/.test(e.message));
+  });
+
+  // A model with a chat template: stories260K's vocabulary, random weights, Llama 2's template.
+  const chatModel = path.join(BUILD, 'node_chat_test.gguf');
+  execFileSync(KVSERVE, ['synth', '-o', chatModel, '--preset', 'stories260k', '--vocab-from', STORIES,
+                         '--chat-template', path.join(SHARED, 'templates', 'hf-internal-testing-llama-tokenizer-llama2.jinja'),
+                         '--seed', '3', '--init-scale', '3'], { timeout: 120000 });
+  const chatSrv = await startServer(chatModel, ['--api-key', KEY, '--served-model-name', 'chat']);
+  const cc = client(chatSrv);
+  const messages = [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Tell me a story.' }];
+  let content;
+  await check('chat.completions', async () => {
+    const r = await cc.chat.completions.create({ model: 'chat', messages, max_tokens: 16, temperature: 0 });
+    assert.equal(r.object, 'chat.completion');
+    assert.equal(r.choices[0].message.role, 'assistant');
+    content = r.choices[0].message.content;
+    assert.equal(typeof content, 'string');
+    assert.ok(r.usage.prompt_tokens > 10 && r.usage.completion_tokens >= 1);
+  });
+
+  await check('chat.completions stream', async () => {
+    const s = await cc.chat.completions.create({ model: 'chat', messages, max_tokens: 16, temperature: 0,
+                                                 stream: true });
+    let got = '', role = null, n = 0;
+    for await (const ch of s) {
+      n++;
+      const d = ch.choices[0]?.delta ?? {};
+      if (d.role) role = d.role;
+      got += d.content ?? '';
+    }
+    assert.equal(role, 'assistant');
+    assert.equal(got, content);
+    assert.ok(n >= 2);
+  });
+
+  await check('SIGTERM exits 0', async () => {
+    assert.equal(await stopServer(chatSrv), 0);
+    assert.equal(await stopServer(srv), 0);
+  });
+  console.log(`${passed} checks passed`);
+}
+
+const guard = setTimeout(() => {
+  console.error('timed out');
+  for (const s of servers) s.proc.kill('SIGKILL');
+  process.exit(1);
+}, 300000);
+
+try {
+  await main();
+  clearTimeout(guard);
+} catch (e) {
+  console.error('FAIL', e);
+  for (const s of servers) { console.error('--- server log ---\n' + s.log.slice(-2000)); }
+  await Promise.all(servers.map(stopServer));
+  process.exit(1);
+}

@@ -1,0 +1,230 @@
+"""kvserve plan == what a real start measures, on the CPU backend.
+
+For a grid of models (stories260K; header-only synth models of llama2-110m's
+shape in f16 and of Qwen3-0.6B's shape), device sizes, utilizations, block
+sizes, batch limits, KV dtypes and max-model-len settings, run
+`kvserve plan --json` and `kvserve generate ... --memory-report`, and check:
+
+  * every figure that does not depend on the runtime overhead is equal;
+  * the overhead (plan: an estimate) is within 4 MiB of the measured one,
+    and every figure that depends on it is what the issue's formula gives
+    for that overhead (so plan and start differ by exactly what the
+    overhead difference explains, and by nothing else);
+  * the formula, computed here from the GGUF header read independently:
+    budget = ceil(total * utilization), bytes per block = 2 x layers x
+    kv_heads x head_dim x block_size x element size, KV cache = budget -
+    weights - activation peak - graphs - overhead rounded down to whole
+    blocks, slack inside the budget under one block;
+  * the measured activation peak equals the one computed from the shapes;
+  * the engine allocated exactly num_blocks blocks (the ledger's KV bytes);
+  * peak process memory within the budget.
+"""
+import json
+import math
+import os
+import sys
+from fractions import Fraction
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import memtest_util as mt  # noqa: E402
+
+OVERHEAD_TOL = 4 * mt.MIB
+ELT = {"auto": 4, "f32": 4, "f16": 2, "bf16": 2}   # CPU backend: auto = f32
+
+EQUAL_KEYS = ["device", "total_bytes", "utilization", "budget_bytes", "used_by_others_bytes",
+              "weights_bytes", "activation_peak_bytes", "activation_formula_bytes", "graph_bytes",
+              "block_size", "kv_bytes_per_token", "overhead_per_block_bytes", "slack_outside_bytes"]
+OVERHEAD_KEYS = ["overhead_bytes", "kv_cache_bytes", "num_blocks", "kv_cache_tokens", "max_model_len",
+                 "max_concurrency", "peak_process_bytes", "slack_inside_bytes"]
+
+
+def flags_of(c):
+    f = ["--device-memory", c["dm"], "--gpu-memory-utilization", str(c["u"]), "--block-size", str(c["bs"]),
+         "--max-num-batched-tokens", str(c["bt"]), "--max-num-seqs", str(c["seqs"]),
+         "--kv-cache-dtype", c["kvd"], "--max-model-len", str(c["mml"])]
+    return f + c.get("extra", [])
+
+
+def check_formula(name, r, c, shape, weights_ref, fail):
+    """The report against the issue's formula, from figures read here."""
+    total = int(mt.GIB * float(c["dm"][:-3]))
+    budget = math.ceil(Fraction(total) * Fraction(str(c["u"])))
+    bb = 2 * shape["layers"] * shape["kv_heads"] * shape["head_dim"] * c["bs"] * ELT[c["kvd"]]
+    opb = r["overhead_per_block_bytes"]
+    nb = r["num_blocks"]
+    base = r["overhead_bytes"] - nb * opb
+    nonkv = r["weights_bytes"] + r["activation_peak_bytes"] + r["graph_bytes"] + r["overhead_bytes"]
+    kvmem = c.get("kv_cache_memory")
+    want_nb = kvmem // bb if kvmem else (budget - (nonkv - nb * opb)) // (bb + opb)
+    ctx = shape["ctx"]
+    mml = c["mml"] if c["mml"] != "auto" else min(ctx, nb * c["bs"])
+    expect = {
+        "total_bytes": total, "budget_bytes": budget, "used_by_others_bytes": 0, "graph_bytes": 0,
+        "block_size": c["bs"], "kv_bytes_per_token": bb // c["bs"], "num_blocks": want_nb,
+        "kv_cache_bytes": nb * bb, "kv_cache_tokens": nb * c["bs"], "max_model_len": mml,
+        "slack_inside_bytes": budget - nonkv - nb * bb, "peak_process_bytes": nonkv + nb * bb,
+        "activation_peak_bytes": r["activation_formula_bytes"],
+    }
+    for k, v in expect.items():
+        if r[k] != v:
+            fail("%s: %s = %s, the formula gives %s" % (name, k, r[k], v))
+    if abs(r["max_concurrency"] - nb * c["bs"] / mml) > 1e-9 * r["max_concurrency"]:
+        fail("%s: max_concurrency %s != %s" % (name, r["max_concurrency"], nb * c["bs"] / mml))
+    if not kvmem and not (0 <= r["slack_inside_bytes"] < bb + opb):
+        fail("%s: slack inside the budget %d is not under one block (%d + %d)" %
+             (name, r["slack_inside_bytes"], bb, opb))
+    if r["peak_process_bytes"] > r["budget_bytes"]:
+        fail("%s: peak process memory %d exceeds the budget %d" % (name, r["peak_process_bytes"], r["budget_bytes"]))
+    # Weights: the tensors' bytes, each rounded up to at most 256 bytes.
+    data, n = weights_ref
+    if not (data <= r["weights_bytes"] <= data + 256 * n):
+        fail("%s: weights %d, the header's tensors hold %d bytes in %d tensors" % (name, r["weights_bytes"], data, n))
+    if base < 0:
+        fail("%s: negative base overhead" % name)
+    return base
+
+
+def check_inverse(work, fail):
+    """plan --target-concurrency C: the smallest utilization and the largest
+    max_model_len it gives are the boundaries (one step less or more no
+    longer holds C requests): exactly on a GPU profile, whose figures are
+    fixed; on the CPU within 2%, since each plan measures its own process
+    (whose resident code pages vary by ~100 KiB from run to run), and within
+    10% under the sanitizers, whose shadow memory moves the resident set by
+    about 1 MiB between runs (1.5% of this 64 MiB device)."""
+    l8b = mt.synth(os.path.join(work, "llama3.1-8b-bf16.gguf"), ["--preset", "llama3.1-8b", "--type", "bf16"])
+    cases = [(mt.STORIES, ["--device-memory", "64MiB", "--max-model-len", "512"], 20.0),
+             (mt.STORIES, ["--device-memory", "64MiB", "--max-model-len", "512"], 100.0),
+             (l8b, ["--device", "h100", "--max-model-len", "8192"], 50.0),
+             (l8b, ["--device", "h100", "--max-model-len", "8192", "--gpu-memory-utilization", "0.95"], 64.0)]
+    for model, flags, conc in cases:
+        tol = (0.10 if mt.sanitizer_build() else 0.02) if "--device-memory" in flags else 0.0
+        t = mt.plan_json(model, flags + ["--target-concurrency", str(conc)])
+        name = "%s %s C=%g" % (os.path.basename(model), " ".join(flags), conc)
+        u = round(t["min_utilization"], 4)
+        if u <= 1.0:
+            base = [f for f in flags]
+            if "--gpu-memory-utilization" in base:
+                i = base.index("--gpu-memory-utilization")
+                del base[i:i + 2]
+            at = mt.plan_json(model, base + ["--gpu-memory-utilization", "%.4f" % u])
+            below = mt.plan_json(model, base + ["--gpu-memory-utilization", "%.4f" % (u - 0.0001)])
+            if not (at["max_concurrency"] >= conc * (1 - tol) and conc * (1 + tol) > below["max_concurrency"]):
+                fail("%s: min utilization %.4f gives %.3f, %.4f gives %.3f" %
+                     (name, u, at["max_concurrency"], u - 0.0001, below["max_concurrency"]))
+        L = t["max_model_len_at_utilization"]
+        i = flags.index("--max-model-len")
+        base = flags[:i] + flags[i + 2:]
+        at = mt.plan_json(model, base + ["--max-model-len", str(L)])
+        if at["max_concurrency"] < conc * (1 - tol):
+            fail("%s: max_model_len %d holds only %.3f requests" % (name, L, at["max_concurrency"]))
+        nxt = mt.run(["plan", "-m", model, "--json", "--max-model-len", str(L + 1)] + base, check=False)
+        if nxt.returncode == 0 and json.loads(nxt.stdout)["max_concurrency"] >= conc * (1 + tol):
+            fail("%s: max_model_len %d is not the largest: %d holds C too" % (name, L, L + 1))
+        print("inverse %-60s min utilization %.4f, max_model_len %d" % (name, u, L))
+
+
+def main():
+    asan = mt.sanitizer_build()
+    work = os.path.join(mt.BUILD, "memtest")
+    os.makedirs(work, exist_ok=True)
+    # Under the sanitizers every step is ~30x slower: smaller synth models there.
+    if asan:
+        q3 = mt.synth(os.path.join(work, "qwen3-mini-f16.gguf"),
+                      ["--preset", "qwen3-0.6b", "--layers", "1", "--vocab", "2048", "--ctx", "4096", "--type", "f16"])
+        l110 = None
+    else:
+        q3 = mt.synth(os.path.join(work, "qwen3-2l-f16.gguf"),
+                      ["--preset", "qwen3-0.6b", "--layers", "2", "--vocab", "4096", "--ctx", "8192", "--type", "f16"])
+        l110 = mt.synth(os.path.join(work, "llama2-110m-f16.gguf"), ["--preset", "llama2-110m", "--type", "f16"])
+    S = mt.STORIES
+
+    def C(model, dm, u, bs, bt, seqs, kvd, mml, **kw):
+        d = dict(model=model, dm=dm, u=u, bs=bs, bt=bt, seqs=seqs, kvd=kvd, mml=mml)
+        d.update(kw)
+        if "kv_cache_memory" in d:
+            d.setdefault("extra", []).extend(["--kv-cache-memory", str(d["kv_cache_memory"])])
+        return d
+
+    # stories260K: a 2-level fractional factorial over the seven factors, plus extras.
+    grid = [
+        C(S, "1GiB", 0.92, 16, 2048, 256, "auto", "auto"),
+        C(S, "1GiB", 0.5, 32, 256, 8, "auto", "auto"),
+        C(S, "3GiB", 0.92, 32, 256, 256, "f16", "auto"),
+        C(S, "3GiB", 0.5, 16, 2048, 8, "f16", "auto"),
+        C(S, "1GiB", 0.92, 32, 2048, 8, "f16", 1000),
+        C(S, "1GiB", 0.5, 16, 256, 256, "f16", 2048),
+        C(S, "3GiB", 0.92, 16, 256, 8, "auto", 512),
+        C(S, "3GiB", 0.5, 32, 2048, 256, "auto", 2048),
+        C(S, "1GiB", 0.92, 16, 256, 256, "auto", "auto", extra=["--no-prefix-caching"]),
+        C(S, "1GiB", 0.92, 16, 256, 8, "bf16", "auto", extra=["--mmap"]),
+        C(S, "1GiB", 0.5, 32, 256, 8, "auto", 2048, kv_cache_memory=64 * mt.MIB),
+    ]
+    if asan:
+        grid += [C(q3, "1GiB", 0.92, 16, 64, 8, "auto", "auto"),
+                 C(q3, "3GiB", 0.5, 32, 32, 32, "f16", 4096)]
+    else:
+        grid += [
+            C(q3, "1GiB", 0.92, 16, 256, 256, "auto", "auto"),
+            C(q3, "3GiB", 0.5, 32, 256, 8, "f16", 8192),
+            C(q3, "1GiB", 0.5, 16, 2048, 8, "f16", 4096),
+            C(l110, "1GiB", 0.92, 16, 256, 8, "f16", "auto"),
+            C(l110, "3GiB", 0.5, 32, 256, 256, "auto", 1024),
+            C(l110, "1GiB", 0.92, 32, 256, 8, "auto", 512, extra=["--mmap"]),
+        ]
+
+    failures = []
+    fail = failures.append
+    rows = []
+    n_exact = 0
+    n_same_blocks = 0
+    diffs = []
+    headers = {}
+    for i, c in enumerate(grid):
+        name = "#%d %s %s" % (i, os.path.basename(c["model"]), " ".join(flags_of(c)))
+        if c["model"] not in headers:
+            meta, tensors = mt.gguf_header(c["model"])
+            headers[c["model"]] = (mt.model_shape(c["model"]), (sum(t[3] for t in tensors), len(tensors)))
+        shape, wref = headers[c["model"]]
+        if "--mmap" in c.get("extra", []):
+            wref = (os.path.getsize(c["model"]), 1)   # the mapped file
+        p = mt.plan_json(c["model"], flags_of(c))
+        r = mt.measured_json(c["model"], flags_of(c), os.path.join(work, "report.json"))
+        if not p["overhead_estimate"] or r["overhead_estimate"] or r["estimate"] or p["estimate"]:
+            fail("%s: estimate flags wrong" % name)
+        for k in EQUAL_KEYS:
+            if p[k] != r[k]:
+                fail("%s: %s: plan %s, measured %s" % (name, k, p[k], r[k]))
+        base_p = check_formula(name + " [plan]", p, c, shape, wref, fail)
+        base_r = check_formula(name + " [measured]", r, c, shape, wref, fail)
+        d = base_r - base_p
+        diffs.append(d)
+        if abs(d) > OVERHEAD_TOL:
+            fail("%s: runtime overhead: plan %d, measured %d (%+d bytes, more than 4 MiB)" % (name, base_p, base_r, d))
+        # What the overhead difference explains: at most ceil(|d| / block) blocks.
+        per_block = p["kv_bytes_per_token"] * p["block_size"] + p["overhead_per_block_bytes"]
+        if abs(p["num_blocks"] - r["num_blocks"]) > (abs(d) + per_block - 1) // per_block:
+            fail("%s: blocks %d vs %d, more than an overhead difference of %d bytes explains" %
+                 (name, p["num_blocks"], r["num_blocks"], d))
+        exact = all(p[k] == r[k] for k in OVERHEAD_KEYS)
+        n_exact += exact
+        n_same_blocks += p["num_blocks"] == r["num_blocks"]
+        rows.append((i, os.path.basename(c["model"])[:18], c["dm"], c["u"], c["bs"], c["bt"], c["seqs"], c["kvd"],
+                     c["mml"], p["num_blocks"], r["num_blocks"], d,
+                     "all equal" if exact else "differ by the overhead only"))
+
+    print("%-3s %-18s %-5s %-5s %-3s %-5s %-4s %-5s %-5s %9s %9s %10s  %s" %
+          ("#", "model", "dev", "util", "bs", "bt", "seqs", "kv", "mml", "plan blk", "meas blk", "ovh diff", "overhead-dependent keys"))
+    for row in rows:
+        print("%-3d %-18s %-5s %-5s %-3d %-5d %-4d %-5s %-5s %9d %9d %+10d  %s" % row)
+    print("overhead difference (measured - plan): min %+d, max %+d bytes; the same number of KV blocks in %d of %d "
+          "configurations; every other key equal in all" % (min(diffs), max(diffs), n_same_blocks, len(grid)))
+    check_inverse(work, fail)
+    if failures:
+        print("\n".join(failures))
+        sys.exit("FAIL: %d problems" % len(failures))
+    print("OK: %d configurations" % len(grid))
+
+
+if __name__ == "__main__":
+    main()
