@@ -21,6 +21,19 @@ double kvs_now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+struct timespec kvs_deadline_ms(int timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    return dl;
+}
+
 kvs_srv_event *kvs_event_new(kvs_ev_kind kind, const char *text, size_t len)
 {
     kvs_srv_event *ev = malloc(sizeof *ev + len + 1);
@@ -104,14 +117,7 @@ bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev)
 
 kvs_srv_event *kvs_chan_pop(kvs_chan *c, int timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    struct timespec dl = kvs_deadline_ms(timeout_ms);
     pthread_mutex_lock(&c->mu);
     while (!c->head) {
         if (pthread_cond_timedwait(&c->cv, &c->mu, &dl) == ETIMEDOUT)

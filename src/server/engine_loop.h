@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "engine/engine.h"
 #include "server/metrics.h"
@@ -60,8 +61,13 @@ typedef struct kvs_srv_event {
 
 typedef struct kvs_chan kvs_chan;
 
+/* A new, open, empty channel holding one reference (the caller's).  NULL
+ * when out of memory. */
 kvs_chan *kvs_chan_new(void);
+/* Take one more reference. */
 void kvs_chan_ref(kvs_chan *c);
+/* Drop a reference; the last one frees the channel and any queued events
+ * (NULL: no-op).  Never touch c after dropping one's own reference. */
 void kvs_chan_unref(kvs_chan *c);
 /* Queue an event (taking it).  False (and the event freed) if the consumer
  * has closed the channel. */
@@ -71,6 +77,7 @@ bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev);
 kvs_srv_event *kvs_chan_pop(kvs_chan *c, int timeout_ms);
 /* The consumer is gone: drop queued events, refuse new ones. */
 void kvs_chan_close(kvs_chan *c);
+/* Whether kvs_chan_close was called. */
 bool kvs_chan_closed(kvs_chan *c);
 
 /* An allocated event with room for len bytes of text (copied from text if
@@ -109,5 +116,8 @@ void kvs_loop_free(kvs_loop *l);
 
 /* Monotonic seconds. */
 double kvs_now(void);
+/* The CLOCK_MONOTONIC time timeout_ms (>= 0) from now, for
+ * pthread_cond_timedwait on a condition variable set to that clock. */
+struct timespec kvs_deadline_ms(int timeout_ms);
 
 #endif

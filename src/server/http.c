@@ -411,16 +411,7 @@ void kvs_server_drain(kvs_server *s)
 
 bool kvs_server_wait(kvs_server *s, int timeout_ms)
 {
-    struct timespec dl;
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms >= 0) {
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) {
-            dl.tv_sec++;
-            dl.tv_nsec -= 1000000000L;
-        }
-    }
+    struct timespec dl = kvs_deadline_ms(timeout_ms >= 0 ? timeout_ms : 0); /* unused when < 0 */
     pthread_mutex_lock(&s->mu);
     while (s->n_active > 0) {
         if (timeout_ms < 0)
