@@ -393,8 +393,15 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     g->n_prompt = (int32_t)n_prompt;
 
     kvs_submit sub = {.chan = g->chan, .n = r->n, .prompt = (int32_t *)prompt, .n_prompt = n_prompt,
-                      .params = r->params, .t_arrival = kvs_now()};
+                      .params = r->params, .t_arrival = kvs_now(),
+                      .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
+    if (!sub.reply) {
+        gen_free(g);
+        kvs_server_job_end(s);
+        return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+    }
     if (!kvs_loop_submit(s->loop, &sub)) {
+        free(sub.reply);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");

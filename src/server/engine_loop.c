@@ -97,19 +97,39 @@ static void remove_live(kvs_loop *l, live_req *lr)
     l->n_live--;
 }
 
+/* Send a submission's first event in its preallocated reply (msg, when
+ * given, is cut to KVS_SUBMIT_REPLY_ROOM bytes).  `s` must not be touched
+ * afterwards (the submitter may free it). */
+static void reply(kvs_submit *s, kvs_ev_kind kind, int status, const char *param, const char *msg)
+{
+    kvs_chan *c = s->chan;
+    kvs_srv_event *ev = s->reply;
+    s->reply = NULL;
+    size_t n = msg ? strnlen(msg, KVS_SUBMIT_REPLY_ROOM) : 0;
+    if (n)
+        memcpy(ev->text, msg, n);
+    ev->text[n] = '\0';
+    ev->text_len = n;
+    ev->kind = kind;
+    ev->status = status;
+    snprintf(ev->param, sizeof ev->param, "%s", param ? param : "");
+    kvs_chan_push(c, ev);
+}
+
 /* Queue a submission's n choices, or none.  `s` must not be touched after
  * its ACCEPTED/ERROR event is pushed (the submitter may free it). */
 static void add_submission(kvs_loop *l, kvs_submit *s)
 {
     kvs_chan *c = s->chan;
     if (kvs_chan_closed(c)) {
+        free(s->reply);
         kvs_chan_unref(c);
         return;
     }
     live_job *job = calloc(1, sizeof *job);
     if (!job || !grow_live(l, (size_t)s->n)) {
         free(job);
-        push_error(c, 500, NULL, "out of memory");
+        reply(s, KVS_EV_ERROR, 500, NULL, "out of memory");
         kvs_chan_unref(c);
         return;
     }
@@ -123,7 +143,7 @@ static void add_submission(kvs_loop *l, kvs_submit *s)
             for (int32_t j = 0; j < i; j++)
                 kvs_engine_abort(l->e, s->base_id + (uint64_t)j);
             int status = st == KVS_E_INVALID || st == KVS_E_BUDGET ? 400 : 500;
-            push_error(c, status, st == KVS_E_BUDGET ? "max_tokens" : NULL, err.msg);
+            reply(s, KVS_EV_ERROR, status, st == KVS_E_BUDGET ? "max_tokens" : NULL, err.msg);
             free(job);
             kvs_chan_unref(c);
             return;
@@ -136,8 +156,8 @@ static void add_submission(kvs_loop *l, kvs_submit *s)
                                           .t_arrival = s->t_arrival};
     uint64_t base = s->base_id;
     int32_t n = s->n;
-    kvs_srv_event *ev = kvs_event_new(KVS_EV_ACCEPTED, NULL, 0);
-    if (!ev || !kvs_chan_push(c, ev))
+    reply(s, KVS_EV_ACCEPTED, 0, NULL, NULL);
+    if (kvs_chan_closed(c)) /* cannot happen while the submitter keeps its promise */
         for (int32_t i = 0; i < n; i++) /* reported as aborted by the next step */
             kvs_engine_abort(l->e, base + (uint64_t)i);
 }
@@ -267,7 +287,7 @@ static void *loop_main(void *arg)
     while (subs) {
         kvs_submit *next = subs->next;
         kvs_chan *c = subs->chan;
-        push_error(c, 503, NULL, "the server is shutting down");
+        reply(subs, KVS_EV_ERROR, 503, NULL, "the server is shutting down");
         kvs_chan_unref(c);
         subs = next;
     }

@@ -84,6 +84,9 @@ bool kvs_chan_closed(kvs_chan *c);
  * not NULL).  NULL when out of memory. */
 kvs_srv_event *kvs_event_new(kvs_ev_kind kind, const char *text, size_t len);
 
+/* Text room of a submission's reply event: an engine error message fits. */
+#define KVS_SUBMIT_REPLY_ROOM (sizeof(((kvs_error *)0)->msg) - 1)
+
 /* A request for n choices of one prompt. */
 typedef struct kvs_submit {
     struct kvs_submit *next;
@@ -95,15 +98,21 @@ typedef struct kvs_submit {
                                       choice i uses seed + i */
     double t_arrival;              /* kvs_now() when the request arrived */
     uint64_t base_id;              /* set by kvs_loop_submit */
+    kvs_srv_event *reply;          /* the first event, allocated by the submitter
+                                      (kvs_event_new with KVS_SUBMIT_REPLY_ROOM bytes
+                                      of text) so that it never fails for memory; the
+                                      loop takes it, the submitter frees it only when
+                                      kvs_loop_submit fails */
 } kvs_submit;
 
 typedef struct kvs_loop kvs_loop;
 
 /* Start the engine thread over `e` (which it owns until kvs_loop_stop). */
 kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_error *err);
-/* Post a submission.  The caller keeps `sub` alive, and its channel open,
- * until the channel's first event (ACCEPTED or ERROR), which always comes,
- * also when the loop stops.  False (nothing queued) when the loop is stopping. */
+/* Post a submission (sub->reply set).  The caller keeps `sub` alive, and its
+ * channel open, until the channel's first event (ACCEPTED or ERROR, sent in
+ * sub->reply), which always comes, also when the loop stops.  False (nothing
+ * queued, sub->reply still the caller's) when the loop is stopping. */
 bool kvs_loop_submit(kvs_loop *l, kvs_submit *sub);
 /* Abort choices base .. base + n - 1 (unknown ids are ignored). */
 void kvs_loop_abort(kvs_loop *l, uint64_t base, int32_t n);
