@@ -62,24 +62,25 @@ uint64_t kvs_gguf_remaining(const kvs_gguf_cursor *c)
     return c->file_size > c->pos ? c->file_size - c->pos : 0;
 }
 
-kvs_status kvs_gguf_rd_u32(kvs_gguf_cursor *c, uint32_t *v, const char *field, kvs_error *err)
+/* Copy the next n bytes to v and step past them. */
+static kvs_status rd_fixed(kvs_gguf_cursor *c, void *v, size_t n, const char *field, kvs_error *err)
 {
-    kvs_status st = kvs_gguf_need(c, 4, field, err);
+    kvs_status st = kvs_gguf_need(c, n, field, err);
     if (st == KVS_OK) {
-        memcpy(v, c->buf + c->pos, 4);
-        c->pos += 4;
+        memcpy(v, c->buf + c->pos, n);
+        c->pos += n;
     }
     return st;
 }
 
+kvs_status kvs_gguf_rd_u32(kvs_gguf_cursor *c, uint32_t *v, const char *field, kvs_error *err)
+{
+    return rd_fixed(c, v, sizeof *v, field, err);
+}
+
 kvs_status kvs_gguf_rd_u64(kvs_gguf_cursor *c, uint64_t *v, const char *field, kvs_error *err)
 {
-    kvs_status st = kvs_gguf_need(c, 8, field, err);
-    if (st == KVS_OK) {
-        memcpy(v, c->buf + c->pos, 8);
-        c->pos += 8;
-    }
-    return st;
+    return rd_fixed(c, v, sizeof *v, field, err);
 }
 
 /* Read a length-prefixed string; *off is its offset in the buffer (the
