@@ -14,8 +14,9 @@ enum MHD_Result kvs_api_completions(kvs_server *s, struct MHD_Connection *c, con
     int32_t *ids = NULL;
     size_t n = 0;
     kvs_oai_error oe;
-    if (kvs_oai_prompt_tokens(&r, s->inst->tok, &ids, &n, &oe) != KVS_OK)
-        ret = kvs_http_error(c, 400, oe.param, NULL, "%s", oe.message);
+    kvs_status st = kvs_oai_prompt_tokens(&r, s->inst->tok, &ids, &n, &oe);
+    if (st != KVS_OK)
+        ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
     else
         ret = kvs_gen_run(s, c, &r, ids, n, "prompt");
     free(ids);

@@ -30,8 +30,9 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
     if (!j)
         return NULL;
     kvs_oai_error oe;
-    if (kvs_oai_parse(j, kind, r, &oe) != KVS_OK) {
-        *ret = kvs_http_error(c, 400, oe.param, NULL, "%s", oe.message);
+    kvs_status st = kvs_oai_parse(j, kind, r, &oe);
+    if (st != KVS_OK) {
+        *ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
     } else if (kvs_api_check_model(s, c, r->model, ret)) {
         return j;
     }
@@ -147,9 +148,10 @@ enum MHD_Result kvs_api_tokenize(kvs_server *s, struct MHD_Connection *c, const 
         }
         const kvs_tokenizer *t = s->inst->tok;
         kvs_error err;
-        if (kvs_tok_encode(t, json_string_value(prompt), json_string_length(prompt), add_special && kvs_tok_add_bos(t),
-                           false, &ids, &n, &err) != KVS_OK) {
-            ret = kvs_http_error(c, 400, "prompt", NULL, "%s", err.msg);
+        kvs_status st = kvs_tok_encode(t, json_string_value(prompt), json_string_length(prompt),
+                                       add_special && kvs_tok_add_bos(t), false, &ids, &n, &err);
+        if (st != KVS_OK) {
+            ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, "prompt", NULL, "%s", err.msg);
             goto done;
         }
     } else if (!kvs_api_chat_prompt(s, c, messages, agp, add_special, &ids, &n, &ret)) {

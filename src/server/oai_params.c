@@ -125,8 +125,10 @@ static kvs_status parse_prompt(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
         return bad(e, "prompt", "'prompt' must be a string, or a non-empty array of token ids "
                                 "(batches of several prompts are not supported: send one request each)");
     r->n_prompt_ids = json_array_size(v);
-    if (!(r->prompt_ids = malloc(r->n_prompt_ids * sizeof *r->prompt_ids)))
-        return bad(e, "prompt", "out of memory");
+    if (!(r->prompt_ids = malloc(r->n_prompt_ids * sizeof *r->prompt_ids))) {
+        bad(e, "prompt", "out of memory for %zu prompt token ids", r->n_prompt_ids);
+        return KVS_E_NOMEM;
+    }
     size_t i;
     json_t *t;
     json_array_foreach(v, i, t)
@@ -326,9 +328,12 @@ kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const kvs_tokenizer *t, int
     *n = 0;
     if (r->prompt_text) {
         kvs_error err;
-        if (kvs_tok_encode(t, r->prompt_text, strlen(r->prompt_text), kvs_tok_add_bos(t), false, ids, n, &err) !=
-            KVS_OK)
-            return bad(e, "prompt", "%s", err.msg);
+        kvs_status st = kvs_tok_encode(t, r->prompt_text, strlen(r->prompt_text), kvs_tok_add_bos(t), false, ids,
+                                       n, &err);
+        if (st != KVS_OK) {
+            bad(e, "prompt", "%s", err.msg);
+            return st == KVS_E_NOMEM ? KVS_E_NOMEM : KVS_E_INVALID;
+        }
     } else {
         const int32_t V = kvs_tok_n_vocab(t);
         for (size_t i = 0; i < r->n_prompt_ids; i++)

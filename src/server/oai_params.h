@@ -42,8 +42,8 @@ typedef struct kvs_oai_error {
     char param[64];                    /* the offending field, or "" */
 } kvs_oai_error;
 
-/* Parse body into r (which must be zeroed).  max_model_len bounds
- * max_tokens.  KVS_E_INVALID on a bad request, with e filled. */
+/* Parse body into r (which must be zeroed).  KVS_E_INVALID on a bad
+ * request, KVS_E_NOMEM when out of memory, with e filled either way. */
 kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kvs_oai_error *e);
 void kvs_oai_request_free(kvs_oai_request *r);
 
@@ -51,7 +51,8 @@ void kvs_oai_request_free(kvs_oai_request *r);
  * BOS where the vocabulary wants one), ids are checked against the
  * vocabulary and taken over from r.  Also sets
  * r->params.strip_leading_space for a prompt that is BOS alone.  *ids is
- * malloc'ed.  KVS_E_INVALID with e filled (param "prompt") on failure. */
+ * malloc'ed.  On failure e is filled (param "prompt") and the status is
+ * KVS_E_NOMEM when out of memory, else KVS_E_INVALID. */
 struct kvs_tokenizer;
 kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const struct kvs_tokenizer *t, int32_t **ids, size_t *n,
                                  kvs_oai_error *e);
