@@ -64,6 +64,7 @@ kvs_status kvs_gguf_open(kvs_gguf **out, const char *path, kvs_error *err);
  * bytes (size == file_size for a complete image). */
 kvs_status kvs_gguf_parse(kvs_gguf **out, const void *data, size_t size,
                           uint64_t file_size, kvs_error *err);
+/* Free g and everything it owns (NULL: no-op). */
 void kvs_gguf_close(kvs_gguf *g);
 
 uint32_t kvs_gguf_version(const kvs_gguf *g);
@@ -74,6 +75,8 @@ uint64_t kvs_gguf_data_offset(const kvs_gguf *g);  /* start of the tensor data s
 uint32_t kvs_gguf_alignment(const kvs_gguf *g);
 
 /* ---- metadata ---------------------------------------------------------- */
+/* Entries in file order; the key (NUL-terminated, owned by g) and value
+ * type of entry i, which must be below kvs_gguf_n_kv (not checked). */
 size_t kvs_gguf_n_kv(const kvs_gguf *g);
 const char *kvs_gguf_kv_key(const kvs_gguf *g, size_t i);
 kvs_gguf_type kvs_gguf_kv_type(const kvs_gguf *g, size_t i);
@@ -111,6 +114,8 @@ void kvs_gguf_kv_format(const kvs_gguf *g, size_t i, char *buf, size_t cap);
 const char *kvs_gguf_type_name(kvs_gguf_type t);
 
 /* ---- tensors ------------------------------------------------------------ */
+/* Tensor infos in file order; tensor i (owned by g), or NULL when i is
+ * not below kvs_gguf_n_tensors. */
 size_t kvs_gguf_n_tensors(const kvs_gguf *g);
 const kvs_gguf_tensor *kvs_gguf_tensor_at(const kvs_gguf *g, size_t i);
 /* NULL if absent. */

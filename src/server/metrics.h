@@ -38,7 +38,10 @@ typedef struct kvs_metrics {
     kvs_histo ttft, tpot, e2e;
 } kvs_metrics;
 
+/* Zero m and set its model label (copied, quotes, backslashes and newlines
+ * dropped) and memory report (copied; rep may be NULL). */
 void kvs_metrics_init(kvs_metrics *m, const char *model_name, const kvs_memory_report *rep);
+/* Release m's mutex; m holds no memory. */
 void kvs_metrics_destroy(kvs_metrics *m);
 
 /* Engine thread: publish the engine's counters after a step. */

@@ -45,6 +45,7 @@ typedef struct kvs_oai_error {
 /* Parse body into r (which must be zeroed).  KVS_E_INVALID on a bad
  * request, KVS_E_NOMEM when out of memory, with e filled either way. */
 kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kvs_oai_error *e);
+/* Free what r owns (its prompt ids); its strings point into the JSON body. */
 void kvs_oai_request_free(kvs_oai_request *r);
 
 /* The prompt of a completion request as token ids: text is tokenized (with

@@ -42,6 +42,7 @@ typedef struct kvs_server_opts {
     FILE *log;                       /* access and error lines (NULL: silent) */
 } kvs_server_opts;
 
+/* Options with every default filled in (127.0.0.1:8000, 8 MiB bodies, 600 s). */
 kvs_server_opts kvs_server_defaults(void);
 
 typedef struct kvs_server kvs_server;

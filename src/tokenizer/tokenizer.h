@@ -32,8 +32,10 @@ typedef struct kvs_tokenizer kvs_tokenizer;
 
 /* Build the tokenizer from g's metadata (g may be closed afterwards). */
 kvs_status kvs_tok_load(kvs_tokenizer **out, const kvs_gguf *g, kvs_error *err);
+/* Free t (NULL: no-op). */
 void kvs_tok_free(kvs_tokenizer *t);
 
+/* Vocabulary size: valid ids are 0 .. n_vocab - 1. */
 int32_t kvs_tok_n_vocab(const kvs_tokenizer *t);
 int32_t kvs_tok_bos(const kvs_tokenizer *t);      /* -1 if none */
 int32_t kvs_tok_eos(const kvs_tokenizer *t);      /* -1 if none */
@@ -82,6 +84,8 @@ typedef struct kvs_tok_stream {
     bool strip_leading_space;
 } kvs_tok_stream;
 
+/* Start a stream with nothing pending; strip_leading_space drops one
+ * space at the very start of the stream's text (SentencePiece's word mark). */
 void kvs_tok_stream_init(kvs_tok_stream *s, bool strip_leading_space);
 /* Write the text completed by `id` to out (capacity cap, NUL-terminated);
  * returns the number of bytes written (excluding NUL).  With cap of at
