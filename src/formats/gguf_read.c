@@ -137,21 +137,32 @@ static kvs_status check_alignment(kvs_gguf_cursor *c, kvs_gguf *g, const kvs_ggu
     return KVS_OK;
 }
 
+/* Read a key or tensor name (`what`): non-empty, no NUL bytes.  *off and
+ * *len locate it in the buffer; shown (80 bytes) gets it printable. */
+static kvs_status read_name(kvs_gguf_cursor *c, const char *what, size_t *off, size_t *len, char *shown,
+                            kvs_error *err)
+{
+    kvs_status st = kvs_gguf_rd_str(c, off, len, what, err);
+    if (st != KVS_OK)
+        return st;
+    const uint8_t *p = c->buf + *off;
+    if (*len == 0)
+        return kvs_fail(err, KVS_E_FORMAT, "%s at offset %zu has an empty %s", c->ctx, *off, what);
+    if (memchr(p, 0, *len))
+        return kvs_fail(err, KVS_E_FORMAT, "%s at offset %zu: %s contains a NUL byte", c->ctx, *off, what);
+    kvs_gguf_printable(shown, 80, p, *len);
+    return KVS_OK;
+}
+
 static kvs_status parse_kv(kvs_gguf_cursor *c, kvs_gguf *g, uint64_t i, kvs_error *err)
 {
     snprintf(c->ctx, sizeof c->ctx, "metadata entry %" PRIu64, i);
     size_t off, len;
-    kvs_status st;
-    if ((st = kvs_gguf_rd_str(c, &off, &len, "key", err)) != KVS_OK)
+    char shown[80];
+    kvs_status st = read_name(c, "key", &off, &len, shown, err);
+    if (st != KVS_OK)
         return st;
     const uint8_t *k = c->buf + off;
-    if (len == 0)
-        return kvs_fail(err, KVS_E_FORMAT, "%s at offset %zu has an empty key", c->ctx, off);
-    if (memchr(k, 0, len))
-        return kvs_fail(err, KVS_E_FORMAT, "%s at offset %zu: key contains a NUL byte",
-                        c->ctx, off);
-    char shown[80];
-    kvs_gguf_printable(shown, sizeof shown, k, len);
     snprintf(c->ctx, sizeof c->ctx, "metadata entry %" PRIu64 " ('%s')", i, shown);
 
     kvs_gguf_kv *kv = &g->kv[g->n_kv];
@@ -180,17 +191,11 @@ static kvs_status parse_tensor(kvs_gguf_cursor *c, kvs_gguf *g, uint64_t i, kvs_
 {
     snprintf(c->ctx, sizeof c->ctx, "tensor info %" PRIu64, i);
     size_t off, len;
-    kvs_status st;
-    if ((st = kvs_gguf_rd_str(c, &off, &len, "name", err)) != KVS_OK)
+    char shown[80];
+    kvs_status st = read_name(c, "name", &off, &len, shown, err);
+    if (st != KVS_OK)
         return st;
     const uint8_t *nm = c->buf + off;
-    if (len == 0)
-        return kvs_fail(err, KVS_E_FORMAT, "%s at offset %zu has an empty name", c->ctx, off);
-    if (memchr(nm, 0, len))
-        return kvs_fail(err, KVS_E_FORMAT, "%s at offset %zu: name contains a NUL byte",
-                        c->ctx, off);
-    char shown[80];
-    kvs_gguf_printable(shown, sizeof shown, nm, len);
     snprintf(c->ctx, sizeof c->ctx, "tensor '%s' (info %" PRIu64 ")", shown, i);
 
     kvs_gguf_tensor *t = &g->tensors[g->n_tensors];
