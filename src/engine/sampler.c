@@ -148,6 +148,40 @@ static int cmp_desc(const void *a, const void *b, void *ctx)
     return *(const int32_t *)a - *(const int32_t *)b;
 }
 
+/* Sift idx[i] down the heap idx[0..k) whose root is the candidate that
+ * cmp_desc puts last (the worst kept so far). */
+static void sift_down(int32_t *idx, int32_t k, int32_t i, const float *prob)
+{
+    for (;;) {
+        int32_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && cmp_desc(&idx[l], &idx[worst], (void *)prob) > 0)
+            worst = l;
+        if (r < k && cmp_desc(&idx[r], &idx[worst], (void *)prob) > 0)
+            worst = r;
+        if (worst == i)
+            return;
+        int32_t t = idx[i];
+        idx[i] = idx[worst];
+        idx[worst] = t;
+        i = worst;
+    }
+}
+
+/* Move the k candidates that come first under cmp_desc into idx[0..k), in
+ * no particular order; returns k.  cmp_desc is a total order (ties by id),
+ * so this keeps exactly the set a full sort would keep, in O(n log k). */
+static int32_t select_top(int32_t *idx, int32_t n, int32_t k, const float *prob)
+{
+    for (int32_t i = k / 2 - 1; i >= 0; i--)
+        sift_down(idx, k, i, prob);
+    for (int32_t i = k; i < n; i++)
+        if (cmp_desc(&idx[i], &idx[0], (void *)prob) < 0) {
+            idx[0] = idx[i];
+            sift_down(idx, k, 0, prob);
+        }
+    return k;
+}
+
 int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, float *logits,
                    const int32_t *prompt, size_t n_prompt, const int32_t *output, size_t n_output)
 {
@@ -170,9 +204,9 @@ int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, f
             s->idx[n++] = i;
     if (n == 0) /* only with a NaN row */
         return argmax(logits, V);
-    qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, s->prob);
     if (p->top_k > 0 && p->top_k < n)
-        n = p->top_k;
+        n = select_top(s->idx, n, p->top_k, s->prob);
+    qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, s->prob);
     double kept = 0.0;
     for (int32_t i = 0; i < n; i++)
         kept += s->prob[s->idx[i]];
