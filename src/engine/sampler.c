@@ -230,17 +230,28 @@ int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, f
     return s->idx[n - 1];
 }
 
-float kvs_logprobs(kvs_sampler *s, const float *logits, int32_t token, int32_t n_top,
-                   int32_t *top_ids, float *top_logprobs)
+/* The n_top largest logits, descending, lowest id first on ties, by one
+ * pass that keeps top_ids sorted (insertion into at most n_top entries). */
+static void top_logits(const float *logits, int32_t V, int32_t n_top, int32_t *top_ids)
 {
-    const int32_t V = s->n_vocab;
-    float mx = logits[argmax(logits, V)];
-    double sum = 0.0;
-    for (int32_t i = 0; i < V; i++)
-        sum += exp((double)logits[i] - mx);
-    float lse = mx + (float)log(sum);
-    /* Top n by a partial selection: n is small (<= 20). */
-    for (int32_t k = 0; k < n_top && k < V; k++) {
+    int32_t cnt = 0;
+    for (int32_t i = 0; i < V; i++) {
+        float x = logits[i];
+        if (cnt == n_top && !(x > logits[top_ids[cnt - 1]]))
+            continue;
+        int32_t j = cnt < n_top ? cnt++ : cnt - 1;
+        for (; j > 0 && x > logits[top_ids[j - 1]]; j--)
+            top_ids[j] = top_ids[j - 1];
+        top_ids[j] = i;
+    }
+}
+
+/* The same selection by repeated scans: rank k takes the first untaken id
+ * no other untaken id beats.  Kept for rows with a NaN, where "beats" is
+ * not an order and the insertion above could pick differently. */
+static void top_logits_scan(const float *logits, int32_t V, int32_t n_top, int32_t *top_ids)
+{
+    for (int32_t k = 0; k < n_top; k++) {
         int32_t best = -1;
         for (int32_t i = 0; i < V; i++) {
             bool taken = false;
@@ -250,7 +261,26 @@ float kvs_logprobs(kvs_sampler *s, const float *logits, int32_t token, int32_t n
                 best = i;
         }
         top_ids[k] = best;
-        top_logprobs[k] = logits[best] - lse;
     }
+}
+
+float kvs_logprobs(kvs_sampler *s, const float *logits, int32_t token, int32_t n_top,
+                   int32_t *top_ids, float *top_logprobs)
+{
+    const int32_t V = s->n_vocab;
+    float mx = logits[argmax(logits, V)];
+    double sum = 0.0;
+    bool has_nan = false;
+    for (int32_t i = 0; i < V; i++) {
+        sum += exp((double)logits[i] - mx);
+        has_nan |= isnan(logits[i]);
+    }
+    float lse = mx + (float)log(sum);
+    if (n_top > V)
+        n_top = V;
+    if (n_top > 0)
+        (has_nan ? top_logits_scan : top_logits)(logits, V, n_top, top_ids);
+    for (int32_t k = 0; k < n_top; k++)
+        top_logprobs[k] = logits[top_ids[k]] - lse;
     return logits[token] - lse;
 }
