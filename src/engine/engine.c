@@ -137,13 +137,22 @@ kvs_status kvs_engine_set_cache(kvs_engine *e, int32_t num_blocks, int32_t max_m
     if (max_model_len > e->runner->lim.max_model_len)
         return kvs_fail(err, KVS_E_INVALID, "max_model_len %d exceeds the profiled %d", max_model_len,
                         e->runner->lim.max_model_len);
-    e->cfg.num_blocks = num_blocks;
-    e->cfg.max_model_len = max_model_len;
-    kvs_status st;
-    if ((st = kvs_kv_cache_new(&e->kv, e->model->backend, &e->model->hp, num_blocks, e->cfg.block_size,
-                               e->cfg.kv_dtype, err)) != KVS_OK ||
-        (st = kvs_sched_init(&e->sched, &e->cfg, err)) != KVS_OK)
+    /* All or nothing: on failure the engine is left without a cache, as
+     * before, rather than with a cache over a half-made scheduler. */
+    kvs_engine_config cfg = e->cfg;
+    cfg.num_blocks = num_blocks;
+    cfg.max_model_len = max_model_len;
+    kvs_status st = kvs_kv_cache_new(&e->kv, e->model->backend, &e->model->hp, num_blocks, cfg.block_size,
+                                     cfg.kv_dtype, err);
+    if (st != KVS_OK)
         return st;
+    if ((st = kvs_sched_init(&e->sched, &cfg, err)) != KVS_OK) {
+        kvs_sched_destroy(&e->sched);
+        kvs_kv_cache_free(e->kv);
+        e->kv = NULL;
+        return st;
+    }
+    e->cfg = cfg;
     return KVS_OK;
 }
 
