@@ -19,14 +19,13 @@ struct kvs_engine {
     uint64_t seed_counter;       /* seeds requests that bring none */
 
     kvs_request **all;           /* live requests (not yet reported finished) */
-    int32_t n_all, cap_all;
+    int32_t n_all, cap_all;      /* cap_all sizes all, graveyard and outs */
     kvs_request **graveyard;     /* reported finished last step: freed at the next */
     int32_t n_grave;
 
     /* step buffers, sized once */
     int32_t *b_tokens, *b_pos, *b_seq, *b_tables, *b_rows;
     kvs_output *outs;
-    int32_t cap_outs;
     float *logits_copy;          /* [n_vocab] */
     char *piece;                 /* detokenizer output for one token */
     size_t piece_cap;
@@ -104,8 +103,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_to
     e->cap_all = 64;
     e->all = malloc((size_t)e->cap_all * sizeof *e->all);
     e->graveyard = malloc((size_t)e->cap_all * sizeof *e->graveyard);
-    e->cap_outs = e->cap_all;
-    e->outs = malloc((size_t)e->cap_outs * sizeof *e->outs);
+    e->outs = malloc((size_t)e->cap_all * sizeof *e->outs);
     if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->piece || !e->b_tables ||
         !e->all || !e->graveyard || !e->outs) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
@@ -209,7 +207,7 @@ static kvs_status grow_lists(kvs_engine *e, kvs_error *err)
         e->outs = outs;
     if (!all || !grave || !outs)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for requests");
-    e->cap_all = e->cap_outs = cap;
+    e->cap_all = cap;
     return KVS_OK;
 }
 
