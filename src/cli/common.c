@@ -1,5 +1,6 @@
 #include "cli/common.h"
 
+#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,7 +100,7 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
     FILE *f = fopen(path, "r");
     if (!f) {
         char msg[512];
-        snprintf(msg, sizeof msg, "cannot open '%s'", path);
+        snprintf(msg, sizeof msg, "cannot open '%s': %s", path, strerror(errno));
         return kvs_cli_error("generate", 1, msg);
     }
     batch_item *items = NULL;
@@ -154,12 +155,17 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
         }
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) {
-        rc = kvs_cli_error("generate", 1, "cannot open the output file");
+        char msg[512];
+        snprintf(msg, sizeof msg, "cannot open '%s' for writing: %s", out_path, strerror(errno));
+        rc = kvs_cli_error("generate", 1, msg);
         goto done;
     }
     rc = write_results(items, n, out);
-    if (out != stdout && fclose(out) != 0)
-        rc = kvs_cli_error("generate", 1, "cannot write the output file");
+    if (out != stdout && fclose(out) != 0) {
+        char msg[512];
+        snprintf(msg, sizeof msg, "cannot write '%s': %s", out_path, strerror(errno));
+        rc = kvs_cli_error("generate", 1, msg);
+    }
 done:
     for (size_t i = 0; i < n; i++) {
         if (items[i].text_f)

@@ -50,6 +50,10 @@ kvs_status kvs_block_pool_new(kvs_block_pool **out, int32_t n_blocks, int32_t bl
     *out = NULL;
     if (n_blocks < 1 || block_size < 1)
         return kvs_fail(err, KVS_E_INVALID, "block pool needs at least one block of one token");
+    /* The hash table has a power-of-two capacity >= 2 * n_blocks in 32 bits. */
+    if (n_blocks > (1 << 30))
+        return kvs_fail(err, KVS_E_INVALID, "block pool of %d blocks is too large (at most %d)", n_blocks,
+                        1 << 30);
     kvs_block_pool *p = calloc(1, sizeof *p);
     if (!p)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");

@@ -47,10 +47,13 @@
 
 typedef struct kvs_block_pool kvs_block_pool;
 
+/* A pool of n_blocks (1 .. 2^30) blocks of block_size tokens, all free
+ * and empty; prefix_caching off makes lookup and commit no-ops. */
 kvs_status kvs_block_pool_new(kvs_block_pool **out, int32_t n_blocks, int32_t block_size,
                               bool prefix_caching, kvs_error *err);
 void kvs_block_pool_free(kvs_block_pool *p);
 
+/* alloc, release, lookup, commit: see the contracts above. */
 int32_t kvs_block_pool_alloc(kvs_block_pool *p);
 void kvs_block_pool_release(kvs_block_pool *p, int32_t block);
 /* parent: the previous block of the sequence, or KVS_NO_BLOCK for the first. */

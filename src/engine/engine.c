@@ -19,14 +19,13 @@ struct kvs_engine {
     uint64_t seed_counter;       /* seeds requests that bring none */
 
     kvs_request **all;           /* live requests (not yet reported finished) */
-    int32_t n_all, cap_all;
+    int32_t n_all, cap_all;      /* cap_all sizes all, graveyard and outs */
     kvs_request **graveyard;     /* reported finished last step: freed at the next */
     int32_t n_grave;
 
     /* step buffers, sized once */
     int32_t *b_tokens, *b_pos, *b_seq, *b_tables, *b_rows;
     kvs_output *outs;
-    int32_t cap_outs;
     float *logits_copy;          /* [n_vocab] */
     char *piece;                 /* detokenizer output for one token */
     size_t piece_cap;
@@ -104,8 +103,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_to
     e->cap_all = 64;
     e->all = malloc((size_t)e->cap_all * sizeof *e->all);
     e->graveyard = malloc((size_t)e->cap_all * sizeof *e->graveyard);
-    e->cap_outs = e->cap_all;
-    e->outs = malloc((size_t)e->cap_outs * sizeof *e->outs);
+    e->outs = malloc((size_t)e->cap_all * sizeof *e->outs);
     if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->piece || !e->b_tables ||
         !e->all || !e->graveyard || !e->outs) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
@@ -137,13 +135,22 @@ kvs_status kvs_engine_set_cache(kvs_engine *e, int32_t num_blocks, int32_t max_m
     if (max_model_len > e->runner->lim.max_model_len)
         return kvs_fail(err, KVS_E_INVALID, "max_model_len %d exceeds the profiled %d", max_model_len,
                         e->runner->lim.max_model_len);
-    e->cfg.num_blocks = num_blocks;
-    e->cfg.max_model_len = max_model_len;
-    kvs_status st;
-    if ((st = kvs_kv_cache_new(&e->kv, e->model->backend, &e->model->hp, num_blocks, e->cfg.block_size,
-                               e->cfg.kv_dtype, err)) != KVS_OK ||
-        (st = kvs_sched_init(&e->sched, &e->cfg, err)) != KVS_OK)
+    /* All or nothing: on failure the engine is left without a cache, as
+     * before, rather than with a cache over a half-made scheduler. */
+    kvs_engine_config cfg = e->cfg;
+    cfg.num_blocks = num_blocks;
+    cfg.max_model_len = max_model_len;
+    kvs_status st = kvs_kv_cache_new(&e->kv, e->model->backend, &e->model->hp, num_blocks, cfg.block_size,
+                                     cfg.kv_dtype, err);
+    if (st != KVS_OK)
         return st;
+    if ((st = kvs_sched_init(&e->sched, &cfg, err)) != KVS_OK) {
+        kvs_sched_destroy(&e->sched);
+        kvs_kv_cache_free(e->kv);
+        e->kv = NULL;
+        return st;
+    }
+    e->cfg = cfg;
     return KVS_OK;
 }
 
@@ -200,7 +207,7 @@ static kvs_status grow_lists(kvs_engine *e, kvs_error *err)
         e->outs = outs;
     if (!all || !grave || !outs)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for requests");
-    e->cap_all = e->cap_outs = cap;
+    e->cap_all = cap;
     return KVS_OK;
 }
 

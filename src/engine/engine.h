@@ -113,7 +113,8 @@ typedef struct kvs_engine kvs_engine;
 kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_tokenizer *tok,
                           kvs_runner *runner, const kvs_engine_config *cfg, kvs_error *err);
 /* Allocate the KV cache of num_blocks and the block pool; max_model_len
- * may be lowered from the profiled one. */
+ * may be lowered from the profiled one.  Once only; on failure the engine
+ * is unchanged (still without a cache). */
 kvs_status kvs_engine_set_cache(kvs_engine *e, int32_t num_blocks, int32_t max_model_len, kvs_error *err);
 void kvs_engine_free(kvs_engine *e);
 

@@ -148,6 +148,40 @@ static int cmp_desc(const void *a, const void *b, void *ctx)
     return *(const int32_t *)a - *(const int32_t *)b;
 }
 
+/* Sift idx[i] down the heap idx[0..k) whose root is the candidate that
+ * cmp_desc puts last (the worst kept so far). */
+static void sift_down(int32_t *idx, int32_t k, int32_t i, const float *prob)
+{
+    for (;;) {
+        int32_t worst = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && cmp_desc(&idx[l], &idx[worst], (void *)prob) > 0)
+            worst = l;
+        if (r < k && cmp_desc(&idx[r], &idx[worst], (void *)prob) > 0)
+            worst = r;
+        if (worst == i)
+            return;
+        int32_t t = idx[i];
+        idx[i] = idx[worst];
+        idx[worst] = t;
+        i = worst;
+    }
+}
+
+/* Move the k candidates that come first under cmp_desc into idx[0..k), in
+ * no particular order; returns k.  cmp_desc is a total order (ties by id),
+ * so this keeps exactly the set a full sort would keep, in O(n log k). */
+static int32_t select_top(int32_t *idx, int32_t n, int32_t k, const float *prob)
+{
+    for (int32_t i = k / 2 - 1; i >= 0; i--)
+        sift_down(idx, k, i, prob);
+    for (int32_t i = k; i < n; i++)
+        if (cmp_desc(&idx[i], &idx[0], (void *)prob) < 0) {
+            idx[0] = idx[i];
+            sift_down(idx, k, 0, prob);
+        }
+    return k;
+}
+
 int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, float *logits,
                    const int32_t *prompt, size_t n_prompt, const int32_t *output, size_t n_output)
 {
@@ -170,9 +204,9 @@ int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, f
             s->idx[n++] = i;
     if (n == 0) /* only with a NaN row */
         return argmax(logits, V);
-    qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, s->prob);
     if (p->top_k > 0 && p->top_k < n)
-        n = p->top_k;
+        n = select_top(s->idx, n, p->top_k, s->prob);
+    qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, s->prob);
     double kept = 0.0;
     for (int32_t i = 0; i < n; i++)
         kept += s->prob[s->idx[i]];
@@ -196,17 +230,28 @@ int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, f
     return s->idx[n - 1];
 }
 
-float kvs_logprobs(kvs_sampler *s, const float *logits, int32_t token, int32_t n_top,
-                   int32_t *top_ids, float *top_logprobs)
+/* The n_top largest logits, descending, lowest id first on ties, by one
+ * pass that keeps top_ids sorted (insertion into at most n_top entries). */
+static void top_logits(const float *logits, int32_t V, int32_t n_top, int32_t *top_ids)
 {
-    const int32_t V = s->n_vocab;
-    float mx = logits[argmax(logits, V)];
-    double sum = 0.0;
-    for (int32_t i = 0; i < V; i++)
-        sum += exp((double)logits[i] - mx);
-    float lse = mx + (float)log(sum);
-    /* Top n by a partial selection: n is small (<= 20). */
-    for (int32_t k = 0; k < n_top && k < V; k++) {
+    int32_t cnt = 0;
+    for (int32_t i = 0; i < V; i++) {
+        float x = logits[i];
+        if (cnt == n_top && !(x > logits[top_ids[cnt - 1]]))
+            continue;
+        int32_t j = cnt < n_top ? cnt++ : cnt - 1;
+        for (; j > 0 && x > logits[top_ids[j - 1]]; j--)
+            top_ids[j] = top_ids[j - 1];
+        top_ids[j] = i;
+    }
+}
+
+/* The same selection by repeated scans: rank k takes the first untaken id
+ * no other untaken id beats.  Kept for rows with a NaN, where "beats" is
+ * not an order and the insertion above could pick differently. */
+static void top_logits_scan(const float *logits, int32_t V, int32_t n_top, int32_t *top_ids)
+{
+    for (int32_t k = 0; k < n_top; k++) {
         int32_t best = -1;
         for (int32_t i = 0; i < V; i++) {
             bool taken = false;
@@ -216,7 +261,26 @@ float kvs_logprobs(kvs_sampler *s, const float *logits, int32_t token, int32_t n
                 best = i;
         }
         top_ids[k] = best;
-        top_logprobs[k] = logits[best] - lse;
     }
+}
+
+float kvs_logprobs(kvs_sampler *s, const float *logits, int32_t token, int32_t n_top,
+                   int32_t *top_ids, float *top_logprobs)
+{
+    const int32_t V = s->n_vocab;
+    float mx = logits[argmax(logits, V)];
+    double sum = 0.0;
+    bool has_nan = false;
+    for (int32_t i = 0; i < V; i++) {
+        sum += exp((double)logits[i] - mx);
+        has_nan |= isnan(logits[i]);
+    }
+    float lse = mx + (float)log(sum);
+    if (n_top > V)
+        n_top = V;
+    if (n_top > 0)
+        (has_nan ? top_logits_scan : top_logits)(logits, V, n_top, top_ids);
+    for (int32_t k = 0; k < n_top; k++)
+        top_logprobs[k] = logits[top_ids[k]] - lse;
     return logits[token] - lse;
 }

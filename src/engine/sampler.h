@@ -3,9 +3,10 @@
  *
  * The order is vLLM's: penalties (repetition over prompt and output;
  * presence and frequency over the output), then temperature 0 = greedy
- * (argmax, lowest id on ties), else divide by the temperature, keep the
- * top_k, keep the smallest set whose probability reaches top_p, drop tokens
- * below min_p times the most likely one, and draw from what remains.
+ * (argmax, lowest id on ties), else divide by the temperature, drop tokens
+ * below min_p times the most likely one, keep the top_k of the rest, keep
+ * the smallest set whose probability (renormalised over what is left)
+ * reaches top_p, and draw from what remains.
  *
  * Randomness is per request: a kvs_rng seeded from the request's seed (or
  * from the engine when it has none), so the same seed gives the same
@@ -41,6 +42,7 @@ kvs_sampling_params kvs_sampling_defaults(void);
 kvs_status kvs_sampling_validate(const kvs_sampling_params *p, kvs_error *err);
 
 typedef struct kvs_rng { uint64_t s[4]; } kvs_rng;
+/* xoshiro256** seeded through splitmix64: the same seed, the same stream. */
 void kvs_rng_seed(kvs_rng *r, uint64_t seed);
 uint64_t kvs_rng_next(kvs_rng *r);
 double kvs_rng_uniform(kvs_rng *r);   /* [0, 1) */
@@ -54,7 +56,9 @@ typedef struct kvs_sampler {
     uint8_t *seen;             /* [n_vocab] prompt-or-output flags (kept zero) */
 } kvs_sampler;
 
+/* Allocate the scratch for n_vocab >= 1 tokens; on failure s is left zeroed. */
 kvs_status kvs_sampler_init(kvs_sampler *s, int32_t n_vocab, kvs_error *err);
+/* Free the scratch and zero s (safe on a zeroed sampler). */
 void kvs_sampler_destroy(kvs_sampler *s);
 /* Make the scratch resident; kvs_sampler_host_bytes is its size. */
 void kvs_sampler_touch(kvs_sampler *s);

@@ -44,7 +44,10 @@ typedef struct kvs_scheduler {
     uint64_t next_arrival;
 } kvs_scheduler;
 
+/* Queues sized for cfg and a block pool of cfg->num_blocks.  On failure
+ * s may hold part of it: kvs_sched_destroy frees what is there. */
 kvs_status kvs_sched_init(kvs_scheduler *s, const kvs_engine_config *cfg, kvs_error *err);
+/* Free everything and zero s (safe on a zeroed scheduler). */
 void kvs_sched_destroy(kvs_scheduler *s);
 /* Queue r (tokens and block table allocated by the caller; it holds no
  * blocks).  Reserves a waiting slot for every live request, so that

@@ -219,7 +219,8 @@ bool kvs_parse_size(const char *s, uint64_t *out)
             double bytes = v * units[i].mult;
             if (bytes > 1.8e19)
                 return false;
-            *out = (uint64_t)llround(bytes);
+            /* round, not llround: a long stops at 2^63, short of the limit above */
+            *out = (uint64_t)round(bytes);
             return true;
         }
     }

@@ -38,9 +38,12 @@ typedef struct kvs_ledger {
     uint64_t n_frees;
 } kvs_ledger;
 
+/* All counters zero. */
 void kvs_ledger_init(kvs_ledger *l);
 void kvs_ledger_destroy(kvs_ledger *l);
+/* Record an allocation of bytes under tag (raises the peaks, counts it). */
 void kvs_ledger_add(kvs_ledger *l, kvs_mem_tag tag, uint64_t bytes);
+/* Record a free of bytes that kvs_ledger_add recorded under the same tag. */
 void kvs_ledger_sub(kvs_ledger *l, kvs_mem_tag tag, uint64_t bytes);
 /* Consistent copy of the counters. */
 void kvs_ledger_snapshot(kvs_ledger *l, kvs_ledger *out);

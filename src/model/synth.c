@@ -1,6 +1,7 @@
 #include "model/synth.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,11 @@ kvs_status kvs_synth_write(const kvs_synth_opts *o, const char *path, kvs_error 
             (st = kvs_gguf_writer_copy_kv(c.w, vocab, "tokenizer.", err)) != KVS_OK ||
             (st = kvs_gguf_get_arr(vocab, "tokenizer.ggml.tokens", &et, &n, err)) != KVS_OK)
             goto done;
+        if (n < 1 || n > INT32_MAX) {
+            st = kvs_fail(err, KVS_E_FORMAT, "synth: '%s' has %llu tokens in tokenizer.ggml.tokens",
+                          o->vocab_from, (unsigned long long)n);
+            goto done;
+        }
         n_vocab = (int32_t)n;
     } else if (n_vocab < 260) {
         st = kvs_fail(err, KVS_E_INVALID, "synth: the made-up vocabulary needs at least 260 tokens");
