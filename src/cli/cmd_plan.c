@@ -9,6 +9,7 @@
 
 int kvs_cmd_plan(int argc, char **argv)
 {
+    bool target_given = false;
     kvs_plan_opts po = {.launch = kvs_launch_defaults()};
     bool json = false;
     const char *svg = NULL;
@@ -25,7 +26,7 @@ int kvs_cmd_plan(int argc, char **argv)
     kvs_cmd_add(&c, (kvs_opt){"--svg", NULL, KVS_OPT_STR, &svg, "FILE.svg", "draw the budget as a stacked bar"});
     kvs_cmd_add(&c, (kvs_opt){"--target-concurrency", NULL, KVS_OPT_FLOAT, &po.target_concurrency, "C",
                               "also give the smallest utilization (and the largest max-model-len) that holds C "
-                              "requests of max-model-len tokens"});
+                              "requests of max-model-len tokens", &target_given});
     kvs_cmd_add(&c, (kvs_opt){"--cuda-graph-sizes", NULL, KVS_OPT_INT, &po.n_cuda_graph_sizes, "N",
                               "GPU profiles: number of decode graphs captured (default 67, as vLLM)"});
     kvs_error err;
@@ -37,7 +38,7 @@ int kvs_cmd_plan(int argc, char **argv)
     }
     if (!po.launch.model_path)
         return kvs_cli_error("plan", 2, "-m MODEL is required");
-    if (po.target_concurrency < 0)
+    if (target_given && !(po.target_concurrency > 0))
         return kvs_cli_error("plan", 2, "--target-concurrency must be positive");
     kvs_plan_result r;
     if (kvs_plan(&po, &r, &err) != KVS_OK)
