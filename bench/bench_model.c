@@ -48,7 +48,7 @@
 #include "engine/engine.h"
 #include "engine/kv_cache.h"
 #include "engine/launch.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "model/runner.h"
 
 #define MAX_BATCHES 8
@@ -81,11 +81,11 @@ static uint64_t wbytes(const kvs_weight *w)
 }
 
 /* Weight bytes one decode token reads. */
-static uint64_t weight_bytes_per_token(const kvs_llama_model *m)
+static uint64_t weight_bytes_per_token(const kvs_model_model *m)
 {
     uint64_t s = 0;
     for (int32_t l = 0; l < m->hp.n_layers; l++) {
-        const kvs_llama_layer *L = &m->layers[l];
+        const kvs_model_layer *L = &m->layers[l];
         const kvs_weight *ws[] = {&L->attn_norm, &L->wq, &L->wk, &L->wv, &L->wo,
                                   &L->bq, &L->bk, &L->bv, &L->q_norm, &L->k_norm,
                                   &L->ffn_norm, &L->w_gate, &L->w_up, &L->w_down};
@@ -333,9 +333,9 @@ int main(int argc, char **argv)
     /* Read the shape first to size the context and the engine's KV cache. */
     kvs_error err;
     kvs_gguf *g = NULL;
-    kvs_llama_hparams hp;
+    kvs_model_hparams hp;
     if (kvs_gguf_open(&g, o.model, &err) != KVS_OK ||
-        kvs_llama_hparams_from_gguf(g, &hp, &err) != KVS_OK) {
+        kvs_model_hparams_from_gguf(g, &hp, &err) != KVS_OK) {
         fprintf(stderr, "bench_model: %s\n", err.msg);
         kvs_gguf_close(g);
         return 1;

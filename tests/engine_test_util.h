@@ -16,13 +16,13 @@
 #include "backends/cpu/cpu_backend.h"
 #include "engine/engine.h"
 #include "formats/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "tokenizer/tokenizer.h"
 
 typedef struct et_fixture {
     kvs_tokenizer *tok;
     kvs_backend *backend;
-    kvs_llama_model *model;
+    kvs_model_model *model;
 } et_fixture;
 
 static inline int et_fixture_setup(void **state)
@@ -40,7 +40,7 @@ static inline int et_fixture_setup(void **state)
     }
     kvs_cpu_options co = {.n_threads = 1};
     if (kvs_tok_load(&f->tok, g, &err) != KVS_OK || kvs_cpu_backend_new(&f->backend, &co, &err) != KVS_OK ||
-        kvs_llama_load(&f->model, g, f->backend, &(kvs_llama_load_opts){0}, &err) != KVS_OK) {
+        kvs_model_load(&f->model, g, f->backend, &(kvs_model_load_opts){0}, &err) != KVS_OK) {
         fprintf(stderr, "loading %s: %s\n", path, err.msg);
         kvs_gguf_close(g);
         return -1;
@@ -55,7 +55,7 @@ static inline int et_fixture_teardown(void **state)
     et_fixture *f = *state;
     if (!f)
         return 0;
-    kvs_llama_free(f->model);
+    kvs_model_free(f->model);
     kvs_backend_destroy(f->backend);
     kvs_tok_free(f->tok);
     free(f);

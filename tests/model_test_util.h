@@ -20,7 +20,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "engine/kv_cache.h"
 #include "formats/gguf.h"
-#include "model/llama.h"
+#include "model/model.h"
 #include "model/runner.h"
 #include "tokenizer/tokenizer.h"
 
@@ -73,7 +73,7 @@ static inline char *mt_read_file(const char *path, size_t *len)
 typedef struct mt_model {
     kvs_backend *b;
     kvs_tokenizer *tok;
-    kvs_llama_model *m;
+    kvs_model_model *m;
 } mt_model;
 
 static inline void mt_model_load(mt_model *mm, const char *path, int n_threads)
@@ -83,14 +83,14 @@ static inline void mt_model_load(mt_model *mm, const char *path, int n_threads)
     memset(mm, 0, sizeof *mm);
     kvs_cpu_options co = {.n_threads = n_threads};
     if (kvs_gguf_open(&g, path, &err) != KVS_OK || kvs_cpu_backend_new(&mm->b, &co, &err) != KVS_OK ||
-        kvs_tok_load(&mm->tok, g, &err) != KVS_OK || kvs_llama_load(&mm->m, g, mm->b, NULL, &err) != KVS_OK)
+        kvs_tok_load(&mm->tok, g, &err) != KVS_OK || kvs_model_load(&mm->m, g, mm->b, NULL, &err) != KVS_OK)
         fail_msg("loading '%s': %s", path, err.msg);
     kvs_gguf_close(g);
 }
 
 static inline void mt_model_free(mt_model *mm)
 {
-    kvs_llama_free(mm->m);
+    kvs_model_free(mm->m);
     kvs_tok_free(mm->tok);
     kvs_backend_destroy(mm->b);
     memset(mm, 0, sizeof *mm);
@@ -105,7 +105,7 @@ typedef struct mt_runner {
 } mt_runner;
 
 /* Blocks are handed out in a shuffled order by mt_runner_give_blocks. */
-static inline void mt_runner_new(mt_runner *mr, kvs_llama_model *m, int32_t max_tokens, int32_t max_seqs,
+static inline void mt_runner_new(mt_runner *mr, kvs_model_model *m, int32_t max_tokens, int32_t max_seqs,
                                  int32_t max_model_len, int32_t block_size, kvs_dtype kv_dtype)
 {
     kvs_error err = {0};

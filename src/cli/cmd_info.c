@@ -5,7 +5,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 int kvs_cmd_info(int argc, char **argv)
 {
@@ -50,9 +50,9 @@ int kvs_cmd_info(int argc, char **argv)
         total += t->nbytes;
     }
     printf("  total tensor data: %" PRIu64 " bytes (%.2f MiB)\n", total, total / 1048576.0);
-    kvs_llama_hparams hp;
+    kvs_model_hparams hp;
     if (kvs_gguf_n_tensors(g) > 0) {
-        if (kvs_llama_hparams_from_gguf(g, &hp, &err) == KVS_OK)
+        if (kvs_model_hparams_from_gguf(g, &hp, &err) == KVS_OK)
             printf("\nmodel: %s, dim %d, %d layers, %d heads (%d KV, head dim %d), hidden %d, vocab %d, "
                    "context %d, rope base %g%s\n",
                    hp.arch_name, hp.dim, hp.n_layers, hp.n_heads, hp.n_kv_heads, hp.head_dim, hp.hidden_dim,

@@ -9,7 +9,7 @@
 
 struct kvs_engine {
     kvs_engine_config cfg;
-    kvs_llama_model *model;
+    kvs_model_model *model;
     const kvs_tokenizer *tok;
     kvs_runner *runner;
     bool owns_runner;
@@ -64,7 +64,7 @@ static void request_free(kvs_request *r)
     free(r);
 }
 
-kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_tokenizer *tok,
+kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_tokenizer *tok,
                           kvs_runner *runner, const kvs_engine_config *cfg, kvs_error *err)
 {
     *out = NULL;
@@ -180,7 +180,7 @@ void kvs_engine_free(kvs_engine *e)
     free(e);
 }
 
-uint64_t kvs_engine_host_bytes(const kvs_llama_hparams *hp, const kvs_engine_config *cfg)
+uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_config *cfg)
 {
     uint64_t T = (uint64_t)cfg->max_num_batched_tokens, S = (uint64_t)cfg->max_num_seqs, V = (uint64_t)hp->n_vocab;
     uint64_t max_blocks = ((uint64_t)cfg->max_model_len + (uint64_t)cfg->block_size - 1) / (uint64_t)cfg->block_size;

@@ -110,7 +110,7 @@ typedef struct kvs_engine kvs_engine;
  * buffers; when cfg->num_blocks > 0 also the KV cache and the block pool,
  * else the caller attaches them with kvs_engine_set_cache() (start-up
  * measures the runtime overhead in between). */
-kvs_status kvs_engine_new(kvs_engine **out, kvs_llama_model *model, const kvs_tokenizer *tok,
+kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_tokenizer *tok,
                           kvs_runner *runner, const kvs_engine_config *cfg, kvs_error *err);
 /* Allocate the KV cache of num_blocks and the block pool; max_model_len
  * may be lowered from the profiled one.  Once only; on failure the engine
@@ -137,7 +137,7 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
 
 /* Host memory the engine makes resident when it is made (step buffers,
  * block tables, sampler), before the KV cache is attached. */
-uint64_t kvs_engine_host_bytes(const kvs_llama_hparams *hp, const kvs_engine_config *cfg);
+uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_config *cfg);
 
 void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st);
 const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e);

@@ -2,13 +2,13 @@
 
 #include <stdlib.h>
 
-uint64_t kvs_kv_block_bytes(const kvs_llama_hparams *hp, int32_t block_size, kvs_dtype dtype)
+uint64_t kvs_kv_block_bytes(const kvs_model_hparams *hp, int32_t block_size, kvs_dtype dtype)
 {
     return 2ull * (uint64_t)hp->n_layers * (uint64_t)hp->n_kv_heads * (uint64_t)hp->head_dim *
            (uint64_t)block_size * kvs_dtype_block_bytes(dtype);
 }
 
-kvs_status kvs_kv_cache_new(kvs_kv_cache **out, kvs_backend *b, const kvs_llama_hparams *hp,
+kvs_status kvs_kv_cache_new(kvs_kv_cache **out, kvs_backend *b, const kvs_model_hparams *hp,
                             int32_t n_blocks, int32_t block_size, kvs_dtype dtype, kvs_error *err)
 {
     *out = NULL;

@@ -12,7 +12,7 @@
 #define KVS_ENGINE_KV_CACHE_H
 
 #include "backends/backend.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 typedef struct kvs_kv_cache {
     kvs_backend *backend;
@@ -25,11 +25,11 @@ typedef struct kvs_kv_cache {
 } kvs_kv_cache;
 
 /* Bytes of one block across all layers, K and V. */
-uint64_t kvs_kv_block_bytes(const kvs_llama_hparams *hp, int32_t block_size, kvs_dtype dtype);
+uint64_t kvs_kv_block_bytes(const kvs_model_hparams *hp, int32_t block_size, kvs_dtype dtype);
 
 /* Allocate n_blocks blocks (KVS_MEM_KV_CACHE in the backend's ledger) and
  * one K/V view per layer; dtype f32, f16 or bf16.  *out is NULL on failure. */
-kvs_status kvs_kv_cache_new(kvs_kv_cache **out, kvs_backend *b, const kvs_llama_hparams *hp,
+kvs_status kvs_kv_cache_new(kvs_kv_cache **out, kvs_backend *b, const kvs_model_hparams *hp,
                             int32_t n_blocks, int32_t block_size, kvs_dtype dtype, kvs_error *err);
 void kvs_kv_cache_free(kvs_kv_cache *kv);
 

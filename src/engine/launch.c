@@ -9,7 +9,7 @@
 
 bool kvs_launch_host_is_device(const kvs_backend *b) { return strcmp(b->ops->name, "cpu") == 0; }
 
-void kvs_launch_budget_inputs(const kvs_launch_opts *o, const kvs_llama_hparams *hp,
+void kvs_launch_budget_inputs(const kvs_launch_opts *o, const kvs_model_hparams *hp,
                               const kvs_runner_limits *lim, kvs_dtype kv_dtype, bool host_is_device,
                               kvs_budget_in *bi)
 {
@@ -63,7 +63,7 @@ kvs_launch_opts kvs_launch_defaults(void)
     };
 }
 
-kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_llama_hparams *hp,
+kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_model_hparams *hp,
                              kvs_runner_limits *lim, kvs_dtype *kv_dtype, kvs_error *err)
 {
     if (o->block_size < 1 || o->block_size > 1024)
@@ -121,11 +121,11 @@ double kvs_launch_utilization(const kvs_launch_opts *o, bool host_memory, uint64
     return u;
 }
 
-kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_llama_hparams *hp, bool use_mmap, uint64_t *out,
+kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, bool use_mmap, uint64_t *out,
                                    kvs_error *err)
 {
     if (!use_mmap)
-        return kvs_llama_weight_bytes(g, hp, out, err);
+        return kvs_model_weight_bytes(g, hp, out, err);
     /* The mapped file, plus an f32 copy of each norm vector stored in another type. */
     uint64_t total = kvs_gguf_file_size(g);
     for (size_t i = 0; i < kvs_gguf_n_tensors(g); i++) {
@@ -188,11 +188,11 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
      * that cannot fit even with no runtime overhead fails before loading. */
     if ((st = kvs_gguf_open(&g, o->model_path, err)) != KVS_OK)
         goto fail;
-    kvs_llama_hparams hp0;
+    kvs_model_hparams hp0;
     uint64_t weights0;
     kvs_runner_limits lim;
     kvs_dtype kv_dtype;
-    if ((st = kvs_llama_hparams_from_gguf(g, &hp0, err)) != KVS_OK ||
+    if ((st = kvs_model_hparams_from_gguf(g, &hp0, err)) != KVS_OK ||
         (st = kvs_launch_weight_bytes(g, &hp0, o->use_mmap, &weights0, err)) != KVS_OK ||
         (st = kvs_launch_limits(o, &hp0, &lim, &kv_dtype, err)) != KVS_OK)
         goto fail;
@@ -219,12 +219,12 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
-    kvs_llama_load_opts lo = {.use_mmap = o->use_mmap};
-    if ((st = kvs_llama_load(&in->model, g, b, &lo, err)) != KVS_OK)
+    kvs_model_load_opts lo = {.use_mmap = o->use_mmap};
+    if ((st = kvs_model_load(&in->model, g, b, &lo, err)) != KVS_OK)
         goto fail;
     kvs_gguf_close(g);
     g = NULL;
-    const kvs_llama_hparams *hp = &in->model->hp;
+    const kvs_model_hparams *hp = &in->model->hp;
     rep->load_seconds = in->model->load_seconds;
     if (in->model->map)
         read_pages(in->model->map, in->model->map_bytes);
@@ -289,7 +289,7 @@ void kvs_instance_free(kvs_instance *in)
         return;
     kvs_engine_free(in->engine);
     kvs_runner_free(in->runner);
-    kvs_llama_free(in->model);
+    kvs_model_free(in->model);
     kvs_tok_free(in->tok);
     kvs_backend_destroy(in->backend);
     free(in->chat_template);

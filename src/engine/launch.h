@@ -60,7 +60,7 @@ int32_t kvs_launch_default_batched_tokens(const char *device);
 typedef struct kvs_instance {
     kvs_backend *backend;
     kvs_tokenizer *tok;
-    kvs_llama_model *model;
+    kvs_model_model *model;
     kvs_runner *runner;
     kvs_engine *engine;
     char *chat_template;                /* tokenizer.chat_template, or NULL */
@@ -71,12 +71,12 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
 void kvs_instance_free(kvs_instance *inst);
 
 /* The engine limits the options imply for a model (before the budget). */
-kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_llama_hparams *hp,
+kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_model_hparams *hp,
                              kvs_runner_limits *lim, kvs_dtype *kv_dtype, kvs_error *err);
 
 /* The budget inputs the options and model fix (everything but the device's
  * figures and the measured terms); shared by start-up and `plan`. */
-void kvs_launch_budget_inputs(const kvs_launch_opts *o, const kvs_llama_hparams *hp,
+void kvs_launch_budget_inputs(const kvs_launch_opts *o, const kvs_model_hparams *hp,
                               const kvs_runner_limits *lim, kvs_dtype kv_dtype, bool host_is_device,
                               kvs_budget_in *bi);
 /* The utilization a start uses (see above); *lowered when the default was
@@ -84,9 +84,9 @@ void kvs_launch_budget_inputs(const kvs_launch_opts *o, const kvs_llama_hparams 
 double kvs_launch_utilization(const kvs_launch_opts *o, bool host_memory, uint64_t total, uint64_t free,
                               bool *lowered);
 /* Bytes the ledger will hold for the weights once loaded: the tensors
- * (kvs_llama_weight_bytes), or with --mmap the mapped file plus f32 copies
+ * (kvs_model_weight_bytes), or with --mmap the mapped file plus f32 copies
  * of norm vectors stored in another type. */
-kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_llama_hparams *hp, bool use_mmap, uint64_t *out,
+kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, bool use_mmap, uint64_t *out,
                                    kvs_error *err);
 /* Copy the solved budget into a report. */
 void kvs_launch_fill_report(kvs_memory_report *rep, const kvs_budget_in *bi, const kvs_budget *bud);

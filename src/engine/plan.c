@@ -9,7 +9,7 @@
 
 /* Graph memory estimate for a GPU profile: kernels per decode step times
  * captured sizes, at the measured bytes per 1000 nodes. */
-static uint64_t graph_estimate(const kvs_device_profile *d, const kvs_llama_hparams *hp, int32_t n_sizes)
+static uint64_t graph_estimate(const kvs_device_profile *d, const kvs_model_hparams *hp, int32_t n_sizes)
 {
     uint64_t nodes_per_graph = 14ull * (uint64_t)hp->n_layers + 6;
     uint64_t nodes = nodes_per_graph * (uint64_t)n_sizes;
@@ -30,14 +30,14 @@ static uint64_t round_up(uint64_t x, uint64_t g) { return g ? (x + g - 1) / g * 
  * release builds, about 0.7 MiB with AddressSanitizer). */
 #define KVS_PLAN_CPU_CODE_BYTES (448ull * 1024)
 
-static kvs_status cpu_overhead(const kvs_launch_opts *lo, const kvs_llama_hparams *hp,
+static kvs_status cpu_overhead(const kvs_launch_opts *lo, const kvs_model_hparams *hp,
                                const kvs_runner_limits *lim, kvs_dtype kv_dtype, kvs_tokenizer *tok,
                                kvs_backend *b, uint64_t *out, kvs_error *err)
 {
     kvs_status st;
     kvs_runner *r = NULL;
     kvs_engine *e = NULL;
-    kvs_llama_model *m = calloc(1, sizeof *m);
+    kvs_model_model *m = calloc(1, sizeof *m);
     if (!m || !(m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto done;
@@ -70,7 +70,7 @@ done:
 typedef struct plan_ctx {
     kvs_budget_in bi;             /* as solved for lim */
     kvs_runner_limits lim;
-    kvs_llama_hparams hp;
+    kvs_model_hparams hp;
     kvs_backend *b;               /* for the activation formula */
     uint64_t granularity;         /* GPU: allocations round to this; CPU: 1 */
     bool host;                    /* CPU: the engine's block tables count in the overhead */
@@ -140,9 +140,9 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     }
     if ((st = kvs_gguf_open(&g, lo->model_path, err)) != KVS_OK)
         goto done;
-    kvs_llama_hparams hp;
+    kvs_model_hparams hp;
     uint64_t weights;
-    if ((st = kvs_llama_hparams_from_gguf(g, &hp, err)) != KVS_OK ||
+    if ((st = kvs_model_hparams_from_gguf(g, &hp, err)) != KVS_OK ||
         (st = kvs_launch_weight_bytes(g, &hp, lo->use_mmap && !gpu, &weights, err)) != KVS_OK)
         goto done;
     kvs_runner_limits lim;

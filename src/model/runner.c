@@ -19,7 +19,7 @@ static uint64_t rnd(uint64_t b) { return kvs_arena_round(b ? b : 1); }
 
 /* The step's activation peak for n tokens, s sequences, l logit rows and a
  * longest context of max_ctx; mirrors kvs_runner_forward's allocations. */
-static uint64_t step_bytes(const kvs_llama_hparams *hp, kvs_backend *b, int64_t n, int64_t s,
+static uint64_t step_bytes(const kvs_model_hparams *hp, kvs_backend *b, int64_t n, int64_t s,
                            int64_t l, int64_t max_blocks, int32_t max_ctx)
 {
     int64_t q_dim = (int64_t)hp->n_heads * hp->head_dim, kv_dim = (int64_t)hp->n_kv_heads * hp->head_dim;
@@ -44,19 +44,19 @@ static int32_t max_blocks(const kvs_runner_limits *lim)
     return (lim->max_model_len + lim->block_size - 1) / lim->block_size;
 }
 
-uint64_t kvs_runner_host_bytes(const kvs_llama_hparams *hp, const kvs_runner_limits *lim)
+uint64_t kvs_runner_host_bytes(const kvs_model_hparams *hp, const kvs_runner_limits *lim)
 {
     return (uint64_t)lim->max_tokens * 4 + (uint64_t)max_logits(lim) * (uint64_t)hp->n_vocab * 4;
 }
 
-uint64_t kvs_runner_activation_bytes(const kvs_llama_hparams *hp, const kvs_runner_limits *lim,
+uint64_t kvs_runner_activation_bytes(const kvs_model_hparams *hp, const kvs_runner_limits *lim,
                                      kvs_backend *b)
 {
     int32_t l = max_logits(lim);
     return step_bytes(hp, b, lim->max_tokens, l, l, max_blocks(lim), lim->max_model_len);
 }
 
-kvs_status kvs_runner_new(kvs_runner **out, kvs_llama_model *m, const kvs_runner_limits *lim,
+kvs_status kvs_runner_new(kvs_runner **out, kvs_model_model *m, const kvs_runner_limits *lim,
                           kvs_error *err)
 {
     *out = NULL;
@@ -127,8 +127,8 @@ kvs_status kvs_runner_forward(kvs_runner *r, const kvs_batch *bt, const kvs_kv_v
     kvs_status st = check_batch(r, bt, err);
     if (st != KVS_OK)
         return st;
-    const kvs_llama_model *m = r->model;
-    const kvs_llama_hparams *hp = &m->hp;
+    const kvs_model_model *m = r->model;
+    const kvs_model_hparams *hp = &m->hp;
     kvs_backend *b = r->backend;
     const kvs_backend_ops *ops = b->ops;
     const int64_t n = bt->n_tokens, dim = hp->dim, hd = hp->head_dim;
@@ -170,7 +170,7 @@ kvs_status kvs_runner_forward(kvs_runner *r, const kvs_batch *bt, const kvs_kv_v
     ops->get_rows(b, x, m->tok_embd.data, m->tok_embd.type, dim, d_tokens, n);
 
     for (int32_t l = 0; l < hp->n_layers; l++) {
-        const kvs_llama_layer *L = &m->layers[l];
+        const kvs_model_layer *L = &m->layers[l];
         kvs_arena_mark ml = kvs_arena_mark_now(&r->arena);
         float *xb, *q, *k, *v, *att;            /* [n][dim], [n][q_dim], [n][kv_dim] x2, [n][q_dim] */
         void *scratch;
@@ -235,7 +235,7 @@ done:
 
 kvs_status kvs_runner_profile(kvs_runner *r, kvs_dtype kv_dtype, kvs_error *err)
 {
-    const kvs_llama_hparams *hp = &r->model->hp;
+    const kvs_model_hparams *hp = &r->model->hp;
     kvs_backend *b = r->backend;
     const int32_t n = r->lim.max_tokens, s = r->max_logits, bs = r->lim.block_size;
     kvs_status st = KVS_OK;

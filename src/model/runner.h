@@ -21,7 +21,7 @@
 #define KVS_MODEL_RUNNER_H
 
 #include "memory/arena.h"
-#include "model/llama.h"
+#include "model/model.h"
 
 typedef struct kvs_runner_limits {
     int32_t max_tokens;     /* tokens in one step (--max-num-batched-tokens) */
@@ -43,7 +43,7 @@ typedef struct kvs_batch {
 } kvs_batch;
 
 typedef struct kvs_runner {
-    kvs_llama_model *model;
+    kvs_model_model *model;
     kvs_backend *backend;
     kvs_runner_limits lim;
     int32_t max_blocks;           /* per sequence: ceil(max_model_len / block_size) */
@@ -54,16 +54,16 @@ typedef struct kvs_runner {
     uint64_t profiled_peak;       /* measured activation peak (bytes) */
 } kvs_runner;
 
-kvs_status kvs_runner_new(kvs_runner **out, kvs_llama_model *m, const kvs_runner_limits *lim,
+kvs_status kvs_runner_new(kvs_runner **out, kvs_model_model *m, const kvs_runner_limits *lim,
                           kvs_error *err);
 void kvs_runner_free(kvs_runner *r);
 
 /* Peak activation bytes of the largest step, from the shapes alone. */
-uint64_t kvs_runner_activation_bytes(const kvs_llama_hparams *hp, const kvs_runner_limits *lim,
+uint64_t kvs_runner_activation_bytes(const kvs_model_hparams *hp, const kvs_runner_limits *lim,
                                      kvs_backend *b);
 
 /* Host memory the runner keeps (staging and logits). */
-uint64_t kvs_runner_host_bytes(const kvs_llama_hparams *hp, const kvs_runner_limits *lim);
+uint64_t kvs_runner_host_bytes(const kvs_model_hparams *hp, const kvs_runner_limits *lim);
 
 /* Run the largest step against a one-block dummy cache of layout (kv_dtype,
  * block_size), measure the activation peak, and fix the arena at it. */

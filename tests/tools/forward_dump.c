@@ -128,7 +128,7 @@ int main(int argc, char **argv)
     kvs_error err = {0};
     kvs_gguf *g = NULL;
     kvs_backend *b = NULL;
-    kvs_llama_model *m = NULL;
+    kvs_model_model *m = NULL;
     kvs_runner *r = NULL;
     kvs_kv_cache *kv = NULL;
     FILE *out = NULL;
@@ -155,7 +155,7 @@ int main(int argc, char **argv)
 
     kvs_cpu_options co = {.n_threads = (int)threads};
     if (kvs_gguf_open(&g, model, &err) || kvs_cpu_backend_new(&b, &co, &err) ||
-        kvs_llama_load(&m, g, b, NULL, &err)) {
+        kvs_model_load(&m, g, b, NULL, &err)) {
         rc = die(model, err.msg);
         goto done;
     }
@@ -265,7 +265,7 @@ done:
     free(tables);
     kvs_kv_cache_free(kv);
     kvs_runner_free(r);
-    kvs_llama_free(m);
+    kvs_model_free(m);
     kvs_backend_destroy(b);
     kvs_gguf_close(g);
     json_decref(spec);

@@ -1,5 +1,5 @@
 /*
- * llama.h - the Llama family of decoder-only transformers: hyperparameters
+ * model.h - decoder-only transformers of the Llama family: hyperparameters
  * read from GGUF metadata, and weights loaded onto a backend.
  *
  * Architectures (general.architecture):
@@ -23,8 +23,8 @@
  * Loading reads every tensor into one backend buffer tagged "weights"
  * (or, with use_mmap on the CPU backend, points into the mapped file).
  */
-#ifndef KVS_MODEL_LLAMA_H
-#define KVS_MODEL_LLAMA_H
+#ifndef KVS_MODEL_MODEL_H
+#define KVS_MODEL_MODEL_H
 
 #include <stdbool.h>
 #include <stdint.h>
@@ -35,7 +35,7 @@
 
 typedef enum kvs_arch { KVS_ARCH_LLAMA, KVS_ARCH_QWEN2, KVS_ARCH_QWEN3 } kvs_arch;
 
-typedef struct kvs_llama_hparams {
+typedef struct kvs_model_hparams {
     kvs_arch arch;
     char arch_name[32];
     int32_t n_vocab;
@@ -55,7 +55,7 @@ typedef struct kvs_llama_hparams {
     bool attn_bias;        /* qwen2 */
     bool tied_embeddings;  /* no output.weight */
     uint32_t weight_type;  /* type of the largest matrices (for reports) */
-} kvs_llama_hparams;
+} kvs_model_hparams;
 
 /* A weight tensor on the device. */
 typedef struct kvs_weight {
@@ -64,7 +64,7 @@ typedef struct kvs_weight {
     int64_t ne0, ne1;      /* ne0 = row length (input features), ne1 = rows */
 } kvs_weight;
 
-typedef struct kvs_llama_layer {
+typedef struct kvs_model_layer {
     kvs_weight attn_norm;  /* [dim] f32 */
     kvs_weight wq;         /* [n_heads * head_dim][dim] */
     kvs_weight wk;         /* [n_kv_heads * head_dim][dim] */
@@ -79,40 +79,40 @@ typedef struct kvs_llama_layer {
     kvs_weight w_gate;     /* [hidden_dim][dim] */
     kvs_weight w_up;       /* [hidden_dim][dim] */
     kvs_weight w_down;     /* [dim][hidden_dim] */
-} kvs_llama_layer;
+} kvs_model_layer;
 
-typedef struct kvs_llama_model {
-    kvs_llama_hparams hp;
+typedef struct kvs_model_model {
+    kvs_model_hparams hp;
     kvs_backend *backend;
     kvs_weight tok_embd;      /* [n_vocab][dim] */
     kvs_weight output_norm;   /* [dim] f32 */
     kvs_weight output;        /* [n_vocab][dim] (== tok_embd when tied) */
-    kvs_llama_layer *layers;  /* [n_layers] */
+    kvs_model_layer *layers;  /* [n_layers] */
     kvs_dbuf weights;         /* the one weights buffer (empty with mmap) */
     void *map;                /* mmap'ed file (use_mmap) */
     uint64_t map_bytes;
     double load_seconds;
-} kvs_llama_model;
+} kvs_model_model;
 
 /* Read and check the hyperparameters (no tensor data is read).  Absurd
  * values (zero or huge sizes, heads that do not divide) are errors. */
-kvs_status kvs_llama_hparams_from_gguf(const kvs_gguf *g, kvs_llama_hparams *hp, kvs_error *err);
+kvs_status kvs_model_hparams_from_gguf(const kvs_gguf *g, kvs_model_hparams *hp, kvs_error *err);
 
 /* Bytes the weights take on the device when loaded: the sum of the tensors
  * the model uses, each rounded up to KVS_WEIGHT_ALIGN.  What `plan` predicts
- * and what kvs_llama_load allocates. */
+ * and what kvs_model_load allocates. */
 #define KVS_WEIGHT_ALIGN 256
-kvs_status kvs_llama_weight_bytes(const kvs_gguf *g, const kvs_llama_hparams *hp, uint64_t *out,
+kvs_status kvs_model_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, uint64_t *out,
                                   kvs_error *err);
 
-typedef struct kvs_llama_load_opts {
+typedef struct kvs_model_load_opts {
     bool use_mmap;         /* CPU backend only: weights stay in the mapped file */
-} kvs_llama_load_opts;
+} kvs_model_load_opts;
 
 /* Load the model's weights from g onto backend b.  Checks that every tensor
  * exists with the shape the hyperparameters imply and a computable type. */
-kvs_status kvs_llama_load(kvs_llama_model **out, const kvs_gguf *g, kvs_backend *b,
-                          const kvs_llama_load_opts *opts, kvs_error *err);
-void kvs_llama_free(kvs_llama_model *m);
+kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend *b,
+                          const kvs_model_load_opts *opts, kvs_error *err);
+void kvs_model_free(kvs_model_model *m);
 
 #endif

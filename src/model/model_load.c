@@ -1,5 +1,5 @@
 /* Loading a Llama-family model's weights from GGUF onto a backend. */
-#include "model/llama.h"
+#include "model/model.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
@@ -22,7 +22,7 @@ typedef struct tensor_spec {
 
 /* Enumerate the tensors of the model (m may be NULL: shapes only).  Returns
  * the count written to specs (capacity max_specs()). */
-static size_t model_specs(const kvs_llama_hparams *hp, kvs_llama_model *m, tensor_spec *specs)
+static size_t model_specs(const kvs_model_hparams *hp, kvs_model_model *m, tensor_spec *specs)
 {
     size_t n = 0;
     int64_t q_out = (int64_t)hp->n_heads * hp->head_dim, kv_out = (int64_t)hp->n_kv_heads * hp->head_dim;
@@ -38,7 +38,7 @@ static size_t model_specs(const kvs_llama_hparams *hp, kvs_llama_model *m, tenso
     if (!hp->tied_embeddings)
         SPEC("output.weight", hp->dim, hp->n_vocab, false, false, &m->output);
     for (int32_t l = 0; l < hp->n_layers; l++) {
-        kvs_llama_layer *L = m ? &m->layers[l] : NULL;
+        kvs_model_layer *L = m ? &m->layers[l] : NULL;
         char nm[64];
 #define LSPEC(suffix, a, b, norm, field)                                                      \
         do {                                                                                 \
@@ -69,7 +69,7 @@ static size_t model_specs(const kvs_llama_hparams *hp, kvs_llama_model *m, tenso
     return n;
 }
 
-static size_t max_specs(const kvs_llama_hparams *hp) { return 3 + 16 * (size_t)hp->n_layers; }
+static size_t max_specs(const kvs_model_hparams *hp) { return 3 + 16 * (size_t)hp->n_layers; }
 
 /* Check a spec against the file; on success *t is the file's tensor. */
 static kvs_status check_tensor(const kvs_gguf *g, const tensor_spec *s, const kvs_gguf_tensor **t,
@@ -102,7 +102,7 @@ static uint64_t device_bytes(const tensor_spec *s, const kvs_gguf_tensor *t)
     return (b + KVS_WEIGHT_ALIGN - 1) / KVS_WEIGHT_ALIGN * KVS_WEIGHT_ALIGN;
 }
 
-kvs_status kvs_llama_weight_bytes(const kvs_gguf *g, const kvs_llama_hparams *hp, uint64_t *out,
+kvs_status kvs_model_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, uint64_t *out,
                                   kvs_error *err)
 {
     tensor_spec *specs = calloc(max_specs(hp), sizeof *specs);
@@ -134,7 +134,7 @@ static kvs_status read_host(const kvs_gguf *g, const tensor_spec *s, const kvs_g
     return st;
 }
 
-static kvs_status map_file(kvs_llama_model *m, const kvs_gguf *g, kvs_error *err)
+static kvs_status map_file(kvs_model_model *m, const kvs_gguf *g, kvs_error *err)
 {
     const char *path = kvs_gguf_path(g);
     if (!path)
@@ -154,8 +154,8 @@ static kvs_status map_file(kvs_llama_model *m, const kvs_gguf *g, kvs_error *err
     return KVS_OK;
 }
 
-kvs_status kvs_llama_load(kvs_llama_model **out, const kvs_gguf *g, kvs_backend *b,
-                          const kvs_llama_load_opts *opts, kvs_error *err)
+kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend *b,
+                          const kvs_model_load_opts *opts, kvs_error *err)
 {
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
@@ -163,11 +163,11 @@ kvs_status kvs_llama_load(kvs_llama_model **out, const kvs_gguf *g, kvs_backend 
     kvs_status st;
     tensor_spec *specs = NULL;
     void *host = NULL, *tmp = NULL;
-    kvs_llama_model *m = calloc(1, sizeof *m);
+    kvs_model_model *m = calloc(1, sizeof *m);
     if (!m)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
     m->backend = b;
-    if ((st = kvs_llama_hparams_from_gguf(g, &m->hp, err)) != KVS_OK)
+    if ((st = kvs_model_hparams_from_gguf(g, &m->hp, err)) != KVS_OK)
         goto fail;
     m->layers = calloc((size_t)m->hp.n_layers, sizeof *m->layers);
     specs = calloc(max_specs(&m->hp), sizeof *specs);
@@ -248,11 +248,11 @@ fail:
     free(specs);
     free(host);
     free(tmp);
-    kvs_llama_free(m);
+    kvs_model_free(m);
     return st;
 }
 
-void kvs_llama_free(kvs_llama_model *m)
+void kvs_model_free(kvs_model_model *m)
 {
     if (!m)
         return;

@@ -1,5 +1,5 @@
 /* Hyperparameters of the Llama family from GGUF metadata. */
-#include "model/llama.h"
+#include "model/model.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -37,7 +37,7 @@ static kvs_status arch_f32(const kvs_gguf *g, const char *arch, const char *suff
     return st == KVS_E_NOT_FOUND ? KVS_OK : st;
 }
 
-kvs_status kvs_llama_hparams_from_gguf(const kvs_gguf *g, kvs_llama_hparams *hp, kvs_error *err)
+kvs_status kvs_model_hparams_from_gguf(const kvs_gguf *g, kvs_model_hparams *hp, kvs_error *err)
 {
     memset(hp, 0, sizeof *hp);
     const char *arch;
