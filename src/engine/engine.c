@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine/kv_cache.h"
+#include "engine/logits_proc.h"
 #include "engine/scheduler.h"
 #include "memory/host.h"
 
@@ -27,6 +28,7 @@ struct kvs_engine {
     int32_t *b_tokens, *b_pos, *b_seq, *b_tables, *b_rows;
     kvs_output *outs;
     float *logits_copy;          /* [n_vocab] */
+    kvs_prompt_logprob *plp;     /* [runner max_logits]: this step's prompt logprobs */
     char *piece;                 /* detokenizer output for one token */
     size_t piece_cap;
 
@@ -57,7 +59,9 @@ static void request_free(kvs_request *r)
     for (size_t i = 0; r->stop && i < r->params.n_stop; i++)
         free(r->stop[i]);
     free(r->stop);
+    free(r->stop_len);
     free(r->stop_ids);
+    free(r->logit_bias);
     free(r->tokens);
     free(r->blocks);
     free(r->text);
@@ -96,6 +100,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     e->b_seq = calloc((size_t)T, 4);
     e->b_rows = calloc((size_t)S, 4);
     e->logits_copy = calloc((size_t)model->hp.n_vocab, 4);
+    e->plp = calloc((size_t)e->runner->max_logits, sizeof *e->plp);
     e->piece_cap = kvs_tok_max_token_bytes(tok) + 16;
     e->piece = malloc(e->piece_cap);
     /* The runner's block tables are sized for its profiled length. */
@@ -104,7 +109,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     e->all = malloc((size_t)e->cap_all * sizeof *e->all);
     e->graveyard = malloc((size_t)e->cap_all * sizeof *e->graveyard);
     e->outs = malloc((size_t)e->cap_all * sizeof *e->outs);
-    if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->piece || !e->b_tables ||
+    if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->plp || !e->piece || !e->b_tables ||
         !e->all || !e->graveyard || !e->outs) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
@@ -115,6 +120,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     kvs_host_touch(e->b_seq, (size_t)T * 4);
     kvs_host_touch(e->b_rows, (size_t)S * 4);
     kvs_host_touch(e->logits_copy, (size_t)model->hp.n_vocab * 4);
+    kvs_host_touch(e->plp, (size_t)kvs_plp_host_bytes(e->runner->max_logits));
     kvs_host_touch(e->b_tables, (size_t)S * (size_t)e->runner->max_blocks * 4);
     kvs_sampler_touch(&e->sampler);
     if (cfg->num_blocks > 0 && (st = kvs_engine_set_cache(e, cfg->num_blocks, cfg->max_model_len, err)) != KVS_OK)
@@ -173,6 +179,7 @@ void kvs_engine_free(kvs_engine *e)
     free(e->b_tables);
     free(e->b_rows);
     free(e->logits_copy);
+    free(e->plp);
     free(e->piece);
     free(e->all);
     free(e->graveyard);
@@ -184,7 +191,9 @@ uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_con
 {
     uint64_t T = (uint64_t)cfg->max_num_batched_tokens, S = (uint64_t)cfg->max_num_seqs, V = (uint64_t)hp->n_vocab;
     uint64_t max_blocks = ((uint64_t)cfg->max_model_len + (uint64_t)cfg->block_size - 1) / (uint64_t)cfg->block_size;
-    return 12 * T + 4 * S + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab);
+    int32_t max_logits = cfg->max_num_seqs < cfg->max_num_batched_tokens ? cfg->max_num_seqs : cfg->max_num_batched_tokens;
+    return 12 * T + 4 * S + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab) +
+           kvs_plp_host_bytes(max_logits);
 }
 
 const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e) { return &e->cfg; }
@@ -218,18 +227,28 @@ static kvs_status copy_params(kvs_request *r, const kvs_request_params *p, kvs_e
     r->params.stop_token_ids = NULL;
     if ((p->n_stop && !p->stop) || (p->n_stop_token_ids && !p->stop_token_ids))
         return kvs_fail(err, KVS_E_INVALID, "stop lists with a count need their arrays");
+    r->params.stop_len = NULL;
+    r->params.logit_bias = NULL;
     if (p->n_stop) {
-        if (!(r->stop = calloc(p->n_stop, sizeof *r->stop)))
+        if (!(r->stop = calloc(p->n_stop, sizeof *r->stop)) || !(r->stop_len = calloc(p->n_stop, sizeof *r->stop_len)))
             return kvs_fail(err, KVS_E_NOMEM, "out of memory");
         for (size_t i = 0; i < p->n_stop; i++) {
-            if (!p->stop[i] || !p->stop[i][0])
+            size_t n = p->stop[i] ? (p->stop_len ? p->stop_len[i] : strlen(p->stop[i])) : 0;
+            if (n == 0)
                 return kvs_fail(err, KVS_E_INVALID, "stop strings must not be empty");
-            if (!(r->stop[i] = strdup(p->stop[i])))
+            if (!(r->stop[i] = malloc(n + 1)))
                 return kvs_fail(err, KVS_E_NOMEM, "out of memory");
-            size_t n = strlen(r->stop[i]);
+            memcpy(r->stop[i], p->stop[i], n);
+            r->stop[i][n] = '\0';
+            r->stop_len[i] = n;
             if (n > r->max_stop_len)
                 r->max_stop_len = n;
         }
+    }
+    if (p->n_logit_bias) {
+        if (!(r->logit_bias = malloc(p->n_logit_bias * sizeof *r->logit_bias)))
+            return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        memcpy(r->logit_bias, p->logit_bias, p->n_logit_bias * sizeof *r->logit_bias);
     }
     if (p->n_stop_token_ids) {
         if (!(r->stop_ids = malloc(p->n_stop_token_ids * sizeof *r->stop_ids)))
@@ -257,6 +276,8 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     if (p->logprobs > KVS_MAX_LOGPROBS)
         return kvs_fail(err, KVS_E_INVALID, "logprobs must be at most %d", KVS_MAX_LOGPROBS);
     kvs_status st = kvs_sampling_validate(&p->sampling, err);
+    if (st == KVS_OK)
+        st = kvs_lproc_validate(p, V, err);
     if (st != KVS_OK)
         return st;
     int32_t total = p->max_tokens > 0 && (int64_t)n_prompt + p->max_tokens < L ? (int32_t)n_prompt + p->max_tokens : L;
@@ -287,6 +308,8 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     }
     memcpy(r->tokens, prompt, n_prompt * 4);
     r->n_prompt = r->n_tokens = (int32_t)n_prompt;
+    r->stop_string = r->stop_token = -1;
+    r->plp_next = 1;
     kvs_rng_seed(&r->rng, p->sampling.has_seed ? p->sampling.seed : 0x5eed0000ull + e->seed_counter++);
     kvs_tok_stream_init(&r->stream, p->strip_leading_space && kvs_tok_strip_leading_space(e->tok));
     if ((st = kvs_sched_add(&e->sched, r, err)) != KVS_OK) {
@@ -329,6 +352,9 @@ static int32_t build_batch(kvs_engine *e, kvs_batch *bt)
         memcpy(row, r->blocks, (size_t)r->n_blocks * 4);
         for (int32_t j = r->n_blocks; j < mb; j++)
             row[j] = KVS_NO_BLOCK;
+        int32_t first, n_plp = kvs_plp_rows(r, pe->n_new, &first); /* prompt-logprob rows first */
+        for (int32_t j = 0; j < n_plp; j++)
+            e->b_rows[n_rows++] = n - pe->n_new + (first - r->n_computed) + j;
         if (pe->sample)
             e->b_rows[n_rows++] = n - 1;
     }
@@ -364,17 +390,19 @@ static bool is_stop_token(const kvs_engine *e, const kvs_request *r, int32_t tok
 
 /* The earliest stop string occurrence that ends in text[old_len..): only
  * those are new (the text before was searched when it came). */
-static const char *find_stop_string(const kvs_request *r, size_t old_len)
+static const char *find_stop_string(const kvs_request *r, size_t old_len, int32_t *which)
 {
     const char *best = NULL;
     for (size_t i = 0; i < r->params.n_stop; i++) {
-        size_t m = strlen(r->stop[i]);
+        size_t m = r->stop_len[i];
         size_t from = old_len + 1 > m ? old_len + 1 - m : 0;
         if (from + m > r->text_len)
             continue;
         const char *hit = memmem(r->text + from, r->text_len - from, r->stop[i], m);
-        if (hit && (!best || hit < best))
+        if (hit && (!best || hit < best)) {
             best = hit;
+            *which = (int32_t)i;
+        }
     }
     return best;
 }
@@ -386,7 +414,7 @@ static size_t stop_holdback(const kvs_request *r)
     size_t hold = 0;
     for (size_t i = 0; i < r->params.n_stop; i++) {
         const char *stop = r->stop[i];
-        size_t m = strlen(stop);
+        size_t m = r->stop_len[i];
         for (size_t k = m - 1 < r->text_len ? m - 1 : r->text_len; k > hold; k--) {
             const char *tail = r->text + r->text_len - k;
             if (tail[0] == stop[0] && memcmp(tail, stop, k) == 0) {
@@ -411,9 +439,10 @@ static bool accept_token(kvs_engine *e, kvs_request *r, int32_t tok)
     bool stop_token = false;
     if ((r->params.max_tokens > 0 && n_out >= r->params.max_tokens) || r->n_tokens >= e->cfg.max_model_len) {
         r->reason = KVS_FINISH_LENGTH;
-    } else if (is_stop_token(e, r, tok)) {
+    } else if (n_out >= r->params.min_tokens && is_stop_token(e, r, tok)) {
         r->reason = KVS_FINISH_STOP;
         stop_token = true;
+        r->stop_token = tok == kvs_tok_eos(e->tok) ? -1 : tok; /* vLLM: null for EOS, else the id */
     }
     size_t old_len = r->text_len;
     if (!stop_token) {
@@ -427,13 +456,16 @@ static bool accept_token(kvs_engine *e, kvs_request *r, int32_t tok)
         if (!text_append(r, tail, nt))
             return false;
     }
-    if (r->params.n_stop > 0 && r->text_len > old_len) {
-        const char *hit = find_stop_string(r, old_len);
+    if (r->params.n_stop > 0 && r->text_len > old_len && n_out > r->params.min_tokens) {
+        int32_t which = -1;
+        const char *hit = find_stop_string(r, old_len, &which);
         if (hit) {
             r->text_len = (size_t)(hit - r->text);
             r->text[r->text_len] = '\0';
             r->reason = KVS_FINISH_STOP;
             r->stop_string_hit = true;
+            r->stop_string = which;
+            r->stop_token = -1;
         }
     }
     return true;
@@ -460,6 +492,7 @@ static void emit(kvs_engine *e, size_t *n_outs, kvs_request *r, int32_t tok)
         .logprob = sampled ? r->logprob : 0.0f, .n_top = sampled ? r->n_top : 0, .top_ids = r->top_ids,
         .top_logprobs = r->top_logprobs, .finished = done, .reason = r->reason, .n_prompt_tokens = r->n_prompt,
         .n_output_tokens = r->n_tokens - r->n_prompt, .n_cached_tokens = r->n_cached > 0 ? r->n_cached : 0,
+        .stop_string = done ? r->stop_string : -1, .stop_token = done ? r->stop_token : -1,
     };
     r->text_sent = upto;
 }
@@ -491,6 +524,7 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
     kvs_scheduler *s = &e->sched;
     const int32_t V = e->model->hp.n_vocab;
     kvs_sched_schedule(s);
+    kvs_plp_fit_plan(s, e->runner->max_logits);
     e->last_step_tokens = 0;
     if (s->n_plan > 0) {
         kvs_batch bt;
@@ -509,10 +543,23 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
     if (s->n_plan > 0) {
         kvs_sched_update(s);
         e->n_steps++;
-        int32_t row = 0;
+        int32_t row = 0, n_plp_out = 0;
         for (int32_t i = 0; i < s->n_plan; i++) {
             kvs_request *r = s->plan[i].req;
             int32_t after = r->n_computed, before = after - s->plan[i].n_new;
+            kvs_prompt_logprob *plp = e->plp + n_plp_out;
+            int32_t first, n_plp;
+            r->n_computed = before; /* kvs_plp_rows counts from the step's start */
+            n_plp = kvs_plp_rows(r, s->plan[i].n_new, &first);
+            r->n_computed = after;
+            kvs_plp_compute(&e->sampler, r, e->runner->logits + (int64_t)row * V, first, n_plp, V, plp);
+            row += n_plp;
+            n_plp_out += n_plp;
+            if (n_plp > 0 && !s->plan[i].sample) { /* a prefill chunk: report its prompt logprobs */
+                emit(e, n_outs, r, -1);
+                e->outs[*n_outs - 1].prompt_lp = plp;
+                e->outs[*n_outs - 1].n_prompt_lp = n_plp;
+            }
             e->last_step_tokens += s->plan[i].n_new;
             e->prompt_tokens += (uint64_t)((after < r->n_prompt ? after : r->n_prompt) -
                                            (before < r->n_prompt ? before : r->n_prompt));
@@ -525,6 +572,7 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
                 memcpy(e->logits_copy, logits, (size_t)V * 4);
                 logits = e->logits_copy;
             }
+            kvs_lproc_apply(r, e->tok, logits, V);
             int32_t tok = kvs_sample(&e->sampler, &r->params.sampling, &r->rng, logits, r->tokens,
                                      (size_t)r->n_prompt, r->tokens + r->n_prompt, (size_t)out_prefix);
             r->n_top = r->params.logprobs > 0 ? (r->params.logprobs < V ? r->params.logprobs : V) : 0;
@@ -536,6 +584,8 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
             if (r->reason != KVS_FINISH_NONE)
                 kvs_sched_remove(s, r);
             emit(e, n_outs, r, tok);
+            e->outs[*n_outs - 1].prompt_lp = plp;
+            e->outs[*n_outs - 1].n_prompt_lp = n_plp;
         }
     }
     reap(e);

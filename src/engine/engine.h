@@ -49,6 +49,23 @@ const char *kvs_finish_reason_name(kvs_finish_reason r);  /* "length", "stop", "
 
 #define KVS_MAX_LOGPROBS 20
 
+/* One logit_bias entry: bias is added to the token's logit before sampling. */
+typedef struct kvs_logit_bias {
+    int32_t token;
+    float bias;
+} kvs_logit_bias;
+
+/* The logprob of prompt token `index` (>= 1) given the tokens before it,
+ * and the top n of that distribution (raw logits, as for output tokens). */
+typedef struct kvs_prompt_logprob {
+    int32_t index;
+    int32_t token;
+    float logprob;
+    int32_t n_top;
+    int32_t top_ids[KVS_MAX_LOGPROBS];
+    float top_logprobs[KVS_MAX_LOGPROBS];
+} kvs_prompt_logprob;
+
 /* How a request ends, in vLLM's order, checked after each sampled token:
  *   1. length: max_tokens output tokens, or max_model_len tokens in all;
  *   2. stop: EOS (unless ignore_eos) or one of stop_token_ids; the token
@@ -70,6 +87,12 @@ typedef struct kvs_request_params {
     size_t n_stop_token_ids;
     int32_t logprobs;                /* -1: none; 0..KVS_MAX_LOGPROBS: sampled + top n */
     bool strip_leading_space;        /* detokenize the first output token without its leading space */
+    /* Added for the OpenAI / vLLM request fields (see logits_proc.h): */
+    const size_t *stop_len;          /* byte lengths of stop[] (NULL: strlen), for strings holding NUL */
+    int32_t min_tokens;              /* no EOS / stop token / stop string before this many output tokens */
+    const kvs_logit_bias *logit_bias;  /* added to the logits before sampling (copied) */
+    size_t n_logit_bias;
+    int32_t prompt_logprobs;         /* -1: none; 0..KVS_MAX_LOGPROBS: each prompt token's logprob + top n */
 } kvs_request_params;
 
 kvs_request_params kvs_request_defaults(void);
@@ -78,7 +101,7 @@ kvs_request_params kvs_request_defaults(void);
  * next kvs_engine_step / kvs_engine_abort call. */
 typedef struct kvs_output {
     uint64_t id;
-    int32_t token;                   /* the new token, or -1 (abort) */
+    int32_t token;                   /* the new token, or -1 (abort, or a step with prompt logprobs only) */
     const char *text;                /* new text (may be empty while held back) */
     size_t text_len;
     float logprob;                   /* of the new token (when asked) */
@@ -90,6 +113,10 @@ typedef struct kvs_output {
     int32_t n_prompt_tokens;
     int32_t n_output_tokens;
     int32_t n_cached_tokens;         /* prompt tokens the prefix cache held at the first admission */
+    int32_t stop_string;             /* finished on stop[stop_string], else -1 */
+    int32_t stop_token;              /* finished on this stop token (not the vocabulary's EOS), else -1 */
+    const kvs_prompt_logprob *prompt_lp;  /* prompt logprobs computed this step (in index order) */
+    int32_t n_prompt_lp;
 } kvs_output;
 
 typedef struct kvs_engine_stats {

@@ -28,7 +28,9 @@ typedef struct kvs_request {
 
     kvs_request_params params;  /* stop / stop_token_ids point into owned copies */
     char **stop;
+    size_t *stop_len;           /* [n_stop] byte lengths (stop strings may hold NUL) */
     int32_t *stop_ids;
+    kvs_logit_bias *logit_bias; /* [params.n_logit_bias] */
     size_t max_stop_len;
     kvs_rng rng;
 
@@ -38,6 +40,9 @@ typedef struct kvs_request {
     kvs_finish_reason reason;
     bool aborted;
     bool stop_string_hit;       /* finished on a stop string (text cut there) */
+    int32_t stop_string;        /* which one, else -1 */
+    int32_t stop_token;         /* finished on this stop token (not the vocabulary's EOS), else -1 */
+    int32_t plp_next;           /* prompt logprobs: the next prompt index to report (survives preemption) */
 
     /* last step's output (for kvs_output) */
     float logprob;

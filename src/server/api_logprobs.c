@@ -71,7 +71,7 @@ json_t *kvs_api_text_json(const char *text, size_t n)
     size_t k = 0;
     for (size_t i = 0; i < n;) {
         size_t l = utf8_seq(p + i, n - i);
-        if (l == 0 || (l == 1 && p[i] == 0)) {
+        if (l == 0) { /* NUL is valid UTF-8 (and JSON's \u0000): kept */
             memcpy(fixed + k, "\xEF\xBF\xBD", 3);
             k += 3;
             i++;

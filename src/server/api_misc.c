@@ -8,7 +8,8 @@
 json_t *kvs_api_parse_body(struct MHD_Connection *c, const char *body, size_t len, enum MHD_Result *ret)
 {
     json_error_t je;
-    json_t *j = json_loadb(body, len, 0, &je);
+    /* \u0000 is valid JSON: strings are handled with their lengths */
+    json_t *j = json_loadb(body, len, JSON_ALLOW_NUL, &je);
     if (!j) {
         *ret = kvs_http_error(c, 400, NULL, "invalid_json", "the request body is not valid JSON: %s (line %d, column %d)",
                               je.text, je.line, je.column);
@@ -33,7 +34,7 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
     kvs_status st = kvs_oai_parse(j, kind, r, &oe);
     if (st != KVS_OK) {
         *ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
-    } else if (kvs_api_check_model(s, c, r->model, ret)) {
+    } else if (kvs_api_check_model_n(s, c, r->model, r->model_len, ret)) {
         return j;
     }
     kvs_oai_request_free(r);
@@ -43,19 +44,37 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
 
 bool kvs_api_check_model(kvs_server *s, struct MHD_Connection *c, const char *model, enum MHD_Result *ret)
 {
-    if (!model || strcmp(model, s->model_name) == 0)
+    return kvs_api_check_model_n(s, c, model, model ? strlen(model) : 0, ret);
+}
+
+bool kvs_api_check_model_n(kvs_server *s, struct MHD_Connection *c, const char *model, size_t len,
+                           enum MHD_Result *ret)
+{
+    if (!model || (len == strlen(s->model_name) && memcmp(model, s->model_name, len) == 0))
         return true;
     *ret = kvs_http_error(c, 404, "model", "model_not_found", "The model `%.200s` does not exist (this server "
                           "serves `%s`).", model, s->model_name);
     return false;
 }
 
+static json_t *model_card(kvs_server *s)
+{
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i, s:[]}", "id", s->model_name, "object", "model", "created",
+                     (json_int_t)s->started, "owned_by", "kvserve", "root", s->model_name, "parent",
+                     "max_model_len", s->max_model_len, "permission");
+}
+
 enum MHD_Result kvs_api_models(kvs_server *s, struct MHD_Connection *c)
 {
-    json_t *m = json_pack("{s:s, s:s, s:I, s:s, s:s, s:n, s:i, s:[]}", "id", s->model_name, "object", "model", "created",
-                          (json_int_t)s->started, "owned_by", "kvserve", "root", s->model_name, "parent",
-                          "max_model_len", s->max_model_len, "permission");
-    return kvs_http_json(c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
+    return kvs_http_json(c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model_card(s)));
+}
+
+enum MHD_Result kvs_api_model(kvs_server *s, struct MHD_Connection *c, const char *id)
+{
+    if (strcmp(id, s->model_name) != 0)
+        return kvs_http_error(c, 404, "model", "model_not_found", "The model `%.200s` does not exist (this server "
+                              "serves `%s`).", id, s->model_name);
+    return kvs_http_json(c, 200, model_card(s));
 }
 
 enum MHD_Result kvs_api_health(kvs_server *s, struct MHD_Connection *c)
@@ -197,15 +216,44 @@ enum MHD_Result kvs_api_detokenize(kvs_server *s, struct MHD_Connection *c, cons
         }
         ids[i] = (int32_t)json_integer_value(t);
     }
-    char *text = kvs_tok_decode(s->inst->tok, ids, n);
+    size_t text_len;
+    char *text = kvs_api_decode(s->inst->tok, ids, n, &text_len);
     if (!text) {
         ret = kvs_http_error(c, 500, NULL, NULL, "out of memory");
         goto done;
     }
-    ret = kvs_http_json(c, 200, json_pack("{s:o}", "prompt", kvs_api_text_json(text, strlen(text))));
+    ret = kvs_http_json(c, 200, json_pack("{s:o}", "prompt", kvs_api_text_json(text, text_len)));
     free(text);
 done:
     free(ids);
     json_decref(j);
     return ret;
+}
+
+char *kvs_api_decode(const kvs_tokenizer *t, const int32_t *ids, size_t n, size_t *len)
+{
+    /* kvs_tok_decode's rule (the leading space of the first piece dropped
+     * for SentencePiece), with the length kept: a token may stand for a
+     * NUL byte, which a C string would end at. */
+    size_t total = 1;
+    char probe[1];
+    for (size_t i = 0; i < n; i++)
+        total += kvs_tok_decode_token(t, ids[i], false, probe, 0);
+    char *out = malloc(total);
+    if (!out)
+        return NULL;
+    bool strip = kvs_tok_strip_leading_space(t), first = true;
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t m = kvs_tok_decode_token(t, ids[i], false, out + k, total - k);
+        if (m == 0)
+            continue;
+        if (first && strip && out[k] == ' ')
+            memmove(out + k, out + k + 1, --m);
+        first = false;
+        k += m;
+    }
+    out[k] = '\0';
+    *len = k;
+    return out;
 }

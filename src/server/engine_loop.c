@@ -1,6 +1,7 @@
 /* The engine thread: inbox, step loop, hand-out of tokens to channels. */
 #include "server/engine_loop.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -143,7 +144,8 @@ static void add_submission(kvs_loop *l, kvs_submit *s)
             for (int32_t j = 0; j < i; j++)
                 kvs_engine_abort(l->e, s->base_id + (uint64_t)j);
             int status = st == KVS_E_INVALID || st == KVS_E_BUDGET ? 400 : 500;
-            reply(s, KVS_EV_ERROR, status, st == KVS_E_BUDGET ? "max_tokens" : NULL, err.msg);
+            reply(s, KVS_EV_ERROR, status, st == KVS_E_BUDGET ? (s->length_param ? s->length_param : "max_tokens") : NULL,
+                  err.msg);
             free(job);
             kvs_chan_unref(c);
             return;
@@ -152,7 +154,7 @@ static void add_submission(kvs_loop *l, kvs_submit *s)
     job->chan = c; /* the submission's reference moves to the job */
     job->n_live = s->n;
     for (int32_t i = 0; i < s->n; i++)
-        l->live[l->n_live++] = (live_req){.id = s->base_id + (uint64_t)i, .job = job, .index = i,
+        l->live[l->n_live++] = (live_req){.id = s->base_id + (uint64_t)i, .job = job, .index = s->index_base + i,
                                           .t_arrival = s->t_arrival};
     uint64_t base = s->base_id;
     int32_t n = s->n;
@@ -175,8 +177,21 @@ static void deliver(kvs_loop *l, const kvs_output *o, double now)
         lr->got_first = true;
         lr->t_last = now;
     }
-    kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, o->text, o->text_len);
+    /* prompt logprobs ride in the same allocation, after the text */
+    const size_t align = _Alignof(kvs_prompt_logprob);
+    size_t plp_bytes = (size_t)o->n_prompt_lp * sizeof *o->prompt_lp;
+    kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, o->text, o->text_len + (plp_bytes ? align + plp_bytes : 0));
     if (ev) {
+        ev->text_len = o->text_len;
+        ev->text[o->text_len] = '\0';
+        ev->stop_string = o->stop_string;
+        ev->stop_token = o->stop_token;
+        if (plp_bytes) {
+            uintptr_t at = ((uintptr_t)(ev->text + o->text_len + 1) + align - 1) & ~(uintptr_t)(align - 1);
+            ev->prompt_lp = (kvs_prompt_logprob *)at;
+            ev->n_prompt_lp = o->n_prompt_lp;
+            memcpy(ev->prompt_lp, o->prompt_lp, plp_bytes);
+        }
         ev->index = lr->index;
         ev->token = o->token;
         ev->logprob = o->logprob;

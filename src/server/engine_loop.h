@@ -53,6 +53,9 @@ typedef struct kvs_srv_event {
     bool finished;
     kvs_finish_reason reason;
     int32_t n_prompt, n_output, n_cached;
+    int32_t stop_string, stop_token;   /* finished on a stop string (its index) / stop token, else -1 */
+    int32_t n_prompt_lp;           /* prompt logprobs of this step, in the same allocation */
+    kvs_prompt_logprob *prompt_lp;
     int status;                    /* ERROR: the HTTP status */
     char param[32];                /* ERROR: the offending field, or "" */
     size_t text_len;
@@ -92,6 +95,9 @@ typedef struct kvs_submit {
     struct kvs_submit *next;
     kvs_chan *chan;                /* the loop takes a reference */
     int32_t n;                     /* choices: engine ids base_id .. base_id + n - 1 */
+    int32_t index_base;            /* events carry index index_base + i for choice i */
+    const char *length_param;      /* the field an error about the request's length names
+                                      ("max_tokens" when NULL) */
     int32_t *prompt;               /* owned by the submitter; valid until ACCEPTED/ERROR */
     size_t n_prompt;
     kvs_request_params params;     /* pointers valid until ACCEPTED/ERROR; with a seed,

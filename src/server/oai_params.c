@@ -1,6 +1,7 @@
 #include "server/oai_params.h"
 #include "tokenizer/tokenizer.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -35,15 +36,31 @@ static kvs_status get_num(json_t *o, const char *key, double lo, double hi, doub
     return KVS_OK;
 }
 
+bool kvs_oai_json_int(const json_t *v, long long *out)
+{
+    if (json_is_integer(v)) {
+        *out = json_integer_value(v);
+        return true;
+    }
+    if (!json_is_real(v))
+        return false;
+    double d = json_real_value(v);
+    /* 2.0 is an integer, 2.5 is not; +-2^63 and beyond do not fit */
+    if (!(d == floor(d) && d > -9.2e18 && d < 9.2e18))
+        return false;
+    *out = (long long)d;
+    return true;
+}
+
 static kvs_status get_int(json_t *o, const char *key, long long lo, long long hi, long long *out,
                           kvs_oai_error *e)
 {
     json_t *v = json_object_get(o, key);
     if (!v || json_is_null(v))
         return KVS_OK;
-    if (!json_is_integer(v))
+    long long x;
+    if (!kvs_oai_json_int(v, &x))
         return bad(e, key, "'%s' must be an integer", key);
-    long long x = json_integer_value(v);
     if (x < lo || x > hi)
         return bad(e, key, "'%s' must be between %lld and %lld, got %lld", key, lo, hi, x);
     *out = x;
@@ -67,6 +84,7 @@ static kvs_status parse_stop(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
     if (v && !json_is_null(v)) {
         if (json_is_string(v)) {
             r->stop[0] = json_string_value(v);
+            r->stop_len[0] = json_string_length(v);
             r->params.n_stop = 1;
         } else if (json_is_array(v)) {
             if (json_array_size(v) > 8)
@@ -78,15 +96,17 @@ static kvs_status parse_stop(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
                 if (!json_is_string(s))
                     return bad(e, "stop", "'stop' must be a string or an array of strings");
                 r->stop[i] = json_string_value(s);
+                r->stop_len[i] = json_string_length(s);
             }
             r->params.n_stop = json_array_size(v);
         } else {
             return bad(e, "stop", "'stop' must be a string or an array of strings");
         }
         for (size_t i = 0; i < r->params.n_stop; i++)
-            if (!r->stop[i][0])
+            if (!r->stop_len[i])
                 return bad(e, "stop", "'stop' strings must not be empty");
         r->params.stop = r->stop;
+        r->params.stop_len = r->stop_len;
     }
     v = json_object_get(o, "stop_token_ids");
     if (v && !json_is_null(v)) {
@@ -96,9 +116,10 @@ static kvs_status parse_stop(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
         json_t *s;
         json_array_foreach(v, i, s)
         {
-            if (!json_is_integer(s) || json_integer_value(s) < 0 || json_integer_value(s) > INT32_MAX)
+            long long x;
+            if (!kvs_oai_json_int(s, &x) || x < 0 || x > INT32_MAX)
                 return bad(e, "stop_token_ids", "'stop_token_ids' must hold non-negative integers");
-            r->stop_ids[i] = (int32_t)json_integer_value(s);
+            r->stop_ids[i] = (int32_t)x;
         }
         r->params.n_stop_token_ids = json_array_size(v);
         r->params.stop_token_ids = r->stop_ids;
@@ -106,38 +127,102 @@ static kvs_status parse_stop(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
     return KVS_OK;
 }
 
-static kvs_status parse_prompt(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
+/* A list of token ids (non-empty, each an integral number in [0, INT32_MAX]). */
+static bool is_id_list(const json_t *v)
 {
-    json_t *v = json_object_get(o, "prompt");
-    if (!v)
-        return bad(e, "prompt", "'prompt' is required");
-    if (json_is_string(v)) {
-        r->prompt_text = json_string_value(v);
-        return KVS_OK;
-    }
-    if (json_is_array(v) && json_array_size(v) == 1 && json_is_string(json_array_get(v, 0))) {
-        r->prompt_text = json_string_value(json_array_get(v, 0));
-        return KVS_OK;
-    }
-    if (json_is_array(v) && json_array_size(v) == 1 && json_is_array(json_array_get(v, 0)))
-        v = json_array_get(v, 0);
     if (!json_is_array(v) || json_array_size(v) == 0)
-        return bad(e, "prompt", "'prompt' must be a string, or a non-empty array of token ids "
-                                "(batches of several prompts are not supported: send one request each)");
-    r->n_prompt_ids = json_array_size(v);
-    if (!(r->prompt_ids = malloc(r->n_prompt_ids * sizeof *r->prompt_ids))) {
-        bad(e, "prompt", "out of memory for %zu prompt token ids", r->n_prompt_ids);
-        return KVS_E_NOMEM;
-    }
+        return false;
     size_t i;
     json_t *t;
     json_array_foreach(v, i, t)
     {
-        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
-            return bad(e, "prompt", "'prompt' must be a string, or a non-empty array of token ids "
-                                    "(batches of several prompts are not supported: send one request each)");
-        r->prompt_ids[i] = (int32_t)json_integer_value(t);
+        long long x;
+        if (!kvs_oai_json_int(t, &x) || x < 0 || x > INT32_MAX)
+            return false;
     }
+    return true;
+}
+
+/* Prompt i of the prompt field: a string or a list of token ids. */
+static json_t *prompt_item(const kvs_oai_request *r, size_t i)
+{
+    if (json_is_string(r->prompt) || (json_is_array(r->prompt) && r->n_prompts == 1 &&
+                                      !json_is_string(json_array_get(r->prompt, 0)) &&
+                                      !json_is_array(json_array_get(r->prompt, 0))))
+        return r->prompt; /* one string, or one list of ids */
+    return json_array_get(r->prompt, i);
+}
+
+static kvs_status parse_prompt(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
+{
+    static const char *const FORMS = "'prompt' must be a string, a list of strings, a list of token ids or a "
+                                     "list of lists of token ids";
+    json_t *v = json_object_get(o, "prompt");
+    if (!v)
+        return bad(e, "prompt", "'prompt' is required");
+    r->prompt = v;
+    if (json_is_string(v)) {
+        r->n_prompts = 1;
+        return KVS_OK;
+    }
+    if (!json_is_array(v) || json_array_size(v) == 0)
+        return bad(e, "prompt", "%s (non-empty)", FORMS);
+    json_t *first = json_array_get(v, 0);
+    if (!json_is_string(first) && !json_is_array(first)) { /* one prompt of token ids */
+        if (!is_id_list(v))
+            return bad(e, "prompt", "%s", FORMS);
+        r->n_prompts = 1;
+        return KVS_OK;
+    }
+    size_t i;
+    json_t *p;
+    json_array_foreach(v, i, p)
+    {
+        if (json_is_string(first) ? !json_is_string(p) : !is_id_list(p))
+            return bad(e, "prompt", "%s; prompt[%zu] is not like prompt[0]", FORMS, i);
+    }
+    if (json_array_size(v) > KVS_OAI_MAX_PROMPTS)
+        return bad(e, "prompt", "at most %d prompts fit one request, got %zu", KVS_OAI_MAX_PROMPTS,
+                   json_array_size(v));
+    r->n_prompts = json_array_size(v);
+    return KVS_OK;
+}
+
+/* logit_bias: {"token id": bias}; the bias is clamped to [-100, 100] as
+ * vLLM does; the ids are checked against the vocabulary by the engine. */
+static kvs_status parse_logit_bias(json_t *o, kvs_oai_request *r, kvs_oai_error *e)
+{
+    json_t *v = json_object_get(o, "logit_bias");
+    if (!v || json_is_null(v))
+        return KVS_OK;
+    if (!json_is_object(v))
+        return bad(e, "logit_bias", "'logit_bias' must be an object mapping token ids to biases");
+    size_t n = json_object_size(v);
+    if (n == 0)
+        return KVS_OK;
+    if (n > KVS_OAI_MAX_LOGIT_BIAS)
+        return bad(e, "logit_bias", "'logit_bias' may hold at most %d entries, got %zu", KVS_OAI_MAX_LOGIT_BIAS, n);
+    if (!(r->logit_bias = malloc(n * sizeof *r->logit_bias))) {
+        bad(e, "logit_bias", "out of memory");
+        return KVS_E_NOMEM;
+    }
+    size_t k = 0;
+    const char *key;
+    json_t *b;
+    json_object_foreach(v, key, b)
+    {
+        char *end;
+        errno = 0;
+        long long id = strtoll(key, &end, 10);
+        if (!*key || *end || errno || id < 0 || id > INT32_MAX)
+            return bad(e, "logit_bias", "'logit_bias' keys must be token ids, got '%.40s'", key);
+        if (!json_is_number(b))
+            return bad(e, "logit_bias", "'logit_bias' values must be numbers (token %lld)", id);
+        double d = json_number_value(b);
+        r->logit_bias[k++] = (kvs_logit_bias){(int32_t)id, (float)(d < -100.0 ? -100.0 : d > 100.0 ? 100.0 : d)};
+    }
+    r->params.logit_bias = r->logit_bias;
+    r->params.n_logit_bias = k;
     return KVS_OK;
 }
 
@@ -184,8 +269,8 @@ static kvs_status parse_messages(json_t *o, kvs_oai_request *r, kvs_oai_error *e
 static const char *const COMMON_FIELDS[] = {
     "model", "max_tokens", "temperature", "top_p", "top_k", "min_p", "seed", "stop", "stop_token_ids",
     "presence_penalty", "frequency_penalty", "repetition_penalty", "n", "ignore_eos", "stream",
-    "stream_options", "user", "logprobs", NULL};
-static const char *const COMPLETION_FIELDS[] = {"prompt", "echo", NULL};
+    "stream_options", "user", "logprobs", "min_tokens", "logit_bias", NULL};
+static const char *const COMPLETION_FIELDS[] = {"prompt", "echo", "suffix", NULL};
 static const char *const CHAT_FIELDS[] = {"messages", "max_completion_tokens", "top_logprobs",
                                           "add_generation_prompt", NULL};
 
@@ -218,16 +303,35 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
         if (!json_is_string(model))
             return bad(e, "model", "'model' must be a string");
         r->model = json_string_value(model);
+        r->model_len = json_string_length(model);
     }
     kvs_status st;
     double d;
     long long x;
     kvs_sampling_params *s = &r->params.sampling;
     x = kind == KVS_OAI_CHAT ? 0 : 16; /* OpenAI: completions default to 16 tokens, chat to the context */
-    if ((st = get_int(body, "max_tokens", 1, INT32_MAX, &x, e)) ||
+    /* max_tokens 0 only with echo (vLLM's echo without generation), checked below */
+    bool echo_field = kind == KVS_OAI_COMPLETION && json_is_true(json_object_get(body, "echo"));
+    if ((st = get_int(body, "max_tokens", echo_field ? 0 : 1, INT32_MAX, &x, e)) ||
         (kind == KVS_OAI_CHAT && (st = get_int(body, "max_completion_tokens", 1, INT32_MAX, &x, e))))
         return st;
-    r->params.max_tokens = (int32_t)x;
+    r->max_tokens_field = kind == KVS_OAI_CHAT && json_object_get(body, "max_completion_tokens") &&
+                                  !json_is_null(json_object_get(body, "max_completion_tokens"))
+                              ? "max_completion_tokens"
+                              : "max_tokens";
+    r->echo_only = echo_field && x == 0;
+    r->params.max_tokens = r->echo_only ? 1 : (int32_t)x; /* the engine runs one token, the answer drops it */
+    x = 0;
+    if ((st = get_int(body, "min_tokens", 0, INT32_MAX, &x, e)))
+        return st;
+    r->params.min_tokens = (int32_t)x;
+    if (r->params.max_tokens > 0 && !r->echo_only && r->params.min_tokens > r->params.max_tokens)
+        return bad(e, "min_tokens", "'min_tokens' (%d) must be at most '%s' (%d)", r->params.min_tokens,
+                   r->max_tokens_field, r->params.max_tokens);
+    if (r->echo_only)
+        r->params.min_tokens = 0;
+    if ((st = parse_logit_bias(body, r, e)))
+        return st;
     d = 1.0;
     if ((st = get_num(body, "temperature", 0.0, 2.0, &d, e)))
         return st;
@@ -258,10 +362,11 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
     s->repetition_penalty = (float)d;
     json_t *seed = json_object_get(body, "seed");
     if (seed && !json_is_null(seed)) {
-        if (!json_is_integer(seed))
+        long long sv;
+        if (!kvs_oai_json_int(seed, &sv))
             return bad(e, "seed", "'seed' must be an integer");
         s->has_seed = true;
-        s->seed = (uint64_t)json_integer_value(seed);
+        s->seed = (uint64_t)sv;
     }
     x = 1;
     if ((st = get_int(body, "n", 1, 16, &x, e)))
@@ -284,6 +389,7 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
     /* logprobs: an integer (completions) or a boolean with top_logprobs (chat). */
     json_t *lp = json_object_get(body, "logprobs");
     r->params.logprobs = -1;
+    r->params.prompt_logprobs = -1;
     if (kind == KVS_OAI_COMPLETION) {
         x = -1;
         if ((st = get_int(body, "logprobs", 0, 5, &x, e)))
@@ -291,10 +397,17 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
         r->params.logprobs = (int32_t)x;
         if ((st = get_bool(body, "echo", &r->echo, e)))
             return st;
-        if (r->echo)
-            return bad(e, "echo", "'echo' is not supported by kvserve");
+        /* with echo and logprobs, the prompt tokens' logprobs too (vLLM's prompt_logprobs) */
+        r->params.prompt_logprobs = r->echo && r->params.logprobs >= 0 ? r->params.logprobs : -1;
+        json_t *suffix = json_object_get(body, "suffix");
+        if (suffix && !json_is_null(suffix))
+            return bad(e, "suffix", "'suffix' needs a model with fill-in-the-middle (infill) tokens; this "
+                                    "server's model has none");
         if ((st = parse_prompt(body, r, e)))
             return st;
+        if (r->n_prompts * (size_t)r->n > KVS_OAI_MAX_CHOICES)
+            return bad(e, "n", "%zu prompts x n=%d choices exceed the limit of %d choices per request",
+                       r->n_prompts, r->n, KVS_OAI_MAX_CHOICES);
     } else {
         bool want = false;
         if (lp && !json_is_null(lp) && !json_is_boolean(lp))
@@ -316,33 +429,60 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
 
 void kvs_oai_request_free(kvs_oai_request *r)
 {
-    free(r->prompt_ids);
-    r->prompt_ids = NULL;
+    free(r->logit_bias);
+    r->logit_bias = NULL;
+    r->params.logit_bias = NULL;
+    r->params.n_logit_bias = 0;
 }
 
-kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const kvs_tokenizer *t, int32_t **ids, size_t *n,
-                                 kvs_oai_error *e)
+const char *kvs_oai_prompt_text(const kvs_oai_request *r, size_t i, size_t *len)
+{
+    json_t *p = i < r->n_prompts ? prompt_item(r, i) : NULL;
+    if (!json_is_string(p))
+        return NULL;
+    *len = json_string_length(p);
+    return json_string_value(p);
+}
+
+kvs_status kvs_oai_prompt_tokens_at(kvs_oai_request *r, size_t i, const kvs_tokenizer *t, int32_t **ids,
+                                    size_t *n, kvs_oai_error *e)
 {
     memset(e, 0, sizeof *e);
     *ids = NULL;
     *n = 0;
-    if (r->prompt_text) {
+    if (i >= r->n_prompts)
+        return bad(e, "prompt", "no prompt %zu", i);
+    json_t *p = prompt_item(r, i);
+    if (json_is_string(p)) {
         kvs_error err;
-        kvs_status st = kvs_tok_encode(t, r->prompt_text, strlen(r->prompt_text), kvs_tok_add_bos(t), false, ids,
-                                       n, &err);
+        kvs_status st = kvs_tok_encode(t, json_string_value(p), json_string_length(p), kvs_tok_add_bos(t), false,
+                                       ids, n, &err);
         if (st != KVS_OK) {
             bad(e, "prompt", "%s", err.msg);
             return st == KVS_E_NOMEM ? KVS_E_NOMEM : KVS_E_INVALID;
         }
     } else {
         const int32_t V = kvs_tok_n_vocab(t);
-        for (size_t i = 0; i < r->n_prompt_ids; i++)
-            if (r->prompt_ids[i] >= V)
-                return bad(e, "prompt", "prompt token %d at index %zu is outside the vocabulary [0, %d)",
-                           r->prompt_ids[i], i, V);
-        *ids = r->prompt_ids;
-        *n = r->n_prompt_ids;
-        r->prompt_ids = NULL;
+        size_t m = json_array_size(p);
+        if (!(*ids = malloc((m ? m : 1) * sizeof **ids))) {
+            bad(e, "prompt", "out of memory for %zu prompt token ids", m);
+            return KVS_E_NOMEM;
+        }
+        for (size_t k = 0; k < m; k++) {
+            long long x = -1;
+            kvs_oai_json_int(json_array_get(p, k), &x);
+            if (x < 0 || x >= V) {
+                free(*ids);
+                *ids = NULL;
+                return r->n_prompts > 1
+                           ? bad(e, "prompt", "prompt[%zu]: token %lld at index %zu is outside the vocabulary [0, %d)",
+                                 i, x, k, V)
+                           : bad(e, "prompt", "prompt token %lld at index %zu is outside the vocabulary [0, %d)", x,
+                                 k, V);
+            }
+            (*ids)[k] = (int32_t)x;
+        }
+        *n = m;
     }
     if (*n == 0) {
         free(*ids);
@@ -352,4 +492,16 @@ kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const kvs_tokenizer *t, int
     /* Decoding after a lone BOS drops SentencePiece's leading space, as generate does. */
     r->params.strip_leading_space = *n == 1 && (*ids)[0] == kvs_tok_bos(t) && kvs_tok_strip_leading_space(t);
     return KVS_OK;
+}
+
+kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const kvs_tokenizer *t, int32_t **ids, size_t *n,
+                                 kvs_oai_error *e)
+{
+    if (r->n_prompts != 1) {
+        memset(e, 0, sizeof *e);
+        *ids = NULL;
+        *n = 0;
+        return bad(e, "prompt", "give one prompt here, not a list of %zu", r->n_prompts);
+    }
+    return kvs_oai_prompt_tokens_at(r, 0, t, ids, n, e);
 }

@@ -18,23 +18,36 @@
 
 typedef enum kvs_oai_kind { KVS_OAI_COMPLETION, KVS_OAI_CHAT } kvs_oai_kind;
 
+/* Most prompts one completion request may carry (a list of prompts), and
+ * most choices (prompts x n) in all. */
+#define KVS_OAI_MAX_PROMPTS 64
+#define KVS_OAI_MAX_CHOICES 256
+/* Most logit_bias entries in a request. */
+#define KVS_OAI_MAX_LOGIT_BIAS 1024
+
 /* A parsed request.  Strings point into the JSON object (keep it alive). */
 typedef struct kvs_oai_request {
     kvs_oai_kind kind;
     kvs_request_params params;
     const char *model;                 /* NULL if absent */
-    /* completion prompt: text or token ids */
-    const char *prompt_text;
-    int32_t *prompt_ids;               /* malloc'ed, or NULL */
-    size_t n_prompt_ids;
+    size_t model_len;
+    /* completions: the prompt field (borrowed), holding n_prompts prompts:
+     * a string, a list of strings, a list of token ids (one prompt) or a
+     * list of lists of token ids */
+    json_t *prompt;
+    size_t n_prompts;
     json_t *messages;                  /* chat: the messages array (borrowed) */
     bool stream;
     bool include_usage;                /* stream_options.include_usage */
     int32_t n;                         /* choices per prompt */
-    bool echo;
+    bool echo;                         /* completions: the prompt comes first in each choice */
+    bool echo_only;                    /* echo with max_tokens 0: the prompt (and its logprobs) only */
     bool add_generation_prompt;        /* chat (default true) */
+    const char *max_tokens_field;      /* the length field the client sent ("max_tokens" when none) */
     const char *stop[8];
+    size_t stop_len[8];
     int32_t stop_ids[64];
+    kvs_logit_bias *logit_bias;        /* malloc'ed, or NULL */
 } kvs_oai_request;
 
 typedef struct kvs_oai_error {
@@ -48,14 +61,24 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
 /* Free what r owns (its prompt ids); its strings point into the JSON body. */
 void kvs_oai_request_free(kvs_oai_request *r);
 
-/* The prompt of a completion request as token ids: text is tokenized (with
- * BOS where the vocabulary wants one), ids are checked against the
- * vocabulary and taken over from r.  Also sets
- * r->params.strip_leading_space for a prompt that is BOS alone.  *ids is
- * malloc'ed.  On failure e is filled (param "prompt") and the status is
- * KVS_E_NOMEM when out of memory, else KVS_E_INVALID. */
+/* Prompt i (< r->n_prompts) of a completion request as token ids: text is
+ * tokenized (with BOS where the vocabulary wants one), ids are checked
+ * against the vocabulary.  *ids is malloc'ed.  Also sets
+ * r->params.strip_leading_space for a prompt that is BOS alone (the same
+ * for every prompt of a list only when they all are).  On failure e is
+ * filled (param "prompt") and the status is KVS_E_NOMEM when out of
+ * memory, else KVS_E_INVALID. */
 struct kvs_tokenizer;
+kvs_status kvs_oai_prompt_tokens_at(kvs_oai_request *r, size_t i, const struct kvs_tokenizer *t, int32_t **ids,
+                                    size_t *n, kvs_oai_error *e);
+/* The same for a request of one prompt (KVS_E_INVALID for a list). */
 kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const struct kvs_tokenizer *t, int32_t **ids, size_t *n,
                                  kvs_oai_error *e);
+/* Prompt i as given when it is text (*len its bytes), else NULL. */
+const char *kvs_oai_prompt_text(const kvs_oai_request *r, size_t i, size_t *len);
+
+/* Integral JSON numbers (2 or 2.0, as vLLM's validation accepts) as an
+ * integer; false for anything else (2.5, strings, out of range). */
+bool kvs_oai_json_int(const json_t *v, long long *out);
 
 #endif

@@ -67,6 +67,9 @@ int kvs_http_fd(struct MHD_Connection *c);
 json_t *kvs_api_parse_body(struct MHD_Connection *c, const char *body, size_t len, enum MHD_Result *ret);
 /* False (and a 404 queued, *ret set) when `model` is given and is not the served name. */
 bool kvs_api_check_model(kvs_server *s, struct MHD_Connection *c, const char *model, enum MHD_Result *ret);
+/* The same for a name of len bytes (it may hold NUL, which never matches). */
+bool kvs_api_check_model_n(kvs_server *s, struct MHD_Connection *c, const char *model, size_t len,
+                           enum MHD_Result *ret);
 /* Parse a generation request body of `kind` into r (zeroed here) and check
  * its model.  Returns the JSON (r's strings point into it; the caller
  * releases both), or NULL with the error response queued in *ret. */
@@ -76,6 +79,8 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
 enum MHD_Result kvs_api_completions(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result kvs_api_models(kvs_server *s, struct MHD_Connection *c);
+/* GET /v1/models/{id}: the model card, or a 404 model_not_found error. */
+enum MHD_Result kvs_api_model(kvs_server *s, struct MHD_Connection *c, const char *id);
 enum MHD_Result kvs_api_health(kvs_server *s, struct MHD_Connection *c);
 enum MHD_Result kvs_api_metrics(kvs_server *s, struct MHD_Connection *c);
 enum MHD_Result kvs_api_tokenize(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
@@ -100,6 +105,9 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
  * UTF-8, else "bytes:\xNN..." as vLLM writes them.  *bytes (when asked) gets
  * the byte values as an array. */
 json_t *kvs_api_token_str(const kvs_tokenizer *t, int32_t id, json_t **bytes);
+/* Decode ids as /detokenize does into a malloc'ed buffer of *len bytes
+ * (NUL bytes included, NUL-terminated after them); NULL when out of memory. */
+char *kvs_api_decode(const kvs_tokenizer *t, const int32_t *ids, size_t n, size_t *len);
 /* A JSON string of n bytes of text; bytes that are not valid UTF-8 become
  * U+FFFD.  NULL only when out of memory. */
 json_t *kvs_api_text_json(const char *text, size_t n);
