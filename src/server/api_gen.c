@@ -12,30 +12,59 @@
 typedef struct gen_choice {
     char *text;                    /* non-streaming: the text so far */
     size_t len, cap;
-    json_t *lp;                    /* non-streaming: logprobs so far */
-    size_t offset;                 /* bytes of text so far (text_offset) */
+    json_t *lp;                    /* logprobs so far (streaming: the echoed prompt's, until the first chunk) */
+    size_t offset;                 /* bytes of text so far (text_offset), the echoed prompt included */
     int32_t n_output;
+    int32_t stop_string, stop_token;
     kvs_finish_reason reason;
     bool finished;
+    bool echoed;                   /* the prompt text went out (echo) */
+    bool plp_started;              /* echo with logprobs: the prompt's first token is listed */
 } gen_choice;
+
+/* One prompt of the request and its n choices. */
+typedef struct gen_prompt {
+    uint64_t base;                 /* engine ids of its choices */
+    bool accepted;
+    const int32_t *ids;            /* the caller's, valid only while kvs_gen_run_batch runs */
+    int32_t first_id;              /* ids[0], for later */
+    int32_t n_ids;
+    int32_t n_prompt, n_cached;
+    char *echo;                    /* echo: the prompt's text */
+    size_t echo_len;
+    size_t *tok_off;               /* echo with logprobs: each prompt token's offset in the echo text */
+} gen_prompt;
 
 typedef struct gen {
     kvs_server *s;
     kvs_oai_kind kind;
-    int32_t n, logprobs;
+    int32_t n, logprobs;           /* n: choices in all (prompts x choices per prompt) */
+    int32_t per_prompt, n_prompts;
     bool include_usage;
+    bool echo, echo_only;
     kvs_chan *chan;
-    uint64_t base;
     char id[48];
+    json_t *created_j;
     json_int_t created;
     int fd;
-    int32_t n_prompt, n_cached, n_finished;
+    int32_t n_finished;
     gen_choice *ch;
+    gen_prompt *pr;
+    char *stop[8];                 /* copies, for stop_reason */
+    size_t stop_len[8];
+    size_t n_stop;
     char *out;                     /* streaming: bytes not yet handed to MHD */
     size_t out_len, out_off, out_cap;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
 } gen;
+
+static void gen_abort(gen *g)
+{
+    for (int32_t p = 0; p < g->n_prompts; p++)
+        if (g->pr[p].accepted)
+            kvs_loop_abort(g->s->loop, g->pr[p].base, g->per_prompt);
+}
 
 static void gen_free(gen *g)
 {
@@ -45,7 +74,14 @@ static void gen_free(gen *g)
         free(g->ch[i].text);
         json_decref(g->ch[i].lp);
     }
+    for (int32_t p = 0; g->pr && p < g->n_prompts; p++) {
+        free(g->pr[p].echo);
+        free(g->pr[p].tok_off);
+    }
+    for (size_t i = 0; i < g->n_stop; i++)
+        free(g->stop[i]);
     free(g->ch);
+    free(g->pr);
     free(g->out);
     kvs_chan_unref(g->chan);
     free(g);
@@ -57,25 +93,36 @@ static const char *finish_name(kvs_finish_reason r)
     return n ? n : "stop";
 }
 
+/* vLLM's stop_reason: the stop string or stop token id that ended the choice, else null. */
+static json_t *stop_reason_json(const gen *g, const gen_choice *c)
+{
+    if (c->finished && c->stop_string >= 0 && (size_t)c->stop_string < g->n_stop)
+        return kvs_api_text_json(g->stop[c->stop_string], g->stop_len[c->stop_string]);
+    if (c->finished && c->stop_token >= 0)
+        return json_integer(c->stop_token);
+    return json_null();
+}
+
 /* ---- logprobs ---- */
 
 /* JSON cannot hold -inf: vLLM writes -9999.0 for it. */
 static json_t *lp_val(float v) { return json_real(isfinite(v) ? (double)v : -9999.0); }
 
-static void lp_completion_add(json_t *lp, const kvs_tokenizer *t, const kvs_srv_event *ev, size_t offset)
+static void lp_completion_entry(json_t *lp, const kvs_tokenizer *t, int32_t token, float logprob, int32_t n_top,
+                                const int32_t *top_ids, const float *top_logprobs, size_t offset)
 {
-    json_array_append_new(json_object_get(lp, "tokens"), kvs_api_token_str(t, ev->token, NULL));
-    json_array_append_new(json_object_get(lp, "token_logprobs"), lp_val(ev->logprob));
+    json_array_append_new(json_object_get(lp, "tokens"), kvs_api_token_str(t, token, NULL));
+    json_array_append_new(json_object_get(lp, "token_logprobs"), lp_val(logprob));
     json_t *top = json_object();
-    for (int32_t k = 0; k < ev->n_top; k++) {
-        json_t *ks = kvs_api_token_str(t, ev->top_ids[k], NULL);
+    for (int32_t k = 0; k < n_top; k++) {
+        json_t *ks = kvs_api_token_str(t, top_ids[k], NULL);
         if (ks && !json_object_get(top, json_string_value(ks)))
-            json_object_set_new(top, json_string_value(ks), lp_val(ev->top_logprobs[k]));
+            json_object_set_new(top, json_string_value(ks), lp_val(top_logprobs[k]));
         json_decref(ks);
     }
-    json_t *ks = kvs_api_token_str(t, ev->token, NULL); /* the sampled token is always listed */
+    json_t *ks = kvs_api_token_str(t, token, NULL); /* the chosen token is always listed */
     if (ks && !json_object_get(top, json_string_value(ks)))
-        json_object_set_new(top, json_string_value(ks), lp_val(ev->logprob));
+        json_object_set_new(top, json_string_value(ks), lp_val(logprob));
     json_decref(ks);
     json_array_append_new(json_object_get(lp, "top_logprobs"), top);
     json_array_append_new(json_object_get(lp, "text_offset"), json_integer((json_int_t)offset));
@@ -112,21 +159,50 @@ static void lp_add(const gen *g, json_t *lp, const kvs_srv_event *ev, size_t off
 {
     const kvs_tokenizer *t = g->s->inst->tok;
     if (g->kind == KVS_OAI_COMPLETION)
-        lp_completion_add(lp, t, ev, offset);
+        lp_completion_entry(lp, t, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, offset);
     else
         lp_chat_add(lp, t, ev);
+}
+
+/* echo with logprobs: the prompt's tokens first, as vLLM returns them (the
+ * first has no logprob: nothing comes before it). */
+static bool lp_prompt_add(const gen *g, gen_choice *c, const gen_prompt *pr, const kvs_srv_event *ev)
+{
+    if (!g->echo || g->logprobs < 0 || g->kind != KVS_OAI_COMPLETION)
+        return true;
+    if (!c->lp && !(c->lp = lp_new(g)))
+        return false;
+    const kvs_tokenizer *t = g->s->inst->tok;
+    if (!c->plp_started) {
+        c->plp_started = true;
+        json_array_append_new(json_object_get(c->lp, "tokens"), kvs_api_token_str(t, pr->first_id, NULL));
+        json_array_append_new(json_object_get(c->lp, "token_logprobs"), json_null());
+        json_array_append_new(json_object_get(c->lp, "top_logprobs"), json_null());
+        json_array_append_new(json_object_get(c->lp, "text_offset"), json_integer(0));
+    }
+    for (int32_t k = 0; k < ev->n_prompt_lp; k++) {
+        const kvs_prompt_logprob *e = &ev->prompt_lp[k];
+        size_t off = e->index < pr->n_ids && pr->tok_off ? pr->tok_off[e->index] : pr->echo_len;
+        lp_completion_entry(c->lp, t, e->token, e->logprob, e->n_top, e->top_ids, e->top_logprobs, off);
+    }
+    return true;
 }
 
 /* ---- response pieces ---- */
 
 static json_t *usage_json(const gen *g)
 {
-    json_int_t c = 0;
+    json_int_t c = 0, p = 0, cached = 0;
     for (int32_t i = 0; i < g->n; i++)
         c += g->ch[i].n_output;
-    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)g->n_prompt, "completion_tokens", c,
-                     "total_tokens", (json_int_t)g->n_prompt + c, "prompt_tokens_details", "cached_tokens",
-                     (json_int_t)g->n_cached);
+    for (int32_t k = 0; k < g->n_prompts; k++) {
+        p += g->pr[k].n_prompt;
+        cached += g->pr[k].n_cached;
+    }
+    if (g->echo_only) /* the one token the engine ran is not part of the answer */
+        c = 0;
+    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", p, "completion_tokens", c, "total_tokens", p + c,
+                     "prompt_tokens_details", "cached_tokens", cached);
 }
 
 static json_t *envelope(const gen *g, const char *object)
@@ -135,18 +211,52 @@ static json_t *envelope(const gen *g, const char *object)
                      g->s->model_name);
 }
 
+/* A streamed chunk: with include_usage every chunk but the last carries "usage": null (OpenAI). */
+static json_t *chunk_envelope(const gen *g)
+{
+    json_t *o = envelope(g, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+    if (g->include_usage)
+        json_object_set_new(o, "usage", json_null());
+    return o;
+}
+
+static gen_prompt *prompt_of(gen *g, int32_t index) { return &g->pr[index / g->per_prompt]; }
+
 static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
 {
-    g->n_prompt = ev->n_prompt;
-    if (ev->n_cached > g->n_cached)
-        g->n_cached = ev->n_cached;
-    c->offset += ev->text_len;
+    gen_prompt *pr = prompt_of(g, ev->index);
+    if (ev->n_prompt > 0)
+        pr->n_prompt = ev->n_prompt;
+    if (ev->n_cached > pr->n_cached)
+        pr->n_cached = ev->n_cached;
+    if (!g->echo_only)
+        c->offset += ev->text_len;
     if (ev->finished && !c->finished) {
         c->finished = true;
-        c->reason = ev->reason;
+        c->reason = g->echo_only && ev->reason != KVS_FINISH_ABORT ? KVS_FINISH_LENGTH : ev->reason;
         c->n_output = ev->n_output;
+        c->stop_string = g->echo_only ? -1 : ev->stop_string;
+        c->stop_token = g->echo_only ? -1 : ev->stop_token;
         g->n_finished++;
     }
+}
+
+/* echo: the choice's text starts with its prompt's; false when out of memory */
+static bool text_append(gen_choice *c, const char *p, size_t n)
+{
+    if (c->len + n + 1 > c->cap) {
+        size_t cap = c->cap ? c->cap : 256;
+        while (cap < c->len + n + 1)
+            cap *= 2;
+        char *t = realloc(c->text, cap);
+        if (!t)
+            return false;
+        c->text = t;
+        c->cap = cap;
+    }
+    memcpy(c->text + c->len, p, n);
+    c->len += n;
+    return true;
 }
 
 /* ---- streaming ---- */
@@ -196,30 +306,63 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n || g->done)
         return true;
     gen_choice *c = &g->ch[ev->index];
-    bool want_lp = g->logprobs >= 0 && ev->token >= 0;
+    gen_prompt *pr = prompt_of(g, ev->index);
+    if (!lp_prompt_add(g, c, pr, ev))
+        return false;
+    bool sampled = ev->token >= 0 && !g->echo_only;
+    bool want_lp = g->logprobs >= 0 && sampled;
+    size_t text_len = g->echo_only ? 0 : ev->text_len;
+    bool echo_now = g->echo && !c->echoed && (sampled || ev->finished);
     bool ok = true;
-    if (ev->text_len > 0 || ev->finished || want_lp) {
+    if (text_len > 0 || ev->finished || want_lp || echo_now) {
         bool chat = g->kind == KVS_OAI_CHAT;
-        json_t *chunk = envelope(g, chat ? "chat.completion.chunk" : "text_completion");
+        json_t *chunk = chunk_envelope(g);
         json_t *choice = json_pack("{s:i}", "index", ev->index);
-        json_t *text = kvs_api_text_json(ev->text, ev->text_len);
+        json_t *text;
+        if (echo_now) { /* the prompt comes first, in the choice's first chunk (as vLLM) */
+            char *both = malloc(pr->echo_len + text_len + 1);
+            if (!both) {
+                json_decref(chunk);
+                json_decref(choice);
+                return false;
+            }
+            memcpy(both, pr->echo, pr->echo_len);
+            memcpy(both + pr->echo_len, ev->text, text_len);
+            text = kvs_api_text_json(both, pr->echo_len + text_len);
+            free(both);
+            c->echoed = true;
+        } else {
+            text = kvs_api_text_json(ev->text, text_len);
+        }
         if (chat)
-            json_object_set_new(choice, "delta", ev->text_len > 0 ? json_pack("{s:o}", "content", text) : json_object());
+            json_object_set_new(choice, "delta", text_len > 0 ? json_pack("{s:o}", "content", text) : json_object());
         else
             json_object_set_new(choice, "text", text);
-        if (chat && ev->text_len == 0)
+        if (chat && text_len == 0)
             json_decref(text);
         json_t *lp = json_null();
+        if (c->lp) { /* the echoed prompt's logprobs, then this token's */
+            lp = c->lp;
+            c->lp = NULL;
+        }
         if (want_lp) {
-            lp = lp_new(g);
+            if (json_is_null(lp))
+                lp = lp_new(g);
             lp_add(g, lp, ev, c->offset);
         }
         json_object_set_new(choice, "logprobs", lp);
-        json_object_set_new(choice, "finish_reason", ev->finished ? json_string(finish_name(ev->reason)) : json_null());
+        json_object_set_new(choice, "finish_reason", json_null());
+        json_object_set_new(choice, "stop_reason", json_null());
+        note_event(g, ev, c);
+        if (ev->finished) {
+            json_object_set_new(choice, "finish_reason", json_string(finish_name(c->reason)));
+            json_object_set_new(choice, "stop_reason", stop_reason_json(g, c));
+        }
         json_object_set_new(chunk, "choices", json_pack("[o]", choice));
         ok = sse_json(g, chunk);
+    } else {
+        note_event(g, ev, c);
     }
-    note_event(g, ev, c);
     if (ok && g->n_finished == g->n) {
         if (g->include_usage) {
             json_t *u = envelope(g, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
@@ -268,22 +411,44 @@ static void sse_free(void *cls)
     kvs_server *s = g->s;
     if (!g->done) {
         kvs_chan_close(g->chan);
-        kvs_loop_abort(s->loop, g->base, g->n);
+        gen_abort(g);
     }
     gen_free(g);
     kvs_server_job_end(s);
 }
 
+/* The chat role chunks, which come first as OpenAI sends them, before any
+ * event queued while the prompts were accepted. */
+static bool role_chunks(gen *g)
+{
+    char *pending = g->out;
+    size_t pending_len = g->out_len, pending_cap = g->out_cap;
+    g->out = NULL;
+    g->out_len = g->out_cap = 0;
+    bool ok = true;
+    for (int32_t i = 0; i < g->n && ok; i++) {
+        json_t *chunk = chunk_envelope(g);
+        json_object_set_new(chunk, "choices",
+                            json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
+                                      "content", "", "logprobs", "finish_reason"));
+        ok = sse_json(g, chunk);
+    }
+    ok = ok && (pending_len == 0 || out_append(g, pending, pending_len));
+    (void)pending_cap;
+    free(pending);
+    return ok;
+}
+
 static enum MHD_Result start_stream(gen *g, struct MHD_Connection *c)
 {
-    if (g->kind == KVS_OAI_CHAT) /* the role comes first, as OpenAI sends it */
-        for (int32_t i = 0; i < g->n; i++) {
-            json_t *chunk = envelope(g, "chat.completion.chunk");
-            json_object_set_new(chunk, "choices",
-                                json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
-                                          "content", "", "logprobs", "finish_reason"));
-            sse_json(g, chunk);
-        }
+    if (g->kind == KVS_OAI_CHAT && !role_chunks(g)) {
+        kvs_server *s = g->s;
+        kvs_chan_close(g->chan);
+        gen_abort(g);
+        gen_free(g);
+        kvs_server_job_end(s);
+        return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+    }
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, g, sse_free);
     if (!r) {
         sse_free(g);
@@ -303,20 +468,20 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
     if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n)
         return true;
     gen_choice *c = &g->ch[ev->index];
-    if (ev->text_len) {
-        if (c->len + ev->text_len + 1 > c->cap) {
-            size_t cap = c->cap ? c->cap : 256;
-            while (cap < c->len + ev->text_len + 1)
-                cap *= 2;
-            char *t = realloc(c->text, cap);
-            if (!t)
-                return false;
-            c->text = t;
-            c->cap = cap;
-        }
-        memcpy(c->text + c->len, ev->text, ev->text_len);
-        c->len += ev->text_len;
+    gen_prompt *pr = prompt_of(g, ev->index);
+    if (!lp_prompt_add(g, c, pr, ev))
+        return false;
+    if (g->echo && !c->echoed) {
+        if (!text_append(c, pr->echo, pr->echo_len))
+            return false;
+        c->echoed = true;
     }
+    if (g->echo_only) {
+        note_event(g, ev, c);
+        return true;
+    }
+    if (ev->text_len && !text_append(c, ev->text, ev->text_len))
+        return false;
     if (g->logprobs >= 0 && ev->token >= 0) {
         if (!c->lp && !(c->lp = lp_new(g)))
             return false;
@@ -335,10 +500,12 @@ static json_t *final_json(gen *g)
         gen_choice *c = &g->ch[i];
         json_t *text = kvs_api_text_json(c->text ? c->text : "", c->len);
         json_t *lp = c->lp ? json_incref(c->lp) : (g->logprobs >= 0 ? lp_new(g) : json_null());
-        json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant",
-                                      "content", text, "logprobs", lp, "finish_reason", finish_name(c->reason))
-                          : json_pack("{s:i, s:o, s:o, s:s, s:n}", "index", i, "text", text, "logprobs", lp,
-                                      "finish_reason", finish_name(c->reason), "stop_reason");
+        json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s, s:o}", "index", i, "message", "role",
+                                      "assistant", "content", text, "logprobs", lp, "finish_reason",
+                                      finish_name(c->reason), "stop_reason", stop_reason_json(g, c))
+                          : json_pack("{s:i, s:o, s:o, s:s, s:o}", "index", i, "text", text, "logprobs", lp,
+                                      "finish_reason", finish_name(c->reason), "stop_reason",
+                                      stop_reason_json(g, c));
         json_array_append_new(choices, ch);
     }
     json_object_set_new(o, "choices", choices);
@@ -359,7 +526,7 @@ static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, con
                               "input tokens. Please reduce the length of the input (at least one token must be "
                               "left for the completion).", L, P);
     if (M > 0 && P + M > L)
-        return kvs_http_error(c, 400, r->kind == KVS_OAI_CHAT ? "max_completion_tokens" : "max_tokens",
+        return kvs_http_error(c, 400, r->max_tokens_field ? r->max_tokens_field : "max_tokens",
                               "context_length_exceeded",
                               "This model's maximum context length is %lld tokens. However, you requested %lld "
                               "tokens (%lld in the messages, %lld in the completion). Please reduce the length of "
@@ -368,73 +535,185 @@ static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, con
     return MHD_YES;
 }
 
-enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
-                            const int32_t *prompt, size_t n_prompt, const char *prompt_param)
+/* Echo: the prompt's text (as sent, or decoded from its ids) and, with
+ * logprobs, where each of its tokens starts in it. */
+static bool echo_prepare(gen *g, gen_prompt *pr, const kvs_oai_request *r, size_t k)
 {
-    bool failed;
-    enum MHD_Result ret = length_error(s, c, r, n_prompt, prompt_param, &failed);
-    if (failed)
-        return ret;
+    const kvs_tokenizer *t = g->s->inst->tok;
+    size_t len;
+    const char *text = r->prompt ? kvs_oai_prompt_text(r, k, &len) : NULL;
+    if (text) {
+        if (!(pr->echo = malloc(len + 1)))
+            return false;
+        memcpy(pr->echo, text, len);
+        pr->echo[len] = '\0';
+        pr->echo_len = len;
+    } else if (!(pr->echo = kvs_api_decode(t, pr->ids, (size_t)pr->n_ids, &pr->echo_len))) {
+        return false;
+    }
+    if (g->logprobs < 0)
+        return true;
+    if (!(pr->tok_off = malloc((size_t)pr->n_ids * sizeof *pr->tok_off)))
+        return false;
+    size_t off = 0;
+    bool strip = kvs_tok_strip_leading_space(t), first = true;
+    char probe[1];
+    for (int32_t i = 0; i < pr->n_ids; i++) {
+        pr->tok_off[i] = off < pr->echo_len ? off : pr->echo_len;
+        size_t m = kvs_tok_decode_token(t, pr->ids[i], false, probe, sizeof probe);
+        if (m && first && strip && probe[0] == ' ')
+            m--;
+        if (m)
+            first = false;
+        off += m;
+    }
+    return true;
+}
+
+enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                  const int32_t *const *prompts, const size_t *n_prompts, const bool *strip,
+                                  int32_t n_prompt_lists, const char *prompt_param)
+{
+    enum MHD_Result ret;
+    for (int32_t k = 0; k < n_prompt_lists; k++) {
+        bool failed;
+        ret = length_error(s, c, r, n_prompts[k], prompt_param, &failed);
+        if (failed)
+            return ret;
+    }
+    const int32_t V = kvs_tok_n_vocab(s->inst->tok);
+    for (size_t i = 0; i < r->params.n_logit_bias; i++)
+        if (r->params.logit_bias[i].token >= V)
+            return kvs_http_error(c, 400, "logit_bias", NULL, "logit_bias: token id %d is outside the vocabulary "
+                                  "[0, %d)", r->params.logit_bias[i].token, V);
     if (!kvs_server_job_begin(s))
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+    const int32_t P = n_prompt_lists, N = P * r->n;
     gen *g = calloc(1, sizeof *g);
-    if (!g || !(g->ch = calloc((size_t)r->n, sizeof *g->ch)) || !(g->chan = kvs_chan_new())) {
+    kvs_submit *subs = calloc((size_t)P, sizeof *subs);
+    if (!g || !subs || !(g->ch = calloc((size_t)N, sizeof *g->ch)) || !(g->pr = calloc((size_t)P, sizeof *g->pr)) ||
+        !(g->chan = kvs_chan_new())) {
+        free(subs);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
     }
     g->s = s;
     g->kind = r->kind;
-    g->n = r->n;
+    g->n = N;
+    g->per_prompt = r->n;
+    g->n_prompts = P;
     g->logprobs = r->params.logprobs;
     g->include_usage = r->include_usage;
+    g->echo = r->echo;
+    g->echo_only = r->echo_only;
     g->created = (json_int_t)time(NULL);
     g->fd = kvs_http_fd(c);
-    g->n_prompt = (int32_t)n_prompt;
-
-    kvs_submit sub = {.chan = g->chan, .n = r->n, .prompt = (int32_t *)prompt, .n_prompt = n_prompt,
-                      .params = r->params, .t_arrival = kvs_now(),
-                      .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
-    if (!sub.reply) {
+    bool oom = false;
+    for (size_t i = 0; i < r->params.n_stop && i < 8; i++) {
+        size_t m = r->params.stop_len ? r->params.stop_len[i] : strlen(r->params.stop[i]);
+        if (!(g->stop[i] = malloc(m + 1))) {
+            oom = true;
+            break;
+        }
+        memcpy(g->stop[i], r->params.stop[i], m);
+        g->stop[i][m] = '\0';
+        g->stop_len[i] = m;
+        g->n_stop = i + 1;
+    }
+    for (int32_t k = 0; k < P && !oom; k++) {
+        gen_prompt *pr = &g->pr[k];
+        pr->ids = prompts[k];
+        pr->first_id = prompts[k][0];
+        pr->n_ids = (int32_t)n_prompts[k];
+        pr->n_prompt = (int32_t)n_prompts[k];
+        oom = g->echo && !echo_prepare(g, pr, r, (size_t)k);
+    }
+    for (int32_t i = 0; i < N; i++) {
+        g->ch[i].stop_string = g->ch[i].stop_token = -1;
+        g->ch[i].offset = g->echo ? g->pr[i / r->n].echo_len : 0; /* text_offset counts the echoed prompt */
+    }
+    for (int32_t k = 0; k < P && !oom; k++) {
+        subs[k] = (kvs_submit){.chan = g->chan, .n = r->n, .index_base = k * r->n, .prompt = (int32_t *)prompts[k],
+                               .n_prompt = n_prompts[k], .params = r->params, .t_arrival = kvs_now(),
+                               .length_param = r->max_tokens_field,
+                               .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
+        subs[k].params.strip_leading_space = strip[k];
+        oom = !subs[k].reply;
+    }
+    if (oom) {
+        for (int32_t k = 0; k < P; k++)
+            free(subs[k].reply);
+        free(subs);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
     }
-    if (!kvs_loop_submit(s->loop, &sub)) {
-        free(sub.reply);
-        gen_free(g);
-        kvs_server_job_end(s);
-        return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+    /* Submit every prompt, then take one reply per submission (each
+     * submission stays alive until its reply).  Events of prompts accepted
+     * earlier may come in between: they are kept as usual. */
+    int32_t n_submitted = 0;
+    for (; n_submitted < P; n_submitted++)
+        if (!kvs_loop_submit(s->loop, &subs[n_submitted]))
+            break;
+    for (int32_t k = n_submitted; k < P; k++) {
+        free(subs[k].reply);
+        subs[k].reply = NULL;
     }
-    g->base = sub.base_id;
-    snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
-             (uint64_t)(s->salt ^ (g->base * (uint64_t)0x9E3779B97F4A7C15ull)));
-    /* The first event always comes (the loop answers every submission). */
-    kvs_srv_event *ev;
-    while (!(ev = kvs_chan_pop(g->chan, POLL_MS)))
-        ;
-    if (ev->kind == KVS_EV_ERROR) {
-        ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s", ev->text);
+    for (int32_t k = 0; k < n_submitted; k++) {
+        g->pr[k].base = subs[k].base_id;
+        if (k == 0)
+            snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
+                     (uint64_t)(s->salt ^ (subs[0].base_id * (uint64_t)0x9E3779B97F4A7C15ull)));
+    }
+    unsigned err_status = n_submitted < P ? 503 : 0;
+    char err_param[32] = "", err_msg[sizeof(((kvs_error *)0)->msg)] = "the server is shutting down";
+    int32_t n_replies = 0;
+    bool keep_ok = true;
+    while (n_replies < n_submitted) {
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
+        if (!ev)
+            continue;
+        if (ev->kind == KVS_EV_ACCEPTED) {
+            g->pr[n_replies++].accepted = true;
+        } else if (ev->kind == KVS_EV_ERROR) { /* a submission refused, or the engine failing */
+            if (err_status == 0) {
+                err_status = (unsigned)ev->status;
+                snprintf(err_param, sizeof err_param, "%s", ev->param);
+                snprintf(err_msg, sizeof err_msg, "%s", ev->text);
+            }
+            if (ev->reply)
+                n_replies++;
+        } else if (keep_ok) {
+            keep_ok = r->stream ? stream_event(g, ev) : collect_event(g, ev);
+        }
         free(ev);
+    }
+    free(subs);
+    if (err_status || !keep_ok) {
+        kvs_chan_close(g->chan);
+        gen_abort(g);
         gen_free(g);
         kvs_server_job_end(s);
-        return ret;
+        if (!keep_ok)
+            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+        return kvs_http_error(c, err_status, err_param[0] ? err_param : NULL,
+                              err_status == 503 ? "shutting_down" : NULL, "%s", err_msg);
     }
-    free(ev);
     g->last_check = kvs_now();
     if (r->stream)
         return start_stream(g, c);
 
     double last_check = kvs_now();
     while (g->n_finished < g->n) {
-        ev = kvs_chan_pop(g->chan, POLL_MS);
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
         double now = kvs_now();
         if (!ev || now - last_check >= POLL_MS * 1e-3) {
             last_check = now;
             if (kvs_http_peer_gone(g->fd)) { /* nobody to answer: free the blocks now */
                 free(ev);
                 kvs_chan_close(g->chan);
-                kvs_loop_abort(s->loop, g->base, g->n);
+                gen_abort(g);
                 gen_free(g);
                 kvs_server_job_end(s);
                 return MHD_NO;
@@ -446,7 +725,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
             ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
             free(ev);
             kvs_chan_close(g->chan);
-            kvs_loop_abort(s->loop, g->base, g->n);
+            gen_abort(g);
             gen_free(g);
             kvs_server_job_end(s);
             return ret;
@@ -455,7 +734,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
         free(ev);
         if (!ok) {
             kvs_chan_close(g->chan);
-            kvs_loop_abort(s->loop, g->base, g->n);
+            gen_abort(g);
             gen_free(g);
             kvs_server_job_end(s);
             return kvs_http_error(c, 500, NULL, NULL, "out of memory");
@@ -465,4 +744,11 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     gen_free(g);
     kvs_server_job_end(s);
     return ret;
+}
+
+enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                            const int32_t *prompt, size_t n_prompt, const char *prompt_param)
+{
+    bool strip = r->params.strip_leading_space;
+    return kvs_gen_run_batch(s, c, r, &prompt, &n_prompt, &strip, 1, prompt_param);
 }

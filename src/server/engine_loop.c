@@ -112,6 +112,7 @@ static void reply(kvs_submit *s, kvs_ev_kind kind, int status, const char *param
     ev->text[n] = '\0';
     ev->text_len = n;
     ev->kind = kind;
+    ev->reply = true;
     ev->status = status;
     snprintf(ev->param, sizeof ev->param, "%s", param ? param : "");
     kvs_chan_push(c, ev);

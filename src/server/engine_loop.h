@@ -44,6 +44,7 @@ typedef enum kvs_ev_kind {
 typedef struct kvs_srv_event {
     struct kvs_srv_event *next;
     kvs_ev_kind kind;
+    bool reply;                    /* a submission's first event (ACCEPTED or ERROR) */
     int32_t index;                 /* choice */
     int32_t token;                 /* -1: none (abort) */
     float logprob;

@@ -99,6 +99,13 @@ bool kvs_api_chat_prompt(kvs_server *s, struct MHD_Connection *c, json_t *messag
 enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                             const int32_t *prompt, size_t n_prompt, const char *prompt_param);
 
+/* The same for several prompts (a completion request's list): prompt k
+ * (prompts[k], n_prompts[k] tokens; strip[k] its strip_leading_space)
+ * gets choices k * r->n .. k * r->n + r->n - 1; usage sums the prompts. */
+enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                  const int32_t *const *prompts, const size_t *n_prompts, const bool *strip,
+                                  int32_t n_prompt_lists, const char *prompt_param);
+
 /* ---- logprobs formatting (api_logprobs.c) ---- */
 
 /* A token's text as a JSON string: the decoded bytes when they are valid
