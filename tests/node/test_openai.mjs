@@ -98,6 +98,73 @@ async function main() {
     assert.deepEqual([usage.prompt_tokens, usage.completion_tokens, usage.total_tokens], [5, 59, 64]);
   });
 
+  await check('completions with a list of prompts', async () => {
+    const r = await c.completions.create({ model: 'stories260K', prompt: ['Once upon a time', 'Lily'], max_tokens: 6,
+                                           temperature: 0, n: 2 });
+    assert.deepEqual(r.choices.map((x) => x.index), [0, 1, 2, 3]); // prompt-major, as OpenAI numbers them
+    const lily = await c.completions.create({ model: 'stories260K', prompt: 'Lily', max_tokens: 6, temperature: 0 });
+    assert.ok(expected.startsWith('Once upon a time' + r.choices[0].text), r.choices[0].text);
+    assert.equal(r.choices[1].text, r.choices[0].text);
+    assert.equal(r.choices[2].text, lily.choices[0].text);
+    assert.equal(r.choices[3].text, lily.choices[0].text);
+    assert.equal(r.usage.prompt_tokens, 5 + lily.usage.prompt_tokens);
+    assert.equal(r.usage.completion_tokens, 24);
+    const ids = await c.completions.create({ model: 'stories260K', prompt: [[1, 403, 407, 261, 378], [1, 403]],
+                                             max_tokens: 6, temperature: 0 });
+    assert.equal(ids.choices.length, 2);
+    assert.equal(ids.choices[0].text, r.choices[0].text);
+    assert.equal(ids.usage.prompt_tokens, 7);
+  });
+
+  await check('models.retrieve', async () => {
+    let m;
+    try {
+      m = await c.models.retrieve('stories260K');
+    } catch (e) {
+      // the handler is kvs_api_model(); the HTTP router (rewritten in parallel) must route the path to it
+      if (e instanceof OpenAI.NotFoundError && e.code === 'not_found') {
+        console.log('SKIP models.retrieve: GET /v1/models/{id} is not routed yet');
+        return;
+      }
+      throw e;
+    }
+    assert.equal(m.id, 'stories260K');
+    assert.equal(m.object, 'model');
+    await assert.rejects(c.models.retrieve('nope'),
+                         (e) => e instanceof OpenAI.NotFoundError && e.code === 'model_not_found');
+  });
+
+  await check('stream usage: null until the usage chunk', async () => {
+    const s = await c.completions.create({ model: 'stories260K', prompt: ['Once upon a time', 'Lily'], max_tokens: 5,
+                                           temperature: 0, stream: true, stream_options: { include_usage: true } });
+    const chunks = [];
+    for await (const ch of s) chunks.push(ch);
+    const last = chunks.pop();
+    assert.ok(chunks.length >= 10 && chunks.every((ch) => ch.usage === null), JSON.stringify(chunks[0]));
+    assert.deepEqual(last.choices, []);
+    assert.equal(last.usage.completion_tokens, 10);
+  });
+
+  await check('stop_reason, echo, logit_bias, min_tokens', async () => {
+    const r = await c.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 40,
+                                           temperature: 0, stop: ['Lily'] });
+    assert.equal(r.choices[0].finish_reason, 'stop');
+    assert.equal(r.choices[0].stop_reason, 'Lily');
+    const e = await c.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 0,
+                                           echo: true, logprobs: 1 });
+    assert.equal(e.choices[0].text, 'Once upon a time');
+    assert.equal(e.choices[0].logprobs.tokens.length, 5);
+    assert.equal(e.choices[0].logprobs.token_logprobs[0], null);
+    assert.ok(e.choices[0].logprobs.token_logprobs.slice(1).every((x) => x < 0));
+    const b = await c.completions.create({ model: 'stories260K', prompt: 'Once upon a time', max_tokens: 20,
+                                           temperature: 0, logit_bias: { 2: 100 }, min_tokens: 4 });
+    assert.equal(b.choices[0].finish_reason, 'stop');
+    assert.equal(b.choices[0].stop_reason, null);
+    assert.equal(b.usage.completion_tokens, 5);
+    await assert.rejects(c.completions.create({ model: 'stories260K', prompt: 'a', suffix: 'b' }),
+                         (x) => x instanceof OpenAI.BadRequestError && x.param === 'suffix');
+  });
+
   await check('errors map to the client\'s classes', async () => {
     await assert.rejects(c.completions.create({ model: 'nope', prompt: 'a' }),
                          (e) => e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === 'model_not_found');
