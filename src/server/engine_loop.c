@@ -181,8 +181,10 @@ static void deliver(kvs_loop *l, const kvs_output *o, double now)
     /* prompt logprobs ride in the same allocation, after the text */
     const size_t align = _Alignof(kvs_prompt_logprob);
     size_t plp_bytes = (size_t)o->n_prompt_lp * sizeof *o->prompt_lp;
-    kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, o->text, o->text_len + (plp_bytes ? align + plp_bytes : 0));
+    kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, NULL, o->text_len + (plp_bytes ? align + plp_bytes : 0));
     if (ev) {
+        if (o->text_len)
+            memcpy(ev->text, o->text, o->text_len);
         ev->text_len = o->text_len;
         ev->text[o->text_len] = '\0';
         ev->stop_string = o->stop_string;
