@@ -76,7 +76,13 @@ typedef struct kvs_prompt_logprob {
  * While a request runs, the text that could still turn out to begin a
  * stop string (the longest suffix that is a proper prefix of one) is held
  * back; outputs never split a UTF-8 character.  At the end an incomplete
- * character left in the detokenizer comes out as U+FFFD. */
+ * character left in the detokenizer comes out as U+FFFD.
+ * With min_tokens, 2 applies only from min_tokens output tokens on (the
+ * logits processor also keeps those tokens from being sampled before) and
+ * 3 only after more than min_tokens, as vLLM.  logit_bias, min_tokens and
+ * prompt logprobs are described in logits_proc.h; a request with prompt
+ * logprobs reports them in outputs with token -1 while its prompt is
+ * computed (and with the first sampled token for the last chunk). */
 typedef struct kvs_request_params {
     kvs_sampling_params sampling;
     int32_t max_tokens;              /* output tokens; <= 0: until max_model_len */
@@ -92,7 +98,8 @@ typedef struct kvs_request_params {
     int32_t min_tokens;              /* no EOS / stop token / stop string before this many output tokens */
     const kvs_logit_bias *logit_bias;  /* added to the logits before sampling (copied) */
     size_t n_logit_bias;
-    int32_t prompt_logprobs;         /* -1: none; 0..KVS_MAX_LOGPROBS: each prompt token's logprob + top n */
+    bool prompt_logprobs;            /* report each prompt token's logprob (from the second) ... */
+    int32_t prompt_top_logprobs;     /* ... with the top n (0..KVS_MAX_LOGPROBS) of its distribution */
 } kvs_request_params;
 
 kvs_request_params kvs_request_defaults(void);

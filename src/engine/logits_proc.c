@@ -19,8 +19,8 @@ kvs_status kvs_lproc_validate(const kvs_request_params *p, int32_t n_vocab, kvs_
     if (p->max_tokens > 0 && p->min_tokens > p->max_tokens)
         return kvs_fail(err, KVS_E_INVALID, "min_tokens (%d) must be at most max_tokens (%d)", p->min_tokens,
                         p->max_tokens);
-    if (p->prompt_logprobs > KVS_MAX_LOGPROBS)
-        return kvs_fail(err, KVS_E_INVALID, "prompt_logprobs must be at most %d", KVS_MAX_LOGPROBS);
+    if (p->prompt_logprobs && (p->prompt_top_logprobs < 0 || p->prompt_top_logprobs > KVS_MAX_LOGPROBS))
+        return kvs_fail(err, KVS_E_INVALID, "prompt_top_logprobs must be in [0, %d]", KVS_MAX_LOGPROBS);
     return KVS_OK;
 }
 
@@ -42,7 +42,7 @@ void kvs_lproc_apply(const kvs_request *r, const kvs_tokenizer *tok, float *logi
 int32_t kvs_plp_rows(const kvs_request *r, int32_t n_new, int32_t *first)
 {
     *first = 0;
-    if (r->params.prompt_logprobs < 0)
+    if (!r->params.prompt_logprobs)
         return 0;
     /* The logits at position q give the logprob of prompt token q + 1. */
     int32_t lo = r->n_computed > r->plp_next - 1 ? r->n_computed : r->plp_next - 1;
@@ -74,7 +74,7 @@ void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows)
 void kvs_plp_compute(kvs_sampler *smp, kvs_request *r, const float *rows, int32_t first, int32_t n_rows,
                      int32_t n_vocab, kvs_prompt_logprob *out)
 {
-    int32_t n_top = r->params.prompt_logprobs < n_vocab ? r->params.prompt_logprobs : n_vocab;
+    int32_t n_top = r->params.prompt_top_logprobs < n_vocab ? r->params.prompt_top_logprobs : n_vocab;
     for (int32_t k = 0; k < n_rows; k++) {
         kvs_prompt_logprob *o = &out[k];
         o->index = first + k + 1;

@@ -122,7 +122,7 @@ static void take_cached_prefix(kvs_scheduler *s, kvs_request *r)
     const int32_t bs = s->cfg.block_size;
     int32_t parent = KVS_NO_BLOCK, hits = 0;
     /* prompt logprobs need the logits of the positions still to report (as vLLM, no cache reads) */
-    int32_t limit = r->params.prompt_logprobs >= 0 && r->plp_next < r->n_prompt ? r->plp_next - 1 : r->n_tokens - 1;
+    int32_t limit = r->params.prompt_logprobs && r->plp_next < r->n_prompt ? r->plp_next - 1 : r->n_tokens - 1;
     while ((hits + 1) * bs <= limit) {
         int32_t b = kvs_block_pool_lookup(s->pool, parent, r->tokens + (int64_t)hits * bs);
         if (b == KVS_NO_BLOCK)

@@ -389,7 +389,6 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
     /* logprobs: an integer (completions) or a boolean with top_logprobs (chat). */
     json_t *lp = json_object_get(body, "logprobs");
     r->params.logprobs = -1;
-    r->params.prompt_logprobs = -1;
     if (kind == KVS_OAI_COMPLETION) {
         x = -1;
         if ((st = get_int(body, "logprobs", 0, 5, &x, e)))
@@ -398,7 +397,8 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
         if ((st = get_bool(body, "echo", &r->echo, e)))
             return st;
         /* with echo and logprobs, the prompt tokens' logprobs too (vLLM's prompt_logprobs) */
-        r->params.prompt_logprobs = r->echo && r->params.logprobs >= 0 ? r->params.logprobs : -1;
+        r->params.prompt_logprobs = r->echo && r->params.logprobs >= 0;
+        r->params.prompt_top_logprobs = r->params.prompt_logprobs ? r->params.logprobs : 0;
         json_t *suffix = json_object_get(body, "suffix");
         if (suffix && !json_is_null(suffix))
             return bad(e, "suffix", "'suffix' needs a model with fill-in-the-middle (infill) tokens; this "
