@@ -352,7 +352,7 @@ static int32_t build_batch(kvs_engine *e, kvs_batch *bt)
         memcpy(row, r->blocks, (size_t)r->n_blocks * 4);
         for (int32_t j = r->n_blocks; j < mb; j++)
             row[j] = KVS_NO_BLOCK;
-        int32_t first, n_plp = kvs_plp_rows(r, pe->n_new, &first); /* prompt-logprob rows first */
+        int32_t first, n_plp = kvs_plp_rows(r, r->n_computed, pe->n_new, &first); /* prompt-logprob rows first */
         for (int32_t j = 0; j < n_plp; j++)
             e->b_rows[n_rows++] = n - pe->n_new + (first - r->n_computed) + j;
         if (pe->sample)
@@ -548,10 +548,7 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
             kvs_request *r = s->plan[i].req;
             int32_t after = r->n_computed, before = after - s->plan[i].n_new;
             kvs_prompt_logprob *plp = e->plp + n_plp_out;
-            int32_t first, n_plp;
-            r->n_computed = before; /* kvs_plp_rows counts from the step's start */
-            n_plp = kvs_plp_rows(r, s->plan[i].n_new, &first);
-            r->n_computed = after;
+            int32_t first, n_plp = kvs_plp_rows(r, before, s->plan[i].n_new, &first);
             kvs_plp_compute(&e->sampler, r, e->runner->logits + (int64_t)row * V, first, n_plp, V, plp);
             row += n_plp;
             n_plp_out += n_plp;

@@ -39,14 +39,14 @@ void kvs_lproc_apply(const kvs_request *r, const kvs_tokenizer *tok, float *logi
         logits[r->logit_bias[i].token] += r->logit_bias[i].bias;
 }
 
-int32_t kvs_plp_rows(const kvs_request *r, int32_t n_new, int32_t *first)
+int32_t kvs_plp_rows(const kvs_request *r, int32_t from, int32_t n_new, int32_t *first)
 {
     *first = 0;
     if (!r->params.prompt_logprobs)
         return 0;
     /* The logits at position q give the logprob of prompt token q + 1. */
-    int32_t lo = r->n_computed > r->plp_next - 1 ? r->n_computed : r->plp_next - 1;
-    int32_t hi = r->n_computed + n_new < r->n_prompt - 1 ? r->n_computed + n_new : r->n_prompt - 1;
+    int32_t lo = from > r->plp_next - 1 ? from : r->plp_next - 1;
+    int32_t hi = from + n_new < r->n_prompt - 1 ? from + n_new : r->n_prompt - 1;
     *first = lo;
     return hi > lo ? hi - lo : 0;
 }
@@ -56,7 +56,7 @@ void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows)
     int32_t used = 0;
     for (int32_t i = 0; i < s->n_plan; i++) {
         kvs_sched_entry *pe = &s->plan[i];
-        int32_t first, rows = kvs_plp_rows(pe->req, pe->n_new, &first);
+        int32_t first, rows = kvs_plp_rows(pe->req, pe->req->n_computed, pe->n_new, &first);
         int32_t need = rows + (pe->sample ? 1 : 0);
         int32_t avail = max_rows - used - (s->n_plan - i - 1); /* one row kept for each entry after this */
         if (need > avail) {

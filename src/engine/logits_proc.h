@@ -43,9 +43,9 @@ kvs_status kvs_lproc_validate(const kvs_request_params *p, int32_t n_vocab, kvs_
  * to one row of n_vocab logits, in place. */
 void kvs_lproc_apply(const kvs_request *r, const kvs_tokenizer *tok, float *logits, int32_t n_vocab);
 
-/* Logit rows r needs this step for prompt logprobs when it computes n_new
- * tokens from r->n_computed: positions [*first, *first + result). */
-int32_t kvs_plp_rows(const kvs_request *r, int32_t n_new, int32_t *first);
+/* Logit rows r needs for prompt logprobs in a step that computes n_new
+ * tokens from position `from`: positions [*first, *first + result). */
+int32_t kvs_plp_rows(const kvs_request *r, int32_t from, int32_t n_new, int32_t *first);
 
 /* Shorten plan entries of prompt-logprob requests so that the step's logit
  * rows (these plus one per sampling entry) fit max_rows.  Needs
