@@ -80,7 +80,6 @@ typedef struct kvs_backend_caps {
                                 process's resident set is the device meter */
     bool graphs;             /* can capture and replay execution graphs (graph_bytes is set) */
     kvs_dtype act_dtype;     /* what activations are computed in (the interface passes f32) */
-    kvs_dtype kv_default;    /* the KV-cache dtype `--kv-cache-dtype auto` picks */
     uint64_t kv_dtypes;      /* KV-cache dtypes kv_store/attention accept: bit (1 << dtype id) */
     uint64_t weight_dtypes;  /* weight dtypes matmul/get_rows compute with: bit (1 << dtype id);
                                 0: every type kvs_dtype_computable() names */

@@ -122,7 +122,6 @@ static const kvs_backend_ops CPU_OPS = {
         .host_memory = true,
         .graphs = false,
         .act_dtype = KVS_DTYPE_F32,
-        .kv_default = KVS_DTYPE_F32,
         .kv_dtypes = KVS_DTYPE_BIT(KVS_DTYPE_F32) | KVS_DTYPE_BIT(KVS_DTYPE_F16) |
                      KVS_DTYPE_BIT(KVS_DTYPE_BF16),
         .weight_dtypes = 0, /* every type kvs_dtype_computable() names */
