@@ -209,12 +209,12 @@ enum MHD_Result kvs_api_detokenize(kvs_server *s, struct MHD_Connection *c, cons
         goto done;
     }
     for (size_t i = 0; i < n; i++) {
-        json_t *t = json_array_get(toks, i);
-        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) >= V) {
+        long long t;
+        if (!kvs_oai_json_int(json_array_get(toks, i), &t) || t < 0 || t >= V) {
             ret = kvs_http_error(c, 400, "tokens", NULL, "tokens[%zu] must be a token id in [0, %d)", i, V);
             goto done;
         }
-        ids[i] = (int32_t)json_integer_value(t);
+        ids[i] = (int32_t)t;
     }
     size_t text_len;
     char *text = kvs_api_decode(s->inst->tok, ids, n, &text_len);

@@ -183,6 +183,10 @@ def t_nul_and_numbers(srv):
         assert st == 200 and b"\\u0000" in data, data
         want = llama2c_decode(pieces, ids).decode("utf-8")
         assert json.loads(data)["prompt"] == want, (ids, data, want)
+    st, d = srv.post("/detokenize", {"tokens": [264.0, 3.0, 266.0]})  # integral floats here too
+    assert st == 200 and d["prompt"] == "nd\x00ed", d
+    st, e = srv.post("/detokenize", {"tokens": [264.5]})
+    assert_error(st, e, 400, param="tokens")
     # a stop string holding NUL is matched with its length
     st, _, data = srv.request("POST", "/v1/completions",
                               b'{"prompt": "Once upon a time", "max_tokens": 30, "temperature": 0, "stop": ["x\\u0000"]}')
