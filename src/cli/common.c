@@ -59,6 +59,10 @@ static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *li
         it->error = error_obj("'n' must be 1 in a batch file", "n");
         return;
     }
+    if (it->req.echo) { /* the results list output token ids and text only */
+        it->error = error_obj("'echo' is not supported in a batch file", "echo");
+        return;
+    }
     if (kvs_oai_prompt_tokens(&it->req, in->tok, &it->prompt, &it->n_prompt, &oe) != KVS_OK) {
         it->error = error_obj(oe.message, oe.param);
         return;

@@ -33,7 +33,8 @@ def main():
     reqs += [{"prompt": f"Tom had {i} apples", "max_tokens": 5 + i % 17, "temperature": 0} for i in range(30)]
     reqs += [{"prompt": "The dog", "max_tokens": 20, "temperature": 0.9, "seed": 7, "top_p": 0.9},
              {"prompt": [1, 403, 407], "max_tokens": 10, "temperature": 0, "stop": [","]}]
-    bad = ['{"prompt": 5}', 'not json', '{"prompt": "x", "bogus_field": 1}', '{"prompt": "x", "temperature": -1}']
+    bad = ['{"prompt": 5}', 'not json', '{"prompt": "x", "bogus_field": 1}', '{"prompt": "x", "temperature": -1}',
+           '{"prompt": "x", "echo": true}', '{"prompt": ["x", "y"]}']
     lines = [json.dumps(r) for r in reqs] + bad
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "reqs.jsonl")
@@ -78,6 +79,8 @@ def main():
             problems.append(f"bad line {line!r} gave {r}")
     if out[len(reqs) + 2].get("error", {}).get("param") != "bogus_field":
         problems.append("the unknown field is not named")
+    if [out[len(reqs) + k].get("error", {}).get("param") for k in (4, 5)] != ["echo", "prompt"]:
+        problems.append("echo / a prompt list in a batch file is not refused by name")
     for p in problems:
         print("FAIL:", p)
     print(f"{len(out)} results checked, {len(problems)} problems")
