@@ -15,6 +15,7 @@
 
 #include <cmocka.h>
 
+#include "engine/logits_proc.h"
 #include "engine_test_util.h"
 
 #define N_REQ 6
@@ -274,12 +275,58 @@ static void test_min_tokens_bias_stop(void **state)
     kvs_engine_free(e);
 }
 
+/* kvs_plp_fit_plan alone, on hand-made plans: every step's rows fit, each
+ * request keeps at least one token, a shortened chunk does not sample. */
+static void test_fit_plan(void **state)
+{
+    (void)state;
+    kvs_request reqs[4];
+    kvs_sched_entry plan[4];
+    kvs_scheduler s = {.plan = plan};
+    for (int32_t max_rows = 1; max_rows <= 12; max_rows++) {
+        for (int32_t cap = 1; cap <= 5; cap += 4) {
+            memset(reqs, 0, sizeof reqs);
+            /* 0: prompt logprobs, prefilling 40 of 50 from 0; 1: decoding; 2: prompt logprobs, last chunk;
+             * 3: prompt logprobs with positions reported before a preemption (plp_next 30) */
+            int32_t n_tokens[4] = {50, 21, 12, 40}, computed[4] = {0, 20, 4, 10}, n_new[4] = {40, 1, 8, 30};
+            int32_t plp_next[4] = {1, 1, 1, 30};
+            bool plp[4] = {true, false, true, true};
+            s.n_plan = max_rows < 4 ? max_rows : 4;
+            for (int i = 0; i < 4; i++) {
+                reqs[i].n_prompt = reqs[i].n_tokens = n_tokens[i];
+                if (i == 1)
+                    reqs[i].n_prompt = 10;
+                reqs[i].n_computed = computed[i];
+                reqs[i].plp_next = plp_next[i];
+                reqs[i].params.prompt_logprobs = plp[i];
+                plan[i] = (kvs_sched_entry){&reqs[i], n_new[i], computed[i] + n_new[i] == n_tokens[i]};
+            }
+            kvs_plp_fit_plan(&s, max_rows, cap);
+            int32_t rows = 0;
+            for (int i = 0; i < s.n_plan; i++) {
+                int32_t first, r = kvs_plp_rows(&reqs[i], computed[i], plan[i].n_new, &first);
+                assert_true(plan[i].n_new >= 1 && plan[i].n_new <= n_new[i]);
+                assert_true(r <= cap);
+                if (plan[i].n_new < n_new[i])
+                    assert_false(plan[i].sample);
+                if (plan[i].sample)
+                    assert_int_equal(computed[i] + plan[i].n_new, n_tokens[i]);
+                rows += r + (plan[i].sample ? 1 : 0);
+                if (i == 3) /* positions 10..28 were reported: recomputing them needs no rows */
+                    assert_true(r == 0 || first == 29);
+            }
+            assert_true(rows <= max_rows);
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prompt_logprobs_llama2c),
         cmocka_unit_test(test_prompt_logprobs_chunked_preempted),
         cmocka_unit_test(test_min_tokens_bias_stop),
+        cmocka_unit_test(test_fit_plan),
     };
     return cmocka_run_group_tests(tests, et_fixture_setup, et_fixture_teardown);
 }

@@ -524,7 +524,7 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
     kvs_scheduler *s = &e->sched;
     const int32_t V = e->model->hp.n_vocab;
     kvs_sched_schedule(s);
-    kvs_plp_fit_plan(s, e->runner->max_logits);
+    kvs_plp_fit_plan(s, e->runner->max_logits, e->runner->max_logits);
     e->last_step_tokens = 0;
     if (s->n_plan > 0) {
         kvs_batch bt;

@@ -51,7 +51,7 @@ int32_t kvs_plp_rows(const kvs_request *r, int32_t from, int32_t n_new, int32_t 
     return hi > lo ? hi - lo : 0;
 }
 
-void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows)
+void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows, int32_t max_per_request)
 {
     int32_t used = 0;
     for (int32_t i = 0; i < s->n_plan; i++) {
@@ -59,6 +59,8 @@ void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows)
         int32_t first, rows = kvs_plp_rows(pe->req, pe->req->n_computed, pe->n_new, &first);
         int32_t need = rows + (pe->sample ? 1 : 0);
         int32_t avail = max_rows - used - (s->n_plan - i - 1); /* one row kept for each entry after this */
+        if (rows > max_per_request && avail > max_per_request)
+            avail = max_per_request;
         if (need > avail) {
             /* Compute up to the last position whose row fits; a shorter
              * chunk does not complete the request's tokens, so it does not

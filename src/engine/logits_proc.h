@@ -48,9 +48,11 @@ void kvs_lproc_apply(const kvs_request *r, const kvs_tokenizer *tok, float *logi
 int32_t kvs_plp_rows(const kvs_request *r, int32_t from, int32_t n_new, int32_t *first);
 
 /* Shorten plan entries of prompt-logprob requests so that the step's logit
- * rows (these plus one per sampling entry) fit max_rows.  Needs
- * s->n_plan <= max_rows, which the runner's limits guarantee. */
-void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows);
+ * rows (these plus one per sampling entry) fit max_rows, and no request
+ * reports more than max_per_request prompt logprobs in one step (>= 1; the
+ * consumer's per-request room, e.g. events a reader may have queued).
+ * Needs s->n_plan <= max_rows, which the runner's limits guarantee. */
+void kvs_plp_fit_plan(kvs_scheduler *s, int32_t max_rows, int32_t max_per_request);
 
 /* Compute the prompt logprobs of n_rows consecutive positions from `first`
  * (rows of n_vocab logits) into out[0..n_rows), and advance r->plp_next. */

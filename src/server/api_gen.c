@@ -105,6 +105,8 @@ static json_t *stop_reason_json(const gen *g, const gen_choice *c)
 
 /* ---- logprobs ---- */
 
+static gen_prompt *prompt_of(gen *g, int32_t index) { return &g->pr[index / g->per_prompt]; }
+
 /* JSON cannot hold -inf: vLLM writes -9999.0 for it. */
 static json_t *lp_val(float v) { return json_real(isfinite(v) ? (double)v : -9999.0); }
 
@@ -165,7 +167,8 @@ static void lp_add(const gen *g, json_t *lp, const kvs_srv_event *ev, size_t off
 }
 
 /* echo with logprobs: the prompt's tokens first, as vLLM returns them (the
- * first has no logprob: nothing comes before it). */
+ * first has no logprob: nothing comes before it); ev is a prompt-logprob
+ * event (ev->prompt_index > 0). */
 static bool lp_prompt_add(const gen *g, gen_choice *c, const gen_prompt *pr, const kvs_srv_event *ev)
 {
     if (!g->echo || g->logprobs < 0 || g->kind != KVS_OAI_COMPLETION)
@@ -180,12 +183,19 @@ static bool lp_prompt_add(const gen *g, gen_choice *c, const gen_prompt *pr, con
         json_array_append_new(json_object_get(c->lp, "top_logprobs"), json_null());
         json_array_append_new(json_object_get(c->lp, "text_offset"), json_integer(0));
     }
-    for (int32_t k = 0; k < ev->n_prompt_lp; k++) {
-        const kvs_prompt_logprob *e = &ev->prompt_lp[k];
-        size_t off = e->index < pr->n_ids && pr->tok_off ? pr->tok_off[e->index] : pr->echo_len;
-        lp_completion_entry(c->lp, t, e->token, e->logprob, e->n_top, e->top_ids, e->top_logprobs, off);
-    }
+    size_t off = ev->prompt_index < pr->n_ids && pr->tok_off ? pr->tok_off[ev->prompt_index] : pr->echo_len;
+    lp_completion_entry(c->lp, t, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, off);
     return true;
+}
+
+/* A prompt-logprob event: kept for the choice's first chunk (or the answer). */
+static bool prompt_event(gen *g, const kvs_srv_event *ev)
+{
+    gen_choice *c = &g->ch[ev->index];
+    gen_prompt *pr = prompt_of(g, ev->index);
+    if (ev->n_prompt > 0)
+        pr->n_prompt = ev->n_prompt;
+    return lp_prompt_add(g, c, pr, ev);
 }
 
 /* ---- response pieces ---- */
@@ -219,8 +229,6 @@ static json_t *chunk_envelope(const gen *g)
         json_object_set_new(o, "usage", json_null());
     return o;
 }
-
-static gen_prompt *prompt_of(gen *g, int32_t index) { return &g->pr[index / g->per_prompt]; }
 
 static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
 {
@@ -305,10 +313,10 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     }
     if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n || g->done)
         return true;
+    if (ev->prompt_index > 0)
+        return prompt_event(g, ev);
     gen_choice *c = &g->ch[ev->index];
     gen_prompt *pr = prompt_of(g, ev->index);
-    if (!lp_prompt_add(g, c, pr, ev))
-        return false;
     bool sampled = ev->token >= 0 && !g->echo_only;
     bool want_lp = g->logprobs >= 0 && sampled;
     size_t text_len = g->echo_only ? 0 : ev->text_len;
@@ -467,10 +475,10 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
 {
     if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n)
         return true;
+    if (ev->prompt_index > 0)
+        return prompt_event(g, ev);
     gen_choice *c = &g->ch[ev->index];
     gen_prompt *pr = prompt_of(g, ev->index);
-    if (!lp_prompt_add(g, c, pr, ev))
-        return false;
     if (g->echo && !c->echoed) {
         if (!text_append(c, pr->echo, pr->echo_len))
             return false;

@@ -1,7 +1,6 @@
 /* The engine thread: inbox, step loop, hand-out of tokens to channels. */
 #include "server/engine_loop.h"
 
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -165,11 +164,41 @@ static void add_submission(kvs_loop *l, kvs_submit *s)
             kvs_engine_abort(l->e, base + (uint64_t)i);
 }
 
+/* Prompt logprobs go out first, one event each (in the token fields, with
+ * prompt_index set).  False when the reader is gone. */
+static bool deliver_prompt_lp(const live_req *lr, const kvs_output *o)
+{
+    for (int32_t k = 0; k < o->n_prompt_lp; k++) {
+        const kvs_prompt_logprob *p = &o->prompt_lp[k];
+        kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, NULL, 0);
+        if (!ev)
+            return true; /* out of memory: that entry is lost, the request goes on */
+        ev->index = lr->index;
+        ev->prompt_index = p->index;
+        ev->token = p->token;
+        ev->logprob = p->logprob;
+        ev->n_top = p->n_top > KVS_MAX_LOGPROBS ? KVS_MAX_LOGPROBS : p->n_top;
+        memcpy(ev->top_ids, p->top_ids, (size_t)ev->n_top * sizeof *ev->top_ids);
+        memcpy(ev->top_logprobs, p->top_logprobs, (size_t)ev->n_top * sizeof *ev->top_logprobs);
+        ev->n_prompt = o->n_prompt_tokens;
+        ev->n_cached = o->n_cached_tokens;
+        if (!kvs_chan_push(lr->job->chan, ev))
+            return false;
+    }
+    return true;
+}
+
 static void deliver(kvs_loop *l, const kvs_output *o, double now)
 {
     live_req *lr = find_live(l, o->id);
     if (!lr)
         return;
+    bool gone = !deliver_prompt_lp(lr, o);
+    if (o->token < 0 && !o->finished) { /* a step that only computed prompt logprobs */
+        if (gone)
+            kvs_engine_abort(l->e, o->id); /* the reader is gone: free the blocks now */
+        return;
+    }
     if (o->token >= 0) {
         if (!lr->got_first)
             kvs_metrics_first_token(l->m, now - lr->t_arrival, o->n_prompt_tokens);
@@ -178,23 +207,8 @@ static void deliver(kvs_loop *l, const kvs_output *o, double now)
         lr->got_first = true;
         lr->t_last = now;
     }
-    /* prompt logprobs ride in the same allocation, after the text */
-    const size_t align = _Alignof(kvs_prompt_logprob);
-    size_t plp_bytes = (size_t)o->n_prompt_lp * sizeof *o->prompt_lp;
-    kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, NULL, o->text_len + (plp_bytes ? align + plp_bytes : 0));
+    kvs_srv_event *ev = kvs_event_new(KVS_EV_TOKEN, o->text, o->text_len);
     if (ev) {
-        if (o->text_len)
-            memcpy(ev->text, o->text, o->text_len);
-        ev->text_len = o->text_len;
-        ev->text[o->text_len] = '\0';
-        ev->stop_string = o->stop_string;
-        ev->stop_token = o->stop_token;
-        if (plp_bytes) {
-            uintptr_t at = ((uintptr_t)(ev->text + o->text_len + 1) + align - 1) & ~(uintptr_t)(align - 1);
-            ev->prompt_lp = (kvs_prompt_logprob *)at;
-            ev->n_prompt_lp = o->n_prompt_lp;
-            memcpy(ev->prompt_lp, o->prompt_lp, plp_bytes);
-        }
         ev->index = lr->index;
         ev->token = o->token;
         ev->logprob = o->logprob;
@@ -205,6 +219,8 @@ static void deliver(kvs_loop *l, const kvs_output *o, double now)
         }
         ev->finished = o->finished;
         ev->reason = o->reason;
+        ev->stop_string = o->stop_string;
+        ev->stop_token = o->stop_token;
         ev->n_prompt = o->n_prompt_tokens;
         ev->n_output = o->n_output_tokens;
         ev->n_cached = o->n_cached_tokens;

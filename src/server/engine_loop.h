@@ -55,8 +55,8 @@ typedef struct kvs_srv_event {
     kvs_finish_reason reason;
     int32_t n_prompt, n_output, n_cached;
     int32_t stop_string, stop_token;   /* finished on a stop string (its index) / stop token, else -1 */
-    int32_t n_prompt_lp;           /* prompt logprobs of this step, in the same allocation */
-    kvs_prompt_logprob *prompt_lp;
+    int32_t prompt_index;          /* > 0: a prompt logprob (of prompt token prompt_index, in token,
+                                      logprob and the top fields), not an output token */
     int status;                    /* ERROR: the HTTP status */
     char param[32];                /* ERROR: the offending field, or "" */
     size_t text_len;
