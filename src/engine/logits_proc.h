@@ -21,9 +21,11 @@
  * rows are shared out per step: after scheduling, kvs_plp_fit_plan()
  * shortens the prefill chunks of prompt-logprob requests until every logit
  * row of the step fits the buffer (each plan entry keeps at least one
- * row, so every request still advances), and the entries computed in a
- * step go out with that step's output from a fixed array of max_logits
- * entries.  Memory does not grow with load or prompt length; a long prompt
+ * row, so every request still advances; a cap per request per step can
+ * match what its reader may have queued), and the entries computed in a
+ * step go out with that step's output (kvs_output.prompt_lp; a prefill
+ * step that samples nothing reports them with token -1) from a fixed array
+ * of max_logits entries.  Memory does not grow with load or prompt length; a long prompt
  * just takes more steps.  A request with prompt logprobs does not read the
  * prefix cache for the positions it still has to report (as vLLM), and a
  * preempted one does not report a position twice.
