@@ -240,6 +240,8 @@ static kvs_status parse_messages(json_t *o, kvs_oai_request *r, kvs_oai_error *e
         json_t *role = json_object_get(m, "role"), *content = json_object_get(m, "content");
         if (!json_is_object(m) || !json_is_string(role))
             return bad(e, "messages", "messages[%zu] must be an object with a string 'role'", i);
+        if (strlen(json_string_value(role)) != json_string_length(role))
+            return bad(e, "messages", "messages[%zu].role holds a NUL character", i);
         if (!json_is_string(content) && !json_is_null(content) && !json_is_array(content))
             return bad(e, "messages", "messages[%zu].content must be a string or an array of text parts", i);
         if (json_is_array(content)) {
