@@ -357,6 +357,9 @@ def t_chat_fields(chat_srv):
     for field in ("max_tokens", "max_completion_tokens"):
         st, e = chat_srv.post("/v1/chat/completions", {"messages": msgs, field: 5000})
         assert_error(st, e, 400, param=field, code="context_length_exceeded")
+    st, _, data = chat_srv.request("POST", "/v1/chat/completions",
+                                   b'{"messages": [{"role": "user\\u0000x", "content": "hi"}]}')
+    assert_error(st, json.loads(data), 400, param="messages", contains="NUL")
     st, ev, _ = chat_srv.stream("/v1/chat/completions", {"messages": msgs, "max_tokens": 4, "stream": True,
                                                          "stream_options": {"include_usage": True}})
     assert all(c["usage"] is None for c in ev[:-2]) and ev[-2]["usage"]["completion_tokens"] == 4, ev
