@@ -14,6 +14,7 @@ decoded as llama2.c's decode() does)."""
 
 import json
 import os
+import socket
 import struct
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from kvs_server_util import (BUILD, KVSERVE, SHARED, STORIES, Checks, Server, assert_error)  # noqa: E402
+from kvs_server_util import (BUILD, KVSERVE, SHARED, STORIES, Checks, Server, assert_error,  # noqa: E402
+                             wait_for)
 
 EXPECTED = os.path.join(SHARED, "expected")
 LLAMA2_TEMPLATE = os.path.join(SHARED, "templates", "hf-internal-testing-llama-tokenizer-llama2.jinja")
@@ -350,6 +352,28 @@ def t_echo(srv, small_srv):
     assert_error(st, e, 400, param="suffix", contains="infill")
 
 
+def t_list_disconnect(srv):
+    """A client of a prompt list that leaves: every choice of every prompt is aborted, the blocks freed."""
+    ab = 'kvserve:request_success_total{finished_reason="abort"}'
+
+    def idle():
+        m = srv.metrics()
+        return m if m["kvserve:num_requests_running"] == 0 and m["kvserve:num_requests_waiting"] == 0 else None
+    before = wait_for(idle, timeout=30)
+    for stream in (True, False):
+        body = json.dumps(dict(prompt=[ONCE, "Lily", "The cat"], n=2, max_tokens=1500, ignore_eos=True,
+                               stream=stream)).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=60)
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        assert wait_for(lambda: srv.metrics()["kvserve:num_requests_running"] == 6, timeout=30)
+        s.close()
+        after = wait_for(idle, timeout=30)
+        assert after and after["kvserve:kv_cache_usage_perc"] == 0.0, after
+        assert after[ab] == before[ab] + 6, (before[ab], after[ab])
+        before = after
+
+
 # ---------------------------------------------------------------- chat: length field, usage null
 
 def t_chat_fields(chat_srv):
@@ -384,6 +408,7 @@ def main():
         checks.run("min_tokens", t_min_tokens, srv)
         checks.run("logit_bias = llama2.c's ranking", t_logit_bias, srv)
         checks.run("echo and prompt logprobs = llama2.c", t_echo, srv, small)
+        checks.run("a prompt list's client leaves -> all aborted", t_list_disconnect, srv)
         rc, rc2 = srv.stop(), small.stop()
 
         def exited_0():
