@@ -401,12 +401,21 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
         /* with echo and logprobs, the prompt tokens' logprobs too (vLLM's prompt_logprobs) */
         r->params.prompt_logprobs = r->echo && r->params.logprobs >= 0;
         r->params.prompt_top_logprobs = r->params.prompt_logprobs ? r->params.logprobs : 0;
-        json_t *suffix = json_object_get(body, "suffix");
-        if (suffix && !json_is_null(suffix))
-            return bad(e, "suffix", "'suffix' needs a model with fill-in-the-middle (infill) tokens; this "
-                                    "server's model has none");
         if ((st = parse_prompt(body, r, e)))
             return st;
+        /* suffix: fill in the middle (the model's FIM tokens are looked up when the prompt is built) */
+        json_t *suffix = json_object_get(body, "suffix");
+        if (suffix && !json_is_null(suffix)) {
+            if (!json_is_string(suffix))
+                return bad(e, "suffix", "'suffix' must be a string");
+            if (r->echo)
+                return bad(e, "suffix", "'suffix' cannot be used with 'echo'");
+            for (size_t i = 0; i < r->n_prompts; i++)
+                if (!json_is_string(prompt_item(r, i)))
+                    return bad(e, "suffix", "'suffix' needs text prompts (not token ids)");
+            r->suffix = json_string_value(suffix);
+            r->suffix_len = json_string_length(suffix);
+        }
         if (r->n_prompts * (size_t)r->n > KVS_OAI_MAX_CHOICES)
             return bad(e, "n", "%zu prompts x n=%d choices exceed the limit of %d choices per request",
                        r->n_prompts, r->n, KVS_OAI_MAX_CHOICES);

@@ -42,6 +42,8 @@ typedef struct kvs_oai_request {
     int32_t n;                         /* choices per prompt */
     bool echo;                         /* completions: the prompt comes first in each choice */
     bool echo_only;                    /* echo with max_tokens 0: the prompt (and its logprobs) only */
+    const char *suffix;                /* completions: fill in the middle before this text, or NULL */
+    size_t suffix_len;
     bool add_generation_prompt;        /* chat (default true) */
     const char *max_tokens_field;      /* the length field the client sent ("max_tokens" when none) */
     const char *stop[8];

@@ -347,9 +347,35 @@ def t_echo(srv, small_srv):
         assert st == 200 and o["choices"][0]["logprobs"]["tokens"] == la["tokens"], o
         assert np.allclose(np.array(o["choices"][0]["logprobs"]["token_logprobs"][1:]),
                            np.array(la["token_logprobs"][1:]), atol=1e-4)
-    # suffix stays a 400 naming it (this model has no infill tokens)
+    # suffix stays a 400 naming it for a model without infill tokens (this one)
     st, e = srv.post("/v1/completions", {"prompt": "a", "suffix": "b"})
     assert_error(st, e, 400, param="suffix", contains="infill")
+
+
+def t_suffix_fim(fim_srv, model, pieces):
+    """suffix on a vocabulary with fill-in-the-middle tokens: llama.cpp's infill prompt
+    [BOS] PRE prefix SUF suffix MID, with the ids read from the GGUF's token list."""
+    from test_reference_forward import read_gguf
+    meta, _ = read_gguf(model)
+    vocab = meta["tokenizer.ggml.tokens"]
+    pre, suf, mid = (vocab.index(p) for p in pieces)
+    prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))"
+
+    def tok(text, special):
+        st, r = fim_srv.post("/tokenize", {"prompt": text, "add_special_tokens": special})
+        assert st == 200, r
+        return r["tokens"]
+    bos = tok("", True)
+    ids = bos + [pre] + tok(prefix, False) + [suf] + tok(suffix, False) + [mid]
+    r = complete(fim_srv, prompt=prefix, suffix=suffix, max_tokens=8, temperature=0)
+    ref = complete(fim_srv, prompt=ids, max_tokens=8, temperature=0)
+    assert r["usage"]["prompt_tokens"] == len(ids), (r["usage"], len(ids))
+    assert r["choices"][0]["text"] == ref["choices"][0]["text"], (r, ref)
+    r2 = complete(fim_srv, prompt=[prefix, "x = "], suffix=suffix, max_tokens=4, temperature=0, n=2)
+    assert len(r2["choices"]) == 4 and r2["choices"][0]["text"] == r["choices"][0]["text"][:len(r2["choices"][0]["text"])]
+    for body in ({"echo": True}, {"prompt": [1, 2]}, {"suffix": 5}):
+        st, e = fim_srv.post("/v1/completions", dict({"prompt": prefix, "suffix": suffix}, **body))
+        assert_error(st, e, 400, param="suffix")
 
 
 def t_list_disconnect(srv):
@@ -416,6 +442,15 @@ def main():
         checks.run("SIGTERM exits 0", exited_0)
     with Server(chat_model, "--served-model-name", "chat") as chat_srv:
         checks.run("chat: length field, usage null, min_tokens", t_chat_fields, chat_srv)
+    for vocab, pieces in (("starcoder", ("<fim_prefix>", "<fim_suffix>", "<fim_middle>")),
+                          ("deepseek-coder", ("<\uff5cfim\u2581begin\uff5c>", "<\uff5cfim\u2581hole\uff5c>",
+                                              "<\uff5cfim\u2581end\uff5c>"))):
+        fim_model = os.path.join(BUILD, "serve_api_fim_%s.gguf" % vocab)
+        subprocess.run([KVSERVE, "synth", "-o", fim_model, "--preset", "stories260k", "--vocab-from",
+                        os.path.join(SHARED, "vocab", "ggml-vocab-%s.gguf" % vocab), "--seed", "3",
+                        "--init-scale", "3"], check=True, timeout=120, capture_output=True)
+        with Server(fim_model) as fim_srv:
+            checks.run("suffix: fill in the middle (%s's tokens)" % vocab, t_suffix_fim, fim_srv, fim_model, pieces)
     checks.finish()
 
 
