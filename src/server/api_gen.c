@@ -430,7 +430,7 @@ static void sse_free(void *cls)
 static bool role_chunks(gen *g)
 {
     char *pending = g->out;
-    size_t pending_len = g->out_len, pending_cap = g->out_cap;
+    size_t pending_len = g->out_len;
     g->out = NULL;
     g->out_len = g->out_cap = 0;
     bool ok = true;
@@ -442,7 +442,6 @@ static bool role_chunks(gen *g)
         ok = sse_json(g, chunk);
     }
     ok = ok && (pending_len == 0 || out_append(g, pending, pending_len));
-    (void)pending_cap;
     free(pending);
     return ok;
 }
