@@ -128,6 +128,11 @@ static kvs_status check_tensor(const kvs_model_source *src, const tensor_spec *s
                         "], expected [%lld, %lld]",
                         s->name, x->ne[0], x->ne[1], x->ne[2], x->ne[3], (long long)s->ne0, (long long)s->ne1);
     }
+    if ((!x->known_type || !kvs_dtype_computable(x->type)) && where)
+        return kvs_fail(err, KVS_E_UNSUPPORTED,
+                        "'%s': tensor '%s' in %s has type %s, which kvserve cannot compute with "
+                        "(safetensors: F32, F16, BF16)",
+                        where, s->src_name, strrchr(src->files[x->file], '/') + 1, x->type_name);
     if (!x->known_type || !kvs_dtype_computable(x->type))
         return kvs_fail(err, KVS_E_UNSUPPORTED,
                         "tensor '%s' has type %s, which kvserve cannot compute with "
