@@ -222,7 +222,7 @@ static kvs_status read_host(const kvs_model_source *src, const tensor_spec *s, c
 
 static kvs_status map_files(kvs_model_model *m, const kvs_model_source *src, kvs_error *err)
 {
-    if (strcmp(m->backend->ops->name, "cpu") != 0)
+    if (!m->backend->ops->caps.host_memory)
         return kvs_fail(err, KVS_E_UNSUPPORTED, "--mmap is only available on the CPU backend");
     m->maps = calloc(src->n_files, sizeof *m->maps);
     m->map_sizes = calloc(src->n_files, sizeof *m->map_sizes);
@@ -259,9 +259,34 @@ static kvs_weight rows_of(const kvs_weight *w, int64_t r0, int64_t rows)
     return (kvs_weight){(const char *)w->data + (uint64_t)r0 * rb, w->type, w->ne0, rows};
 }
 
+/* The backend has every kernel the family's deviations need. */
+static kvs_status check_backend(const kvs_model_hparams *hp, const kvs_backend *b, kvs_error *err)
+{
+    const kvs_backend_ops *o = b->ops;
+    const char *missing = NULL;
+    if (hp->embed_scale > 0.0f && !o->scale)
+        missing = "scale (embedding scale)";
+    else if (hp->act == KVS_ACT_GELU_TANH && !o->gelu_mul)
+        missing = "gelu_mul (GeGLU)";
+    else if (hp->final_softcap > 0.0f && !o->softcap)
+        missing = "softcap (logit soft-capping)";
+    else if (kvs_model_rope_table(hp) && !o->rope_freqs)
+        missing = "rope_freqs (llama3/dynamic/yarn RoPE scaling)";
+    else if ((hp->swa_mode != KVS_SWA_NONE || hp->attn_softcap > 0.0f) && !o->caps.attn_window)
+        missing = "sliding-window / soft-capped attention";
+    if (missing)
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "the %s backend has no %s, which %s needs", o->name, missing,
+                        hp->arch_name);
+    return KVS_OK;
+}
+
 kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *src, kvs_backend *b,
                                  const kvs_model_load_opts *opts, kvs_error *err)
 {
+    kvs_status st0;
+    *out = NULL;
+    if ((st0 = check_backend(&src->hp, b, err)) != KVS_OK)
+        return st0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     *out = NULL;
@@ -294,6 +319,12 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
     for (size_t i = 0; i < n; i++) {
         if ((st = check_tensor(src, &specs[i], &srct[i], err)) != KVS_OK)
             goto fail;
+        uint64_t wt = b->ops->caps.weight_dtypes;
+        if (wt && !specs[i].is_norm && !(wt & KVS_DTYPE_BIT(srct[i]->type))) {
+            st = kvs_fail(err, KVS_E_UNSUPPORTED, "tensor '%s' has type %s, which the %s backend cannot compute with",
+                          specs[i].src_name, srct[i]->type_name, b->ops->name);
+            goto fail;
+        }
         if (!mmap_mode || !mappable(&specs[i], srct[i]))
             total += device_bytes(&specs[i], srct[i]);
         if (srct[i]->nbytes > largest)
@@ -307,7 +338,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
 
     /* Stage each tensor through one host buffer of the largest size (the
      * CPU backend's to_device is a copy; on CPU we read straight into place). */
-    bool direct = strcmp(b->ops->name, "cpu") == 0;
+    bool direct = b->ops->caps.host_memory;
     if (!direct && !(host = malloc(largest ? largest : 1))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;
