@@ -10,8 +10,8 @@
 
 static const char *rope_scaling_name(kvs_rope_scaling r)
 {
-    static const char *const N[] = {"none", "linear", "dynamic", "llama3", "yarn"};
-    return (unsigned)r < 5 ? N[r] : "?";
+    static const char *const N[] = {"none", "linear", "dynamic", "llama3", "yarn", "factors"};
+    return (unsigned)r < 6 ? N[r] : "?";
 }
 
 /* A Hugging Face directory: files, hyperparameters, tensor map. */

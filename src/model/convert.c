@@ -228,9 +228,8 @@ kvs_status kvs_convert_to_gguf(const kvs_model_source *src, const char *out, con
                                kvs_error *err)
 {
     const kvs_model_hparams *hp = &src->hp;
-    if (hp->rope_scaling == KVS_ROPE_LLAMA3 || hp->rope_scaling == KVS_ROPE_DYNAMIC)
-        return kvs_fail(err, KVS_E_UNSUPPORTED, "convert: %s RoPE scaling has no GGUF form in kvserve yet",
-                        hp->rope_scaling == KVS_ROPE_LLAMA3 ? "llama3" : "dynamic");
+    if (hp->rope_scaling == KVS_ROPE_DYNAMIC)
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "convert: dynamic RoPE scaling has no GGUF form in kvserve yet");
     if (hp->swa_mode == KVS_SWA_FROM)
         return kvs_fail(err, KVS_E_UNSUPPORTED, "convert: a sliding window on only some layers (Qwen2 "
                         "max_window_layers) has no GGUF form");
@@ -309,6 +308,38 @@ kvs_status kvs_convert_to_gguf(const kvs_model_source *src, const char *out, con
         }
         uint64_t ne[2] = {(uint64_t)c->ne0, (uint64_t)c->ne1};
         if ((st = kvs_gguf_writer_add_tensor_raw(w, c->gguf, t, c->ne1 == 1 ? 1 : 2, ne, data, bytes, err)))
+            goto done;
+    }
+    if (hp->rope_scaling == KVS_ROPE_LLAMA3 || hp->rope_scaling == KVS_ROPE_FACTORS) {
+        /* llama.cpp's form: factor[i] = plain inv_freq / scaled inv_freq */
+        int half = hp->rot_dim / 2;
+        double *inv = malloc((size_t)half * sizeof *inv);
+        float *ff = malloc((size_t)half * sizeof *ff);
+        if (!inv || !ff || !keep(&bufs, ff)) {
+            free(inv);
+            free(ff);
+            st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+            goto done;
+        }
+        float ms;
+        kvs_model_rope_inv_freq(hp, inv, &ms);
+        if (hp->rope_scaling == KVS_ROPE_FACTORS) {
+            const kvs_source_tensor *t = kvs_source_find(src, "rope_freqs.weight");
+            if (!t || t->ne[0] != (uint64_t)half || t->type != KVS_DTYPE_F32) {
+                free(inv);
+                st = kvs_fail(err, KVS_E_FORMAT, "rope_freqs.weight must be %d f32 values", half);
+                goto done;
+            }
+            st = kvs_source_read(src, t, ff, err);
+        } else {
+            for (int i = 0; i < half; i++)
+                ff[i] = (float)(pow(hp->rope_freq_base, -2.0 * i / hp->rot_dim) / inv[i]);
+        }
+        free(inv);
+        uint64_t ne[1] = {(uint64_t)half};
+        if (st != KVS_OK ||
+            (st = kvs_gguf_writer_add_tensor_raw(w, "rope_freqs.weight", KVS_DTYPE_F32, 1, ne, ff,
+                                                 (uint64_t)half * sizeof *ff, err)))
             goto done;
     }
     st = kvs_gguf_writer_write(w, out, err);
@@ -427,6 +458,9 @@ kvs_status kvs_convert_to_hf(const kvs_model_source *src, const char *dir, const
                              kvs_error *err)
 {
     const kvs_model_hparams *hp = &src->hp;
+    if (hp->rope_scaling == KVS_ROPE_FACTORS)
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "convert: rope_freqs.weight (per-frequency RoPE factors) has no "
+                        "config.json form");
     FILE *warn = o ? o->warn : NULL;
     int shards = o && o->shards > 0 ? o->shards : 1;
     if (mkdir(dir, 0755) != 0 && errno != EEXIST)

@@ -41,6 +41,8 @@ typedef enum kvs_rope_scaling {
     KVS_ROPE_DYNAMIC,   /* NTK-aware base, fixed at max_position * factor (as vLLM) */
     KVS_ROPE_LLAMA3,    /* Llama 3.1's per-frequency interpolation */
     KVS_ROPE_YARN,      /* YaRN: ramp between interpolation and extrapolation, mscale */
+    KVS_ROPE_FACTORS,   /* GGUF rope_freqs.weight: inv_freq[i] = base^(-2i/d) / factor[i] (llama.cpp's
+                           form of Llama 3.1 scaling) */
 } kvs_rope_scaling;
 
 /* Which layers use the sliding window. */

@@ -107,6 +107,13 @@ kvs_status kvs_model_hparams_from_gguf(const kvs_gguf *g, kvs_model_hparams *hp,
             (st = arch_f32(g, arch, "rope.scaling.attn_factor", &hp->rope_attn_factor, err)))
             return st;
     }
+    const kvs_gguf_tensor *ff = kvs_gguf_find_tensor(g, "rope_freqs.weight");
+    if (ff && hp->rope_scaling == KVS_ROPE_NONE) {
+        hp->rope_scaling = KVS_ROPE_FACTORS;
+        hp->rope_factor = 1.0f;
+    }
+    if (kvs_gguf_find_tensor(g, "rope_factors_long.weight") || kvs_gguf_find_tensor(g, "rope_factors_short.weight"))
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "LongRoPE scaling (rope_factors_long/short) is not supported");
     /* The deviations of the family, where GGUF records them. */
     if ((st = arch_f32(g, arch, "attn_logit_softcapping", &hp->attn_softcap, err)) ||
         (st = arch_f32(g, arch, "final_logit_softcapping", &hp->final_softcap, err)) ||
@@ -117,6 +124,10 @@ kvs_status kvs_model_hparams_from_gguf(const kvs_gguf *g, kvs_model_hparams *hp,
         hp->swa_mode = hp->arch == KVS_ARCH_GEMMA2 ? KVS_SWA_EVEN : KVS_SWA_ALL;
     if (ai->embed_scale)
         hp->embed_scale = sqrtf((float)hp->dim);
+    /* Gemma 2 27B scales queries by (dim / heads)^-0.5, not head_dim^-0.5
+     * (query_pre_attn_scalar 144); llama.cpp knows it by the layer count. */
+    if (hp->arch == KVS_ARCH_GEMMA2 && hp->attn_scale == 0.0f && hp->n_layers == 46)
+        hp->attn_scale = 1.0f / sqrtf((float)hp->dim / (float)hp->n_heads);
 
     /* Vocabulary size: <arch>.vocab_size, else the token embedding's rows. */
     const kvs_gguf_tensor *emb = kvs_gguf_find_tensor(g, "token_embd.weight");
@@ -216,7 +227,7 @@ int32_t kvs_model_layer_window(const kvs_model_hparams *hp, int32_t l)
 bool kvs_model_rope_table(const kvs_model_hparams *hp)
 {
     return hp->rope_scaling == KVS_ROPE_DYNAMIC || hp->rope_scaling == KVS_ROPE_LLAMA3 ||
-           hp->rope_scaling == KVS_ROPE_YARN;
+           hp->rope_scaling == KVS_ROPE_YARN || hp->rope_scaling == KVS_ROPE_FACTORS;
 }
 
 static double yarn_mscale(double scale, double m) { return scale <= 1.0 ? 1.0 : 0.1 * m * log(scale) + 1.0; }

@@ -259,6 +259,28 @@ static kvs_weight rows_of(const kvs_weight *w, int64_t r0, int64_t rows)
     return (kvs_weight){(const char *)w->data + (uint64_t)r0 * rb, w->type, w->ne0, rows};
 }
 
+/* Divide inv_freq by the file's per-frequency factors (rope_freqs.weight). */
+static kvs_status apply_rope_factors(const kvs_model_source *src, const kvs_model_hparams *hp, double *inv,
+                                     kvs_error *err)
+{
+    const kvs_source_tensor *t = kvs_source_find(src, "rope_freqs.weight");
+    int half = hp->rot_dim / 2;
+    if (!t || t->ne[0] != (uint64_t)half || t->ne[1] != 1 || !t->known_type || t->type != KVS_DTYPE_F32)
+        return kvs_fail(err, KVS_E_FORMAT, "rope_freqs.weight must be %d f32 values", half);
+    float *f = malloc((size_t)half * sizeof *f);
+    if (!f)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    kvs_status st = kvs_source_read(src, t, f, err);
+    for (int i = 0; st == KVS_OK && i < half; i++) {
+        if (!(f[i] > 0.0f && isfinite(f[i])))
+            st = kvs_fail(err, KVS_E_FORMAT, "rope_freqs.weight[%d] = %g is not a positive factor", i, f[i]);
+        else
+            inv[i] /= f[i];
+    }
+    free(f);
+    return st;
+}
+
 /* The backend has every kernel the family's deviations need. */
 static kvs_status check_backend(const kvs_model_hparams *hp, const kvs_backend *b, kvs_error *err)
 {
@@ -379,6 +401,10 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
             goto fail;
         }
         kvs_model_rope_inv_freq(hp, inv, &m->rope_mscale);
+        if (hp->rope_scaling == KVS_ROPE_FACTORS && (st = apply_rope_factors(src, hp, inv, err)) != KVS_OK) {
+            free(inv);
+            goto fail;
+        }
         char *dev = (char *)m->weights.ptr + off;
         b->ops->to_device(b, dev, inv, (size_t)half * sizeof *inv);
         free(inv);
