@@ -8,7 +8,8 @@ tokenizer.json written by hf_util.write_tokenizer.
     figure that does not depend on the runtime overhead, and its weights are
     the safetensors headers' tensor bytes (norms as f32, each rounded up to 256);
   - the start logs a one-line load summary naming the shards;
-  - `kvserve info -m DIR` lists the config and the tensor map.
+  - `kvserve info -m DIR` lists the config and the tensor map;
+  - `kvserve convert DIR -o X.gguf` carries the tokenizer: the GGUF generates the same tokens.
 
 Everything but `info` needs tokenizer.json support (src/tokenizer); while only
 its placeholder (tok_hf_stub.c) is built, the test exits 77 (ctest: skipped).
@@ -68,6 +69,16 @@ def main():
     want, _ = hf_util.greedy(CFG, W, prompt, len(got))
     check(got == want[len(prompt):], f"greedy tokens equal the reference: {got} vs {want[len(prompt):]}")
     check("loaded" in err and "3 safetensors shards" in err, "one-line load summary names the shards")
+
+    # the directory converted to GGUF (tokenizer included) generates the same tokens
+    gg = os.path.join(WORK, "converted.gguf")
+    rc, _, err = run("convert", d, "-o", gg, "--type", "bf16")
+    check(rc == 0 and "tokenizer was not converted" not in err, f"convert DIR -> GGUF with its tokenizer {err.strip()}")
+    rc, out2, err = run("generate", "-m", gg, "-p", "the rain in spain", "-n", "12", "--temperature", "0",
+                        "--ignore-eos", "--json", *common)
+    res2 = json.loads(out2) if rc == 0 else {}
+    check(res2.get("prompt_token_ids") == prompt and res2.get("output_token_ids") == got,
+          "the converted GGUF: same prompt ids and greedy tokens")
 
     rc, out, err = run("plan", "-m", d, "--json", *common)
     check(rc == 0, f"plan -m DIR {err.strip()}")
