@@ -163,13 +163,17 @@ static kvs_status parse_layer_types(cfg *c, kvs_model_hparams *hp)
         return KVS_OK;
     if (!json_is_array(lt) || json_array_size(lt) != (size_t)hp->n_layers)
         return kvs_fail(c->err, KVS_E_FORMAT, "config.json: \"layer_types\" must list %d layers", hp->n_layers);
-    bool all = true, none = true, even = true;
+    bool all = true, none = true, even = true, from = true;
+    int32_t first = -1;
     for (size_t i = 0; i < json_array_size(lt); i++) {
         const char *s = json_string_value(json_array_get(lt, i));
         if (!s || (strcmp(s, "sliding_attention") != 0 && strcmp(s, "full_attention") != 0))
             return kvs_fail(c->err, KVS_E_FORMAT, "config.json: layer_types[%zu] is not sliding_attention "
                             "or full_attention", i);
         bool sw = strcmp(s, "sliding_attention") == 0;
+        if (sw && first < 0)
+            first = (int32_t)i;
+        from = from && (sw || first < 0);
         all = all && sw;
         none = none && !sw;
         even = even && sw == (i % 2 == 0);
@@ -180,9 +184,12 @@ static kvs_status parse_layer_types(cfg *c, kvs_model_hparams *hp)
         hp->swa_mode = KVS_SWA_ALL;
     else if (even)
         hp->swa_mode = KVS_SWA_EVEN;
-    else
+    else if (from) {
+        hp->swa_mode = KVS_SWA_FROM;
+        hp->swa_from = first;
+    } else
         return kvs_fail(c->err, KVS_E_UNSUPPORTED, "config.json: this pattern of layer_types is not supported "
-                        "(all, none, or alternating from sliding)");
+                        "(all, none, alternating from sliding, or sliding from a layer on)");
     return KVS_OK;
 }
 

@@ -52,6 +52,8 @@ CASES = [
                                   use_sliding_window=False, sliding_window=4096, max_window_layers=3), "BF16", 1),
     ("qwen2_window_f32", base("Qwen2ForCausalLM", use_sliding_window=True, sliding_window=6,
                               max_window_layers=1), "F32", 1),
+    ("qwen2_layer_types_f32", base("Qwen2ForCausalLM", use_sliding_window=True, sliding_window=5, max_window_layers=2,
+                                   layer_types=["full_attention", "full_attention", "sliding_attention"]), "F32", 1),
     ("qwen3_hd32_bf16", base("Qwen3ForCausalLM", head_dim=32, rope_theta=1000000.0), "BF16", 1),
     ("gemma2_bf16", base("Gemma2ForCausalLM", head_dim=32, intermediate_size=128, query_pre_attn_scalar=24,
                          attn_logit_softcapping=2.0, final_logit_softcapping=3.0, sliding_window=6,
@@ -71,6 +73,7 @@ WITHOUT = {
     "llama_dynamic_f32": ["rope_scaling"],
     "mistral_window_bf16": ["sliding_window"],
     "qwen2_window_f32": ["use_sliding_window"],
+    "qwen2_layer_types_f32": ["use_sliding_window"],
     "gemma2_bf16": ["attn_logit_softcapping", "final_logit_softcapping", "sliding_window"],
     "phi3_fused_f16": ["partial_rotary_factor"],
 }
