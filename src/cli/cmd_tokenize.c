@@ -17,7 +17,7 @@ int kvs_cmd_tokenize(int argc, char **argv)
                       .summary = "Print the token ids of TEXT, space-separated. Works on any GGUF that carries a\n"
                                  "tokenizer, including vocabulary-only files.",
                       .max_positional = 1};
-    kvs_cmd_add(&c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &model, "MODEL", "GGUF file with a tokenizer"});
+    kvs_cmd_add(&c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &model, "MODEL", "GGUF file with a tokenizer, or Hugging Face directory"});
     kvs_cmd_add(&c, (kvs_opt){"--no-bos", NULL, KVS_OPT_FLAG, &no_bos, NULL, "do not prepend BOS"});
     kvs_cmd_add(&c, (kvs_opt){"--parse-special", NULL, KVS_OPT_FLAG, &special, NULL,
                               "recognise special-token text such as <|eot_id|>"});
