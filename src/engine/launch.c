@@ -148,8 +148,10 @@ static void on_progress(void *ctx, uint64_t done, uint64_t total, uint32_t file,
     if (pct == p->last_pct)
         return;
     p->last_pct = pct;
-    fprintf(p->f, "\rLoading checkpoint shards: %3d%% | shard %u/%u | %.2f / %.2f GiB", pct, file + 1, n_files,
-            done / 1073741824.0, total / 1073741824.0);
+    bool gib = total >= (1ull << 30);
+    double unit = gib ? 1073741824.0 : 1048576.0;
+    fprintf(p->f, "\rLoading checkpoint shards: %3d%% | shard %u/%u | %.2f / %.2f %s", pct, file + 1, n_files,
+            done / unit, total / unit, gib ? "GiB" : "MiB");
     if (done == total)
         fputc('\n', p->f);
     fflush(p->f);

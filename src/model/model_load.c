@@ -251,6 +251,15 @@ static kvs_status map_files(kvs_model_model *m, const kvs_model_source *src, kvs
     return KVS_OK;
 }
 
+static int by_file_offset(const void *a, const void *b, void *ctx)
+{
+    const kvs_source_tensor *const *t = ctx;
+    const kvs_source_tensor *x = t[*(const size_t *)a], *y = t[*(const size_t *)b];
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
 /* Row views of a fused tensor: rows [r0, r0 + rows) of w. */
 static kvs_weight rows_of(const kvs_weight *w, int64_t r0, int64_t rows)
 {
@@ -315,6 +324,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
     kvs_status st;
     tensor_spec *specs = NULL;
     const kvs_source_tensor **srct = NULL;
+    size_t *order = NULL;
     void *host = NULL, *tmp = NULL;
     kvs_model_model *m = calloc(1, sizeof *m);
     if (!m)
@@ -369,8 +379,18 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;
     }
+    /* Read in file order (shard by shard, ascending offsets): sequential I/O,
+     * and progress that moves through the shards once. */
+    if (!(order = malloc((n ? n : 1) * sizeof *order))) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, by_file_offset, srct);
     uint64_t off = 0, done = 0;
-    for (size_t i = 0; i < n; i++) {
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
         tensor_spec *s = &specs[i];
         const kvs_source_tensor *t = srct[i];
         kvs_weight *w = slot_ptr(m, s);
@@ -430,6 +450,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
 
     free(specs);
     free(srct);
+    free(order);
     free(host);
     free(tmp);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -439,6 +460,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
 fail:
     free(specs);
     free(srct);
+    free(order);
     free(host);
     free(tmp);
     kvs_model_free(m);
