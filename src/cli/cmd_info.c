@@ -1,6 +1,7 @@
 /* kvserve info: a GGUF file's metadata and tensor table. */
 #include <inttypes.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -46,7 +47,10 @@ static int info_dir(const char *dir)
                hp->swa_mode == KVS_SWA_EVEN ? "even layers" : hp->swa_mode == KVS_SWA_FROM ? "upper layers" : "all layers");
     if (hp->attn_softcap > 0 || hp->final_softcap > 0)
         printf("soft-capping: attention %g, final %g\n", hp->attn_softcap, hp->final_softcap);
-    printf("chat template: %s\n", s->chat_template ? "yes" : "no");
+    if (s->chat_template)
+        printf("chat template: %zu bytes\n", strlen(s->chat_template));
+    else
+        printf("chat template: none\n");
     const kvs_gen_defaults *g = &s->gen;
     if (g->n_eos) {
         printf("generation_config eos:");
@@ -54,10 +58,23 @@ static int info_dir(const char *dir)
             printf(" %d", g->eos[i]);
         printf("\n");
     }
-    if (g->has_temperature || g->has_top_p || g->has_top_k)
-        printf("generation_config defaults:%s%.3g%s%.3g%s%d\n", g->has_temperature ? " temperature " : "",
-               g->has_temperature ? g->temperature : 0.0, g->has_top_p ? " top_p " : "", g->has_top_p ? g->top_p : 0.0,
-               g->has_top_k ? " top_k " : "", g->has_top_k ? g->top_k : 0);
+    if (g->has_temperature || g->has_top_p || g->has_top_k || g->has_min_p || g->has_repetition_penalty ||
+        g->has_max_new_tokens) {
+        printf("generation_config defaults:");
+        if (g->has_temperature)
+            printf(" temperature %g", g->temperature);
+        if (g->has_top_p)
+            printf(" top_p %g", g->top_p);
+        if (g->has_top_k)
+            printf(" top_k %d", g->top_k);
+        if (g->has_min_p)
+            printf(" min_p %g", g->min_p);
+        if (g->has_repetition_penalty)
+            printf(" repetition_penalty %g", g->repetition_penalty);
+        if (g->has_max_new_tokens)
+            printf(" max_new_tokens %d", g->max_new_tokens);
+        printf("\n");
+    }
     kvs_source_close(s);
     return 0;
 }

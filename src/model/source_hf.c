@@ -722,13 +722,7 @@ static kvs_status read_generation_config(kvs_model_source *s, const char *dir, k
     char path[600];
     snprintf(path, sizeof path, "%s/generation_config.json", dir);
     float f = 0.0f;
-    bool sample = true, has_sample = false;
-    json_t *ds = json_object_get(g, "do_sample");
-    if (json_is_boolean(ds)) {
-        has_sample = true;
-        sample = json_is_true(ds);
-    }
-    (void)has_sample;
+    /* As vLLM's --generation-config auto: these keys, whatever do_sample says. */
     if ((st = gen_num(g, "temperature", path, 0.0, 1e6, &gd->has_temperature, &gd->temperature, err)) ||
         (st = gen_num(g, "top_p", path, 0.0, 1.0, &gd->has_top_p, &gd->top_p, err)) ||
         (st = gen_num(g, "min_p", path, 0.0, 1.0, &gd->has_min_p, &gd->min_p, err)) ||
@@ -749,7 +743,6 @@ static kvs_status read_generation_config(kvs_model_source *s, const char *dir, k
         gd->has_max_new_tokens = true;
         gd->max_new_tokens = (int32_t)f;
     }
-    (void)sample;
     json_t *eos = json_object_get(g, "eos_token_id");
     if (json_is_integer(eos)) {
         gd->eos[gd->n_eos++] = (int32_t)json_integer_value(eos);

@@ -47,10 +47,22 @@ def run(*args):
 def main():
     os.makedirs(WORK, exist_ok=True)
     d = os.path.join(WORK, "qwen2-bf16-3shards")
-    W = hf_util.make_dir(d, CFG, "BF16", 3, seed=5)
+    W = hf_util.make_dir(d, CFG, "BF16", 3, seed=5, gen={"eos_token_id": [319, 317], "bos_token_id": 318,
+                                                          "temperature": 0.7, "top_p": 0.8, "top_k": 20,
+                                                          "repetition_penalty": 1.05, "do_sample": True})
     rc, out, err = run("info", "-m", d)
-    check(rc == 0 and "Qwen2ForCausalLM" in out and "tensors (" in out and "model.layers.1.mlp.down_proj.weight" in out,
-          "info -m DIR")
+    check(rc == 0 and "Qwen2ForCausalLM" in out and "tensors (27 used, 0 ignored)" in out and
+          "model.layers.1.mlp.down_proj.weight" in out, "info -m DIR")
+    tc_len = len(json.load(open(os.path.join(d, "tokenizer_config.json")))["chat_template"].encode())
+    check(f"chat template: {tc_len} bytes" in out, "chat template from tokenizer_config.json")
+    check("generation_config eos: 319 317" in out and
+          "defaults: temperature 0.7 top_p 0.8 top_k 20 repetition_penalty 1.05" in out,
+          "generation_config.json: the EOS list and the sampling defaults")
+    jinja = "{{ bos_token }}{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    open(os.path.join(d, "chat_template.jinja"), "w").write(jinja)
+    rc, out, err = run("info", "-m", d)
+    check(f"chat template: {len(jinja)} bytes" in out, "chat_template.jinja takes precedence")
+    os.remove(os.path.join(d, "chat_template.jinja"))
     rc, out, err = run("tokenize", "-m", d, "the rain in spain")
     if "tokenizer.json support is not built yet" in err:
         print("skip: tokenizer.json support is not built yet (tok_hf_stub.c)")
