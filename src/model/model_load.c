@@ -347,7 +347,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
         goto fail;
     }
     bool mmap_mode = opts && opts->use_mmap;
-    uint64_t total = rope_table_bytes(hp), largest = 0, file_bytes = 0;
+    uint64_t total = rope_table_bytes(hp), largest = 0, largest_conv = 0, file_bytes = 0;
     for (size_t i = 0; i < n; i++) {
         if ((st = check_tensor(src, &specs[i], &srct[i], err)) != KVS_OK)
             goto fail;
@@ -361,6 +361,10 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
             total += device_bytes(&specs[i], srct[i]);
         if (srct[i]->nbytes > largest)
             largest = srct[i]->nbytes;
+        if (needs_convert(&specs[i], srct[i]) && srct[i]->nbytes > largest_conv)
+            largest_conv = srct[i]->nbytes;
+        if (specs[i].is_norm && (uint64_t)specs[i].ne0 * 4 > largest)
+            largest = (uint64_t)specs[i].ne0 * 4;  /* the f32 copy staged for a non-host device */
         file_bytes += srct[i]->nbytes;
     }
     if (mmap_mode && (st = map_files(m, src, err)) != KVS_OK)
@@ -375,7 +379,8 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;
     }
-    if (!(tmp = malloc(largest ? largest : 1))) {
+    /* ... and the tensors converted on the way (norm vectors) through a small one. */
+    if (!(tmp = malloc(largest_conv ? largest_conv : 1))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;
     }

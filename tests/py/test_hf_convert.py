@@ -180,9 +180,32 @@ def to_gguf():
               f"(tol {tol:.0e})")
 
 
+def quantized_to_hf():
+    """A q8_0 Qwen3 GGUF (synth) -> HF directory: dequantized to f32, q/k norms named as transformers does;
+    the directory's logits follow the GGUF's (within 2e-2: a q8_0 kernel may round activations)."""
+    g = os.path.join(WORK, "qwen3_q8_0.gguf")
+    r = subprocess.run([KVSERVE, "synth", "-o", g, "--arch", "qwen3", "--dim", "64", "--heads", "4", "--kv-heads", "2",
+                        "--head-dim", "32", "--hidden", "128", "--layers", "2", "--vocab", "288", "--type", "q8_0",
+                        "--seed", "3"], capture_output=True, timeout=120)
+    check(r.returncode == 0, "synth a q8_0 qwen3 GGUF")
+    d = os.path.join(WORK, "qwen3_q8_0-hf")
+    rc, err = convert(g, "-o", d, "--shards", "2")
+    W = hf_util.read_dir_weights(d)
+    _, G = read_gguf(g)
+    exact = np.array_equal(W["model.layers.1.self_attn.q_proj.weight"], G["blk.1.attn_q.weight"]) and \
+        np.array_equal(W["model.layers.0.self_attn.k_norm.weight"], G["blk.0.attn_k_norm.weight"].ravel())
+    check(rc == 0 and exact and os.path.exists(os.path.join(d, "model.safetensors.index.json")),
+          "q8_0 GGUF -> 2-shard HF directory: the dequantized values, qwen3 names")
+    seq = [int(t) for t in np.random.default_rng(2).integers(0, 288, 20)]
+    a, b = logits(g, seq, "qwen3_q8_0_gguf"), logits(d, seq, "qwen3_q8_0_hf")
+    rel = np.abs(a - b).max() / np.abs(a).max()
+    check(rel < 2e-2, f"logits of the f32 directory vs the q8_0 GGUF: max |d|/max = {rel:.1e} (< 2e-2)")
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     stories()
+    quantized_to_hf()
     to_gguf()
     sys.exit(0 if ok else 1)
 
