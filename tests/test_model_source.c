@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include <cmocka.h>
 
@@ -28,6 +29,7 @@
 #include "model/convert.h"
 #include "model/runner.h"
 #include "model/source.h"
+#include "server/server.h"
 
 static char g_gguf[512], g_dir1[512], g_dir3[512];
 
@@ -207,6 +209,22 @@ static void test_backend_refuses(void **state)
     kvs_source_close(s);
 }
 
+/* `serve -m DIR`: the served name of a directory keeps its dots. */
+static void test_served_name(void **state)
+{
+    char dir[600], name[256], slash[620];
+    const char *build = getenv("KVS_BUILD_DIR") ? getenv("KVS_BUILD_DIR") : ".";
+    snprintf(dir, sizeof dir, "%s/Qwen2.5-0.5B-Instruct", build);
+    mkdir(dir, 0755);
+    kvs_server_default_name(dir, name, sizeof name);
+    assert_string_equal(name, "Qwen2.5-0.5B-Instruct");
+    snprintf(slash, sizeof slash, "%s//", dir);
+    kvs_server_default_name(slash, name, sizeof name);
+    assert_string_equal(name, "Qwen2.5-0.5B-Instruct");
+    kvs_server_default_name("/models/stories260K.gguf", name, sizeof name);
+    assert_string_equal(name, "stories260K");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -214,6 +232,7 @@ int main(void)
         cmocka_unit_test(test_weight_bytes),
         cmocka_unit_test(test_same_logits),
         cmocka_unit_test(test_backend_refuses),
+        cmocka_unit_test(test_served_name),
     };
     return cmocka_run_group_tests(tests, setup, NULL);
 }
