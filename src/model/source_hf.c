@@ -354,14 +354,19 @@ kvs_status kvs_hf_config_parse(const char *text, size_t len, const kvs_arch_info
     } else if (hp->sliding_window > 0 && (st = parse_layer_types(&c, hp)) != KVS_OK) {
         goto done;
     }
-    if (dtype) {
-        json_t *d = json_object_get(R, "dtype");
-        if (!json_is_string(d))
-            d = json_object_get(R, "torch_dtype");
-        if (json_is_string(d) && !(*dtype = strdup(json_string_value(d)))) {
-            st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
-            goto done;
-        }
+    json_t *d = json_object_get(R, "dtype");
+    if (!json_is_string(d))
+        d = json_object_get(R, "torch_dtype");
+    const char *dname = json_is_string(d) ? json_string_value(d) : NULL;
+    /* transformers and vLLM multiply by sqrt(hidden) held in the model's
+     * dtype (59.866 -> 59.75 in bf16 for Gemma-2-9B): do the same. */
+    if (hp->embed_scale > 0.0f && dname && strcmp(dname, "bfloat16") == 0)
+        hp->embed_scale = kvs_bf16_to_fp32(kvs_fp32_to_bf16(hp->embed_scale));
+    else if (hp->embed_scale > 0.0f && dname && strcmp(dname, "float16") == 0)
+        hp->embed_scale = kvs_fp16_to_fp32(kvs_fp32_to_fp16(hp->embed_scale));
+    if (dtype && dname && !(*dtype = strdup(dname))) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto done;
     }
     if ((st = kvs_model_hparams_check(hp, err)) != KVS_OK)
         kvs_fail_wrap(err, "config.json");

@@ -4,7 +4,7 @@ written from each architecture's published equations (the transformers modeling
 files' math, in float64 on the stored weights).
 
 Reference, per family (h = hidden state, T tokens, positions 0..T-1):
-  x = embed[tokens]                                   (Gemma 2: * sqrt(hidden_size))
+  x = embed[tokens]                                   (Gemma 2: * sqrt(hidden_size) in the config's dtype)
   per layer l:
     a = norm(x, input_layernorm)                      norm(v, w) = v / sqrt(mean(v^2) + eps) * w
                                                       (Gemma 2: * (1 + w))
@@ -328,8 +328,14 @@ def forward(cfg, W, tokens):
         return True
 
     x = W["model.embed_tokens.weight"][tokens]
-    if gemma:
-        x = x * math.sqrt(D)
+    if gemma:  # the normalizer is a tensor of the model's dtype
+        dt = cfg.get("dtype", cfg.get("torch_dtype"))
+        nrm = np.float64(math.sqrt(D))
+        if dt == "bfloat16":
+            nrm = from_bf16_bits(to_bf16_bits(np.array([nrm], np.float32)))[0]
+        elif dt == "float16":
+            nrm = np.float64(np.float16(nrm))
+        x = x * float(nrm)
     i_idx, j_idx = np.arange(T)[:, None], np.arange(T)[None, :]
     for l in range(L):
         g = lambda n: W[f"model.layers.{l}.{n}"]

@@ -55,7 +55,7 @@ CASES = [
     ("qwen2_layer_types_f32", base("Qwen2ForCausalLM", use_sliding_window=True, sliding_window=5, max_window_layers=2,
                                    layer_types=["full_attention", "full_attention", "sliding_attention"]), "F32", 1),
     ("qwen3_hd32_bf16", base("Qwen3ForCausalLM", head_dim=32, rope_theta=1000000.0), "BF16", 1),
-    ("gemma2_bf16", base("Gemma2ForCausalLM", head_dim=32, intermediate_size=128, query_pre_attn_scalar=24,
+    ("gemma2_bf16", base("Gemma2ForCausalLM", hidden_size=72, head_dim=32, intermediate_size=128, query_pre_attn_scalar=24,
                          attn_logit_softcapping=2.0, final_logit_softcapping=3.0, sliding_window=6,
                          hidden_activation="gelu_pytorch_tanh", hidden_act="gelu_pytorch_tanh",
                          tie_word_embeddings=True, rms_norm_eps=1e-6), "BF16", 1),
