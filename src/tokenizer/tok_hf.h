@@ -131,6 +131,10 @@ int32_t kvs_tok_hf_merge_find(const hf_merges *m, int32_t a, int32_t b, uint32_t
 kvs_status kvs_tok_hf_encode(const kvs_tokenizer *t, const char *text, size_t len, bool add_special,
                              bool parse_special, int32_t **ids, size_t *n_ids, kvs_error *err);
 
+/* llama.cpp's regex list for a GGUF pre-tokenizer (NULL-terminated; NULL
+ * for KVS_PRE_NONE) and the tokenizer.ggml.pre name kvserve writes for it. */
+const char *const *kvs_tok_hf_pre_regexes(enum kvs_tok_pre pre, const char **name);
+
 /* GPT-2's ByteLevel regex (also llama.cpp's "gpt-2" pre-tokenizer). */
 #define KVS_HF_GPT2_REGEX                                                                          \
     "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"

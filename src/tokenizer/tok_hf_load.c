@@ -1124,24 +1124,37 @@ static int cmp_added(const void *x, const void *y)
     return (a->id > b->id) - (a->id < b->id);
 }
 
+/* llama.cpp's name for the pre-tokenizer: ByteLevel with GPT-2's regex, or
+ * Split(Regex, Isolated) steps then ByteLevel without a regex whose
+ * regexes are one of llama.cpp's lists (kvs_tok_hf_pre_regexes). */
 static const char *known_pre(const kvs_tok_hf *hf, const json_t *pre_json)
 {
-    /* llama.cpp's names for the regexes of tokenizer.json files it knows */
-    static const struct { const char *name, *rx; } KNOWN[] = {
-        {"llama-bpe", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
-                      "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-        {"qwen2", "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
-                  "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"},
-    };
-    if (hf->n_pre == 1 && hf->pre[0].kind == HP_BYTELEVEL && hf->pre[0].use_regex)
+    if (hf->n_pre == 1 && hf->pre[0].kind == HP_BYTELEVEL && hf->pre[0].use_regex &&
+        !hf->pre[0].add_prefix_space)
         return "gpt-2";
-    if (hf->n_pre == 2 && hf->pre[0].kind == HP_SPLIT && hf->pre[0].pat.rx &&
-        hf->pre[1].kind == HP_BYTELEVEL && !hf->pre[1].use_regex) {
-        json_t *r = json_object_get(json_object_get(json_array_get(json_object_get(pre_json,
-                                    "pretokenizers"), 0), "pattern"), "Regex");
-        for (size_t i = 0; json_is_string(r) && i < sizeof(KNOWN) / sizeof(KNOWN[0]); i++)
-            if (strcmp(json_string_value(r), KNOWN[i].rx) == 0)
-                return KNOWN[i].name;
+    if (hf->n_pre < 2 || hf->pre[hf->n_pre - 1].kind != HP_BYTELEVEL ||
+        hf->pre[hf->n_pre - 1].use_regex || hf->pre[hf->n_pre - 1].add_prefix_space)
+        return NULL;
+    json_t *steps = json_object_get(pre_json, "pretokenizers");
+    if (json_array_size(steps) != hf->n_pre)
+        return NULL; /* nested sequences: not a list llama.cpp knows */
+    for (size_t i = 0; i + 1 < hf->n_pre; i++)
+        if (hf->pre[i].kind != HP_SPLIT || !hf->pre[i].pat.rx || hf->pre[i].invert ||
+            hf->pre[i].behavior != HB_ISOLATED)
+            return NULL;
+    for (int p = KVS_PRE_DEFAULT; p <= KVS_PRE_DEEPSEEK_CODER; p++) {
+        const char *name;
+        const char *const *rx = kvs_tok_hf_pre_regexes((enum kvs_tok_pre)p, &name);
+        size_t k = 0;
+        while (rx[k] && k + 1 < hf->n_pre) {
+            json_t *r = json_object_get(json_object_get(json_array_get(steps, k), "pattern"),
+                                        "Regex");
+            if (!json_is_string(r) || strcmp(json_string_value(r), rx[k]) != 0)
+                break;
+            k++;
+        }
+        if (!rx[k] && k + 1 == hf->n_pre)
+            return name;
     }
     return NULL;
 }

@@ -21,6 +21,30 @@
 
 #include "formats/gguf.h"
 #include "tokenizer/tokenizer.h"
+#include "tokenizer/unicode.h"
+
+/* A JSON string of bytes, each byte that starts no valid UTF-8 sequence
+ * replaced by U+FFFD (as the library's from_utf8_lossy). */
+static json_t *lossy(const char *s, size_t n)
+{
+    char *o = malloc(3 * n + 1);
+    size_t k = 0;
+    for (size_t i = 0; i < n;) {
+        int r = kvs_utf8_check((const uint8_t *)s + i, n - i);
+        if (r > 0) {
+            memcpy(o + k, s + i, (size_t)r);
+            k += (size_t)r;
+            i += (size_t)r;
+        } else {
+            memcpy(o + k, "\xef\xbf\xbd", 3);
+            k += 3;
+            i++;
+        }
+    }
+    json_t *j = json_stringn(o, k);
+    free(o);
+    return j;
+}
 
 static json_t *ids_json(const int32_t *ids, size_t n)
 {
@@ -82,7 +106,7 @@ int main(int argc, char **argv)
                 json_object_set_new(o, "special", ids_json(b, nb));
                 json_object_set_new(o, "literal", ids_json(c, nc));
                 char *d = kvs_tok_decode(t, a, na);
-                json_object_set_new(o, "decoded", json_stringn_nocheck(d, strlen(d)));
+                json_object_set_new(o, "decoded", lossy(d, strlen(d)));
                 free(d);
                 kvs_tok_stream ss;
                 kvs_tok_stream_init(&ss, kvs_tok_strip_leading_space(t));
@@ -98,7 +122,7 @@ int main(int argc, char **argv)
                     memcpy(txt + tn, sbuf, k);
                     tn += k;
                 }
-                json_object_set_new(o, "stream", json_stringn_nocheck(txt, tn));
+                json_object_set_new(o, "stream", lossy(txt, tn));
                 free(txt);
             }
             free(a);
