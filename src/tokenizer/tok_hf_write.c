@@ -318,7 +318,8 @@ kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, k
     if (!llama && !pre)
         return kvs_fail(err, KVS_E_UNSUPPORTED,
                         "tokenizer.json's pre-tokenizer is not one llama.cpp names (gpt-2, "
-                        "llama-bpe, qwen2): a GGUF file could not say how to split text");
+                        "llama-bpe, qwen2, default, falcon, starcoder, deepseek-coder): a GGUF "
+                        "file could not say how to split text");
     size_t n = (size_t)t->n_vocab;
     const char **tok = malloc(n * sizeof(*tok));
     size_t *lens = malloc(n * sizeof(*lens));

@@ -128,12 +128,39 @@ for (const name of names) {
     if (wantD === text) ort++;
   });
   const n = uniq.length;
-  const ok = enc === n && tmpl === n && dec === n && stream === n;
+  // the same tokenizer exported as GGUF metadata and run by the GGUF path
+  let viaGguf = "not exportable";
+  const gguf = path.join(process.env.KVS_BUILD_DIR ?? "/tmp", `hftok-${name}-${process.pid}.gguf`);
+  const conv = spawnSync(driver, [dir, "--to-gguf", gguf], { encoding: "utf8" });
+  let gok = n;
+  if (conv.status === 0) {
+    const g = spawnSync(driver, ["--gguf", gguf], {
+      input: uniq.map((t) => JSON.stringify(t)).join("\n") + "\n", maxBuffer: 1 << 30, encoding: "utf8",
+    });
+    fs.rmSync(gguf, { force: true });
+    const glines = g.status === 0 ? g.stdout.trim().split("\n").map((l) => JSON.parse(l)) : [];
+    // GGUF has no normalizer (llama.cpp's converter drops NFC as well): a
+    // tokenizer.json with NFC is compared on the inputs already in NFC
+    const nfc = JSON.stringify(json.normalizer ?? null).includes('"NFC"');
+    gok = 0;
+    let skipped = 0;
+    uniq.forEach((text, i) => {
+      if (nfc && text.normalize("NFC") !== text) { skipped++; gok++; return; }
+      const want = oracle.encode(text, { add_special_tokens: false }).ids;
+      if (glines[i] && same(glines[i].plain, want)) gok++;
+      else if (shown++ < 6)
+        console.log(`  ${name} via GGUF mismatch on ${JSON.stringify(text).slice(0, 80)}\n` +
+                    `    kvserve ${JSON.stringify(glines[i]?.plain ?? g.stderr).slice(0, 300)}\n` +
+                    `    oracle  ${JSON.stringify(want).slice(0, 300)}`);
+    });
+    viaGguf = skipped ? `${gok - skipped}/${n - skipped} (${skipped} non-NFC inputs skipped)` : `${gok}/${n}`;
+  }
+  const ok = enc === n && tmpl === n && dec === n && stream === n && gok === n;
   failed ||= !ok;
-  rows.push(`| ${name} | ${enc}/${n} | ${tmpl}/${n} | ${dec}/${n} | ${stream}/${n} | ${rt} (oracle ${ort}) |`);
+  rows.push(`| ${name} | ${enc}/${n} | ${tmpl}/${n} | ${dec}/${n} | ${stream}/${n} | ${viaGguf} | ${rt} (oracle ${ort}) |`);
   console.log(`${ok ? "ok  " : "FAIL"} ${name}: encode ${enc}/${n}, with template ${tmpl}/${n}, ` +
-              `decode ${dec}/${n}, stream ${stream}/${n}, decode(encode(x)) == x ${rt} (oracle ${ort})`);
+              `decode ${dec}/${n}, stream ${stream}/${n}, as GGUF ${viaGguf}, decode(encode(x)) == x ${rt} (oracle ${ort})`);
 }
-console.log("\n| tokenizer.json | encode | encode + template | decode | stream | round trip |\n|---|---|---|---|---|---|");
+console.log("\n| tokenizer.json | encode | encode + template | decode | stream | as GGUF | round trip |\n|---|---|---|---|---|---|---|");
 for (const r of rows) console.log(r);
 process.exit(failed ? 1 : 0);

@@ -5,6 +5,7 @@
  *   kvs_hf_tok DIR            load DIR/tokenizer.json (+ tokenizer_config.json)
  *   kvs_hf_tok --gguf F.gguf  load a GGUF file's tokenizer instead
  *   kvs_hf_tok --gguf F.gguf --write-hf DIR   write its tokenizer.json, exit
+ *   kvs_hf_tok DIR --to-gguf F.gguf           write DIR's tokenizer as GGUF metadata, exit
  *
  * Then each stdin line is a JSON string; each output line a JSON object:
  *   "plain"    ids of encode(text, no template, special-token text parsed)
@@ -57,7 +58,7 @@ static json_t *ids_json(const int32_t *ids, size_t n)
 int main(int argc, char **argv)
 {
     if (argc < 2) {
-        fprintf(stderr, "usage: kvs_hf_tok DIR | --gguf FILE [--write-hf DIR]\n");
+        fprintf(stderr, "usage: kvs_hf_tok DIR [--to-gguf OUT] | --gguf FILE [--write-hf DIR]\n");
         return 2;
     }
     kvs_error err = {0};
@@ -80,6 +81,16 @@ int main(int argc, char **argv)
     } else if (kvs_tok_load_hf(&t, argv[1], &err) != KVS_OK) {
         fprintf(stderr, "kvs_hf_tok: %s\n", err.msg);
         return 1;
+    } else if (argc >= 4 && strcmp(argv[2], "--to-gguf") == 0) {
+        kvs_gguf_writer *w = kvs_gguf_writer_new();
+        kvs_status st = w ? kvs_tok_write_gguf_meta(t, w, &err) : KVS_E_NOMEM;
+        if (st == KVS_OK)
+            st = kvs_gguf_writer_write(w, argv[3], &err);
+        kvs_gguf_writer_free(w);
+        kvs_tok_free(t);
+        if (st != KVS_OK)
+            fprintf(stderr, "kvs_hf_tok: %s\n", err.msg);
+        return st == KVS_OK ? 0 : 1;
     }
     size_t cap = 1 << 20;
     char *line = malloc(cap);
