@@ -786,7 +786,8 @@ static kvs_status push_ids(int32_t **v, size_t *n, const int32_t *ids, size_t k,
     int32_t *p = realloc(*v, (*n + k + 1) * sizeof(*p));
     if (!p)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for the post-processor");
-    memcpy(p + *n, ids, k * sizeof(*p));
+    if (k)
+        memcpy(p + *n, ids, k * sizeof(*p));
     *v = p;
     *n += k;
     return KVS_OK;
@@ -1180,7 +1181,8 @@ static kvs_status finish(loader *L, const char *dir, kvs_error *err)
     hf_added *ad = L->added.v;
     for (size_t i = 0; i < L->added.n; i++)
         ad[i].first = (uint8_t)t->pool[ad[i].off];
-    qsort(ad, L->added.n, sizeof(*ad), cmp_added);
+    if (L->added.n)
+        qsort(ad, L->added.n, sizeof(*ad), cmp_added);
     for (int b = 0, k = 0; b <= 256; b++) {
         while ((size_t)k < L->added.n && (uint8_t)t->pool[ad[k].off] < b)
             k++;
