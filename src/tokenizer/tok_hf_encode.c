@@ -192,6 +192,49 @@ static kvs_status split_added(henc *e, hpiece p, bool normalized, bool parse_spe
 
 /* ---- normalizers -------------------------------------------------------------- */
 
+static bool case_ignorable(uint32_t c)
+{
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return k == UTF8PROC_CATEGORY_MN || k == UTF8PROC_CATEGORY_ME || k == UTF8PROC_CATEGORY_CF ||
+           k == UTF8PROC_CATEGORY_LM || k == UTF8PROC_CATEGORY_SK || c == '\'' || c == '.' ||
+           c == ':' || c == 0xb7 || c == 0x2018 || c == 0x2019 || c == 0x2024 || c == 0x2027;
+}
+
+static bool cased(uint32_t c)
+{
+    utf8proc_category_t k = utf8proc_category((utf8proc_int32_t)c);
+    return k == UTF8PROC_CATEGORY_LU || k == UTF8PROC_CATEGORY_LL || k == UTF8PROC_CATEGORY_LT;
+}
+
+/* Unicode's Final_Sigma condition for the Σ at s[at, end): a cased letter
+ * before it and none after it (case-ignorable characters skipped). */
+static bool final_sigma(const char *s, size_t n, size_t at, size_t end)
+{
+    bool before = false;
+    for (size_t i = at; i > 0;) {
+        size_t j = i - 1, cl;
+        while (j > 0 && ((uint8_t)s[j] & 0xc0) == 0x80)
+            j--;
+        uint32_t c = cp_at(s, n, j, &cl);
+        i = j;
+        if (case_ignorable(c))
+            continue;
+        before = cased(c);
+        break;
+    }
+    if (!before)
+        return false;
+    for (size_t i = end; i < n;) {
+        size_t cl;
+        uint32_t c = cp_at(s, n, i, &cl);
+        i += cl;
+        if (case_ignorable(c))
+            continue;
+        return !cased(c);
+    }
+    return true;
+}
+
 /* Replace every match of pat in piece *p by `to`, in a new arena string. */
 static kvs_status replace_pattern(henc *e, hpiece *p, const hf_pattern *pat, const char *to,
                                   size_t tl)
@@ -264,15 +307,24 @@ static kvs_status normalize(henc *e, hpiece *p)
             free(out);
             break;
         }
-        case HN_LOWERCASE: {
+        case HN_LOWERCASE: { /* Rust's str::to_lowercase */
             uint32_t off = (uint32_t)e->a.n;
             st = a_reserve(e, (size_t)p->len * 2 + 8);
             for (size_t i = 0; st == KVS_OK && i < p->len;) {
-                size_t cl;
+                size_t cl, start = i;
                 uint32_t c = cp_at(e->a.b + p->off, p->len, i, &cl);
                 i += cl;
-                char u[4];
-                size_t ul = kvs_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)c), u);
+                char u[8];
+                size_t ul;
+                if (c == 0x130) { /* İ: the one unconditional multi-character mapping */
+                    memcpy(u, "i\xcc\x87", 3);
+                    ul = 3;
+                } else if (c == 0x3a3) {
+                    bool fin = final_sigma(e->a.b + p->off, p->len, start, i);
+                    ul = kvs_utf8_encode(fin ? 0x3c2 : 0x3c3, u);
+                } else {
+                    ul = kvs_utf8_encode((uint32_t)utf8proc_tolower((utf8proc_int32_t)c), u);
+                }
                 uint32_t o;
                 st = a_put(e, u, ul, &o);
             }

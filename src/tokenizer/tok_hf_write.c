@@ -307,8 +307,44 @@ kvs_status kvs_tok_write_hf(const kvs_tokenizer *t, const char *dir, kvs_error *
 
 /* ---- GGUF metadata --------------------------------------------------------------- */
 
+/* Can GGUF metadata say what this tokenizer.json does?  GGUF has no
+ * normalizer: NFC is dropped (as llama.cpp's converter drops it; text
+ * already in NFC tokenizes the same), a SentencePiece-style Prepend("▁")
+ * and Replace(" " -> "▁") are add_space_prefix; anything else is refused. */
+static kvs_status gguf_representable(const kvs_tok_hf *hf, kvs_error *err)
+{
+    static const char *const NAMES[] = {"NFC", "NFD", "NFKC", "NFKD", "Lowercase", "Prepend",
+                                        "Replace"};
+    for (size_t i = 0; i < hf->n_norm; i++) {
+        const hf_norm *n = &hf->norm[i];
+        bool ok = n->kind == HN_NFC ||
+                  (hf->spm_like && n->kind == HN_PREPEND && n->text_len == 3 &&
+                   memcmp(n->text, "\xe2\x96\x81", 3) == 0) ||
+                  (hf->spm_like && n->kind == HN_REPLACE && n->pat.str && n->pat.len == 1 &&
+                   n->pat.str[0] == ' ' && n->text_len == 3 &&
+                   memcmp(n->text, "\xe2\x96\x81", 3) == 0);
+        if (!ok)
+            return kvs_fail(err, KVS_E_UNSUPPORTED, "tokenizer.json's %s normalizer has no GGUF "
+                            "equivalent (llama.cpp would tokenize differently)", NAMES[n->kind]);
+    }
+    for (size_t i = 0; hf->spm_like && i < hf->n_pre; i++) {
+        const hf_pre *p = &hf->pre[i];
+        bool ok = p->kind == HP_METASPACE ||
+                  (p->kind == HP_SPLIT && p->pat.str && p->pat.len == 1 && p->pat.str[0] == ' ');
+        if (!ok)
+            return kvs_fail(err, KVS_E_UNSUPPORTED, "tokenizer.json's pre-tokenizer has no GGUF "
+                            "equivalent for a SentencePiece-style vocabulary");
+    }
+    return KVS_OK;
+}
+
 kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, kvs_error *err)
 {
+    if (t->kind == KVS_TOK_HF) {
+        kvs_status st = gguf_representable(t->hf, err);
+        if (st != KVS_OK)
+            return st;
+    }
     bool llama = t->kind == KVS_TOK_SPM || (t->kind == KVS_TOK_HF && t->hf->spm_like);
     const char *pre = NULL;
     if (t->kind == KVS_TOK_BPE)

@@ -59,8 +59,13 @@ kvs_status kvs_tok_write_hf(const kvs_tokenizer *t, const char *dir, kvs_error *
 /* Set the tokenizer.ggml.* keys of a GGUF file for t (model, pre, tokens,
  * scores, token_type, merges, special ids, add_bos/add_eos/add_space_prefix).
  * A tokenizer.json tokenizer maps to "llama" when it is a byte-fallback BPE
- * without ByteLevel, else to "gpt2" (its pre-tokenizer must be one llama.cpp
- * names: gpt-2, llama-bpe, qwen2). */
+ * without ByteLevel (scores: -rank of the merge that makes each piece), else
+ * to "gpt2", whose pre-tokenizer must be one llama.cpp names (gpt-2,
+ * llama-bpe, qwen2, default, falcon, starcoder, deepseek-coder).  What GGUF
+ * cannot say is refused (KVS_E_UNSUPPORTED), except two losses llama.cpp's
+ * converter makes too: an NFC normalizer is dropped, and Metaspace's
+ * "first"/"always" prefix becomes add_space_prefix (which also prefixes
+ * text that starts with a space, and text after special tokens). */
 kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, kvs_error *err);
 /* Free t (NULL: no-op). */
 void kvs_tok_free(kvs_tokenizer *t);
