@@ -88,7 +88,35 @@ function withTemplate(oracle, cfg, text, plain) {
   return [...(bos != null ? [bos] : []), ...plain, ...(eos != null ? [eos] : [])];
 }
 
-const texts = [...vocabInputs(), ...HARD.filter((h) => true)];
+// Random strings from a fixed seed: runs of letters (several scripts), digits,
+// whitespace, punctuation, symbols, emoji, combining marks, contractions and
+// special-token text, mixed the way no hand-written case would mix them.
+function randomInputs(count, seed) {
+  let x = seed >>> 0;
+  const rnd = (n) => { x = (Math.imul(x, 1664525) + 1013904223) >>> 0; return x % n; };
+  const POOLS = [
+    "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ", "0123456789", "  \t\n\r\u00a0\u3000",
+    "!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~", "éüñçøßæœÀÉÎÕÜ", "中文字符日本語한국어", "кириллицаΑΒΓαβγ",
+    "😀🎉👍🏽❤️🇯🇵👨‍👩‍👧", "\u0301\u0308\u0323\u200d\u200b", "٠١٢٣४५६", "∑∞≠≤√€£¥©®™",
+  ];
+  const WORDS = ["'s", "'re", "'LL", " the", " of", "<s>", "</s>", "<|endoftext|>", "<|im_start|>",
+                 "<|eot_id|>", "<start_of_turn>", "\u2581", "Ġ", "<0x0A>", "http://", "    ", "\n\n"];
+  const out = [];
+  for (let i = 0; i < count; i++) {
+    let t = "";
+    const parts = 1 + rnd(8);
+    for (let k = 0; k < parts; k++) {
+      if (rnd(4) === 0) { t += WORDS[rnd(WORDS.length)]; continue; }
+      const pool = [...POOLS[rnd(POOLS.length)]];
+      const len = 1 + rnd(6);
+      for (let j = 0; j < len; j++) t += pool[rnd(pool.length)];
+    }
+    out.push(t);
+  }
+  return out;
+}
+
+const texts = [...vocabInputs(), ...HARD, ...randomInputs(quick ? 100 : 300, 20261203)];
 const uniq = [...new Set(texts)];
 const same = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
 let failed = false;
