@@ -13,6 +13,7 @@
  * (Parity with the `tokenizers` library on real tokenizer.json files is
  * tests/node_tok, driven by the npm oracle.)
  */
+#include <jansson.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -281,11 +282,134 @@ static void test_minimal(void **state)
     kvs_tok_free(t);
 }
 
+/* ---- pre-tokenizer and added-token semantics of the Rust library ------------ */
+/*
+ * Expectations from the `tokenizers` library's own unit tests
+ * (normalizer.rs `split`, pre_tokenizers/split.rs, metaspace.rs,
+ * digits.rs, whitespace.rs, added_vocabulary.rs `single_word_tokens`),
+ * for the parts tokenizers.js (the parity oracle) does not implement.  The
+ * split is observed through a vocabulary holding the expected pieces with
+ * ignore_merges (a piece that is a token comes out whole; any other piece
+ * falls apart into its characters, which shows as a different split).
+ */
+static char *pieces_of(const char *pre_json, const char *added_json, const char *const *pieces,
+                       const char *text)
+{
+    json_t *vocab = json_object();
+    size_t id = 0;
+    for (size_t i = 0; pieces[i]; i++)
+        if (!json_object_get(vocab, pieces[i]))
+            json_object_set_new(vocab, pieces[i], json_integer((json_int_t)id++));
+    for (const char *c = text; *c;) { /* every character of the text */
+        size_t n = 1;
+        while (((unsigned char)c[n] & 0xc0) == 0x80)
+            n++;
+        char ch[8] = {0};
+        memcpy(ch, c, n);
+        if (!json_object_get(vocab, ch))
+            json_object_set_new(vocab, ch, json_integer((json_int_t)id++));
+        c += n;
+    }
+    char *vs = json_dumps(vocab, JSON_COMPACT);
+    char *doc = malloc(strlen(vs) + strlen(pre_json) + 512);
+    sprintf(doc, "{\"added_tokens\": [%s], \"pre_tokenizer\": %s, \"model\": {\"type\": \"BPE\", "
+            "\"ignore_merges\": true, \"vocab\": %s, \"merges\": []}}",
+            added_json ? added_json : "", pre_json, vs);
+    if (added_json) { /* the added token takes the next id */
+        char *at = strstr(doc, "\"id\": ID");
+        if (at) {
+            char num[16];
+            int k = snprintf(num, sizeof(num), "%zu", id);
+            memmove(at + 6 + k, at + 8, strlen(at + 8) + 1);
+            memcpy(at + 6, num, (size_t)k);
+        }
+    }
+    kvs_tokenizer *t = NULL;
+    kvs_error err = {0};
+    if (kvs_tok_load_hf_json(&t, doc, strlen(doc), NULL, 0, &err) != KVS_OK)
+        fail_msg("%s: %s", doc, err.msg);
+    int32_t *ids;
+    size_t n;
+    assert_int_equal(kvs_tok_encode(t, text, strlen(text), false, true, &ids, &n, &err), KVS_OK);
+    char *out = calloc(1, strlen(text) * 8 + 16);
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            strcat(out, "|");
+        strcat(out, kvs_tok_piece(t, ids[i]));
+    }
+    free(ids);
+    kvs_tok_free(t);
+    free(doc);
+    free(vs);
+    json_decref(vocab);
+    return out;
+}
+
+static void expect_pieces(const char *pre, const char *added, const char *text, const char *want)
+{
+    /* the wanted pieces form the vocabulary */
+    char *copy = strdup(want);
+    const char *pieces[64];
+    size_t n = 0;
+    for (char *tok = strtok(copy, "|"); tok && n < 63; tok = strtok(NULL, "|"))
+        pieces[n++] = tok;
+    pieces[n] = NULL;
+    char *got = pieces_of(pre, added, pieces, text);
+    if (strcmp(got, want) != 0)
+        fail_msg("%s on '%s': got '%s', want '%s'", pre, text, got, want);
+    free(got);
+    free(copy);
+}
+
+#define MS "\xe2\x96\x81" /* U+2581 */
+#define SPLIT(b) "{\"type\": \"Split\", \"pattern\": {\"String\": \"-\"}, \"behavior\": \"" b "\"}"
+
+static void test_rust_semantics(void **state)
+{
+    (void)state;
+    const char *s = "The-final--countdown";
+    expect_pieces(SPLIT("Removed"), NULL, s, "The|final|countdown");
+    expect_pieces(SPLIT("Isolated"), NULL, s, "The|-|final|-|-|countdown");
+    expect_pieces(SPLIT("MergedWithPrevious"), NULL, s, "The-|final-|-|countdown");
+    expect_pieces(SPLIT("MergedWithNext"), NULL, s, "The|-final|-|-countdown");
+    expect_pieces(SPLIT("Contiguous"), NULL, s, "The|-|final|--|countdown");
+    expect_pieces("{\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+|[^\\\\w\\\\s]+\"}, "
+                  "\"behavior\": \"Removed\", \"invert\": true}",
+                  NULL, "How are you doing?", "How|are|you|doing|?");
+    expect_pieces("{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": "
+                  "\"always\", \"split\": true}",
+                  NULL, "Hey   friend!", MS "Hey|" MS "|" MS "|" MS "friend!");
+    expect_pieces("{\"type\": \"Metaspace\", \"replacement\": \"\\u2581\", \"prepend_scheme\": "
+                  "\"always\", \"split\": false}",
+                  NULL, "Hey friend!", MS "Hey" MS "friend!");
+    expect_pieces("{\"type\": \"Digits\", \"individual_digits\": true}", NULL, "Hey 123 friend!",
+                  "Hey |1|2|3| friend!");
+    expect_pieces("{\"type\": \"Digits\", \"individual_digits\": false}", NULL, "Hey 123 friend!",
+                  "Hey |123| friend!");
+    expect_pieces("{\"type\": \"WhitespaceSplit\"}", NULL, "How are you doing?",
+                  "How|are|you|doing?");
+    expect_pieces("{\"type\": \"Whitespace\"}", NULL, "How are you doing?", "How|are|you|doing|?");
+    expect_pieces("{\"type\": \"Whitespace\"}", NULL, "Hey man!", "Hey|man|!");
+    /* single_word: "ing" inside "dancing" is no match, a word "ing" is */
+    const char *sw = "{\"id\": ID, \"content\": \"ing\", \"single_word\": true, \"special\": false, "
+                     "\"normalized\": false}";
+    const char *nsw = "{\"id\": ID, \"content\": \"ing\", \"single_word\": false, \"special\": false, "
+                      "\"normalized\": false}";
+    expect_pieces("null", sw, "I like dancing", "I like dancing");
+    expect_pieces("null", nsw, "I like dancing", "I like danc|ing");
+    expect_pieces("null", sw, "I like ing", "I like |ing");
+    /* lstrip/rstrip take the whitespace around the token with it */
+    const char *lr = "{\"id\": ID, \"content\": \"<m>\", \"lstrip\": true, \"rstrip\": true, "
+                     "\"special\": true, \"normalized\": false}";
+    expect_pieces("null", lr, "a  <m>  b", "a|<m>|b");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_minimal),
         cmocka_unit_test(test_malformed),
+        cmocka_unit_test(test_rust_semantics),
         cmocka_unit_test(test_gguf_hf_round_trip),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
