@@ -227,6 +227,8 @@ static const bad_case BAD[] = {
      "tokenizer_config.json: eos_token: expected a string"},
     {"{\"model\": {\"type\": \"BPE\", " VOCAB ", \"merges\": []}}", "[",
      "tokenizer_config.json: bad JSON"},
+    {"{\"model\": {\"type\": \"BPE\", " VOCAB ", \"merges\": []}}", "{\"chat_template\": 3}",
+     "tokenizer_config.json: chat_template: expected a string"},
     {"{\"model\": {\"type\": \"BPE\", " VOCAB ", \"merges\": []}, \"model\": {}}", NULL,
      "duplicate"},
 };
@@ -279,6 +281,22 @@ static void test_minimal(void **state)
     char *d = kvs_tok_decode(t, want, 5);
     assert_string_equal(d, "ababab");
     free(d);
+    assert_null(kvs_tok_chat_template(t));
+    kvs_tok_free(t);
+
+    /* tokenizer_config.json: special ids, the chat template (a string or the "default" of a list) */
+    static const char C1[] = "{\"bos_token\": {\"content\": \"<s>\"}, \"eos_token\": \"abab\", "
+                             "\"chat_template\": \"{{ messages }}\"}";
+    static const char C2[] = "{\"chat_template\": [{\"name\": \"tool_use\", \"template\": \"T\"}, "
+                             "{\"name\": \"default\", \"template\": \"D\"}]}";
+    assert_int_equal(kvs_tok_load_hf_json(&t, J, strlen(J), C1, strlen(C1), &err), KVS_OK);
+    assert_int_equal(kvs_tok_bos(t), 3);
+    assert_int_equal(kvs_tok_eos(t), 4);
+    assert_true(kvs_tok_is_eog(t, 4));
+    assert_string_equal(kvs_tok_chat_template(t), "{{ messages }}");
+    kvs_tok_free(t);
+    assert_int_equal(kvs_tok_load_hf_json(&t, J, strlen(J), C2, strlen(C2), &err), KVS_OK);
+    assert_string_equal(kvs_tok_chat_template(t), "D");
     kvs_tok_free(t);
 }
 

@@ -118,6 +118,8 @@ typedef struct kvs_tok_hf {
     int32_t *prefix, *suffix; /* the post-processor's single template */
     size_t n_prefix, n_suffix;
 
+    char *chat_template; /* tokenizer_config.json's (the "default" one of a list), or NULL */
+
     /* for kvs_tok_write_gguf_meta */
     bool spm_like;        /* Metaspace-style BPE with byte fallback -> "llama" */
     const char *gguf_pre; /* byte-level: llama.cpp's pre-tokenizer name, NULL if unknown */

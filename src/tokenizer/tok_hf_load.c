@@ -1252,6 +1252,27 @@ static kvs_status finish(loader *L, const char *dir, kvs_error *err)
     kvs_tok_mark_eog(t);
     mark_generation_eos(t, dir);
 
+    /* chat_template: a string, or a list of {"name", "template"} (the "default" one) */
+    json_t *ct = L->cfg ? json_object_get(L->cfg, "chat_template") : NULL;
+    if (json_is_array(ct)) {
+        json_t *pick = NULL;
+        for (size_t i = 0; i < json_array_size(ct); i++) {
+            json_t *e = json_array_get(ct, i);
+            const char *nm = json_string_value(json_object_get(e, "name"));
+            if (nm && strcmp(nm, "default") == 0)
+                pick = json_object_get(e, "template");
+        }
+        ct = pick;
+    }
+    if (ct && !json_is_null(ct) && !json_is_string(ct))
+        return bad(err, KVS_E_FORMAT, TC, "chat_template",
+                   "expected a string or a list of {\"name\", \"template\"} with a \"default\"");
+    if (json_is_string(ct)) {
+        hf->chat_template = dupn(json_string_value(ct), json_string_length(ct));
+        if (!hf->chat_template)
+            return kvs_fail(err, KVS_E_NOMEM, "out of memory for the chat template");
+    }
+
     bool bytelevel = false;
     for (size_t i = 0; i < hf->n_pre; i++)
         if (hf->pre[i].kind == HP_BYTELEVEL) {
@@ -1490,5 +1511,6 @@ void kvs_tok_hf_free(kvs_tok_hf *hf)
     free(hf->added);
     free(hf->prefix);
     free(hf->suffix);
+    free(hf->chat_template);
     free(hf);
 }

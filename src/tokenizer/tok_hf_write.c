@@ -419,6 +419,8 @@ kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, k
     if (st == KVS_OK && llama)
         st = kvs_gguf_writer_set_bool(w, "tokenizer.ggml.add_space_prefix", t->add_space_prefix,
                                       err);
+    if (st == KVS_OK && kvs_tok_chat_template(t))
+        st = kvs_gguf_writer_set_str(w, "tokenizer.chat_template", kvs_tok_chat_template(t), err);
     free(tok);
     free(lens);
     free(types);

@@ -411,6 +411,11 @@ kvs_status kvs_tok_load(kvs_tokenizer **out, const kvs_gguf *g, kvs_error *err)
 }
 
 int32_t kvs_tok_n_vocab(const kvs_tokenizer *t) { return t->n_vocab; }
+
+const char *kvs_tok_chat_template(const kvs_tokenizer *t)
+{
+    return t->kind == KVS_TOK_HF ? t->hf->chat_template : NULL;
+}
 int32_t kvs_tok_bos(const kvs_tokenizer *t) { return t->bos; }
 int32_t kvs_tok_eos(const kvs_tokenizer *t) { return t->eos; }
 bool kvs_tok_add_bos(const kvs_tokenizer *t) { return t->add_bos && t->bos >= 0; }

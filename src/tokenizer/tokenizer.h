@@ -37,7 +37,8 @@ kvs_status kvs_tok_load(kvs_tokenizer **out, const kvs_gguf *g, kvs_error *err);
  * (the `tokenizers` library's format; BPE models with the normalizers,
  * pre-tokenizers, post-processors and decoders listed in tok_hf.h) plus,
  * when present, dir/tokenizer_config.json (bos_token, eos_token,
- * pad_token, add_bos_token, add_eos_token, added_tokens_decoder) and
+ * pad_token, add_bos_token, add_eos_token, added_tokens_decoder,
+ * chat_template) and
  * dir/generation_config.json (eos_token_id: more end-of-generation ids).
  * The result works with every kvs_tok_* function; kvs_tok_encode's
  * add_bos adds the post-processor's template (its BOS and any suffix such
@@ -70,6 +71,11 @@ kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, k
 /* Free t (NULL: no-op). */
 void kvs_tok_free(kvs_tokenizer *t);
 
+/* tokenizer_config.json's chat_template (for a list of named templates,
+ * the "default" one) of a kvs_tok_load_hf tokenizer; NULL when there is
+ * none, and always for GGUF tokenizers (whose template is the file's
+ * tokenizer.chat_template key).  Valid until kvs_tok_free. */
+const char *kvs_tok_chat_template(const kvs_tokenizer *t);
 /* Vocabulary size: valid ids are 0 .. n_vocab - 1. */
 int32_t kvs_tok_n_vocab(const kvs_tokenizer *t);
 int32_t kvs_tok_bos(const kvs_tokenizer *t);      /* -1 if none */
