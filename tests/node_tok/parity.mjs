@@ -29,7 +29,7 @@ const quick = args.includes("--quick");
 const only = args.filter((a) => !a.startsWith("--"));
 
 const ALL = ["llama2", "llama3", "llama3_1", "qwen2_5", "qwen3", "gemma2", "gemma3", "gpt2",
-             "deepseek_v3", "gpt4o"];
+             "deepseek_v3", "gpt4o", "gpt35turbo", "claude"];
 const names = only.length ? only.filter((n) => ALL.includes(n))
                           : quick ? ["llama2", "llama3_1", "qwen3", "gpt2"] : ALL;
 
