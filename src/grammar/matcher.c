@@ -1,0 +1,659 @@
+/* The token-level grammar matcher (see matcher.h). */
+#include "grammar/matcher.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- the vocabulary trie ---- */
+
+enum { TOK_TEXT = 0, TOK_EOG = 1, TOK_NONE = 2 };
+
+struct kvs_gvocab {
+    int32_t n_vocab;
+    uint8_t *kind;               /* [n_vocab] TOK_* */
+    int32_t *off, *len;          /* [n_vocab] each token's bytes in `bytes` */
+    char *bytes;
+    int32_t *sorted;             /* token ids sorted by their bytes */
+    int32_t n_nodes;             /* node 0 is the root (no byte) */
+    uint8_t *node_byte;
+    uint16_t *node_depth;
+    int32_t *node_end;           /* first node after the subtree */
+    int32_t *node_tok;           /* tokens ending here: sorted[node_tok[i] .. node_tok[i] + node_ntok[i]) */
+    int32_t *node_ntok;
+    int32_t max_len;
+    size_t total_bytes;
+};
+
+static int cmp_tok(const void *x, const void *y, void *ctx)
+{
+    const kvs_gvocab *v = ctx;
+    int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    int32_t la = v->len[a], lb = v->len[b];
+    int c = memcmp(v->bytes + v->off[a], v->bytes + v->off[b], (size_t)(la < lb ? la : lb));
+    if (c)
+        return c;
+    if (la != lb)
+        return la < lb ? -1 : 1;
+    return a < b ? -1 : a > b;
+}
+
+void kvs_gvocab_free(kvs_gvocab *v)
+{
+    if (!v)
+        return;
+    free(v->kind);
+    free(v->off);
+    free(v->len);
+    free(v->bytes);
+    free(v->sorted);
+    free(v->node_byte);
+    free(v->node_depth);
+    free(v->node_end);
+    free(v->node_tok);
+    free(v->node_ntok);
+    free(v);
+}
+
+int32_t kvs_gvocab_n_vocab(const kvs_gvocab *v) { return v->n_vocab; }
+size_t kvs_gvocab_bytes(const kvs_gvocab *v) { return v->total_bytes; }
+
+kvs_status kvs_gvocab_new(kvs_gvocab **out, const kvs_tokenizer *t, kvs_error *err)
+{
+    *out = NULL;
+    kvs_gvocab *v = calloc(1, sizeof *v);
+    int32_t V = kvs_tok_n_vocab(t);
+    size_t cap = kvs_tok_max_token_bytes(t) + 8;
+    char *buf = malloc(cap);
+    if (!v || !buf || V < 1)
+        goto nomem;
+    v->n_vocab = V;
+    v->kind = malloc((size_t)V);
+    v->off = malloc((size_t)V * sizeof *v->off);
+    v->len = malloc((size_t)V * sizeof *v->len);
+    v->sorted = malloc((size_t)V * sizeof *v->sorted);
+    if (!v->kind || !v->off || !v->len || !v->sorted)
+        goto nomem;
+    size_t total = 0;
+    for (int32_t i = 0; i < V; i++) {
+        size_t n = kvs_tok_decode_token(t, i, false, buf, cap);
+        if (n > cap)
+            n = cap;
+        v->len[i] = (int32_t)n;
+        total += n;
+    }
+    if (total > INT32_MAX - 1)
+        return kvs_fail(err, KVS_E_INVALID, "grammar: the vocabulary is too large");
+    v->bytes = malloc(total + 1);
+    if (!v->bytes)
+        goto nomem;
+    size_t pos = 0;
+    int32_t n_text = 0;
+    for (int32_t i = 0; i < V; i++) {
+        size_t n = kvs_tok_decode_token(t, i, false, buf, cap);
+        if (n > cap)
+            n = cap;
+        memcpy(v->bytes + pos, buf, n);
+        v->off[i] = (int32_t)pos;
+        pos += n;
+        v->kind[i] = kvs_tok_is_eog(t, i) ? TOK_EOG : n == 0 ? TOK_NONE : TOK_TEXT;
+        if (v->kind[i] == TOK_TEXT) {
+            v->sorted[n_text++] = i;
+            if ((int32_t)n > v->max_len)
+                v->max_len = (int32_t)n;
+        }
+    }
+    qsort_r(v->sorted, (size_t)n_text, sizeof *v->sorted, cmp_tok, v);
+    size_t max_nodes = total + 1;
+    v->node_byte = malloc(max_nodes);
+    v->node_depth = malloc(max_nodes * sizeof *v->node_depth);
+    v->node_end = malloc(max_nodes * sizeof *v->node_end);
+    v->node_tok = malloc(max_nodes * sizeof *v->node_tok);
+    v->node_ntok = calloc(max_nodes, sizeof *v->node_ntok);
+    int32_t *path = malloc(((size_t)v->max_len + 1) * sizeof *path);
+    if (!v->node_byte || !v->node_depth || !v->node_end || !v->node_tok || !v->node_ntok || !path) {
+        free(path);
+        goto nomem;
+    }
+    if (v->max_len > 65535) {
+        free(path);
+        free(buf);
+        kvs_gvocab_free(v);
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "grammar: a token of more than 65535 bytes");
+    }
+    /* Preorder nodes from the sorted strings: each string adds the nodes
+     * past its common prefix with the previous one. */
+    int32_t n = 1;
+    v->node_byte[0] = 0;
+    v->node_depth[0] = 0;
+    v->node_tok[0] = 0;
+    path[0] = 0;
+    int32_t depth = 0, prev = -1;
+    for (int32_t k = 0; k < n_text; k++) {
+        int32_t id = v->sorted[k];
+        const uint8_t *s = (const uint8_t *)v->bytes + v->off[id];
+        int32_t l = 0;
+        if (prev >= 0) {
+            const uint8_t *p = (const uint8_t *)v->bytes + v->off[prev];
+            int32_t m = v->len[prev] < v->len[id] ? v->len[prev] : v->len[id];
+            while (l < m && p[l] == s[l])
+                l++;
+        }
+        for (; depth > l; depth--)
+            v->node_end[path[depth]] = n;
+        for (int32_t d = l; d < v->len[id]; d++) {
+            v->node_byte[n] = s[d];
+            v->node_depth[n] = (uint16_t)(d + 1);
+            v->node_tok[n] = k;
+            path[++depth] = n++;
+        }
+        int32_t node = path[depth];
+        if (v->node_ntok[node] == 0)
+            v->node_tok[node] = k;
+        v->node_ntok[node]++;
+        prev = id;
+    }
+    for (; depth >= 0; depth--)
+        v->node_end[path[depth]] = n;
+    free(path);
+    v->n_nodes = n;
+    v->total_bytes = (size_t)V * (1 + 4 + 4 + 4) + total + (size_t)n * (1 + 2 + 4 + 4 + 4);
+    free(buf);
+    *out = v;
+    return KVS_OK;
+nomem:
+    free(buf);
+    kvs_gvocab_free(v);
+    return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for the vocabulary trie");
+}
+
+/* ---- the matcher ---- */
+
+typedef struct frame {
+    int32_t pos;                 /* element to continue at */
+    int32_t parent;              /* frame to return to, -1: none */
+    uint64_t hash;               /* of the whole stack */
+} frame;
+
+#define KEY_MAX 256              /* ints of a cacheable state's key */
+#define MAX_EXPAND_DEPTH 2048
+#define MAX_EXPAND_WORK (1 << 16) /* expansions per byte: a grammar that needs more is refused */
+
+struct kvs_gmatcher {
+    kvs_grammar *g;
+    const kvs_gvocab *v;
+    kvs_gmatcher_limits lim;
+    int32_t words;               /* mask words */
+
+    frame *frames;
+    int32_t n_frames;
+    int32_t n_committed_frames;
+    uint8_t *mark;               /* [max_frames] compaction */
+    int32_t *remap;
+
+    int32_t *tops;               /* [max_tops]: committed state at [0, n_cur), walk levels after */
+    int32_t n_cur;
+    bool cur_accept;
+    bool strip_pending;
+
+    /* the level being built by advance() */
+    int32_t lv_begin, lv_end;
+    bool lv_accept, lv_overflow;
+    int32_t expand_depth;
+    int32_t work;                /* expansions in this advance (bounded) */
+    int32_t *lvl_end;            /* [max_len + 2] end of each depth's tops during a walk */
+    int32_t *lvl_frames;         /* [max_len + 2] frame count after each depth */
+
+    uint32_t *mask;              /* [words] */
+    int32_t mask_count;
+
+    /* cache */
+    uint64_t *c_hash;
+    int32_t *c_klen;             /* -1: empty */
+    int32_t *c_key;              /* [entries][KEY_MAX] */
+    uint32_t *c_mask;            /* [entries][words] */
+    int32_t *c_count;
+    int32_t c_next;
+    int32_t key[KEY_MAX];
+
+    kvs_gmatcher_stats stats;
+};
+
+kvs_gmatcher_limits kvs_gmatcher_default_limits(void)
+{
+    return (kvs_gmatcher_limits){.max_frames = 1 << 15, .max_tops = 1 << 13, .cache_entries = 32};
+}
+
+size_t kvs_gmatcher_bytes(int32_t n_vocab, const kvs_gmatcher_limits *lim)
+{
+    kvs_gmatcher_limits d = kvs_gmatcher_default_limits();
+    if (!lim)
+        lim = &d;
+    size_t words = ((size_t)n_vocab + 31) / 32;
+    size_t E = (size_t)lim->cache_entries;
+    return sizeof(struct kvs_gmatcher) + (size_t)lim->max_frames * (sizeof(frame) + 1 + 4) +
+           (size_t)lim->max_tops * 4 + 2 * (65536 + 2) * 4 + words * 4 +
+           E * (8 + 4 + 4 + KEY_MAX * 4 + words * 4);
+}
+
+void kvs_gmatcher_free(kvs_gmatcher *m)
+{
+    if (!m)
+        return;
+    kvs_grammar_unref(m->g);
+    free(m->frames);
+    free(m->mark);
+    free(m->remap);
+    free(m->tops);
+    free(m->lvl_end);
+    free(m->lvl_frames);
+    free(m->mask);
+    free(m->c_hash);
+    free(m->c_klen);
+    free(m->c_key);
+    free(m->c_mask);
+    free(m->c_count);
+    free(m);
+}
+
+static inline uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline uint64_t stack_hash(const kvs_gmatcher *m, int32_t pos, int32_t parent)
+{
+    return mix((uint64_t)(uint32_t)pos * 0x9E3779B97F4A7C15ull + (parent >= 0 ? m->frames[parent].hash : 0x51ED));
+}
+
+static int32_t new_frame(kvs_gmatcher *m, int32_t pos, int32_t parent, uint64_t h)
+{
+    if (m->n_frames >= m->lim.max_frames) {
+        m->lv_overflow = true;
+        return -2;
+    }
+    m->frames[m->n_frames] = (frame){pos, parent, h};
+    return m->n_frames++;
+}
+
+static bool same_stack(const kvs_gmatcher *m, int32_t a, int32_t b)
+{
+    while (a != b) {
+        if (a < 0 || b < 0)
+            return false;
+        const frame *fa = &m->frames[a], *fb = &m->frames[b];
+        if (fa->pos != fb->pos || fa->hash != fb->hash)
+            return false;
+        a = fa->parent;
+        b = fb->parent;
+    }
+    return true;
+}
+
+/* Add a stack whose top is the byte set at pos (merging an equal one). */
+static void add_top(kvs_gmatcher *m, int32_t pos, int32_t parent)
+{
+    uint64_t h = stack_hash(m, pos, parent);
+    for (int32_t i = m->lv_begin; i < m->lv_end; i++) {
+        const frame *f = &m->frames[m->tops[i]];
+        if (f->hash == h && f->pos == pos && same_stack(m, f->parent, parent))
+            return;
+    }
+    if (m->lv_end >= m->lim.max_tops) {
+        m->lv_overflow = true;
+        return;
+    }
+    int32_t fr = new_frame(m, pos, parent, h);
+    if (fr < 0)
+        return;
+    m->tops[m->lv_end++] = fr;
+}
+
+/* Expand "continue at pos, then return to parent" until every path sits
+ * on a byte set (added as a top) or has popped the last frame (accept). */
+static void expand(kvs_gmatcher *m, int32_t pos, int32_t parent)
+{
+    const kvs_grammar *g = m->g;
+    m->expand_depth++;
+    if (++m->work > MAX_EXPAND_WORK || m->expand_depth > MAX_EXPAND_DEPTH) {
+        m->lv_overflow = true;
+        m->expand_depth--;
+        return;
+    }
+    for (;;) {
+        const kvs_gelem *e = &g->elems[pos];
+        if (e->type == KVS_GE_SET) {
+            add_top(m, pos, parent);
+            break;
+        }
+        if (e->type == KVS_GE_END) {
+            if (parent < 0) {
+                m->lv_accept = true;
+                break;
+            }
+            pos = m->frames[parent].pos;
+            parent = m->frames[parent].parent;
+            continue;
+        }
+        /* a rule reference: its alternatives, returning after it */
+        int32_t ret = parent;
+        if (g->elems[pos + 1].type != KVS_GE_END) {
+            ret = new_frame(m, pos + 1, parent, stack_hash(m, pos + 1, parent));
+            if (ret < 0)
+                break;
+        }
+        int32_t r = e->arg;
+        for (int32_t k = g->alt_begin[r]; k < g->alt_begin[r + 1]; k++)
+            expand(m, g->alts[k], ret);
+        break;
+    }
+    m->expand_depth--;
+}
+
+/* The stacks of tops[from, to) that take byte c, expanded, appended at
+ * tops[to, ...): sets lv_begin/lv_end/lv_accept. */
+static void advance(kvs_gmatcher *m, int32_t from, int32_t to, uint8_t c)
+{
+    const kvs_grammar *g = m->g;
+    m->lv_begin = m->lv_end = to;
+    m->lv_accept = false;
+    m->work = 0;
+    for (int32_t i = from; i < to; i++) {
+        const frame *f = &m->frames[m->tops[i]];
+        if (kvs_gset_has(g->sets[g->elems[f->pos].arg], c))
+            expand(m, f->pos + 1, f->parent);
+    }
+}
+
+/* Keep only the frames the committed tops reach, in order (a parent is
+ * always older than its children, so one forward pass renumbers them). */
+static void compact(kvs_gmatcher *m)
+{
+    memset(m->mark, 0, (size_t)m->n_frames);
+    for (int32_t i = 0; i < m->n_cur; i++)
+        for (int32_t f = m->tops[i]; f >= 0 && !m->mark[f]; f = m->frames[f].parent)
+            m->mark[f] = 1;
+    int32_t k = 0;
+    for (int32_t i = 0; i < m->n_frames; i++) {
+        if (!m->mark[i])
+            continue;
+        frame f = m->frames[i];
+        if (f.parent >= 0)
+            f.parent = m->remap[f.parent];
+        m->remap[i] = k;
+        m->frames[k++] = f;
+    }
+    for (int32_t i = 0; i < m->n_cur; i++)
+        m->tops[i] = m->remap[m->tops[i]];
+    m->n_frames = m->n_committed_frames = k;
+}
+
+kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab *v, bool strip_first_space,
+                            const kvs_gmatcher_limits *lim, kvs_error *err)
+{
+    *out = NULL;
+    kvs_gmatcher *m = calloc(1, sizeof *m);
+    if (!m)
+        return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for a matcher");
+    m->g = kvs_grammar_ref(g);
+    m->v = v;
+    m->lim = lim ? *lim : kvs_gmatcher_default_limits();
+    if (m->lim.max_frames < 16)
+        m->lim.max_frames = 16;
+    if (m->lim.max_tops < 16)
+        m->lim.max_tops = 16;
+    if (m->lim.cache_entries < 0)
+        m->lim.cache_entries = 0;
+    m->strip_pending = strip_first_space;
+    int32_t depth_cap = (v ? v->max_len : 0) + 2;
+    size_t F = (size_t)m->lim.max_frames, E = (size_t)m->lim.cache_entries;
+    m->words = v ? (v->n_vocab + 31) / 32 : 0;
+    m->frames = malloc(F * sizeof *m->frames);
+    m->mark = malloc(F);
+    m->remap = malloc(F * sizeof *m->remap);
+    m->tops = malloc((size_t)m->lim.max_tops * sizeof *m->tops);
+    m->lvl_end = malloc((size_t)depth_cap * sizeof *m->lvl_end);
+    m->lvl_frames = malloc((size_t)depth_cap * sizeof *m->lvl_frames);
+    m->mask = calloc((size_t)m->words + 1, 4);
+    m->c_hash = calloc(E + 1, sizeof *m->c_hash);
+    m->c_klen = malloc((E + 1) * sizeof *m->c_klen);
+    m->c_key = malloc((E * KEY_MAX + 1) * sizeof *m->c_key);
+    m->c_mask = malloc((E * (size_t)m->words + 1) * 4);
+    m->c_count = calloc(E + 1, sizeof *m->c_count);
+    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl_end || !m->lvl_frames || !m->mask ||
+        !m->c_hash || !m->c_klen || !m->c_key || !m->c_mask || !m->c_count) {
+        kvs_gmatcher_free(m);
+        return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for a matcher");
+    }
+    for (size_t i = 0; i < E; i++)
+        m->c_klen[i] = -1;
+    /* the start state: every alternative of the root */
+    m->lv_begin = m->lv_end = 0;
+    m->lv_accept = m->lv_overflow = false;
+    for (int32_t k = g->alt_begin[g->root]; k < g->alt_begin[g->root + 1]; k++)
+        expand(m, g->alts[k], -1);
+    if (m->lv_overflow) {
+        kvs_gmatcher_free(m);
+        return kvs_fail(err, KVS_E_INVALID, "grammar: the start state does not fit the matcher's limits");
+    }
+    m->n_cur = m->lv_end;
+    m->cur_accept = m->lv_accept;
+    compact(m);
+    *out = m;
+    return KVS_OK;
+}
+
+bool kvs_gmatcher_can_end(const kvs_gmatcher *m) { return m->cur_accept; }
+bool kvs_gmatcher_done(const kvs_gmatcher *m) { return m->cur_accept && m->n_cur == 0; }
+void kvs_gmatcher_get_stats(const kvs_gmatcher *m, kvs_gmatcher_stats *st) { *st = m->stats; }
+
+kvs_status kvs_gmatcher_copy_state(kvs_gmatcher *dst, const kvs_gmatcher *src, kvs_error *err)
+{
+    if (dst->g != src->g || dst->v != src->v || dst->lim.max_frames != src->lim.max_frames ||
+        dst->lim.max_tops != src->lim.max_tops)
+        return kvs_fail(err, KVS_E_INVALID, "grammar: matchers of different grammars or limits");
+    memcpy(dst->frames, src->frames, (size_t)src->n_committed_frames * sizeof *dst->frames);
+    memcpy(dst->tops, src->tops, (size_t)src->n_cur * sizeof *dst->tops);
+    dst->n_frames = dst->n_committed_frames = src->n_committed_frames;
+    dst->n_cur = src->n_cur;
+    dst->cur_accept = src->cur_accept;
+    dst->strip_pending = src->strip_pending;
+    return KVS_OK;
+}
+
+static bool advance_bytes(kvs_gmatcher *m, const uint8_t *s, size_t n)
+{
+    int32_t from = 0, to = m->n_cur;
+    bool accept = m->cur_accept;
+    m->lv_overflow = false;
+    for (size_t i = 0; i < n; i++) {
+        advance(m, from, to, s[i]);
+        if (m->lv_overflow || (m->lv_end == m->lv_begin && !m->lv_accept)) {
+            m->n_frames = m->n_committed_frames;
+            return false;
+        }
+        /* slide the new level down next to the committed one */
+        int32_t cnt = m->lv_end - m->lv_begin;
+        if (m->n_cur + cnt > m->lim.max_tops) {
+            m->n_frames = m->n_committed_frames;
+            return false;
+        }
+        memmove(m->tops + m->n_cur, m->tops + m->lv_begin, (size_t)cnt * sizeof *m->tops);
+        from = m->n_cur;
+        to = m->n_cur + cnt;
+        accept = m->lv_accept;
+    }
+    int32_t cnt = to - from;
+    memmove(m->tops, m->tops + from, (size_t)cnt * sizeof *m->tops);
+    m->n_cur = cnt;
+    m->cur_accept = accept;
+    compact(m);
+    return true;
+}
+
+bool kvs_gmatcher_accept_bytes(kvs_gmatcher *m, const char *s, size_t n)
+{
+    return advance_bytes(m, (const uint8_t *)s, n);
+}
+
+bool kvs_gmatcher_accept_token(kvs_gmatcher *m, int32_t token)
+{
+    const kvs_gvocab *v = m->v;
+    if (!v || token < 0 || token >= v->n_vocab)
+        return false;
+    if (v->kind[token] == TOK_EOG)
+        return m->cur_accept;
+    if (v->kind[token] == TOK_NONE)
+        return false;
+    const uint8_t *s = (const uint8_t *)v->bytes + v->off[token];
+    size_t n = (size_t)v->len[token];
+    if (m->strip_pending && n > 0 && s[0] == ' ') {
+        s++;
+        n--;
+        if (n == 0)
+            return false;
+    }
+    if (!advance_bytes(m, s, n))
+        return false;
+    m->strip_pending = false;
+    return true;
+}
+
+/* ---- masks ---- */
+
+/* The committed state as a key: each stack top to bottom, in hash order. */
+static int32_t make_key(kvs_gmatcher *m, uint64_t *hash)
+{
+    int32_t n = m->n_cur;
+    /* insertion sort of the tops by hash (few tops) */
+    for (int32_t i = 1; i < n; i++) {
+        int32_t t = m->tops[i], j = i;
+        while (j > 0 && m->frames[m->tops[j - 1]].hash > m->frames[t].hash) {
+            m->tops[j] = m->tops[j - 1];
+            j--;
+        }
+        m->tops[j] = t;
+    }
+    int32_t k = 0;
+    m->key[k++] = m->cur_accept;
+    for (int32_t i = 0; i < n; i++) {
+        for (int32_t f = m->tops[i]; f >= 0; f = m->frames[f].parent) {
+            if (k >= KEY_MAX - 1)
+                return -1;
+            m->key[k++] = m->frames[f].pos;
+        }
+        m->key[k++] = -1;
+    }
+    *hash = mix(0x4B565347ull + (uint64_t)k);
+    for (int32_t i = 0; i < k; i++)
+        *hash = mix(*hash ^ (uint64_t)(uint32_t)m->key[i]);
+    return k;
+}
+
+static void set_bit(uint32_t *mask, int32_t i) { mask[i >> 5] |= 1u << (i & 31); }
+
+/* Walk the trie from the committed state into m->mask. */
+static void walk(kvs_gmatcher *m)
+{
+    const kvs_gvocab *v = m->v;
+    memset(m->mask, 0, (size_t)m->words * 4);
+    int32_t count = 0;
+    m->lvl_end[0] = m->n_cur;
+    m->lvl_frames[0] = m->n_frames;
+    const int32_t N = v->n_nodes;
+    uint64_t visited = 0;
+    for (int32_t i = 1; i < N;) {
+        int32_t d = v->node_depth[i];
+        visited++;
+        int32_t from = d >= 2 ? m->lvl_end[d - 2] : 0, to = m->lvl_end[d - 1];
+        m->n_frames = m->lvl_frames[d - 1];
+        bool strip = d == 1 && m->strip_pending && v->node_byte[i] == ' ';
+        if (strip) { /* the dropped space: the same state, no token ends here */
+            memmove(m->tops + to, m->tops + from, (size_t)(to - from) * sizeof *m->tops);
+            m->lv_begin = to;
+            m->lv_end = to + (to - from);
+        } else {
+            m->lv_overflow = false;
+            advance(m, from, to, v->node_byte[i]);
+        }
+        if (m->lv_end == m->lv_begin && (strip || !m->lv_accept)) {
+            i = v->node_end[i];
+            continue;
+        }
+        if (!strip)
+            for (int32_t k = 0; k < v->node_ntok[i]; k++) {
+                set_bit(m->mask, v->sorted[v->node_tok[i] + k]);
+                count++;
+            }
+        m->lvl_end[d] = m->lv_end;
+        m->lvl_frames[d] = m->n_frames;
+        if (m->lv_end == m->lv_begin) /* accepted, but nothing can follow */
+            i = v->node_end[i];
+        else
+            i++;
+    }
+    m->n_frames = m->n_committed_frames;
+    if (m->cur_accept)
+        for (int32_t t = 0; t < v->n_vocab; t++)
+            if (v->kind[t] == TOK_EOG) {
+                set_bit(m->mask, t);
+                count++;
+            }
+    m->mask_count = count;
+    m->stats.nodes_visited += visited;
+}
+
+const uint32_t *kvs_gmatcher_mask(kvs_gmatcher *m, int32_t *n_allowed)
+{
+    m->stats.masks++;
+    if (!m->v) {
+        *n_allowed = 0;
+        return m->mask;
+    }
+    uint64_t h = 0;
+    int32_t klen = m->strip_pending || m->lim.cache_entries == 0 ? -1 : make_key(m, &h);
+    const size_t W = (size_t)m->words;
+    if (klen > 0)
+        for (int32_t e = 0; e < m->lim.cache_entries; e++)
+            if (m->c_klen[e] == klen && m->c_hash[e] == h &&
+                memcmp(m->c_key + (size_t)e * KEY_MAX, m->key, (size_t)klen * 4) == 0) {
+                m->stats.cache_hits++;
+                *n_allowed = m->c_count[e];
+                return m->c_mask + (size_t)e * W;
+            }
+    walk(m);
+    if (klen > 0) {
+        int32_t e = m->c_next;
+        m->c_next = (m->c_next + 1) % m->lim.cache_entries;
+        m->c_klen[e] = klen;
+        m->c_hash[e] = h;
+        memcpy(m->c_key + (size_t)e * KEY_MAX, m->key, (size_t)klen * 4);
+        memcpy(m->c_mask + (size_t)e * W, m->mask, W * 4);
+        m->c_count[e] = m->mask_count;
+    }
+    *n_allowed = m->mask_count;
+    return m->mask;
+}
+
+int32_t kvs_gmatcher_mask_logits(kvs_gmatcher *m, float *logits, int32_t n_logits)
+{
+    int32_t n;
+    const uint32_t *mask = kvs_gmatcher_mask(m, &n);
+    const int32_t V = m->v ? (m->v->n_vocab < n_logits ? m->v->n_vocab : n_logits) : 0;
+    for (int32_t i = V; i < n_logits; i++)
+        logits[i] = -INFINITY;
+    for (int32_t w = 0; w * 32 < V; w++) {
+        uint32_t bits = mask[w];
+        if (bits == 0xFFFFFFFFu)
+            continue;
+        int32_t base = w * 32, end = base + 32 < V ? base + 32 : V;
+        for (int32_t i = base; i < end; i++)
+            if (!((bits >> (i - base)) & 1u))
+                logits[i] = -INFINITY;
+    }
+    return n;
+}
