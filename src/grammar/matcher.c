@@ -176,6 +176,23 @@ typedef struct frame {
 } frame;
 
 #define KEY_MAX 256              /* ints of a cacheable state's key */
+#define MEMO_SLOTS 256           /* states a walk remembers self-loops of (power of two) */
+
+/* One depth of the trie walk: its stacks are tops[begin, end); frames
+ * and tops past frames / free belong to deeper levels. */
+typedef struct level {
+    int32_t begin, end, free, frames;
+    uint64_t hash;               /* of the set of stacks and the accept flag */
+    bool accept;
+} level;
+
+/* Bytes on which a state (by hash) goes back to itself, and bytes tried:
+ * inside a JSON string nearly every byte does, so most of the trie is
+ * walked without expanding anything. */
+typedef struct memo_slot {
+    uint64_t hash;               /* 0: empty */
+    uint64_t loop[4], known[4];
+} memo_slot;
 #define MAX_EXPAND_DEPTH 2048
 #define MAX_EXPAND_WORK (1 << 16) /* expansions per byte: a grammar that needs more is refused */
 
@@ -201,8 +218,9 @@ struct kvs_gmatcher {
     bool lv_accept, lv_overflow;
     int32_t expand_depth;
     int32_t work;                /* expansions in this advance (bounded) */
-    int32_t *lvl_end;            /* [max_len + 2] end of each depth's tops during a walk */
-    int32_t *lvl_frames;         /* [max_len + 2] frame count after each depth */
+    level *lvl;                  /* [max_len + 2] the trie walk's state at each depth */
+    memo_slot *memo;             /* [MEMO_SLOTS] this walk's self-loops, by state hash */
+    int32_t memo_used;
 
     uint32_t *mask;              /* [words] */
     int32_t mask_count;
@@ -232,7 +250,7 @@ size_t kvs_gmatcher_bytes(int32_t n_vocab, const kvs_gmatcher_limits *lim)
     size_t words = ((size_t)n_vocab + 31) / 32;
     size_t E = (size_t)lim->cache_entries;
     return sizeof(struct kvs_gmatcher) + (size_t)lim->max_frames * (sizeof(frame) + 1 + 4) +
-           (size_t)lim->max_tops * 4 + 2 * (65536 + 2) * 4 + words * 4 +
+           (size_t)lim->max_tops * 4 + (65536 + 2) * sizeof(level) + MEMO_SLOTS * sizeof(memo_slot) + words * 4 +
            E * (8 + 4 + 4 + KEY_MAX * 4 + words * 4);
 }
 
@@ -245,8 +263,8 @@ void kvs_gmatcher_free(kvs_gmatcher *m)
     free(m->mark);
     free(m->remap);
     free(m->tops);
-    free(m->lvl_end);
-    free(m->lvl_frames);
+    free(m->lvl);
+    free(m->memo);
     free(m->mask);
     free(m->c_hash);
     free(m->c_klen);
@@ -355,11 +373,11 @@ static void expand(kvs_gmatcher *m, int32_t pos, int32_t parent)
 }
 
 /* The stacks of tops[from, to) that take byte c, expanded, appended at
- * tops[to, ...): sets lv_begin/lv_end/lv_accept. */
-static void advance(kvs_gmatcher *m, int32_t from, int32_t to, uint8_t c)
+ * tops[at, ...): sets lv_begin/lv_end/lv_accept. */
+static void advance_at(kvs_gmatcher *m, int32_t from, int32_t to, int32_t at, uint8_t c)
 {
     const kvs_grammar *g = m->g;
-    m->lv_begin = m->lv_end = to;
+    m->lv_begin = m->lv_end = at;
     m->lv_accept = false;
     m->work = 0;
     for (int32_t i = from; i < to; i++) {
@@ -367,6 +385,53 @@ static void advance(kvs_gmatcher *m, int32_t from, int32_t to, uint8_t c)
         if (kvs_gset_has(g->sets[g->elems[f->pos].arg], c))
             expand(m, f->pos + 1, f->parent);
     }
+}
+
+static void advance(kvs_gmatcher *m, int32_t from, int32_t to, uint8_t c) { advance_at(m, from, to, to, c); }
+
+/* Order-independent hash of the stacks tops[b, e) and the accept flag. */
+static uint64_t set_hash(const kvs_gmatcher *m, int32_t b, int32_t e, bool accept)
+{
+    uint64_t h = accept ? 0xACCE97ull : 0x0B5E55ull;
+    for (int32_t i = b; i < e; i++)
+        h += mix(m->frames[m->tops[i]].hash);
+    return h | 1; /* never 0 (the memo's empty mark) */
+}
+
+/* Whether the (deduplicated) sets of stacks tops[a, ae) and tops[b, be) are equal. */
+static bool same_set(const kvs_gmatcher *m, int32_t a, int32_t ae, int32_t b, int32_t be)
+{
+    if (ae - a != be - b)
+        return false;
+    for (int32_t i = a; i < ae; i++) {
+        const frame *f = &m->frames[m->tops[i]];
+        bool found = false;
+        for (int32_t j = b; j < be && !found; j++) {
+            const frame *x = &m->frames[m->tops[j]];
+            found = x->hash == f->hash && x->pos == f->pos && same_stack(m, x->parent, f->parent);
+        }
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+static memo_slot *memo_find(kvs_gmatcher *m, uint64_t h, bool insert)
+{
+    for (uint32_t k = 0, i = (uint32_t)(h >> 7) & (MEMO_SLOTS - 1); k < MEMO_SLOTS; k++, i = (i + 1) & (MEMO_SLOTS - 1)) {
+        memo_slot *s = &m->memo[i];
+        if (s->hash == h)
+            return s;
+        if (s->hash == 0) {
+            if (!insert || m->memo_used >= MEMO_SLOTS / 2)
+                return NULL;
+            m->memo_used++;
+            memset(s, 0, sizeof *s);
+            s->hash = h;
+            return s;
+        }
+    }
+    return NULL;
 }
 
 /* Keep only the frames the committed tops reach, in order (a parent is
@@ -416,21 +481,28 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     m->mark = malloc(F);
     m->remap = malloc(F * sizeof *m->remap);
     m->tops = malloc((size_t)m->lim.max_tops * sizeof *m->tops);
-    m->lvl_end = malloc((size_t)depth_cap * sizeof *m->lvl_end);
-    m->lvl_frames = malloc((size_t)depth_cap * sizeof *m->lvl_frames);
+    m->lvl = malloc((size_t)depth_cap * sizeof *m->lvl);
+    m->memo = calloc(MEMO_SLOTS, sizeof *m->memo);
     m->mask = calloc((size_t)m->words + 1, 4);
     m->c_hash = calloc(E + 1, sizeof *m->c_hash);
     m->c_klen = malloc((E + 1) * sizeof *m->c_klen);
     m->c_key = malloc((E * KEY_MAX + 1) * sizeof *m->c_key);
     m->c_mask = malloc((E * (size_t)m->words + 1) * 4);
     m->c_count = calloc(E + 1, sizeof *m->c_count);
-    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl_end || !m->lvl_frames || !m->mask ||
+    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl || !m->memo || !m->mask ||
         !m->c_hash || !m->c_klen || !m->c_key || !m->c_mask || !m->c_count) {
         kvs_gmatcher_free(m);
         return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for a matcher");
     }
     for (size_t i = 0; i < E; i++)
         m->c_klen[i] = -1;
+    /* make the reserve resident now, not page by page during steps */
+    memset(m->frames, 0, F * sizeof *m->frames);
+    memset(m->tops, 0, (size_t)m->lim.max_tops * sizeof *m->tops);
+    memset(m->mark, 0, F);
+    memset(m->remap, 0, F * sizeof *m->remap);
+    memset(m->c_key, 0, (E * KEY_MAX + 1) * sizeof *m->c_key);
+    memset(m->c_mask, 0, (E * (size_t)m->words + 1) * 4);
     /* the start state: every alternative of the root */
     m->lv_begin = m->lv_end = 0;
     m->lv_accept = m->lv_overflow = false;
@@ -561,26 +633,42 @@ static void walk(kvs_gmatcher *m)
 {
     const kvs_gvocab *v = m->v;
     memset(m->mask, 0, (size_t)m->words * 4);
+    if (m->memo_used >= MEMO_SLOTS / 2) { /* full: start over (it only saves work) */
+        memset(m->memo, 0, MEMO_SLOTS * sizeof *m->memo);
+        m->memo_used = 0;
+    }
     int32_t count = 0;
-    m->lvl_end[0] = m->n_cur;
-    m->lvl_frames[0] = m->n_frames;
+    level *L = m->lvl;
+    L[0] = (level){0, m->n_cur, m->n_cur, m->n_frames, set_hash(m, 0, m->n_cur, m->cur_accept), m->cur_accept};
     const int32_t N = v->n_nodes;
     uint64_t visited = 0;
     for (int32_t i = 1; i < N;) {
         int32_t d = v->node_depth[i];
+        const uint8_t c = v->node_byte[i];
+        const level *P = &L[d - 1];
+        level *C = &L[d];
         visited++;
-        int32_t from = d >= 2 ? m->lvl_end[d - 2] : 0, to = m->lvl_end[d - 1];
-        m->n_frames = m->lvl_frames[d - 1];
-        bool strip = d == 1 && m->strip_pending && v->node_byte[i] == ' ';
-        if (strip) { /* the dropped space: the same state, no token ends here */
-            memmove(m->tops + to, m->tops + from, (size_t)(to - from) * sizeof *m->tops);
-            m->lv_begin = to;
-            m->lv_end = to + (to - from);
+        m->n_frames = P->frames;
+        bool strip = d == 1 && m->strip_pending && c == ' ';
+        memo_slot *ms = strip ? NULL : memo_find(m, P->hash, true);
+        if (strip || (ms && kvs_gset_has(ms->loop, c))) {
+            *C = *P; /* the same state: share the parent's stacks */
         } else {
             m->lv_overflow = false;
-            advance(m, from, to, v->node_byte[i]);
+            advance_at(m, P->begin, P->end, P->free, c);
+            *C = (level){m->lv_begin, m->lv_end, m->lv_end, m->n_frames,
+                         set_hash(m, m->lv_begin, m->lv_end, m->lv_accept), m->lv_accept};
+            if (ms && !kvs_gset_has(ms->known, c) && !m->lv_overflow) {
+                ms->known[c >> 6] |= 1ull << (c & 63);
+                if (C->hash == P->hash && C->accept == P->accept &&
+                    same_set(m, C->begin, C->end, P->begin, P->end)) {
+                    ms->loop[c >> 6] |= 1ull << (c & 63);
+                    *C = *P;
+                    m->n_frames = P->frames;
+                }
+            }
         }
-        if (m->lv_end == m->lv_begin && (strip || !m->lv_accept)) {
+        if (C->end == C->begin && (strip || !C->accept)) {
             i = v->node_end[i];
             continue;
         }
@@ -589,9 +677,7 @@ static void walk(kvs_gmatcher *m)
                 set_bit(m->mask, v->sorted[v->node_tok[i] + k]);
                 count++;
             }
-        m->lvl_end[d] = m->lv_end;
-        m->lvl_frames[d] = m->n_frames;
-        if (m->lv_end == m->lv_begin) /* accepted, but nothing can follow */
+        if (C->end == C->begin) /* accepted, but nothing can follow */
             i = v->node_end[i];
         else
             i++;
