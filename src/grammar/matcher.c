@@ -184,15 +184,34 @@ typedef struct level {
     int32_t begin, end, free, frames;
     uint64_t hash;               /* of the set of stacks and the accept flag */
     bool accept;
+    int32_t sid;                 /* the walk's state, or -1 (not kept: out of room) */
 } level;
 
-/* Bytes on which a state (by hash) goes back to itself, and bytes tried:
- * inside a JSON string nearly every byte does, so most of the trie is
- * walked without expanding anything. */
-typedef struct memo_slot {
-    uint64_t hash;               /* 0: empty */
-    uint64_t loop[4], known[4];
-} memo_slot;
+/* The trie walk is a lazily built DFA: the states it meets are kept
+ * (their stacks copied to the top ends of the frame and top arrays) and
+ * each (state, byte) -> state transition is computed once per walk.
+ * Inside a JSON string nearly every byte leads back to the same state, in
+ * a bounded string to the state one count on, so most of the trie is
+ * walked with a table lookup per node instead of an expansion. */
+#define MAX_STATES 1024
+#define TRANS_SLOTS 16384        /* power of two */
+
+typedef struct wstate {
+    int32_t begin, end;          /* tops */
+    uint64_t hash;
+    bool accept;
+} wstate;
+
+typedef struct trans_slot {
+    uint32_t gen;                /* valid when equal to the walk's generation */
+    int32_t key;                 /* state * 256 + byte */
+    int32_t to;
+} trans_slot;
+
+typedef struct state_slot {
+    uint32_t gen;
+    int32_t id;
+} state_slot;
 #define MAX_EXPAND_DEPTH 2048
 #define MAX_EXPAND_WORK (1 << 16) /* expansions per byte: a grammar that needs more is refused */
 
@@ -219,8 +238,12 @@ struct kvs_gmatcher {
     int32_t expand_depth;
     int32_t work;                /* expansions in this advance (bounded) */
     level *lvl;                  /* [max_len + 2] the trie walk's state at each depth */
-    memo_slot *memo;             /* [MEMO_SLOTS] this walk's self-loops, by state hash */
-    int32_t memo_used;
+    wstate *states;              /* [MAX_STATES] the walk's DFA states */
+    int32_t n_states;
+    state_slot *state_tab;       /* [2 * MAX_STATES] by hash */
+    trans_slot *trans;           /* [TRANS_SLOTS] */
+    uint32_t gen;
+    int32_t pf_low, pt_low;      /* kept states' frames / tops: [pf_low, max_frames), [pt_low, max_tops) */
 
     uint32_t *mask;              /* [words] */
     int32_t mask_count;
@@ -250,7 +273,8 @@ size_t kvs_gmatcher_bytes(int32_t n_vocab, const kvs_gmatcher_limits *lim)
     size_t words = ((size_t)n_vocab + 31) / 32;
     size_t E = (size_t)lim->cache_entries;
     return sizeof(struct kvs_gmatcher) + (size_t)lim->max_frames * (sizeof(frame) + 1 + 4) +
-           (size_t)lim->max_tops * 4 + (65536 + 2) * sizeof(level) + MEMO_SLOTS * sizeof(memo_slot) + words * 4 +
+           (size_t)lim->max_tops * 4 + (65536 + 2) * sizeof(level) + MAX_STATES * (sizeof(wstate) + 2 * sizeof(state_slot)) +
+           TRANS_SLOTS * sizeof(trans_slot) + words * 4 +
            E * (8 + 4 + 4 + KEY_MAX * 4 + words * 4);
 }
 
@@ -264,7 +288,9 @@ void kvs_gmatcher_free(kvs_gmatcher *m)
     free(m->remap);
     free(m->tops);
     free(m->lvl);
-    free(m->memo);
+    free(m->states);
+    free(m->state_tab);
+    free(m->trans);
     free(m->mask);
     free(m->c_hash);
     free(m->c_klen);
@@ -290,7 +316,7 @@ static inline uint64_t stack_hash(const kvs_gmatcher *m, int32_t pos, int32_t pa
 
 static int32_t new_frame(kvs_gmatcher *m, int32_t pos, int32_t parent, uint64_t h)
 {
-    if (m->n_frames >= m->lim.max_frames) {
+    if (m->n_frames >= m->pf_low) {
         m->lv_overflow = true;
         return -2;
     }
@@ -321,7 +347,7 @@ static void add_top(kvs_gmatcher *m, int32_t pos, int32_t parent)
         if (f->hash == h && f->pos == pos && same_stack(m, f->parent, parent))
             return;
     }
-    if (m->lv_end >= m->lim.max_tops) {
+    if (m->lv_end >= m->pt_low) {
         m->lv_overflow = true;
         return;
     }
@@ -395,7 +421,7 @@ static uint64_t set_hash(const kvs_gmatcher *m, int32_t b, int32_t e, bool accep
     uint64_t h = accept ? 0xACCE97ull : 0x0B5E55ull;
     for (int32_t i = b; i < e; i++)
         h += mix(m->frames[m->tops[i]].hash);
-    return h | 1; /* never 0 (the memo's empty mark) */
+    return h;
 }
 
 /* Whether the (deduplicated) sets of stacks tops[a, ae) and tops[b, be) are equal. */
@@ -416,22 +442,71 @@ static bool same_set(const kvs_gmatcher *m, int32_t a, int32_t ae, int32_t b, in
     return true;
 }
 
-static memo_slot *memo_find(kvs_gmatcher *m, uint64_t h, bool insert)
+/* The frame f copied into the kept region (frames below lo or already
+ * kept are shared as they are); -1 when out of room. */
+static int32_t keep_frame(kvs_gmatcher *m, int32_t f, int32_t lo)
 {
-    for (uint32_t k = 0, i = (uint32_t)(h >> 7) & (MEMO_SLOTS - 1); k < MEMO_SLOTS; k++, i = (i + 1) & (MEMO_SLOTS - 1)) {
-        memo_slot *s = &m->memo[i];
-        if (s->hash == h)
-            return s;
-        if (s->hash == 0) {
-            if (!insert || m->memo_used >= MEMO_SLOTS / 2)
-                return NULL;
-            m->memo_used++;
-            memset(s, 0, sizeof *s);
-            s->hash = h;
-            return s;
-        }
+    if (f < lo || f >= m->pf_low)
+        return f;
+    if (m->mark[f])
+        return m->remap[f];
+    int32_t p = m->frames[f].parent;
+    if (p >= 0 && (p = keep_frame(m, p, lo)) < 0)
+        return -1;
+    if (m->pf_low - 1 <= m->n_frames)
+        return -1;
+    int32_t k = --m->pf_low;
+    m->frames[k] = (frame){m->frames[f].pos, p, m->frames[f].hash};
+    m->mark[f] = 1;
+    m->remap[f] = k;
+    return k;
+}
+
+/* The walk's state for the stacks tops[b, e) (whose new frames are
+ * [lo, n_frames)): an equal kept one, or a new kept copy; -1 when out of
+ * room. */
+static int32_t keep_state(kvs_gmatcher *m, int32_t b, int32_t e, uint64_t h, bool accept, int32_t lo)
+{
+    uint32_t i = (uint32_t)(h >> 13) & (2 * MAX_STATES - 1);
+    for (;; i = (i + 1) & (2 * MAX_STATES - 1)) {
+        state_slot *sl = &m->state_tab[i];
+        if (sl->gen != m->gen)
+            break;
+        const wstate *w = &m->states[sl->id];
+        if (w->hash == h && w->accept == accept && same_set(m, w->begin, w->end, b, e))
+            return sl->id;
     }
-    return NULL;
+    if (m->n_states >= MAX_STATES || m->pt_low - (e - b) <= e)
+        return -1;
+    int32_t save_pf = m->pf_low, nt = e - b, ok = 1;
+    for (int32_t k = 0; k < nt && ok; k++) {
+        int32_t f = keep_frame(m, m->tops[b + k], lo);
+        if (f < 0)
+            ok = 0;
+        else
+            m->tops[m->pt_low - nt + k] = f;
+    }
+    memset(m->mark + lo, 0, (size_t)(m->n_frames - lo));
+    if (!ok) {
+        m->pf_low = save_pf;
+        return -1;
+    }
+    m->pt_low -= nt;
+    int32_t id = m->n_states++;
+    m->states[id] = (wstate){m->pt_low, m->pt_low + nt, h, accept};
+    m->state_tab[i] = (state_slot){m->gen, id};
+    return id;
+}
+
+static trans_slot *trans_find(kvs_gmatcher *m, int32_t sid, uint8_t c)
+{
+    int32_t key = sid * 256 + c;
+    uint32_t i = ((uint32_t)key * 2654435761u) >> (32 - 14);
+    for (;; i = (i + 1) & (TRANS_SLOTS - 1)) {
+        trans_slot *t = &m->trans[i];
+        if (t->gen != m->gen || t->key == key)
+            return t;
+    }
 }
 
 /* Keep only the frames the committed tops reach, in order (a parent is
@@ -452,6 +527,7 @@ static void compact(kvs_gmatcher *m)
         m->remap[i] = k;
         m->frames[k++] = f;
     }
+    memset(m->mark, 0, (size_t)m->n_frames); /* the walk's keep_frame expects clear marks */
     for (int32_t i = 0; i < m->n_cur; i++)
         m->tops[i] = m->remap[m->tops[i]];
     m->n_frames = m->n_committed_frames = k;
@@ -474,6 +550,8 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     if (m->lim.cache_entries < 0)
         m->lim.cache_entries = 0;
     m->strip_pending = strip_first_space;
+    m->pf_low = m->lim.max_frames;
+    m->pt_low = m->lim.max_tops;
     int32_t depth_cap = (v ? v->max_len : 0) + 2;
     size_t F = (size_t)m->lim.max_frames, E = (size_t)m->lim.cache_entries;
     m->words = v ? (v->n_vocab + 31) / 32 : 0;
@@ -482,14 +560,16 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     m->remap = malloc(F * sizeof *m->remap);
     m->tops = malloc((size_t)m->lim.max_tops * sizeof *m->tops);
     m->lvl = malloc((size_t)depth_cap * sizeof *m->lvl);
-    m->memo = calloc(MEMO_SLOTS, sizeof *m->memo);
+    m->states = calloc(MAX_STATES, sizeof *m->states);
+    m->state_tab = calloc(2 * MAX_STATES, sizeof *m->state_tab);
+    m->trans = calloc(TRANS_SLOTS, sizeof *m->trans);
     m->mask = calloc((size_t)m->words + 1, 4);
     m->c_hash = calloc(E + 1, sizeof *m->c_hash);
     m->c_klen = malloc((E + 1) * sizeof *m->c_klen);
     m->c_key = malloc((E * KEY_MAX + 1) * sizeof *m->c_key);
     m->c_mask = malloc((E * (size_t)m->words + 1) * 4);
     m->c_count = calloc(E + 1, sizeof *m->c_count);
-    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl || !m->memo || !m->mask ||
+    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl || !m->states || !m->state_tab || !m->trans || !m->mask ||
         !m->c_hash || !m->c_klen || !m->c_key || !m->c_mask || !m->c_count) {
         kvs_gmatcher_free(m);
         return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for a matcher");
@@ -503,6 +583,10 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     memset(m->remap, 0, F * sizeof *m->remap);
     memset(m->c_key, 0, (E * KEY_MAX + 1) * sizeof *m->c_key);
     memset(m->c_mask, 0, (E * (size_t)m->words + 1) * 4);
+    memset(m->trans, 0, TRANS_SLOTS * sizeof *m->trans);
+    memset(m->state_tab, 0, 2 * MAX_STATES * sizeof *m->state_tab);
+    memset(m->states, 0, MAX_STATES * sizeof *m->states);
+    memset(m->lvl, 0, (size_t)depth_cap * sizeof *m->lvl);
     /* the start state: every alternative of the root */
     m->lv_begin = m->lv_end = 0;
     m->lv_accept = m->lv_overflow = false;
@@ -633,13 +717,19 @@ static void walk(kvs_gmatcher *m)
 {
     const kvs_gvocab *v = m->v;
     memset(m->mask, 0, (size_t)m->words * 4);
-    if (m->memo_used >= MEMO_SLOTS / 2) { /* full: start over (it only saves work) */
-        memset(m->memo, 0, MEMO_SLOTS * sizeof *m->memo);
-        m->memo_used = 0;
+    if (++m->gen == 0) { /* generations wrapped: clear the tables once */
+        memset(m->trans, 0, TRANS_SLOTS * sizeof *m->trans);
+        memset(m->state_tab, 0, 2 * MAX_STATES * sizeof *m->state_tab);
+        m->gen = 1;
     }
-    int32_t count = 0;
+    m->n_states = 0;
+    m->pf_low = m->lim.max_frames;
+    m->pt_low = m->lim.max_tops;
+    int32_t count = 0, n_trans = 0;
     level *L = m->lvl;
-    L[0] = (level){0, m->n_cur, m->n_cur, m->n_frames, set_hash(m, 0, m->n_cur, m->cur_accept), m->cur_accept};
+    uint64_t h0 = set_hash(m, 0, m->n_cur, m->cur_accept);
+    L[0] = (level){0, m->n_cur, m->n_cur, m->n_frames, h0, m->cur_accept, -1};
+    L[0].sid = keep_state(m, 0, m->n_cur, h0, m->cur_accept, m->n_frames); /* committed frames: nothing to copy */
     const int32_t N = v->n_nodes;
     uint64_t visited = 0;
     for (int32_t i = 1; i < N;) {
@@ -650,20 +740,24 @@ static void walk(kvs_gmatcher *m)
         visited++;
         m->n_frames = P->frames;
         bool strip = d == 1 && m->strip_pending && c == ' ';
-        memo_slot *ms = strip ? NULL : memo_find(m, P->hash, true);
-        if (strip || (ms && kvs_gset_has(ms->loop, c))) {
-            *C = *P; /* the same state: share the parent's stacks */
+        trans_slot *t = NULL;
+        if (strip) {
+            *C = *P; /* the dropped space: the same state */
+        } else if (P->sid >= 0 && (t = trans_find(m, P->sid, c))->gen == m->gen) {
+            const wstate *w = &m->states[t->to];
+            *C = (level){w->begin, w->end, P->free, P->frames, w->hash, w->accept, t->to};
         } else {
             m->lv_overflow = false;
             advance_at(m, P->begin, P->end, P->free, c);
             *C = (level){m->lv_begin, m->lv_end, m->lv_end, m->n_frames,
-                         set_hash(m, m->lv_begin, m->lv_end, m->lv_accept), m->lv_accept};
-            if (ms && !kvs_gset_has(ms->known, c) && !m->lv_overflow) {
-                ms->known[c >> 6] |= 1ull << (c & 63);
-                if (C->hash == P->hash && C->accept == P->accept &&
-                    same_set(m, C->begin, C->end, P->begin, P->end)) {
-                    ms->loop[c >> 6] |= 1ull << (c & 63);
-                    *C = *P;
+                         set_hash(m, m->lv_begin, m->lv_end, m->lv_accept), m->lv_accept, -1};
+            if (t && !m->lv_overflow && n_trans < TRANS_SLOTS / 2) {
+                int32_t to = keep_state(m, C->begin, C->end, C->hash, C->accept, P->frames);
+                if (to >= 0) {
+                    *t = (trans_slot){m->gen, P->sid * 256 + c, to};
+                    n_trans++;
+                    const wstate *w = &m->states[to];
+                    *C = (level){w->begin, w->end, P->free, P->frames, w->hash, w->accept, to};
                     m->n_frames = P->frames;
                 }
             }
@@ -683,6 +777,8 @@ static void walk(kvs_gmatcher *m)
             i++;
     }
     m->n_frames = m->n_committed_frames;
+    m->pf_low = m->lim.max_frames;
+    m->pt_low = m->lim.max_tops;
     if (m->cur_accept)
         for (int32_t t = 0; t < v->n_vocab; t++)
             if (v->kind[t] == TOK_EOG) {
