@@ -1114,7 +1114,8 @@ static kvs_status finish(builder *b, kvs_grammar **out)
         kvs_grammar_unref(g);
         return kvs_fail(b->err, KVS_E_NOMEM, "grammar: out of memory");
     }
-    memcpy(g->sets, b->sets, (size_t)b->n_sets * sizeof *g->sets);
+    if (b->n_sets > 0)
+        memcpy(g->sets, b->sets, (size_t)b->n_sets * sizeof *g->sets);
     g->n_sets = b->n_sets;
     int32_t k = 0, p = 0;
     for (int32_t i = 0; i < b->n_rules; i++) {
@@ -1123,7 +1124,8 @@ static kvs_status finish(builder *b, kvs_grammar **out)
         b->rules[i].name = NULL;
         for (int32_t j = 0; j < b->rules[i].n_alts; j++) {
             g->alts[k++] = p;
-            memcpy(&g->elems[p], b->rules[i].alts[j].e, (size_t)b->rules[i].alts[j].n * sizeof *g->elems);
+            if (b->rules[i].alts[j].n > 0)
+                memcpy(&g->elems[p], b->rules[i].alts[j].e, (size_t)b->rules[i].alts[j].n * sizeof *g->elems);
             p += b->rules[i].alts[j].n;
             g->elems[p++] = (kvs_gelem){KVS_GE_END, 0};
         }
