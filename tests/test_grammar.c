@@ -331,6 +331,47 @@ static void test_json_schema_accepts(void **state)
     kvs_grammar_unref(g);
 }
 
+/* Integer bounds: every n in -1200..1200 (and some far ones) is accepted
+ * exactly when it lies inside. */
+static void test_json_integer_ranges(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *bounds;
+        long long lo, hi; /* inclusive; LLONG_MIN / LLONG_MAX: none */
+    } cases[] = {
+        {"\"minimum\":18,\"maximum\":99", 18, 99},
+        {"\"minimum\":-5,\"maximum\":5", -5, 5},
+        {"\"minimum\":100,\"exclusiveMaximum\":1000", 100, 999},
+        {"\"exclusiveMinimum\":-101,\"maximum\":-7", -100, -7},
+        {"\"minimum\":37", 37, INT64_MAX},
+        {"\"maximum\":-3", INT64_MIN, -3},
+        {"\"maximum\":250", INT64_MIN, 250},
+        {"\"minimum\":0,\"maximum\":0", 0, 0},
+        {"\"minimum\":1.5,\"maximum\":1109.9", 2, 1109},
+        {"\"minimum\":999,\"maximum\":1001", 999, 1001},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        char schema[200];
+        snprintf(schema, sizeof schema, "{\"type\":\"integer\",%s}", cases[c].bounds);
+        kvs_grammar *g = schema_grammar(schema);
+        for (long long n = -1200; n <= 1200; n++) {
+            char s[32];
+            snprintf(s, sizeof s, "%lld", n);
+            bool want = n >= cases[c].lo && n <= cases[c].hi;
+            if (accepts(g, s, strlen(s)) != want)
+                fail_msg("%s: %lld accepted %d", schema, n, !want);
+        }
+        const char *far[] = {"123456789012345", "-123456789012345", "0012", "-0"};
+        for (int i = 0; i < 4; i++) {
+            bool want = i < 2 && ((i == 0 && cases[c].hi == INT64_MAX) || (i == 1 && cases[c].lo == INT64_MIN));
+            if (accepts(g, far[i], strlen(far[i])) != want)
+                fail_msg("%s: '%s' accepted %d", schema, far[i], !want);
+        }
+        kvs_grammar_unref(g);
+    }
+}
+
 static void test_json_schema_errors(void **state)
 {
     (void)state;
@@ -340,7 +381,8 @@ static void test_json_schema_errors(void **state)
         {"{\"type\":\"object\",\"patternProperties\":{}}", "'patternProperties'"},
         {"{\"type\":\"array\",\"uniqueItems\":true}", "'uniqueItems'"},
         {"{\"type\":\"string\",\"format\":\"email\"}", "format 'email'"},
-        {"{\"type\":\"integer\",\"maximum\":10}", "'maximum'"},
+        {"{\"type\":\"number\",\"maximum\":10}", "'maximum'"},
+        {"{\"type\":\"integer\",\"minimum\":5,\"maximum\":4}", "no integer lies"},
         {"{\"type\":\"number\",\"multipleOf\":2}", "'multipleOf'"},
         {"{\"$ref\":\"http://x/y.json\"}", "only local $ref"},
         {"{\"$ref\":\"#/$defs/missing\"}", "points at nothing"},
@@ -515,6 +557,7 @@ int main(void)
         cmocka_unit_test(test_regex_vs_posix),    cmocka_unit_test(test_regex_errors),
         cmocka_unit_test(test_choice),            cmocka_unit_test(test_json_schema_accepts),
         cmocka_unit_test(test_json_schema_errors), cmocka_unit_test(test_json_walks_parse),
+        cmocka_unit_test(test_json_integer_ranges),
         cmocka_unit_test(test_mask_spm),          cmocka_unit_test(test_mask_gpt2),
         cmocka_unit_test(test_mask_cache),
     };

@@ -10,9 +10,10 @@
  *     declares no properties and gives additionalProperties a schema (a
  *     map).  `{"type":"object"}` alone is any object.
  *   - integers have at most 16 digits, numbers 16 + 16 digits and a 1-3
- *     digit exponent (as llama.cpp); `minimum` 0 or 1 on integers and 0 on
- *     numbers (the common "non-negative"/"positive" cases) are supported,
- *     other bounds are not.
+ *     digit exponent (as llama.cpp); integers take any minimum / maximum /
+ *     exclusiveMinimum / exclusiveMaximum below 1e15 in magnitude (the
+ *     digit strings between the bounds, written out as digit ranges);
+ *     numbers only `minimum` 0.
  *   - `date` years run 1000-9999 and February stops at the 28th (so every
  *     text is a real date); `time`/`date-time` are RFC 3339; `uuid` is
  *     the 8-4-4-4-12 hex form.
@@ -24,7 +25,8 @@
  * additionalProperties, items, minItems, maxItems, enum, const, anyOf,
  * oneOf, allOf (of one schema), $ref (local: "#", "#/$defs/..", any JSON
  * pointer), $defs/definitions, format (date, time, date-time, uuid),
- * pattern, minLength, maxLength, minimum (see above); annotations (title,
+ * pattern, minLength, maxLength, minimum/maximum and their exclusive forms
+ * (see above); annotations (title,
  * description, default, examples, $schema, $id, $comment, deprecated,
  * readOnly, writeOnly) are ignored.  Any other keyword is an error that
  * names it and where it is.
@@ -269,32 +271,164 @@ static void gen_string(js *j, json_t *s, const char *path, kvs_gbuf *out)
     }
 }
 
-static void gen_number(js *j, json_t *s, const char *path, bool integer, kvs_gbuf *out)
+/* The digit strings (same length, a <= b, no leading zeros beyond the
+ * first digit's place) between A and B, as a GBNF sequence. */
+static void same_len(kvs_gbuf *o, const char *A, const char *B, int L)
 {
-    json_t *mn = json_object_get(s, "minimum");
-    const char *bad = json_object_get(s, "maximum")            ? "maximum"
-                      : json_object_get(s, "exclusiveMaximum") ? "exclusiveMaximum"
-                      : json_object_get(s, "exclusiveMinimum") ? "exclusiveMinimum"
-                                                               : NULL;
-    if (bad) {
-        js_fail(j, path, "'%s' is not supported", bad);
+    if (L == 0)
+        return;
+    if (A[0] == B[0]) {
+        kvs_gbuf_printf(o, " [%c]", A[0]);
+        same_len(o, A + 1, B + 1, L - 1);
         return;
     }
-    if (!mn) {
+    bool a0 = true, b9 = true;
+    for (int i = 1; i < L; i++) {
+        a0 &= A[i] == '0';
+        b9 &= B[i] == '9';
+    }
+    char nines[24], zeros[24];
+    memset(nines, '9', sizeof nines);
+    memset(zeros, '0', sizeof zeros);
+    int lo = A[0], hi = B[0], n = 0;
+    kvs_gbuf_puts(o, " (");
+    if (!a0) { /* A[0], then A's tail up to 9..9 */
+        kvs_gbuf_printf(o, "[%c]", A[0]);
+        same_len(o, A + 1, nines, L - 1);
+        lo++;
+        n++;
+    }
+    if (!b9)
+        hi--;
+    if (lo <= hi) {
+        kvs_gbuf_printf(o, "%s[%c-%c]", n++ ? " | " : "", lo, hi);
+        if (L > 1)
+            kvs_gbuf_printf(o, " [0-9]{%d}", L - 1);
+    }
+    if (!b9) { /* B[0], then 0..0 up to B's tail */
+        kvs_gbuf_printf(o, "%s[%c]", n++ ? " | " : "", B[0]);
+        same_len(o, zeros, B + 1, L - 1);
+    }
+    kvs_gbuf_puts(o, " )");
+}
+
+static int ndigits(long long x)
+{
+    int n = 1;
+    while (x >= 10) {
+        x /= 10;
+        n++;
+    }
+    return n;
+}
+
+/* Non-negative integers a..b (b < 0: unbounded, up to 16 digits), written
+ * without leading zeros, as GBNF alternatives appended to o (n counts them). */
+static void pos_range(kvs_gbuf *o, long long a, long long b, int *n)
+{
+    int la = ndigits(a), lb = b < 0 ? la : ndigits(b);
+    long long p10 = 1;
+    for (int i = 1; i < la; i++)
+        p10 *= 10;
+    for (int L = la; L <= lb; L++, p10 *= 10) {
+        long long x = a > (L == 1 ? 0 : p10) ? a : (L == 1 ? 0 : p10), y = p10 * 10 - 1;
+        if (b >= 0 && b < y)
+            y = b;
+        if (x > y)
+            continue;
+        char A[24], B[24];
+        snprintf(A, sizeof A, "%lld", x);
+        snprintf(B, sizeof B, "%lld", y);
+        kvs_gbuf_puts(o, (*n)++ ? " | (" : "(");
+        same_len(o, A, B, L);
+        kvs_gbuf_puts(o, " )");
+    }
+    if (b < 0 && la < 16) { /* every longer number */
+        kvs_gbuf_printf(o, "%s([1-9] [0-9]{%d,15})", (*n)++ ? " | " : "", la);
+    }
+}
+
+static void gen_number(js *j, json_t *s, const char *path, bool integer, kvs_gbuf *out)
+{
+    static const char *const keys[] = {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"};
+    json_t *v[4];
+    bool any = false;
+    for (int i = 0; i < 4; i++) {
+        v[i] = json_object_get(s, keys[i]);
+        if (v[i] && !json_is_number(v[i])) {
+            js_fail(j, path, "'%s' must be a number", keys[i]);
+            return;
+        }
+        any |= v[i] != NULL;
+    }
+    if (!any) {
         kvs_gbuf_puts(out, integer ? "integer" : "number");
         return;
     }
-    if (!json_is_number(mn)) {
-        js_fail(j, path, "'minimum' must be a number");
+    if (!integer) {
+        for (int i = 1; i < 4; i++)
+            if (v[i]) {
+                js_fail(j, path, "'%s' on numbers is not supported (only minimum 0; integers take any bounds)", keys[i]);
+                return;
+            }
+        if (json_number_value(v[0]) != 0) {
+            js_fail(j, path, "'minimum' %g on numbers is not supported (only 0; integers take any bounds)",
+                    json_number_value(v[0]));
+            return;
+        }
+        kvs_gbuf_puts(out, "nonneg-number");
         return;
     }
-    double m = json_number_value(mn);
-    if (m == 0)
-        kvs_gbuf_puts(out, integer ? "nonneg-integer" : "nonneg-number");
-    else if (m == 1 && integer)
-        kvs_gbuf_puts(out, "pos-integer");
-    else
-        js_fail(j, path, "'minimum' %g is not supported (only 0, and 1 for integers)", m);
+    /* integers: the inclusive bounds */
+    const double LIM = 1e15;
+    bool has_lo = false, has_hi = false;
+    double lo = 0, hi = 0;
+    if (v[0]) {
+        lo = ceil(json_number_value(v[0]));
+        has_lo = true;
+    }
+    if (v[1]) {
+        double x = floor(json_number_value(v[1])) + 1;
+        lo = has_lo && lo > x ? lo : x;
+        has_lo = true;
+    }
+    if (v[2]) {
+        hi = floor(json_number_value(v[2]));
+        has_hi = true;
+    }
+    if (v[3]) {
+        double x = ceil(json_number_value(v[3])) - 1;
+        hi = has_hi && hi < x ? hi : x;
+        has_hi = true;
+    }
+    if ((has_lo && fabs(lo) >= LIM) || (has_hi && fabs(hi) >= LIM)) {
+        js_fail(j, path, "integer bounds beyond 1e15 in magnitude are not supported");
+        return;
+    }
+    if (has_lo && has_hi && lo > hi) {
+        js_fail(j, path, "no integer lies between the minimum and the maximum");
+        return;
+    }
+    int n = 0;
+    kvs_gbuf_puts(out, "(");
+    if (!has_lo || lo < 0) { /* negatives: "-" and magnitudes */
+        long long mlo = has_hi && hi < 0 ? (long long)-hi : 1, mhi = has_lo ? (long long)-lo : -1;
+        kvs_gbuf_puts(out, "\"-\" (");
+        int k = 0;
+        pos_range(out, mlo, mhi, &k);
+        kvs_gbuf_puts(out, ")");
+        n++;
+    }
+    if (!has_hi || hi >= 0) {
+        long long a = has_lo && lo > 0 ? (long long)lo : 0, b = has_hi ? (long long)hi : -1;
+        if (n)
+            kvs_gbuf_puts(out, " | ");
+        kvs_gbuf_puts(out, "(");
+        int k = 0;
+        pos_range(out, a, b, &k);
+        kvs_gbuf_puts(out, ")");
+    }
+    kvs_gbuf_puts(out, ")");
 }
 
 static void gen_object(js *j, json_t *s, const char *path, kvs_gbuf *out)
