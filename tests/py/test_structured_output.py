@@ -225,6 +225,13 @@ def t_regex_and_choice(srv):
                     assert re.fullmatch(py, ch["text"]), (ours, ch["text"])
                     n_stop += 1
     assert n_stop >= 10, n_stop
+    # a prompt of BOS alone: the first token's SentencePiece space is not output, nor seen by the grammar
+    for temp in (0, 1.0):
+        st, r = srv.post("/v1/completions", {"prompt": [1], "max_tokens": 30, "n": 3, "temperature": temp, "seed": 4,
+                                             "guided_regex": "(hello|world) [a-z]{2,4}"})
+        assert st == 200, r
+        for ch in r["choices"]:
+            assert ch["finish_reason"] == "stop" and re.fullmatch("(hello|world) [a-z]{2,4}", ch["text"]), ch
     choices = ["Paris", "London", "New York", "caf\u00e9 \"au lait\""]
     for temp in (0, 1.0):
         for field in ({"guided_choice": choices}, {"structured_outputs": {"choice": choices}}):
