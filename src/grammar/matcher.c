@@ -9,6 +9,14 @@
 
 enum { TOK_TEXT = 0, TOK_EOG = 1, TOK_NONE = 2 };
 
+typedef struct tnode {
+    int32_t end;                 /* first node after the subtree */
+    int32_t tok;                 /* tokens ending here: sorted[tok .. tok + ntok) */
+    uint16_t depth;
+    uint16_t ntok;
+    uint8_t byte;
+} tnode;
+
 struct kvs_gvocab {
     int32_t n_vocab;
     uint8_t *kind;               /* [n_vocab] TOK_* */
@@ -16,11 +24,7 @@ struct kvs_gvocab {
     char *bytes;
     int32_t *sorted;             /* token ids sorted by their bytes */
     int32_t n_nodes;             /* node 0 is the root (no byte) */
-    uint8_t *node_byte;
-    uint16_t *node_depth;
-    int32_t *node_end;           /* first node after the subtree */
-    int32_t *node_tok;           /* tokens ending here: sorted[node_tok[i] .. node_tok[i] + node_ntok[i]) */
-    int32_t *node_ntok;
+    tnode *nodes;                /* [n_nodes] in depth-first order */
     int32_t max_len;
     size_t total_bytes;
 };
@@ -47,11 +51,7 @@ void kvs_gvocab_free(kvs_gvocab *v)
     free(v->len);
     free(v->bytes);
     free(v->sorted);
-    free(v->node_byte);
-    free(v->node_depth);
-    free(v->node_end);
-    free(v->node_tok);
-    free(v->node_ntok);
+    free(v->nodes);
     free(v);
 }
 
@@ -105,13 +105,9 @@ kvs_status kvs_gvocab_new(kvs_gvocab **out, const kvs_tokenizer *t, kvs_error *e
     }
     qsort_r(v->sorted, (size_t)n_text, sizeof *v->sorted, cmp_tok, v);
     size_t max_nodes = total + 1;
-    v->node_byte = malloc(max_nodes);
-    v->node_depth = malloc(max_nodes * sizeof *v->node_depth);
-    v->node_end = malloc(max_nodes * sizeof *v->node_end);
-    v->node_tok = malloc(max_nodes * sizeof *v->node_tok);
-    v->node_ntok = calloc(max_nodes, sizeof *v->node_ntok);
+    v->nodes = calloc(max_nodes, sizeof *v->nodes);
     int32_t *path = malloc(((size_t)v->max_len + 1) * sizeof *path);
-    if (!v->node_byte || !v->node_depth || !v->node_end || !v->node_tok || !v->node_ntok || !path) {
+    if (!v->nodes || !path) {
         free(path);
         goto nomem;
     }
@@ -124,9 +120,9 @@ kvs_status kvs_gvocab_new(kvs_gvocab **out, const kvs_tokenizer *t, kvs_error *e
     /* Preorder nodes from the sorted strings: each string adds the nodes
      * past its common prefix with the previous one. */
     int32_t n = 1;
-    v->node_byte[0] = 0;
-    v->node_depth[0] = 0;
-    v->node_tok[0] = 0;
+    v->nodes[0].byte = 0;
+    v->nodes[0].depth = 0;
+    v->nodes[0].tok = 0;
     path[0] = 0;
     int32_t depth = 0, prev = -1;
     for (int32_t k = 0; k < n_text; k++) {
@@ -140,24 +136,30 @@ kvs_status kvs_gvocab_new(kvs_gvocab **out, const kvs_tokenizer *t, kvs_error *e
                 l++;
         }
         for (; depth > l; depth--)
-            v->node_end[path[depth]] = n;
+            v->nodes[path[depth]].end = n;
         for (int32_t d = l; d < v->len[id]; d++) {
-            v->node_byte[n] = s[d];
-            v->node_depth[n] = (uint16_t)(d + 1);
-            v->node_tok[n] = k;
+            v->nodes[n].byte = s[d];
+            v->nodes[n].depth = (uint16_t)(d + 1);
+            v->nodes[n].tok = k;
             path[++depth] = n++;
         }
         int32_t node = path[depth];
-        if (v->node_ntok[node] == 0)
-            v->node_tok[node] = k;
-        v->node_ntok[node]++;
+        if (v->nodes[node].ntok == 0)
+            v->nodes[node].tok = k;
+        if (v->nodes[node].ntok == UINT16_MAX) {
+            free(path);
+            free(buf);
+            kvs_gvocab_free(v);
+            return kvs_fail(err, KVS_E_UNSUPPORTED, "grammar: more than 65535 tokens with the same bytes");
+        }
+        v->nodes[node].ntok++;
         prev = id;
     }
     for (; depth >= 0; depth--)
-        v->node_end[path[depth]] = n;
+        v->nodes[path[depth]].end = n;
     free(path);
     v->n_nodes = n;
-    v->total_bytes = (size_t)V * (1 + 4 + 4 + 4) + total + (size_t)n * (1 + 2 + 4 + 4 + 4);
+    v->total_bytes = (size_t)V * (1 + 4 + 4 + 4) + total + (size_t)n * sizeof(tnode);
     free(buf);
     *out = v;
     return KVS_OK;
@@ -193,8 +195,7 @@ typedef struct level {
  * Inside a JSON string nearly every byte leads back to the same state, in
  * a bounded string to the state one count on, so most of the trie is
  * walked with a table lookup per node instead of an expansion. */
-#define MAX_STATES 1024
-#define TRANS_SLOTS 16384        /* power of two */
+#define MAX_STATES 512            /* < 32768: transitions are int16 */
 
 typedef struct wstate {
     int32_t begin, end;          /* tops */
@@ -202,11 +203,7 @@ typedef struct wstate {
     bool accept;
 } wstate;
 
-typedef struct trans_slot {
-    uint32_t gen;                /* valid when equal to the walk's generation */
-    int32_t key;                 /* state * 256 + byte */
-    int32_t to;
-} trans_slot;
+
 
 typedef struct state_slot {
     uint32_t gen;
@@ -241,7 +238,7 @@ struct kvs_gmatcher {
     wstate *states;              /* [MAX_STATES] the walk's DFA states */
     int32_t n_states;
     state_slot *state_tab;       /* [2 * MAX_STATES] by hash */
-    trans_slot *trans;           /* [TRANS_SLOTS] */
+    int16_t *trans;              /* [MAX_STATES][256] next state, -1: not computed yet */
     uint32_t gen;
     int32_t pf_low, pt_low;      /* kept states' frames / tops: [pf_low, max_frames), [pt_low, max_tops) */
 
@@ -274,7 +271,7 @@ size_t kvs_gmatcher_bytes(int32_t n_vocab, const kvs_gmatcher_limits *lim)
     size_t E = (size_t)lim->cache_entries;
     return sizeof(struct kvs_gmatcher) + (size_t)lim->max_frames * (sizeof(frame) + 1 + 4) +
            (size_t)lim->max_tops * 4 + (65536 + 2) * sizeof(level) + MAX_STATES * (sizeof(wstate) + 2 * sizeof(state_slot)) +
-           TRANS_SLOTS * sizeof(trans_slot) + words * 4 +
+           MAX_STATES * 256 * sizeof(int16_t) + words * 4 +
            E * (8 + 4 + 4 + KEY_MAX * 4 + words * 4);
 }
 
@@ -498,16 +495,6 @@ static int32_t keep_state(kvs_gmatcher *m, int32_t b, int32_t e, uint64_t h, boo
     return id;
 }
 
-static trans_slot *trans_find(kvs_gmatcher *m, int32_t sid, uint8_t c)
-{
-    int32_t key = sid * 256 + c;
-    uint32_t i = ((uint32_t)key * 2654435761u) >> (32 - 14);
-    for (;; i = (i + 1) & (TRANS_SLOTS - 1)) {
-        trans_slot *t = &m->trans[i];
-        if (t->gen != m->gen || t->key == key)
-            return t;
-    }
-}
 
 /* Keep only the frames the committed tops reach, in order (a parent is
  * always older than its children, so one forward pass renumbers them). */
@@ -562,7 +549,7 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     m->lvl = malloc((size_t)depth_cap * sizeof *m->lvl);
     m->states = calloc(MAX_STATES, sizeof *m->states);
     m->state_tab = calloc(2 * MAX_STATES, sizeof *m->state_tab);
-    m->trans = calloc(TRANS_SLOTS, sizeof *m->trans);
+    m->trans = malloc(MAX_STATES * 256 * sizeof *m->trans);
     m->mask = calloc((size_t)m->words + 1, 4);
     m->c_hash = calloc(E + 1, sizeof *m->c_hash);
     m->c_klen = malloc((E + 1) * sizeof *m->c_klen);
@@ -583,7 +570,7 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     memset(m->remap, 0, F * sizeof *m->remap);
     memset(m->c_key, 0, (E * KEY_MAX + 1) * sizeof *m->c_key);
     memset(m->c_mask, 0, (E * (size_t)m->words + 1) * 4);
-    memset(m->trans, 0, TRANS_SLOTS * sizeof *m->trans);
+    memset(m->trans, 0xFF, MAX_STATES * 256 * sizeof *m->trans);
     memset(m->state_tab, 0, 2 * MAX_STATES * sizeof *m->state_tab);
     memset(m->states, 0, MAX_STATES * sizeof *m->states);
     memset(m->lvl, 0, (size_t)depth_cap * sizeof *m->lvl);
@@ -717,45 +704,45 @@ static void walk(kvs_gmatcher *m)
 {
     const kvs_gvocab *v = m->v;
     memset(m->mask, 0, (size_t)m->words * 4);
-    if (++m->gen == 0) { /* generations wrapped: clear the tables once */
-        memset(m->trans, 0, TRANS_SLOTS * sizeof *m->trans);
+    if (++m->gen == 0) { /* generations wrapped: clear the table once */
         memset(m->state_tab, 0, 2 * MAX_STATES * sizeof *m->state_tab);
         m->gen = 1;
     }
     m->n_states = 0;
     m->pf_low = m->lim.max_frames;
     m->pt_low = m->lim.max_tops;
-    int32_t count = 0, n_trans = 0;
+    int32_t count = 0;
     level *L = m->lvl;
     uint64_t h0 = set_hash(m, 0, m->n_cur, m->cur_accept);
     L[0] = (level){0, m->n_cur, m->n_cur, m->n_frames, h0, m->cur_accept, -1};
     L[0].sid = keep_state(m, 0, m->n_cur, h0, m->cur_accept, m->n_frames); /* committed frames: nothing to copy */
     const int32_t N = v->n_nodes;
     uint64_t visited = 0;
+    const tnode *T = v->nodes;
     for (int32_t i = 1; i < N;) {
-        int32_t d = v->node_depth[i];
-        const uint8_t c = v->node_byte[i];
+        const tnode *nd = &T[i];
+        int32_t d = nd->depth;
+        const uint8_t c = nd->byte;
         const level *P = &L[d - 1];
         level *C = &L[d];
         visited++;
         m->n_frames = P->frames;
         bool strip = d == 1 && m->strip_pending && c == ' ';
-        trans_slot *t = NULL;
+        int16_t *t = P->sid >= 0 ? &m->trans[P->sid * 256 + c] : NULL;
         if (strip) {
             *C = *P; /* the dropped space: the same state */
-        } else if (P->sid >= 0 && (t = trans_find(m, P->sid, c))->gen == m->gen) {
-            const wstate *w = &m->states[t->to];
-            *C = (level){w->begin, w->end, P->free, P->frames, w->hash, w->accept, t->to};
+        } else if (t && *t >= 0) {
+            const wstate *w = &m->states[*t];
+            *C = (level){w->begin, w->end, P->free, P->frames, w->hash, w->accept, *t};
         } else {
             m->lv_overflow = false;
             advance_at(m, P->begin, P->end, P->free, c);
             *C = (level){m->lv_begin, m->lv_end, m->lv_end, m->n_frames,
                          set_hash(m, m->lv_begin, m->lv_end, m->lv_accept), m->lv_accept, -1};
-            if (t && !m->lv_overflow && n_trans < TRANS_SLOTS / 2) {
+            if (t && !m->lv_overflow) {
                 int32_t to = keep_state(m, C->begin, C->end, C->hash, C->accept, P->frames);
                 if (to >= 0) {
-                    *t = (trans_slot){m->gen, P->sid * 256 + c, to};
-                    n_trans++;
+                    *t = (int16_t)to;
                     const wstate *w = &m->states[to];
                     *C = (level){w->begin, w->end, P->free, P->frames, w->hash, w->accept, to};
                     m->n_frames = P->frames;
@@ -763,22 +750,23 @@ static void walk(kvs_gmatcher *m)
             }
         }
         if (C->end == C->begin && (strip || !C->accept)) {
-            i = v->node_end[i];
+            i = nd->end;
             continue;
         }
         if (!strip)
-            for (int32_t k = 0; k < v->node_ntok[i]; k++) {
-                set_bit(m->mask, v->sorted[v->node_tok[i] + k]);
+            for (int32_t k = 0; k < nd->ntok; k++) {
+                set_bit(m->mask, v->sorted[nd->tok + k]);
                 count++;
             }
         if (C->end == C->begin) /* accepted, but nothing can follow */
-            i = v->node_end[i];
+            i = nd->end;
         else
             i++;
     }
     m->n_frames = m->n_committed_frames;
     m->pf_low = m->lim.max_frames;
     m->pt_low = m->lim.max_tops;
+    memset(m->trans, 0xFF, (size_t)m->n_states * 256 * sizeof *m->trans);
     if (m->cur_accept)
         for (int32_t t = 0; t < v->n_vocab; t++)
             if (v->kind[t] == TOK_EOG) {
