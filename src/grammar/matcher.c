@@ -315,6 +315,7 @@ static int32_t new_frame(kvs_gmatcher *m, int32_t pos, int32_t parent, uint64_t 
 {
     if (m->n_frames >= m->pf_low) {
         m->lv_overflow = true;
+        m->stats.overflows++;
         return -2;
     }
     m->frames[m->n_frames] = (frame){pos, parent, h};
@@ -346,6 +347,7 @@ static void add_top(kvs_gmatcher *m, int32_t pos, int32_t parent)
     }
     if (m->lv_end >= m->pt_low) {
         m->lv_overflow = true;
+        m->stats.overflows++;
         return;
     }
     int32_t fr = new_frame(m, pos, parent, h);
@@ -362,6 +364,7 @@ static void expand(kvs_gmatcher *m, int32_t pos, int32_t parent)
     m->expand_depth++;
     if (++m->work > MAX_EXPAND_WORK || m->expand_depth > MAX_EXPAND_DEPTH) {
         m->lv_overflow = true;
+        m->stats.overflows++;
         m->expand_depth--;
         return;
     }
