@@ -550,16 +550,18 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     m->remap = malloc(F * sizeof *m->remap);
     m->tops = malloc((size_t)m->lim.max_tops * sizeof *m->tops);
     m->lvl = malloc((size_t)depth_cap * sizeof *m->lvl);
-    m->states = calloc(MAX_STATES, sizeof *m->states);
-    m->state_tab = calloc(2 * MAX_STATES, sizeof *m->state_tab);
-    m->trans = malloc(MAX_STATES * 256 * sizeof *m->trans);
+    if (v) { /* the trie walk's tables: only a matcher that makes masks needs them */
+        m->states = calloc(MAX_STATES, sizeof *m->states);
+        m->state_tab = calloc(2 * MAX_STATES, sizeof *m->state_tab);
+        m->trans = malloc(MAX_STATES * 256 * sizeof *m->trans);
+    }
     m->mask = calloc((size_t)m->words + 1, 4);
     m->c_hash = calloc(E + 1, sizeof *m->c_hash);
     m->c_klen = malloc((E + 1) * sizeof *m->c_klen);
     m->c_key = malloc((E * KEY_MAX + 1) * sizeof *m->c_key);
     m->c_mask = malloc((E * (size_t)m->words + 1) * 4);
     m->c_count = calloc(E + 1, sizeof *m->c_count);
-    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl || !m->states || !m->state_tab || !m->trans || !m->mask ||
+    if (!m->frames || !m->mark || !m->remap || !m->tops || !m->lvl || (v && (!m->states || !m->state_tab || !m->trans)) || !m->mask ||
         !m->c_hash || !m->c_klen || !m->c_key || !m->c_mask || !m->c_count) {
         kvs_gmatcher_free(m);
         return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for a matcher");
@@ -573,9 +575,11 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
     memset(m->remap, 0, F * sizeof *m->remap);
     memset(m->c_key, 0, (E * KEY_MAX + 1) * sizeof *m->c_key);
     memset(m->c_mask, 0, (E * (size_t)m->words + 1) * 4);
-    memset(m->trans, 0xFF, MAX_STATES * 256 * sizeof *m->trans);
-    memset(m->state_tab, 0, 2 * MAX_STATES * sizeof *m->state_tab);
-    memset(m->states, 0, MAX_STATES * sizeof *m->states);
+    if (v) {
+        memset(m->trans, 0xFF, MAX_STATES * 256 * sizeof *m->trans);
+        memset(m->state_tab, 0, 2 * MAX_STATES * sizeof *m->state_tab);
+        memset(m->states, 0, MAX_STATES * sizeof *m->states);
+    }
     memset(m->lvl, 0, (size_t)depth_cap * sizeof *m->lvl);
     /* the start state: every alternative of the root */
     m->lv_begin = m->lv_end = 0;
