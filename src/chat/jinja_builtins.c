@@ -1253,7 +1253,11 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         if (!numeric(v))
             jfail(c, KVS_E_INVALID, "round needs a number");
         double r;
-        if (sv_eq(method, "common"))
+        if (sv_eq(method, "common") && prec >= 0 && prec < 300) {
+            char buf[400]; /* Python's round(): correctly rounded, ties to even, as glibc's %f */
+            snprintf(buf, sizeof buf, "%.*f", (int)prec, d);
+            r = strtod(buf, NULL);
+        } else if (sv_eq(method, "common"))
             r = round(d * m) / m;
         else if (sv_eq(method, "ceil"))
             r = ceil(d * m) / m;

@@ -1288,7 +1288,7 @@ jnode *jparse(jctx *c)
     src[n] = '\0';
     parser P = {.c = c};
     lex(&P, src, n);
-    push(&P, T_EOF, 0, "", 0, jv_undef());
+    push(&P, T_EOF, count_lines(src, n) + 1, "", 0, jv_undef());
     const char *which;
     return parse_body(&P, NULL, &which);
 }
