@@ -81,4 +81,8 @@ void kvs_jinja_free(kvs_jinja *t);
 kvs_status kvs_jinja_render(const kvs_jinja *t, json_t *vars, kvs_jinja_opts *opts, char **out, size_t *out_len,
                             kvs_error *err);
 
+/* json.dumps(v, ensure_ascii=False) as Python writes it (", " and ": "
+ * separators, floats as repr()), malloc'ed; NULL when out of memory. */
+char *kvs_jinja_json_dumps(const json_t *v);
+
 #endif

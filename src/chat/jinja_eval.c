@@ -771,3 +771,25 @@ kvs_status kvs_jinja_render(const kvs_jinja *t, json_t *vars, kvs_jinja_opts *op
     free(c);
     return KVS_OK;
 }
+
+char *kvs_jinja_json_dumps(const json_t *v)
+{
+    jctx *volatile c = malloc(sizeof *c);
+    if (!c)
+        return NULL;
+    ctx_init(c, (size_t)256 << 20);
+    char *volatile res = NULL;
+    if (setjmp(c->jb) == 0) {
+        jbuf b = {0};
+        jv_write_json(c, &b, jv_from_json(c, v), false, NULL, ", ", ": ", false, 0);
+        res = malloc(b.n + 1);
+        if (res) {
+            if (b.n)
+                memcpy(res, b.p, b.n);
+            res[b.n] = '\0';
+        }
+    }
+    jarena_free(&c->arena);
+    free(c);
+    return res;
+}

@@ -267,6 +267,30 @@ static const char *const CHAT_ONLY[] = {"tools", "tool_choice", "parallel_tool_c
 static bool check_tool_choice(kvs_server *s, struct MHD_Connection *c, json_t *body, enum MHD_Result *ret)
 {
     json_t *tc = json_object_get(body, "tool_choice"), *tools = json_object_get(body, "tools");
+    if (tools && !json_is_null(tools)) {
+        if (!json_is_array(tools) || json_array_size(tools) == 0) {
+            *ret = kvs_http_error(c, 400, "tools", NULL, "'tools' must be a non-empty array of function tools");
+            return false;
+        }
+        size_t i;
+        json_t *t;
+        json_array_foreach(tools, i, t)
+        {
+            json_t *type = json_object_get(t, "type"), *fn = json_object_get(t, "function");
+            if (!json_is_string(type) || strcmp(json_string_value(type), "function") != 0 || !json_is_object(fn) ||
+                !json_is_string(json_object_get(fn, "name"))) {
+                *ret = kvs_http_error(c, 400, "tools", NULL,
+                                      "tools[%zu] must be {\"type\": \"function\", \"function\": {\"name\": ...}}", i);
+                return false;
+            }
+            json_t *params = json_object_get(fn, "parameters");
+            if (params && !json_is_object(params) && !json_is_null(params)) {
+                *ret = kvs_http_error(c, 400, "tools", NULL, "tools[%zu].function.parameters must be a JSON schema object",
+                                      i);
+                return false;
+            }
+        }
+    }
     if (!tc || json_is_null(tc))
         return true;
     bool have_tools = json_is_array(tools) && json_array_size(tools) > 0;

@@ -1,0 +1,80 @@
+/*
+ * chat_parse.h - the model's raw output turned into an OpenAI chat message:
+ * reasoning (vLLM's --reasoning-parser) and tool calls (--tool-call-parser).
+ *
+ * Reasoning models write their thoughts between <think> and </think>
+ * before the answer.  deepseek_r1: the output starts inside the thought (the
+ * template already opened it; a leading "<think>" is skipped), everything up
+ * to "</think>" is reasoning, the rest content; with no "</think>" yet it is
+ * all reasoning.  qwen3: only an output that starts with "<think>" has
+ * reasoning (up to "</think>", or to the end when it is never closed);
+ * otherwise it is all content.
+ *
+ * Tool calls are parsed from the content (after any reasoning):
+ *   hermes      (Hermes, Qwen 2.5/3) <tool_call>{"name": N, "arguments": {...}}</tool_call>, repeated;
+ *               the text before the first <tool_call> stays content.
+ *   llama3_json (Llama 3.1+) the whole content is [<|python_tag|>]{"name": N, "parameters": {...}}
+ *               with more calls after ";".
+ *   mistral     [TOOL_CALLS][{"name": N, "arguments": {...}}, ...] or [TOOL_CALLS]N[ARGS]{...};
+ *               the text before [TOOL_CALLS] stays content.
+ * Output that does not parse (bad JSON, no name) stays content, as in vLLM.
+ * With tool_choice naming a function the whole output is that function's
+ * arguments; with "required" it is a JSON array of {"name", "parameters"}.
+ * Each call gets an id ("chatcmpl-tool-" + 32 hex digits, or 9 alphanumerics
+ * for mistral) and its arguments as a JSON string (Python's json.dumps).
+ *
+ * Streaming (kvs_chat_stream): text is fed as it is generated and comes
+ * back as OpenAI deltas: {"reasoning_content": ...}, {"content": ...}, and
+ * for each tool call, once its JSON is complete, {"tool_calls": [{"index",
+ * "id", "type", "function": {"name", "arguments": ""}}]} followed by the
+ * arguments in pieces ({"tool_calls": [{"index", "function": {"arguments":
+ * piece}}]}), which concatenate to the non-streaming arguments.  Text that
+ * may be the start of a marker is held back until it is decided.
+ */
+#ifndef KVS_CHAT_CHAT_PARSE_H
+#define KVS_CHAT_CHAT_PARSE_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/status.h"
+
+typedef enum kvs_reasoning_kind { KVS_REASONING_NONE, KVS_REASONING_DEEPSEEK_R1, KVS_REASONING_QWEN3 } kvs_reasoning_kind;
+typedef enum kvs_tool_kind { KVS_TOOLS_NONE, KVS_TOOLS_HERMES, KVS_TOOLS_LLAMA3_JSON, KVS_TOOLS_MISTRAL } kvs_tool_kind;
+typedef enum kvs_tool_mode {
+    KVS_TOOL_MODE_OFF,      /* no tool parsing (no tools, tool_choice none, or no parser) */
+    KVS_TOOL_MODE_AUTO,     /* the parser decides */
+    KVS_TOOL_MODE_REQUIRED, /* output is [{"name", "parameters"}, ...] */
+    KVS_TOOL_MODE_NAMED,    /* output is the named function's arguments */
+} kvs_tool_mode;
+
+typedef struct kvs_chat_parse_cfg {
+    kvs_reasoning_kind reasoning;
+    kvs_tool_kind tools;
+    kvs_tool_mode mode;
+    char named[128];        /* KVS_TOOL_MODE_NAMED: the function */
+    uint64_t id_seed;       /* tool-call ids are derived from it */
+} kvs_chat_parse_cfg;
+
+/* "deepseek_r1" / "qwen3" (NULL or "" = none); KVS_E_INVALID names the choices. */
+kvs_status kvs_reasoning_kind_from_name(const char *name, kvs_reasoning_kind *out, kvs_error *err);
+/* "hermes" / "llama3_json" / "mistral" (NULL or "" = none). */
+kvs_status kvs_tool_kind_from_name(const char *name, kvs_tool_kind *out, kvs_error *err);
+
+/* Parse a whole output into the fields of a message: "content" (string or
+ * null), and when present "reasoning_content" and "tool_calls".  Returns a
+ * new object (NULL only when out of memory). */
+json_t *kvs_chat_parse_message(const kvs_chat_parse_cfg *cfg, const char *text, size_t len);
+
+typedef struct kvs_chat_stream kvs_chat_stream;
+kvs_chat_stream *kvs_chat_stream_new(const kvs_chat_parse_cfg *cfg);
+/* Feed the next piece of output (final: the output ends here).  Returns a
+ * new array of delta objects to send in order (maybe empty); NULL when out
+ * of memory. */
+json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, bool final);
+/* Whether tool calls were sent (finish_reason "tool_calls"). */
+bool kvs_chat_stream_has_tool_calls(const kvs_chat_stream *s);
+void kvs_chat_stream_free(kvs_chat_stream *s);
+
+#endif
