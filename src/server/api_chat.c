@@ -6,12 +6,15 @@
 #include <time.h>
 
 #include "chat/chat.h"
+#include "chat/chat_parse.h"
 #include "server/server_internal.h"
 
 struct kvs_chat_state {
     kvs_chat_template *tmpl; /* NULL: the model has no chat template */
     bool wants_parts;        /* the template reads content as a list of parts */
     char source[64];         /* where the template came from, for messages */
+    kvs_reasoning_kind reasoning; /* --reasoning-parser */
+    kvs_tool_kind tools;          /* --tool-call-parser */
 };
 
 /* Render a one-message conversation, so that a template that cannot work
@@ -41,6 +44,13 @@ kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error 
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
     s->chat = ch;
     kvs_status st = KVS_OK;
+    if ((st = kvs_reasoning_kind_from_name(o->reasoning_parser, &ch->reasoning, err)) != KVS_OK ||
+        (st = kvs_tool_kind_from_name(o->tool_call_parser, &ch->tools, err)) != KVS_OK)
+        return st;
+    if (o->enable_auto_tool_choice && ch->tools == KVS_TOOLS_NONE)
+        return kvs_fail(err, KVS_E_INVALID, "--enable-auto-tool-choice needs --tool-call-parser "
+                                            "(hermes, llama3_json or mistral)");
+    s->chat_auto_tools = o->enable_auto_tool_choice;
     if (o->chat_template_path && *o->chat_template_path) {
         snprintf(ch->source, sizeof ch->source, "--chat-template");
         st = kvs_chat_template_load_file(o->chat_template_path, &ch->tmpl, err);
@@ -333,6 +343,27 @@ static bool check_tool_choice(kvs_server *s, struct MHD_Connection *c, json_t *b
     return false;
 }
 
+/* How the output is read for tool calls: tool_choice "none" (or no tools):
+ * not at all; "auto" (the default with tools): by the --tool-call-parser,
+ * when --enable-auto-tool-choice is on; "required" / a named function: as
+ * the JSON that vLLM's guided decoding produces for them. */
+static kvs_tool_mode tool_mode(kvs_server *s, json_t *body, char *named, size_t cap)
+{
+    json_t *tc = json_object_get(body, "tool_choice"), *tools = json_object_get(body, "tools");
+    named[0] = '\0';
+    if (!json_is_array(tools) || json_array_size(tools) == 0)
+        return KVS_TOOL_MODE_OFF;
+    if (json_is_object(tc)) {
+        snprintf(named, cap, "%s", json_string_value(json_object_get(json_object_get(tc, "function"), "name")));
+        return KVS_TOOL_MODE_NAMED;
+    }
+    if (json_is_string(tc) && strcmp(json_string_value(tc), "none") == 0)
+        return KVS_TOOL_MODE_OFF;
+    if (json_is_string(tc) && strcmp(json_string_value(tc), "required") == 0)
+        return KVS_TOOL_MODE_REQUIRED;
+    return s->chat_auto_tools ? KVS_TOOL_MODE_AUTO : KVS_TOOL_MODE_OFF;
+}
+
 enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len)
 {
     enum MHD_Result ret;
@@ -367,8 +398,13 @@ enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char
         ret = kvs_http_error(c, 400, "tool_choice", NULL, "tool_choice cannot be constrained");
         goto done;
     }
-    if (chat_prompt(s, c, json_object_get(j, "messages"), j, r.add_generation_prompt, true, &ids, &n, &ret))
-        ret = kvs_gen_run(s, c, &r, ids, n, "messages");
+    if (chat_prompt(s, c, json_object_get(j, "messages"), j, r.add_generation_prompt, true, &ids, &n, &ret)) {
+        kvs_chat_parse_cfg pc = {.reasoning = s->chat->reasoning, .tools = s->chat->tools,
+                                 .id_seed = (uint64_t)time(NULL)};
+        pc.mode = tool_mode(s, j, pc.named, sizeof pc.named);
+        bool parse = pc.reasoning != KVS_REASONING_NONE || pc.mode != KVS_TOOL_MODE_OFF;
+        ret = kvs_gen_run_chat(s, c, &r, ids, n, "messages", parse ? &pc : NULL);
+    }
 done:
     free(ids);
     kvs_oai_request_free(&r);

@@ -105,6 +105,13 @@ bool kvs_api_chat_prompt(kvs_server *s, struct MHD_Connection *c, json_t *messag
 enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                             const int32_t *prompt, size_t n_prompt, const char *prompt_param);
 
+/* The same for a chat request whose output goes through the reasoning and
+ * tool-call parsers of `pcfg` (chat/chat_parse.h; copied; NULL: plain content). */
+struct kvs_chat_parse_cfg;
+enum MHD_Result kvs_gen_run_chat(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                 const int32_t *prompt, size_t n_prompt, const char *prompt_param,
+                                 const struct kvs_chat_parse_cfg *pcfg);
+
 /* ---- logprobs formatting (api_logprobs.c) ---- */
 
 /* A token's text as a JSON string: the decoded bytes when they are valid
