@@ -618,12 +618,12 @@ static bool numeric(jv v)
 
 static double fnum(jv v)
 {
-    return v.t == JV_FLOAT ? v.f : v.t == JV_INT ? (double)v.i : (double)v.b;
+    return v.t == JV_FLOAT ? v.f : v.t == JV_INT ? (double)v.i : v.t == JV_BOOL ? (double)v.b : 0.0;
 }
 
 static int64_t inum(jv v)
 {
-    return v.t == JV_INT ? v.i : v.b;
+    return v.t == JV_INT ? v.i : v.t == JV_BOOL ? v.b : 0;
 }
 
 static const char *op_sym(int op)

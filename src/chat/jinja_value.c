@@ -205,7 +205,7 @@ static bool is_num(jv v)
 
 static double num_f(jv v)
 {
-    return v.t == JV_FLOAT ? v.f : v.t == JV_INT ? (double)v.i : (double)v.b;
+    return v.t == JV_FLOAT ? v.f : v.t == JV_INT ? (double)v.i : v.t == JV_BOOL ? (double)v.b : 0.0;
 }
 
 bool jv_eq(jv a, jv b)
