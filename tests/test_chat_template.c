@@ -15,6 +15,7 @@
 
 #include "chat/chat.h"
 #include "chat/jinja.h"
+#include "formats/gguf.h"
 
 static kvs_status render(const char *src, const char *vars_json, kvs_jinja_opts *o, char **out, kvs_error *err)
 {
@@ -173,6 +174,40 @@ static void test_template_file(void **state)
     assert_int_equal(kvs_chat_template_load_file("/nonexistent/x.jinja", &t, &err), KVS_E_IO);
 }
 
+static void test_gguf_named(void **state)
+{
+    (void)state;
+    const char *dir = getenv("KVS_BUILD_DIR");
+    char path[1024];
+    snprintf(path, sizeof path, "%s/test_chat_template_named.gguf", dir ? dir : ".");
+    kvs_error err;
+    kvs_gguf_writer *w = kvs_gguf_writer_new();
+    assert_int_equal(kvs_gguf_writer_set_str(w, "general.architecture", "llama", &err), KVS_OK);
+    assert_int_equal(kvs_gguf_writer_set_str(w, "tokenizer.chat_template", "D{{ messages|length }}", &err), KVS_OK);
+    assert_int_equal(kvs_gguf_writer_set_str(w, "tokenizer.chat_template.tool_use", "T{{ tools|length }}", &err),
+                     KVS_OK);
+    assert_int_equal(kvs_gguf_writer_write(w, path, &err), KVS_OK);
+    kvs_gguf_writer_free(w);
+    kvs_gguf *g;
+    assert_int_equal(kvs_gguf_open(&g, path, &err), KVS_OK);
+    kvs_chat_template *t;
+    assert_int_equal(kvs_chat_template_from_gguf(g, &t, &err), KVS_OK);
+    kvs_gguf_close(g);
+    assert_int_equal(kvs_chat_template_count(t), 2);
+    assert_string_equal(kvs_chat_template_name(t, 0), "default");
+    assert_string_equal(kvs_chat_template_name(t, 1), "tool_use");
+    json_t *msgs = json_loads("[{\"role\": \"user\", \"content\": \"x\"}]", 0, NULL);
+    json_t *tools = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"f\"}}]", 0, NULL);
+    kvs_chat_input in = {.messages = msgs, .tools = tools};
+    char *out;
+    assert_int_equal(kvs_chat_apply(t, &in, &out, &err), KVS_OK);
+    assert_string_equal(out, "T1");
+    free(out);
+    json_decref(msgs);
+    json_decref(tools);
+    kvs_chat_template_free(t);
+}
+
 typedef struct {
     const kvs_jinja *t;
     json_t *vars;
@@ -222,7 +257,7 @@ int main(void)
         cmocka_unit_test(test_basics),           cmocka_unit_test(test_errors),
         cmocka_unit_test(test_limits),           cmocka_unit_test(test_named_templates),
         cmocka_unit_test(test_continue_final_message), cmocka_unit_test(test_template_file),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),          cmocka_unit_test(test_gguf_named),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

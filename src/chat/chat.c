@@ -4,6 +4,7 @@
 
 #include "chat/chat.h"
 #include "chat/jinja.h"
+#include "formats/gguf.h"
 
 #define KVS_CHAT_MAX_TEMPLATES 16
 
@@ -155,6 +156,47 @@ kvs_status kvs_chat_template_load_file(const char *path, kvs_chat_template **out
     if (st != KVS_OK)
         kvs_fail_wrap(err, "'%s'", path);
     return st;
+}
+
+kvs_status kvs_chat_template_from_gguf(const kvs_gguf *g, kvs_chat_template **out, kvs_error *err)
+{
+    *out = NULL;
+    kvs_chat_template *t = calloc(1, sizeof *t);
+    if (!t)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    static const char prefix[] = "tokenizer.chat_template";
+    kvs_status st = KVS_OK;
+    for (size_t i = 0; i < kvs_gguf_n_kv(g) && st == KVS_OK; i++) {
+        const char *key = kvs_gguf_kv_key(g, i);
+        if (strncmp(key, prefix, sizeof prefix - 1) != 0 || kvs_gguf_kv_type(g, i) != KVS_GGUF_STRING)
+            continue;
+        const char *name = key + sizeof prefix - 1;
+        if (*name == '\0')
+            name = "default";
+        else if (*name == '.' && name[1])
+            name++;
+        else
+            continue;
+        const char *text;
+        size_t len;
+        if ((st = kvs_gguf_get_str(g, key, &text, &len, err)) != KVS_OK)
+            break;
+        if (strlen(text) != len) {
+            st = kvs_fail(err, KVS_E_FORMAT, "%s contains a NUL byte", key);
+            break;
+        }
+        st = add_one(t, name, text, err);
+        if (st != KVS_OK)
+            kvs_fail_wrap(err, "%s", key);
+    }
+    if (st == KVS_OK && t->n == 0)
+        st = kvs_fail(err, KVS_E_NOT_FOUND, "no tokenizer.chat_template in the model");
+    if (st != KVS_OK) {
+        kvs_chat_template_free(t);
+        return st;
+    }
+    *out = t;
+    return KVS_OK;
 }
 
 size_t kvs_chat_template_count(const kvs_chat_template *t)

@@ -58,6 +58,12 @@ kvs_status kvs_chat_template_load(const char *text, kvs_chat_template **out, kvs
  * tokenizer_config.json (its "chat_template", a string or a named list). */
 kvs_status kvs_chat_template_load_file(const char *path, kvs_chat_template **out, kvs_error *err);
 
+/* The templates of a GGUF file: `tokenizer.chat_template` (named "default")
+ * and llama.cpp's named ones, `tokenizer.chat_template.NAME`.
+ * KVS_E_NOT_FOUND when there is none. */
+struct kvs_gguf;
+kvs_status kvs_chat_template_from_gguf(const struct kvs_gguf *g, kvs_chat_template **out, kvs_error *err);
+
 void kvs_chat_template_free(kvs_chat_template *t);
 
 /* Number of named templates (1 for a plain template, named "default"), and

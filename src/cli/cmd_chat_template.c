@@ -65,14 +65,16 @@ int kvs_cmd_chat_template(int argc, char **argv)
     int rc = 0;
     kvs_chat_template *t = NULL;
     json_t *msgs = NULL, *tools = NULL, *docs = NULL, *kwargs = NULL;
-    char *out = NULL, *tmpl_text = NULL, *mbos = NULL, *meos = NULL;
+    char *out = NULL, *mbos = NULL, *meos = NULL;
     if (model) {
         kvs_gguf *g = kvs_cli_open_gguf("chat-template", model);
         if (!g)
             return 1;
-        const char *s;
-        if (!tmpl_path && kvs_gguf_get_str(g, "tokenizer.chat_template", &s, NULL, NULL) == KVS_OK)
-            tmpl_text = strdup(s);
+        if (!tmpl_path && kvs_chat_template_from_gguf(g, &t, &err) != KVS_OK && err.status != KVS_E_NOT_FOUND) {
+            kvs_gguf_close(g);
+            rc = kvs_cli_error("chat-template", 1, err.msg);
+            goto done;
+        }
         kvs_tokenizer *tok = NULL;
         if (kvs_tok_load(&tok, g, NULL) == KVS_OK) {
             int32_t b = kvs_tok_bos(tok), e = kvs_tok_eos(tok);
@@ -83,13 +85,12 @@ int kvs_cmd_chat_template(int argc, char **argv)
             kvs_tok_free(tok);
         }
         kvs_gguf_close(g);
-        if (!tmpl_path && !tmpl_text) {
+        if (!tmpl_path && !t) {
             rc = kvs_cli_error("chat-template", 1, "the model has no tokenizer.chat_template: give --template FILE");
             goto done;
         }
     }
-    if ((tmpl_path ? kvs_chat_template_load_file(tmpl_path, &t, &err) : kvs_chat_template_load(tmpl_text, &t, &err)) !=
-        KVS_OK) {
+    if (tmpl_path && kvs_chat_template_load_file(tmpl_path, &t, &err) != KVS_OK) {
         rc = kvs_cli_error("chat-template", 1, err.msg);
         goto done;
     }
@@ -122,7 +123,6 @@ int kvs_cmd_chat_template(int argc, char **argv)
     fputs(out, stdout);
 done:
     free(out);
-    free(tmpl_text);
     free(mbos);
     free(meos);
     json_decref(msgs);

@@ -7,6 +7,7 @@
 
 #include "chat/chat.h"
 #include "chat/chat_parse.h"
+#include "formats/gguf.h"
 #include "server/server_internal.h"
 
 struct kvs_chat_state {
@@ -55,8 +56,14 @@ kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error 
         snprintf(ch->source, sizeof ch->source, "--chat-template");
         st = kvs_chat_template_load_file(o->chat_template_path, &ch->tmpl, err);
     } else if (s->inst->chat_template && *s->inst->chat_template) {
+        /* the model's templates, named ones (tokenizer.chat_template.NAME) included */
         snprintf(ch->source, sizeof ch->source, "the model's tokenizer.chat_template");
-        st = kvs_chat_template_load(s->inst->chat_template, &ch->tmpl, err);
+        kvs_gguf *g = NULL;
+        if (o->model_path && kvs_gguf_open(&g, o->model_path, NULL) == KVS_OK)
+            st = kvs_chat_template_from_gguf(g, &ch->tmpl, err);
+        else
+            st = kvs_chat_template_load(s->inst->chat_template, &ch->tmpl, err);
+        kvs_gguf_close(g);
     }
     if (st != KVS_OK)
         return kvs_fail_wrap(err, "%s", ch->source);

