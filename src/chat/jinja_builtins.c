@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <wctype.h>
 
 #include "chat/jinja_internal.h"
 
@@ -74,28 +75,80 @@ static jv need_str(jctx *c, jv v, const char *what)
 
 /* ---- string helpers ---- */
 
-static jv ascii_case(jctx *c, jv s, int mode /* 0 lower, 1 upper, 2 title, 3 capitalize */)
+static locale_t utf8_locale(jctx *c)
 {
-    char *o = jalloc(c, s.s.n + 1);
-    bool prev_cased = false;
-    for (size_t i = 0; i < s.s.n; i++) {
-        unsigned char ch = (unsigned char)s.s.p[i];
-        int r = ch;
-        if (mode == 0)
-            r = tolower(ch);
-        else if (mode == 1)
-            r = toupper(ch);
-        else if (mode == 2)
-            r = prev_cased ? tolower(ch) : toupper(ch);
-        else
-            r = i == 0 ? toupper(ch) : tolower(ch);
-        if (ch >= 0x80)
-            r = ch;
-        o[i] = (char)r;
-        prev_cased = isalpha(ch) || (ch >= 0x80 && prev_cased);
+    if (!c->loc_tried) {
+        c->loc_tried = true;
+        c->loc = newlocale(LC_CTYPE_MASK, "C.UTF-8", (locale_t)0);
     }
-    o[s.s.n] = '\0';
-    return jv_strn(o, s.s.n);
+    return c->loc;
+}
+
+static size_t u8_put(char *o, uint32_t cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | cp >> 6);
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | cp >> 12);
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | cp >> 18);
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* Python's str.lower() / upper() / title() / capitalize() (mode 0..3), one
+ * code point to one (towlower / towupper in C.UTF-8; ASCII only where that
+ * locale is missing): Python's one-to-many cases such as 'ß'.upper() == 'SS'
+ * are not applied. */
+static jv ascii_case(jctx *c, jv s, int mode /* 0 lower, 1 upper, 2 str.title, 3 capitalize, 4 |title */)
+{
+    locale_t loc = utf8_locale(c);
+    char *o = jalloc(c, s.s.n * 2 + 4);
+    size_t k = 0, i = 0, adv;
+    bool prev_cased = false, first = true;
+    while (i < s.s.n) {
+        uint32_t cp = ju8_decode(s.s.p + i, s.s.n - i, &adv);
+        if (adv == 1 && (unsigned char)s.s.p[i] >= 0x80) { /* a stray byte: kept */
+            o[k++] = s.s.p[i++];
+            continue;
+        }
+        uint32_t lo = cp, up = cp;
+        if (cp < 0x80) {
+            lo = (uint32_t)tolower((int)cp);
+            up = (uint32_t)toupper((int)cp);
+        } else if (loc != (locale_t)0) {
+            lo = (uint32_t)towlower_l((wint_t)cp, loc);
+            up = (uint32_t)towupper_l((wint_t)cp, loc);
+        }
+        bool cased = lo != up || (loc != (locale_t)0 && cp >= 0x80 && (iswlower_l((wint_t)cp, loc) || iswupper_l((wint_t)cp, loc)));
+        bool sep = mode == 4 && (ju_isspace(cp) || (cp < 0x80 && strchr("-({[<", (int)cp)));
+        uint32_t r = mode == 0   ? lo
+                     : mode == 1 ? up
+                     : mode == 2 ? (prev_cased ? lo : up)
+                     : mode == 3 ? (first ? up : lo)
+                                 : (sep ? cp : first ? up : lo);
+        if (mode == 4)
+            first = sep;
+        else
+            first = false;
+        k += u8_put(o + k, r);
+        prev_cased = cased;
+        i += adv;
+    }
+    o[k] = '\0';
+    return jv_strn(o, k);
 }
 
 /* does code point cp occur in chars (a UTF-8 string)? */
@@ -1028,20 +1081,8 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         return ascii_case(c, jv_to_str(c, v), 0);
     if (streq(name, "capitalize"))
         return ascii_case(c, jv_to_str(c, v), 3);
-    if (streq(name, "title")) {
-        /* Jinja2: words split at [-\s({[<]+, each capitalised */
-        jv s = jv_to_str(c, v);
-        char *o = jalloc(c, s.s.n + 1);
-        bool start = true;
-        for (size_t i = 0; i < s.s.n; i++) {
-            unsigned char ch = (unsigned char)s.s.p[i];
-            bool sep = isspace(ch) || strchr("-({[<", ch) != NULL;
-            o[i] = (char)(ch >= 0x80 ? ch : start && !sep ? toupper(ch) : tolower(ch));
-            start = sep;
-        }
-        o[s.s.n] = 0;
-        return jv_strn(o, s.s.n);
-    }
+    if (streq(name, "title")) /* Jinja2: words split at [-\s({[<]+, each capitalised */
+        return ascii_case(c, jv_to_str(c, v), 4);
     if (streq(name, "replace")) {
         jv old, nw;
         if (!jarg(a, 0, "old", &old) || !jarg(a, 1, "new", &nw))

@@ -735,6 +735,7 @@ kvs_status kvs_jinja_render(const kvs_jinja *t, json_t *vars, kvs_jinja_opts *op
         } else {
             kvs_fail(err, st, "chat template: %s", c->err);
         }
+        jctx_release(c);
         jarena_free(&c->arena);
         free(c);
         return st;
@@ -757,6 +758,7 @@ kvs_status kvs_jinja_render(const kvs_jinja *t, json_t *vars, kvs_jinja_opts *op
     jrender_body(c, g, t->root);
     char *res = malloc(b.n + 1);
     if (!res) {
+        jctx_release(c);
         jarena_free(&c->arena);
         free(c);
         return kvs_fail(err, KVS_E_NOMEM, "out of memory rendering a template");
@@ -767,6 +769,7 @@ kvs_status kvs_jinja_render(const kvs_jinja *t, json_t *vars, kvs_jinja_opts *op
     if (out_len)
         *out_len = b.n;
     *out = res;
+    jctx_release(c);
     jarena_free(&c->arena);
     free(c);
     return KVS_OK;

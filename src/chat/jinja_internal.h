@@ -8,6 +8,7 @@
 #ifndef KVS_CHAT_JINJA_INTERNAL_H
 #define KVS_CHAT_JINJA_INTERNAL_H
 
+#include <locale.h>
 #include <setjmp.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -150,6 +151,8 @@ struct jctx {
     int depth, max_depth;
     time_t now;
     jframe *globals;
+    locale_t loc;        /* C.UTF-8 for Unicode case mapping (made on first use; (locale_t)0: none) */
+    bool loc_tried;
     /* lexer / parser state */
     const char *src;
     size_t src_len;
@@ -158,6 +161,8 @@ struct jctx {
 _Noreturn void jfail(jctx *c, kvs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void *jalloc(jctx *c, size_t n);
 void jarena_free(jarena *a);
+/* Release what a context holds besides its arena (the case-mapping locale). */
+void jctx_release(jctx *c);
 char *jstrdup(jctx *c, const char *s, size_t n);
 
 /* values */

@@ -57,6 +57,13 @@ void jarena_free(jarena *a)
     a->total = 0;
 }
 
+void jctx_release(jctx *c)
+{
+    if (c->loc != (locale_t)0)
+        freelocale(c->loc);
+    c->loc = (locale_t)0;
+}
+
 char *jstrdup(jctx *c, const char *s, size_t n)
 {
     char *p = jalloc(c, n + 1);

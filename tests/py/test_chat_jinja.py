@@ -308,6 +308,7 @@ SNIPPETS = [
     "{{ d|dictsort }}{{ d|dictsort(reverse=true) }}{{ d|dictsort(by='value') if false else '' }}",
     "{{ e|default('D') }}{{ e|default('D', true) }}{{ nothing|default('N') }}{{ nothing|d('M') }}",
     "{{ '12'|int + 1 }}{{ 'x'|int }}{{ '3.7'|int }}{{ 3.7|int }}{{ '2.5'|float }}{{ n|float }}{{ n|string }}",
+    "{{ u|upper }}{{ 'ÉCOLE élève ÀÖ'|lower }}{{ 'élan vital-ÉTÉ (x'|title }}{{ 'élan 1st ÉTÉ'.title() }}{{ 'éA'|capitalize }}",
     "{{ 'hello WORLD'|capitalize }}{{ 'hello world'|title }}{{ 'abc'|upper }}{{ 'ABC'|lower }}{{ 'aXa'|replace('a', 'b') }}",
     "{{ 'a\\nb\\n\\nc'|indent }}|{{ 'a\\nb'|indent(2, true) }}|{{ 'a\\n\\nb'|indent(width='>', blank=true) }}",
     "{{ n is odd }}{{ n is even }}{{ n is divisibleby 7 }}{{ n is number }}{{ n is integer }}{{ f is float }}",
