@@ -113,11 +113,12 @@ static json_t *stream(const kvs_chat_parse_cfg *cfg, const char *out, size_t ste
     return m;
 }
 
-static void check(const kvs_chat_parse_cfg *cfg, const char *out, const expect *e)
+/* Parse whole, and (unless only_whole) streamed: the same message. */
+static void check2(const kvs_chat_parse_cfg *cfg, const char *out, const expect *e, bool only_whole)
 {
     json_t *m = kvs_chat_parse_message(cfg, out, strlen(out));
     check_message(m, e);
-    for (size_t step = 1; step <= strlen(out) + 1; step += step < 8 ? 1 : 7) {
+    for (size_t step = 1; !only_whole && step <= strlen(out) + 1; step += step < 8 ? 1 : 7) {
         json_t *sm = stream(cfg, out, step);
         /* the same ids and arguments as the whole-output message */
         json_t *a = json_object_get(m, "tool_calls"), *b = json_object_get(sm, "tool_calls");
@@ -132,6 +133,11 @@ static void check(const kvs_chat_parse_cfg *cfg, const char *out, const expect *
     json_decref(m);
 }
 
+static void check(const kvs_chat_parse_cfg *cfg, const char *out, const expect *e)
+{
+    check2(cfg, out, e, false);
+}
+
 static void test_hermes(void **state)
 {
     (void)state;
@@ -144,12 +150,48 @@ static void test_hermes(void **state)
               "<tool_call>\n{\"name\": \"w\", \"arguments\": {\"city\": \"Paris\", \"days\": 2.5}}\n</tool_call>",
           &(expect){"I'll check both cities.\n", NULL, {"w", "w"},
                     {"{\"city\": \"東京\"}", "{\"city\": \"Paris\", \"days\": 2.5}"}});
+    /* the arguments as the model wrote them (compact, braces and quotes in strings), streamed as written */
+    check(&c, "<tool_call>{\"name\":\"w\",\"arguments\":{\"a\":[1,2],\"b\":\"x}y\\\"z\",\"c\":{\"d\":\"é\"}}}</tool_call>",
+          &(expect){NULL, NULL, {"w"}, {"{\"a\":[1,2],\"b\":\"x}y\\\"z\",\"c\":{\"d\":\"é\"}}"}});
     check(&c, "No tools needed: 2 < 3 and <tool is not a tag.", &(expect){"No tools needed: 2 < 3 and <tool is not a tag."});
-    /* broken JSON stays content */
-    check(&c, "<tool_call>{\"name\": \"w\", \"arguments\": {</tool_call>",
-          &(expect){"<tool_call>{\"name\": \"w\", \"arguments\": {</tool_call>"});
+    /* broken JSON stays content (whole output only: streaming has sent the call's name and the
+     * start of its arguments by the time the JSON turns out broken, as vLLM's streaming does) */
+    check2(&c, "<tool_call>{\"name\": \"w\", \"arguments\": {</tool_call>",
+           &(expect){"<tool_call>{\"name\": \"w\", \"arguments\": {</tool_call>"}, true);
+    check(&c, "<tool_call>{\"name\": \"w\" \"arguments\": 5</tool_call>",
+          &(expect){"<tool_call>{\"name\": \"w\" \"arguments\": 5</tool_call>"});
     /* unterminated at the end of the output: still a call, as vLLM's regex allows */
     check(&c, "<tool_call>{\"name\": \"now\", \"arguments\": {}}", &(expect){NULL, NULL, {"now"}, {"{}"}});
+}
+
+/* Hermes arguments stream while they are written, before the call's JSON is complete. */
+static void test_hermes_incremental(void **state)
+{
+    (void)state;
+    kvs_chat_parse_cfg c = cfg_of(KVS_REASONING_NONE, KVS_TOOLS_HERMES, KVS_TOOL_MODE_AUTO);
+    kvs_chat_stream *s = kvs_chat_stream_new(&c);
+    const char *part = "Sure.<tool_call>\n{\"name\": \"search\", \"arguments\": {\"query\": \"weather in Par";
+    json_t *d = kvs_chat_stream_feed(s, part, strlen(part), false);
+    /* content, the call's id + name, then the arguments so far (in pieces) */
+    assert_true(json_array_size(d) >= 3);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(d, 0), "content")), "Sure.");
+    json_t *head = json_array_get(json_object_get(json_array_get(d, 1), "tool_calls"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(head, "function"), "name")), "search");
+    char got[256] = "";
+    for (size_t i = 2; i < json_array_size(d); i++) {
+        json_t *a = json_array_get(json_object_get(json_array_get(d, i), "tool_calls"), 0);
+        strcat(got, json_string_value(json_object_get(json_object_get(a, "function"), "arguments")));
+    }
+    assert_string_equal(got, "{\"query\": \"weather in Par");
+    assert_true(kvs_chat_stream_has_tool_calls(s));
+    json_decref(d);
+    const char *rest = "is\"}}\n</tool_call>";
+    d = kvs_chat_stream_feed(s, rest, strlen(rest), true);
+    assert_int_equal(json_array_size(d), 1);
+    json_t *args = json_array_get(json_object_get(json_array_get(d, 0), "tool_calls"), 0);
+    assert_string_equal(json_string_value(json_object_get(json_object_get(args, "function"), "arguments")), "is\"}");
+    json_decref(d);
+    kvs_chat_stream_free(s);
 }
 
 static void test_llama3_json(void **state)
@@ -230,7 +272,7 @@ static void test_names(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_hermes),    cmocka_unit_test(test_llama3_json),        cmocka_unit_test(test_mistral),
+        cmocka_unit_test(test_hermes), cmocka_unit_test(test_hermes_incremental),    cmocka_unit_test(test_llama3_json),        cmocka_unit_test(test_mistral),
         cmocka_unit_test(test_reasoning), cmocka_unit_test(test_required_and_named), cmocka_unit_test(test_names),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -112,6 +112,120 @@ static json_t *call_of(json_t *o, const char *args_key2)
     return json_pack("{s:O, s:o}", "name", name, "arguments", args);
 }
 
+
+static size_t skip_ws(const char *t, size_t i, size_t len)
+{
+    while (i < len && ws(t[i]))
+        i++;
+    return i;
+}
+
+/* Where the top-level "name" and "arguments" (or "parameters") of the JSON
+ * object text t[from, to) are, as far as the text goes: the name once its
+ * string is complete, the arguments' raw text [a0, a1) (complete when
+ * args_done). */
+typedef struct objscan {
+    bool has_name, has_args, args_done, args_structured;
+    char name[256];
+    size_t a0, a1;
+} objscan;
+
+/* End of the JSON value starting at t[i] (scalars end before , } ] or space), or `to` when it does not end there. */
+static size_t value_end(const char *t, size_t i, size_t to, bool *done)
+{
+    *done = false;
+    if (i >= to)
+        return to;
+    if (t[i] == '"') {
+        for (size_t k = i + 1; k < to; k++) {
+            if (t[k] == '\\') {
+                k++;
+                continue;
+            }
+            if (t[k] == '"') {
+                *done = true;
+                return k + 1;
+            }
+        }
+        return to;
+    }
+    if (t[i] == '{' || t[i] == '[') {
+        int depth = 0;
+        bool str = false;
+        for (size_t k = i; k < to; k++) {
+            char ch = t[k];
+            if (str) {
+                if (ch == '\\')
+                    k++;
+                else if (ch == '"')
+                    str = false;
+            } else if (ch == '"') {
+                str = true;
+            } else if (ch == '{' || ch == '[') {
+                depth++;
+            } else if (ch == '}' || ch == ']') {
+                if (--depth == 0) {
+                    *done = true;
+                    return k + 1;
+                }
+            }
+        }
+        return to;
+    }
+    size_t k = i;
+    while (k < to && t[k] != ',' && t[k] != '}' && t[k] != ']' && !ws(t[k]))
+        k++;
+    *done = k < to;
+    return k;
+}
+
+static void scan_obj(const char *t, size_t from, size_t to, objscan *o)
+{
+    memset(o, 0, sizeof *o);
+    size_t i = skip_ws(t, from, to);
+    if (i >= to || t[i] != '{')
+        return;
+    i++;
+    for (;;) {
+        i = skip_ws(t, i, to);
+        if (i >= to || t[i] != '"')
+            return;
+        bool done;
+        size_t k0 = i, k1 = value_end(t, i, to, &done);
+        if (!done)
+            return;
+        i = skip_ws(t, k1, to);
+        if (i >= to || t[i] != ':')
+            return;
+        i = skip_ws(t, i + 1, to);
+        size_t v0 = i, v1 = value_end(t, i, to, &done);
+        size_t kl = k1 - k0;
+        bool is_name = kl == 6 && memcmp(t + k0, "\"name\"", 6) == 0;
+        bool is_args = (kl == 11 && memcmp(t + k0, "\"arguments\"", 11) == 0) ||
+                       (kl == 12 && memcmp(t + k0, "\"parameters\"", 12) == 0);
+        if (is_name && done && t[v0] == '"') {
+            json_t *s = json_loadb(t + v0, v1 - v0, JSON_DECODE_ANY, NULL);
+            if (json_is_string(s) && json_string_length(s) < sizeof o->name) {
+                o->has_name = true;
+                snprintf(o->name, sizeof o->name, "%s", json_string_value(s));
+            }
+            json_decref(s);
+        } else if (is_args && !o->has_args) {
+            o->has_args = true;
+            o->args_done = done;
+            o->args_structured = v0 < to && (t[v0] == '{' || t[v0] == '[');
+            o->a0 = v0;
+            o->a1 = v1;
+        }
+        if (!done)
+            return;
+        i = skip_ws(t, v1, to);
+        if (i >= to || t[i] != ',')
+            return;
+        i++;
+    }
+}
+
 static json_t *load_prefix(const char *t, size_t len, size_t *used)
 {
     json_error_t je;
@@ -120,12 +234,6 @@ static json_t *load_prefix(const char *t, size_t len, size_t *used)
     return j;
 }
 
-static size_t skip_ws(const char *t, size_t i, size_t len)
-{
-    while (i < len && ws(t[i]))
-        i++;
-    return i;
-}
 
 /* Parse t[from, len) as complete tool calls of kind k (final); NULL if it does not parse. */
 static json_t *parse_calls_final(const kvs_chat_parse_cfg *cfg, const char *t, size_t from, size_t len)
@@ -322,8 +430,18 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
             }
             size_t b0 = (size_t)(o - t) + strlen(HERMES_OPEN);
             const char *cl2 = find(t, b0, len, HERMES_CLOSE);
-            if (!cl2 && !final)
+            objscan sc;
+            if (!cl2 && !final) {
+                /* a call still being written: its name and the arguments so far (streaming) */
+                size_t end = len - partial(t, b0, len, HERMES_CLOSE);
+                scan_obj(t, b0, end, &sc);
+                if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
+                    size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
+                    json_array_append_new(p->calls, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw",
+                                                              t + sc.a0, a1 - sc.a0, "partial", 1));
+                }
                 break;
+            }
             size_t b1 = cl2 ? (size_t)(cl2 - t) : len, used;
             size_t q = skip_ws(t, b0, b1);
             json_t *obj = load_prefix(t + q, b1 - q, &used);
@@ -332,6 +450,14 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
             if (!c) {
                 failed = true;
                 break;
+            }
+            /* the arguments as the model wrote them (what streaming sent), when they are an object or array */
+            scan_obj(t, q, b1, &sc);
+            if (sc.has_args && sc.args_done && sc.args_structured) {
+                json_t *raw = json_loadb(t + sc.a0, sc.a1 - sc.a0, JSON_DECODE_ANY, NULL);
+                if (raw && json_equal(raw, json_object_get(c, "arguments")))
+                    json_object_set_new(c, "raw", json_stringn(t + sc.a0, sc.a1 - sc.a0));
+                json_decref(raw);
             }
             json_array_append_new(p->calls, c);
             pos = cl2 ? b1 + strlen(HERMES_CLOSE) : len;
@@ -370,9 +496,19 @@ static json_t *call_id(const kvs_chat_parse_cfg *cfg, size_t index)
     return json_string(id);
 }
 
+/* A call's arguments as the JSON string of the API: the model's own text
+ * when the parser kept it (Hermes), else json.dumps of the parsed value. */
+static char *call_args(json_t *call)
+{
+    json_t *raw = json_object_get(call, "raw");
+    if (json_is_string(raw))
+        return strdup(json_string_value(raw));
+    return kvs_jinja_json_dumps(json_object_get(call, "arguments"));
+}
+
 static json_t *format_call(const kvs_chat_parse_cfg *cfg, size_t index, json_t *call, bool with_index)
 {
-    char *args = kvs_jinja_json_dumps(json_object_get(call, "arguments"));
+    char *args = call_args(call);
     json_t *o = json_pack("{s:o, s:s, s:{s:O, s:s}}", "id", call_id(cfg, index), "type", "function", "function",
                           "name", json_object_get(call, "name"), "arguments", args ? args : "{}");
     if (with_index)
@@ -433,7 +569,9 @@ struct kvs_chat_stream {
     char *text;
     size_t len, cap;
     size_t sent_r, sent_c; /* bytes of reasoning / content sent */
-    size_t sent_calls;
+    size_t sent_calls;     /* calls whose id and name were sent */
+    size_t *sent_args;     /* per call: bytes of its arguments sent */
+    size_t args_cap;
     bool done;
 };
 
@@ -450,12 +588,26 @@ void kvs_chat_stream_free(kvs_chat_stream *s)
     if (!s)
         return;
     free(s->text);
+    free(s->sent_args);
     free(s);
 }
 
 bool kvs_chat_stream_has_tool_calls(const kvs_chat_stream *s)
 {
     return s && s->sent_calls > 0;
+}
+
+/* Append the deltas of arguments text args[from, n) in pieces cut at UTF-8 boundaries. */
+static void args_pieces(json_t *out, size_t index, const char *args, size_t from, size_t n)
+{
+    for (size_t a = from; a < n;) {
+        size_t b = a + 24 < n ? a + 24 : n;
+        while (b < n && ((unsigned char)args[b] & 0xc0) == 0x80)
+            b++;
+        json_array_append_new(out, json_pack("{s:[{s:I, s:{s:s%}}]}", "tool_calls", "index", (json_int_t)index,
+                                             "function", "arguments", args + a, b - a));
+        a = b;
+    }
 }
 
 json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, bool final)
@@ -491,25 +643,39 @@ json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, b
                                              str_json(s->text + p.c0 + s->sent_c, p.c1 - p.c0 - s->sent_c)));
         s->sent_c = p.c1 - p.c0;
     }
-    for (size_t i = s->sent_calls; i < json_array_size(p.calls); i++) {
-        json_t *full = format_call(&s->cfg, i, json_array_get(p.calls, i), true);
-        json_t *fn = json_object_get(full, "function");
-        const char *args = json_string_value(json_object_get(fn, "arguments"));
-        size_t an = strlen(args);
-        json_t *head = json_pack("{s:[{s:I, s:O, s:s, s:{s:O, s:s}}]}", "tool_calls", "index", (json_int_t)i, "id",
-                                 json_object_get(full, "id"), "type", "function", "function", "name",
-                                 json_object_get(fn, "name"), "arguments", "");
-        json_array_append_new(out, head);
-        for (size_t a = 0; a < an;) { /* the arguments in pieces, cut at UTF-8 boundaries */
-            size_t b = a + 24 < an ? a + 24 : an;
-            while (b < an && ((unsigned char)args[b] & 0xc0) == 0x80)
-                b++;
-            json_array_append_new(out, json_pack("{s:[{s:I, s:{s:s%}}]}", "tool_calls", "index", (json_int_t)i,
-                                                 "function", "arguments", args + a, b - a));
-            a = b;
+    size_t nc = json_array_size(p.calls);
+    if (nc > s->args_cap) {
+        size_t cap = nc + 8;
+        size_t *na = realloc(s->sent_args, cap * sizeof *na);
+        if (!na) {
+            json_decref(p.calls);
+            json_decref(out);
+            return NULL;
         }
-        json_decref(full);
-        s->sent_calls = i + 1;
+        memset(na + s->args_cap, 0, (cap - s->args_cap) * sizeof *na);
+        s->sent_args = na;
+        s->args_cap = cap;
+    }
+    for (size_t i = 0; i < nc; i++) {
+        json_t *call = json_array_get(p.calls, i);
+        if (i >= s->sent_calls) { /* the call's id and name first, arguments "" */
+            json_t *full = format_call(&s->cfg, i, call, true);
+            json_array_append_new(out, json_pack("{s:[{s:I, s:O, s:s, s:{s:O, s:s}}]}", "tool_calls", "index",
+                                                 (json_int_t)i, "id", json_object_get(full, "id"), "type",
+                                                 "function", "function", "name", json_object_get(call, "name"),
+                                                 "arguments", ""));
+            json_decref(full);
+            s->sent_calls = i + 1;
+        }
+        char *args = call_args(call);
+        if (!args)
+            continue;
+        size_t an = strlen(args);
+        if (an > s->sent_args[i]) {
+            args_pieces(out, i, args, s->sent_args[i], an);
+            s->sent_args[i] = an;
+        }
+        free(args);
     }
     json_decref(p.calls);
     if (final)
