@@ -525,8 +525,8 @@ static jv loop_attr(jctx *c, jloop *lp, const char *name, jv self)
         return i > 0 ? lp->items->v[i - 1] : jv_undef_msg(c, "there is no previous item");
     if (streq(name, "nextitem"))
         return i + 1 < n ? lp->items->v[i + 1] : jv_undef_msg(c, "there is no next item");
-    if (streq(name, "cycle"))
-        return bound(c, self, "cycle");
+    if (streq(name, "cycle") || streq(name, "changed"))
+        return bound(c, self, name);
     return jv_undef_msg(c, "'%s' has no attribute '%s'", type_repr(self), name);
 }
 
@@ -1756,6 +1756,15 @@ jv jcall_method(jctx *c, jframe *f, jbound *m, const jargs *a)
                 out.l->v[out.l->n++] = self.l->v[i];
             return out;
         }
+    }
+    if (self.t == JV_LOOP && streq(name, "changed")) {
+        jv now = jv_list(c, a->n);
+        for (size_t i = 0; i < a->n; i++)
+            now.l->v[now.l->n++] = a->v[i];
+        bool changed = !self.loop->changed_seen || !jv_eq(now, self.loop->changed_last);
+        self.loop->changed_seen = true;
+        self.loop->changed_last = now;
+        return jv_bool(changed);
     }
     if (self.t == JV_LOOP && streq(name, "cycle")) {
         if (a->n == 0)

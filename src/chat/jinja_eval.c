@@ -468,6 +468,10 @@ jv jcall(jctx *c, jframe *f, jv callee, size_t nargs, const jv *args, const char
         jbound b = {callee, "__call__"};
         return jcall_method(c, f, &b, &a);
     }
+    case JV_LOOP:
+        if (nargs != 1)
+            jfail(c, KVS_E_INVALID, "loop() takes one argument");
+        return jloop_recurse(c, callee.loop, args[0]);
     case JV_UNDEF:
         jfail(c, KVS_E_INVALID, "%s", callee.undef ? callee.undef : "'Undefined' object is not callable");
     default:
@@ -503,11 +507,8 @@ static void assign(jctx *c, jframe *f, const jnode *target, jv v)
     jfail(c, KVS_E_INVALID, "line %d: cannot assign to this target", target->line);
 }
 
-static void render_for(jctx *c, jframe *f, jnode *n)
+static void run_for(jctx *c, jframe *f, const jnode *n, jv seq, int depth0)
 {
-    if (n->neg)
-        jfail(c, KVS_E_UNSUPPORTED, "line %d: recursive for loops are not supported", n->line);
-    jv seq = jeval(c, f, n->b);
     jlist *items = jv_iter(c, seq);
     if (n->c) { /* {% for x in xs if cond %}: filter first, loop.* counts what is left */
         jv kept = jv_list(c, 0);
@@ -521,8 +522,11 @@ static void render_for(jctx *c, jframe *f, jnode *n)
         items = kept.l;
     }
     jloop *lp = jalloc(c, sizeof *lp);
+    memset(lp, 0, sizeof *lp);
     lp->items = items;
-    lp->depth0 = 0;
+    lp->depth0 = depth0;
+    lp->node = n;
+    lp->frame = f;
     jv lv = {.t = JV_LOOP, .loop = lp};
     for (size_t i = 0; i < items->n; i++) {
         jstep(c);
@@ -538,6 +542,28 @@ static void render_for(jctx *c, jframe *f, jnode *n)
     }
     if (items->n == 0 && n->els)
         jrender_body(c, f, n->els);
+}
+
+static void render_for(jctx *c, jframe *f, jnode *n)
+{
+    run_for(c, f, n, jeval(c, f, n->b), 0);
+}
+
+jv jloop_recurse(jctx *c, jloop *lp, jv items)
+{
+    if (!lp->node || !lp->node->neg)
+        jfail(c, KVS_E_INVALID, "Tried to call non recursive loop.  Maybe you forgot the 'recursive' modifier.");
+    enter(c);
+    jbuf out = {0};
+    rstate rs = {.out = &out};
+    void *saved = c->rs;
+    c->rs = &rs;
+    run_for(c, lp->frame, lp->node, items, lp->depth0 + 1);
+    c->rs = saved;
+    c->depth--;
+    jv v = jbuf_str(&out);
+    v.safe = true;
+    return v;
 }
 
 static void render_node(jctx *c, jframe *f, jnode *n)

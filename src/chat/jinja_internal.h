@@ -88,6 +88,10 @@ struct jloop {
     jlist *items;
     size_t index0;
     int depth0;
+    const struct jnode *node; /* the N_FOR (for loop(...) in recursive loops) */
+    struct jframe *frame;     /* where the loop runs */
+    jv changed_last;          /* loop.changed(): the previous arguments */
+    bool changed_seen;
 };
 
 /* ---- tokens (operators double as N_BIN / N_CMP operators) ---- */
@@ -224,6 +228,8 @@ jframe *jframe_new(jctx *c, jframe *parent);
 void jframe_set(jctx *c, jframe *f, const char *name, jv v);
 bool jframe_get(jframe *f, const char *name, jv *out);
 jv jcall(jctx *c, jframe *f, jv callee, size_t nargs, const jv *args, const char **kwnames);
+/* loop(items) inside a recursive for loop: the body over items, one level deeper, as a string. */
+jv jloop_recurse(jctx *c, jloop *lp, jv items);
 void jstep(jctx *c);
 
 /* builtins */

@@ -337,6 +337,9 @@ SNIPPETS = [
     "{%- for m in messages -%}\n  {%- if m.role == 'user' -%}\n    U:{{ m.content }}\n  {%- else -%}\n    A:{{ m.content|trim }}\n  {%- endif %}\n{% endfor -%}",
     "{% if messages[0]['role'] == 'system' %}{% set sys = messages[0]['content'] %}{% set rest = messages[1:] %}{% else %}{% set rest = messages %}{% endif %}{{ rest|length }}{{ sys }}",
     "{{ (xs|first) + (xs|last) }}{{ xs[0] is defined }}{{ xs[10] is defined }}{{ xs.0 }}{{ 'a,b'.split(',')|last }}",
+    "{% for x in [1, [2, [3, 4]], 5] recursive %}{% if x is iterable %}({{ loop(x) }}){% else %}{{ x }}@{{ loop.depth }}{{ loop.depth0 }}{% endif %}{% endfor %}",
+    "{% for m in messages %}{% if loop.changed(m.role) %}[{{ m.role }}]{% endif %}{% endfor %}{% for x in [1, 1, 2, 1] %}{{ loop.changed(x) }}{% endfor %}",
+    "{% for x in xs %}{{ loop(x) }}{% endfor %}",
     "{{ '%s and %d'|format('a', 3) }}{{ '%s!' % 'x' }}{{ '%05.2f|%x' % (3.14159, 255) }}",
     "{{ s.replace(' ', '') }}{{ ' '.join(['a', 'b']) }}{{ 'abc'.upper().lower() }}{{ 'a-b'.split('-')[1] }}",
     "{{ 'ab' < 'b' }}{{ [1, 2] < [1, 3] }}{{ 1 == 1.0 }}{{ true == 1 }}{{ none == none }}{{ 'a' != 'a' }}",
@@ -347,6 +350,7 @@ SNIPPETS = [
 
 HOSTILE = [
     ("deep recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+    ("endless recursive loop", "{% for x in [1] recursive %}{{ loop([x]) }}{% endfor %}"),
     ("huge output", "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxx{% endfor %}{% endfor %}"),
     ("string doubling", "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
                         "{% endfor %}{{ ns.s | length }}"),
