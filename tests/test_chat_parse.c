@@ -254,6 +254,38 @@ static void test_required_and_named(void **state)
     check(&named, "not json", &(expect){"not json"});
 }
 
+static void test_tool_choice_schema(void **state)
+{
+    (void)state;
+    json_t *tools = json_loads("[{\"type\": \"function\", \"function\": {\"name\": \"a\", \"parameters\": "
+                               "{\"type\": \"object\", \"properties\": {\"q\": {\"type\": \"string\"}}}}},"
+                               " {\"type\": \"function\", \"function\": {\"name\": \"b\"}}]",
+                               0, NULL);
+    kvs_chat_parse_cfg c = cfg_of(KVS_REASONING_NONE, KVS_TOOLS_NONE, KVS_TOOL_MODE_REQUIRED);
+    json_t *s = kvs_chat_tool_choice_schema(&c, tools);
+    json_t *want = json_loads(
+        "{\"type\": \"array\", \"minItems\": 1, \"items\": {\"type\": \"object\", \"anyOf\": ["
+        "{\"properties\": {\"name\": {\"type\": \"string\", \"enum\": [\"a\"]}, \"parameters\": {\"type\": "
+        "\"object\", \"properties\": {\"q\": {\"type\": \"string\"}}}}, \"required\": [\"name\", \"parameters\"]},"
+        "{\"properties\": {\"name\": {\"type\": \"string\", \"enum\": [\"b\"]}, \"parameters\": {\"type\": "
+        "\"object\", \"properties\": {}}}, \"required\": [\"name\", \"parameters\"]}]}}",
+        0, NULL);
+    assert_non_null(want);
+    assert_true(json_equal(s, want));
+    json_decref(s);
+    json_decref(want);
+    c.mode = KVS_TOOL_MODE_NAMED;
+    snprintf(c.named, sizeof c.named, "a");
+    s = kvs_chat_tool_choice_schema(&c, tools);
+    assert_true(json_equal(s, json_object_get(json_object_get(json_array_get(tools, 0), "function"), "parameters")));
+    json_decref(s);
+    snprintf(c.named, sizeof c.named, "zz");
+    assert_null(kvs_chat_tool_choice_schema(&c, tools));
+    c.mode = KVS_TOOL_MODE_AUTO;
+    assert_null(kvs_chat_tool_choice_schema(&c, tools));
+    json_decref(tools);
+}
+
 static void test_names(void **state)
 {
     (void)state;
@@ -273,7 +305,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_hermes), cmocka_unit_test(test_hermes_incremental),    cmocka_unit_test(test_llama3_json),        cmocka_unit_test(test_mistral),
-        cmocka_unit_test(test_reasoning), cmocka_unit_test(test_required_and_named), cmocka_unit_test(test_names),
+        cmocka_unit_test(test_reasoning), cmocka_unit_test(test_required_and_named), cmocka_unit_test(test_names), cmocka_unit_test(test_tool_choice_schema),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

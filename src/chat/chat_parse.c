@@ -564,6 +564,39 @@ json_t *kvs_chat_parse_message(const kvs_chat_parse_cfg *cfg, const char *text, 
     return m;
 }
 
+static json_t *params_of(json_t *fn)
+{
+    json_t *p = json_object_get(fn, "parameters");
+    return json_is_object(p) && json_object_size(p) ? json_incref(p) : json_pack("{s:s, s:{}}", "type", "object", "properties");
+}
+
+json_t *kvs_chat_tool_choice_schema(const kvs_chat_parse_cfg *cfg, json_t *tools)
+{
+    size_t i;
+    json_t *t;
+    if (cfg->mode == KVS_TOOL_MODE_NAMED) {
+        json_array_foreach(tools, i, t)
+        {
+            json_t *fn = json_object_get(t, "function");
+            if (strcmp(json_string_value(json_object_get(fn, "name")) ? json_string_value(json_object_get(fn, "name")) : "",
+                       cfg->named) == 0)
+                return params_of(fn);
+        }
+        return NULL;
+    }
+    if (cfg->mode != KVS_TOOL_MODE_REQUIRED)
+        return NULL;
+    json_t *any = json_array();
+    json_array_foreach(tools, i, t)
+    {
+        json_t *fn = json_object_get(t, "function");
+        json_array_append_new(any, json_pack("{s:{s:{s:s, s:[O]}, s:o}, s:[s, s]}", "properties", "name", "type",
+                                             "string", "enum", json_object_get(fn, "name"), "parameters",
+                                             params_of(fn), "required", "name", "parameters"));
+    }
+    return json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "array", "minItems", 1, "items", "type", "object", "anyOf", any);
+}
+
 struct kvs_chat_stream {
     kvs_chat_parse_cfg cfg;
     char *text;

@@ -75,6 +75,12 @@ kvs_status kvs_tool_kind_from_name(const char *name, kvs_tool_kind *out, kvs_err
  * new object (NULL only when out of memory). */
 json_t *kvs_chat_parse_message(const kvs_chat_parse_cfg *cfg, const char *text, size_t len);
 
+/* The JSON schema that structured output must hold the output to for
+ * tool_choice "required" (an array of {"name", "parameters"} over `tools`)
+ * or a named function (its parameters), as vLLM builds it; NULL for the
+ * other modes or when the named function is not in `tools`.  A new reference. */
+json_t *kvs_chat_tool_choice_schema(const kvs_chat_parse_cfg *cfg, json_t *tools);
+
 typedef struct kvs_chat_stream kvs_chat_stream;
 kvs_chat_stream *kvs_chat_stream_new(const kvs_chat_parse_cfg *cfg);
 /* Feed the next piece of output (final: the output ends here).  Returns a

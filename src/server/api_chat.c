@@ -422,12 +422,20 @@ done:
 
 kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r)
 {
-    /* No structured-output grammar yet (src/grammar is being built): nothing
-     * to attach to r->params.  This is where tool_choice "required" (a JSON
-     * array of {"name", "parameters"} over `tools`) and a named function (that
-     * function's parameters schema) become the request's grammar. */
-    (void)s;
-    (void)body;
+    /* The grammar hook.  With tool_choice "required" or a named function,
+     * vLLM constrains decoding to the JSON schema below (an array of
+     * {"name", "parameters"} over the tools, or the named function's
+     * parameters), so that the output always parses as tool calls.  The
+     * structured-output grammar (src/grammar) is being built separately:
+     * once it exists, compile `schema` and attach it to r->params here.
+     * Until then the schema is built (and checked) but decoding is free, and
+     * the output is parsed as the constrained output would be
+     * (KVS_TOOL_MODE_REQUIRED / NAMED in chat/chat_parse.h). */
+    kvs_chat_parse_cfg pc = {0};
+    pc.mode = tool_mode(s, body, pc.named, sizeof pc.named);
+    json_t *schema = kvs_chat_tool_choice_schema(&pc, json_object_get(body, "tools"));
+    bool want = pc.mode == KVS_TOOL_MODE_REQUIRED || pc.mode == KVS_TOOL_MODE_NAMED;
+    json_decref(schema);
     (void)r;
-    return KVS_OK;
+    return want && !schema ? KVS_E_INVALID : KVS_OK;
 }
