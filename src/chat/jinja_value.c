@@ -215,8 +215,20 @@ static double num_f(jv v)
     return v.t == JV_FLOAT ? v.f : v.t == JV_INT ? (double)v.i : v.t == JV_BOOL ? (double)v.b : 0.0;
 }
 
+#define JV_MAX_NEST 200 /* nesting of values that eq / repr / json / input conversion follow */
+
+static bool eq_rec(jv a, jv b, int depth);
+
 bool jv_eq(jv a, jv b)
 {
+    return eq_rec(a, b, 0);
+}
+
+/* Deeper than JV_MAX_NEST compares unequal (Python would raise RecursionError). */
+static bool eq_rec(jv a, jv b, int depth)
+{
+    if (depth > JV_MAX_NEST)
+        return false;
     if (is_num(a) && is_num(b)) {
         if (a.t != JV_FLOAT && b.t != JV_FLOAT)
             return (a.t == JV_INT ? a.i : a.b) == (b.t == JV_INT ? b.i : b.b);
@@ -238,7 +250,7 @@ bool jv_eq(jv a, jv b)
         if (a.tuple != b.tuple || a.l->n != b.l->n)
             return false;
         for (size_t i = 0; i < a.l->n; i++)
-            if (!jv_eq(a.l->v[i], b.l->v[i]))
+            if (!eq_rec(a.l->v[i], b.l->v[i], depth + 1))
                 return false;
         return true;
     case JV_DICT:
@@ -247,7 +259,7 @@ bool jv_eq(jv a, jv b)
             return false;
         for (size_t i = 0; i < a.d->n; i++) {
             jv o;
-            if (!jdict_get(b.d, a.d->k[i], &o) || !jv_eq(a.d->v[i], o))
+            if (!jdict_get(b.d, a.d->k[i], &o) || !eq_rec(a.d->v[i], o, depth + 1))
                 return false;
         }
         return true;
@@ -278,8 +290,17 @@ const char *jv_typename(jv v)
     }
 }
 
+static int cmp_rec(jctx *c, jv a, jv b, int depth);
+
 int jv_cmp(jctx *c, jv a, jv b)
 {
+    return cmp_rec(c, a, b, 0);
+}
+
+static int cmp_rec(jctx *c, jv a, jv b, int depth)
+{
+    if (depth > JV_MAX_NEST)
+        jfail(c, KVS_E_INVALID, "maximum recursion depth exceeded in comparison");
     if (is_num(a) && is_num(b)) {
         if (a.t != JV_FLOAT && b.t != JV_FLOAT) {
             int64_t x = a.t == JV_INT ? a.i : a.b, y = b.t == JV_INT ? b.i : b.b;
@@ -299,7 +320,7 @@ int jv_cmp(jctx *c, jv a, jv b)
         size_t n = a.l->n < b.l->n ? a.l->n : b.l->n;
         for (size_t i = 0; i < n; i++)
             if (!jv_eq(a.l->v[i], b.l->v[i]))
-                return jv_cmp(c, a.l->v[i], b.l->v[i]);
+                return cmp_rec(c, a.l->v[i], b.l->v[i], depth + 1);
         return a.l->n < b.l->n ? -1 : a.l->n > b.l->n;
     }
     jfail(c, KVS_E_INVALID, "'<' not supported between instances of '%s' and '%s'", jv_typename(a),
@@ -576,6 +597,18 @@ static void write_py_str_repr(jctx *c, jbuf *b, const char *s, size_t n)
     jbuf_put(c, b, &q, 1);
 }
 
+static void write_str_rec(jctx *c, jbuf *b, jv v, int depth);
+
+static void write_repr_rec(jctx *c, jbuf *b, jv v, int depth)
+{
+    if (v.t == JV_STR)
+        write_py_str_repr(c, b, v.s.p, v.s.n);
+    else if (v.t == JV_UNDEF)
+        jbuf_puts(c, b, "Undefined");
+    else
+        write_str_rec(c, b, v, depth);
+}
+
 void jv_write_repr(jctx *c, jbuf *b, jv v)
 {
     switch (v.t) {
@@ -592,7 +625,14 @@ void jv_write_repr(jctx *c, jbuf *b, jv v)
 
 void jv_write_str(jctx *c, jbuf *b, jv v)
 {
+    write_str_rec(c, b, v, 0);
+}
+
+static void write_str_rec(jctx *c, jbuf *b, jv v, int depth)
+{
     char num[64];
+    if (depth > JV_MAX_NEST)
+        jfail(c, KVS_E_INVALID, "maximum recursion depth exceeded while getting the repr of an object");
     switch (v.t) {
     case JV_UNDEF:
         return;
@@ -618,7 +658,7 @@ void jv_write_str(jctx *c, jbuf *b, jv v)
         for (size_t i = 0; i < v.l->n; i++) {
             if (i)
                 jbuf_puts(c, b, ", ");
-            jv_write_repr(c, b, v.l->v[i]);
+            write_repr_rec(c, b, v.l->v[i], depth + 1);
         }
         if (v.tuple && v.l->n == 1)
             jbuf_puts(c, b, ",");
@@ -632,9 +672,9 @@ void jv_write_str(jctx *c, jbuf *b, jv v)
         for (size_t i = 0; i < v.d->n; i++) {
             if (i)
                 jbuf_puts(c, b, ", ");
-            jv_write_repr(c, b, v.d->k[i]);
+            write_repr_rec(c, b, v.d->k[i], depth + 1);
             jbuf_puts(c, b, ": ");
-            jv_write_repr(c, b, v.d->v[i]);
+            write_repr_rec(c, b, v.d->v[i], depth + 1);
         }
         jbuf_puts(c, b, "}");
         if (v.t == JV_NS)
@@ -732,7 +772,7 @@ void jv_write_json(jctx *c, jbuf *b, jv v, bool ensure_ascii, const char *indent
                    const char *key_sep, bool sort_keys, int level)
 {
     char num[64];
-    if (level > 500)
+    if (level > JV_MAX_NEST)
         jfail(c, KVS_E_INVALID, "maximum recursion depth exceeded while encoding a JSON object");
     switch (v.t) {
     case JV_NONE:
@@ -814,9 +854,17 @@ void jv_write_json(jctx *c, jbuf *b, jv v, bool ensure_ascii, const char *indent
     }
 }
 
+static jv from_json_rec(jctx *c, const json_t *j, int depth);
+
 jv jv_from_json(jctx *c, const void *jp)
 {
-    const json_t *j = jp;
+    return from_json_rec(c, jp, 0);
+}
+
+static jv from_json_rec(jctx *c, const json_t *j, int depth)
+{
+    if (depth > JV_MAX_NEST)
+        jfail(c, KVS_E_INVALID, "the template's input nests more than %d levels deep", JV_MAX_NEST);
     if (!j)
         return jv_none();
     switch (json_typeof(j)) {
@@ -836,7 +884,7 @@ jv jv_from_json(jctx *c, const void *jp)
         size_t n = json_array_size(j);
         jv l = jv_list(c, n);
         for (size_t i = 0; i < n; i++)
-            l.l->v[l.l->n++] = jv_from_json(c, json_array_get(j, i));
+            l.l->v[l.l->n++] = from_json_rec(c, json_array_get(j, i), depth + 1);
         return l;
     }
     case JSON_OBJECT: {
@@ -846,7 +894,7 @@ jv jv_from_json(jctx *c, const void *jp)
         json_object_foreach((json_t *)j, k, val)
         {
             d.d->k[d.d->n] = jv_strn(k, strlen(k));
-            d.d->v[d.d->n++] = jv_from_json(c, val);
+            d.d->v[d.d->n++] = from_json_rec(c, val, depth + 1);
         }
         return d;
     }

@@ -350,6 +350,12 @@ SNIPPETS = [
 
 HOSTILE = [
     ("deep recursion", "{% macro f(n) %}{{ f(n + 1) }}{% endmacro %}{{ f(0) }}"),
+    ("deeply nested value", "{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}"
+                            "{% endfor %}{{ ns.x }}"),
+    ("deeply nested compare", "{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}"
+                              "{% endfor %}{{ ns.x < ns.x }}"),
+    ("deeply nested tojson", "{% set ns = namespace(x=[]) %}{% for i in range(5000) %}{% set ns.x = [ns.x] %}"
+                             "{% endfor %}{{ ns.x | tojson }}"),
     ("endless recursive loop", "{% for x in [1] recursive %}{{ loop([x]) }}{% endfor %}"),
     ("huge output", "{% for i in range(100000) %}{% for j in range(100000) %}xxxxxxxxxx{% endfor %}{% endfor %}"),
     ("string doubling", "{% set ns = namespace(s='x') %}{% for i in range(64) %}{% set ns.s = ns.s ~ ns.s %}"
