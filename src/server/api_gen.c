@@ -458,6 +458,7 @@ enum MHD_Result kvs_gen_run_chat(kvs_server *s, struct MHD_Connection *c, const 
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
     }
     g->base = sub.base_id;
+    g->pcfg.id_seed ^= g->base * 0xD6E8FEB86659FD93ull; /* tool-call ids differ between requests */
     snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
              (uint64_t)(s->salt ^ (g->base * (uint64_t)0x9E3779B97F4A7C15ull)));
     /* The first event always comes (the loop answers every submission). */
