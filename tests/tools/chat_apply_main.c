@@ -1,4 +1,4 @@
-/* kvs_chat_apply driver for tests/py/test_chat_templates.py: reads a JSON
+/* kvs_chat_apply driver for tests/py/test_chat_jinja.py: reads a JSON
  * array of cases on stdin, writes a JSON array of results on stdout.
  *
  * Case:   {"template": TEXT, "messages": [...], "tools": [...]|null,
