@@ -389,7 +389,8 @@ static jv py_percent(jctx *c, jv fmt, jv args)
             jfail(c, KVS_E_INVALID, "unsupported format character '%c'", conv);
         }
     }
-    if (ai < items->n && args.t == JV_LIST && args.tuple)
+    /* Python treats any non-tuple with __getitem__ (list, dict) as a mapping: no error then */
+    if (ai < items->n && args.t != JV_DICT && args.t != JV_UNDEF && !(args.t == JV_LIST && !args.tuple))
         jfail(c, KVS_E_INVALID, "not all arguments converted during string formatting");
     return jbuf_str(&b);
 }
@@ -716,6 +717,8 @@ static jv repeat(jctx *c, jv seq, int64_t k)
 
 jv jbinop(jctx *c, int op, jv a, jv b)
 {
+    if (op == T_MOD && a.t == JV_STR && b.t == JV_UNDEF) /* Undefined has __getitem__: a "mapping" to % */
+        return py_percent(c, a, b);
     if (a.t == JV_UNDEF)
         UNDEF_FAIL(c, a);
     if (b.t == JV_UNDEF)
@@ -867,10 +870,22 @@ static void sort_pairs(jctx *c, jv *keys, jv *vals, size_t n, bool reverse)
 
 /* ---- filters ---- */
 
+/* Could Python hash it (dict keys, sets)? Lists, dicts and tuples holding them cannot. */
+static bool hashable(jv v)
+{
+    if (v.t == JV_DICT || v.t == JV_NS || (v.t == JV_LIST && !v.tuple))
+        return false;
+    if (v.t == JV_LIST)
+        for (size_t i = 0; i < v.l->n; i++)
+            if (!hashable(v.l->v[i]))
+                return false;
+    return true;
+}
+
 static jv apply_filter_or_test_list(jctx *c, jframe *f, jv seq, const jargs *a, bool select, bool by_attr)
 {
-    /* select/reject(test, args...) and selectattr/rejectattr(attr, test, args...) */
-    jlist *items = jv_iter(c, seq);
+    /* select/reject(test, args...) and selectattr/rejectattr(attr, test, args...); Jinja2 skips a false value */
+    jlist *items = jv_truthy(seq) ? jv_iter(c, seq) : jv_list(c, 0).l;
     size_t skip = by_attr ? 1 : 0;
     jv attr = jv_none(), test = jv_none();
     if (by_attr && !jarg(a, 0, NULL, &attr))
@@ -961,6 +976,8 @@ static jv do_tojson(jctx *c, jv v, const jargs *a)
 static jv to_int(jctx *c, jv v, jv def)
 {
     switch (v.t) {
+    case JV_UNDEF: /* int(Undefined) raises in Jinja2 */
+        UNDEF_FAIL(c, v);
     case JV_INT:
         return v;
     case JV_BOOL:
@@ -996,6 +1013,8 @@ static jv to_int(jctx *c, jv v, jv def)
 static jv to_float(jctx *c, jv v, jv def)
 {
     switch (v.t) {
+    case JV_UNDEF:
+        UNDEF_FAIL(c, v);
     case JV_INT:
         return jv_float((double)v.i);
     case JV_BOOL:
@@ -1096,6 +1115,10 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         return l->n ? l->v[0] : jv_undef_msg(c, "No first item, sequence was empty.");
     }
     if (streq(name, "last")) {
+        if (v.t == JV_UNDEF)
+            return jv_undef_msg(c, "No last item, sequence was empty.");
+        if (v.t == JV_DICT) /* reversed(dict): the last key */
+            return v.d->n ? v.d->k[v.d->n - 1] : jv_undef_msg(c, "No last item, sequence was empty.");
         if (v.t != JV_LIST && v.t != JV_STR)
             jfail(c, KVS_E_INVALID, "'%s' object is not reversible", jv_typename(v));
         jlist *l = jv_iter(c, v);
@@ -1136,7 +1159,7 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         return jbuf_str(&b);
     }
     if (streq(name, "map")) {
-        jlist *l = jv_iter(c, v);
+        jlist *l = jv_truthy(v) ? jv_iter(c, v) : jv_list(c, 0).l; /* Jinja2 skips a false value */
         jv out = jv_list(c, l->n);
         jv attr;
         if (jarg(a, 99, "attribute", &attr)) {
@@ -1237,6 +1260,8 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         jv out = jv_list(c, 0), seen = jv_list(c, 0);
         for (size_t i = 0; i < l->n; i++) {
             jv k = fold(c, by_attr ? get_path(c, l->v[i], attr) : l->v[i], cs);
+            if (!hashable(k)) /* unique keeps a set of what it has seen */
+                jfail(c, KVS_E_INVALID, "unhashable type: '%s'", jv_typename(k));
             bool dup = false;
             for (size_t j = 0; j < seen.l->n && !dup; j++)
                 dup = jv_eq(seen.l->v[j], k);
@@ -1293,6 +1318,8 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         double d = fnum(v), m = pow(10.0, (double)prec);
         if (!numeric(v))
             jfail(c, KVS_E_INVALID, "round needs a number");
+        if (v.t != JV_FLOAT && sv_eq(method, "common") && prec >= 0) /* Python: round(int, n) is that int */
+            return jv_int(inum(v));
         double r;
         if (sv_eq(method, "common") && prec >= 0 && prec < 300) {
             char buf[400]; /* Python's round(): correctly rounded, ties to even, as glibc's %f */
@@ -1309,6 +1336,8 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         return jv_float(r);
     }
     if (streq(name, "indent")) {
+        if (v.t != JV_STR) /* Jinja2 appends "\n" to the value itself */
+            jfail(c, KVS_E_INVALID, "can only indent a string, not '%s'", jv_typename(v));
         jv width = arg_or(a, 0, "width", jv_int(4));
         bool first = jv_truthy(arg_or(a, 1, "first", jv_bool(false)));
         bool blank = jv_truthy(arg_or(a, 2, "blank", jv_bool(false)));
@@ -1431,8 +1460,8 @@ bool jtest(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
         return v.t == JV_BOOL && v.b;
     if (streq(name, "false"))
         return v.t == JV_BOOL && !v.b;
-    if (streq(name, "callable"))
-        return v.t == JV_FUNC || v.t == JV_METHOD || v.t == JV_MACRO || v.t == JV_JOINER;
+    if (streq(name, "callable")) /* Undefined has __call__ (which raises) */
+        return v.t == JV_UNDEF || v.t == JV_FUNC || v.t == JV_METHOD || v.t == JV_MACRO || v.t == JV_JOINER;
     if (streq(name, "escaped"))
         return v.safe;
     if (streq(name, "lower") || streq(name, "upper")) {

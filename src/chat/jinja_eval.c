@@ -220,6 +220,8 @@ static bool contains(jctx *c, jv hay, jv needle)
     case JV_DICT:
     case JV_NS: {
         jv o;
+        if ((needle.t == JV_LIST && !needle.tuple) || needle.t == JV_DICT)
+            jfail(c, KVS_E_INVALID, "unhashable type: '%s'", jv_typename(needle));
         return jdict_get(hay.d, needle, &o);
     }
     case JV_UNDEF:

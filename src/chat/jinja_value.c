@@ -316,7 +316,7 @@ static int cmp_rec(jctx *c, jv a, jv b, int depth)
             return r;
         return a.s.n < b.s.n ? -1 : a.s.n > b.s.n;
     }
-    if (a.t == JV_LIST && b.t == JV_LIST) {
+    if (a.t == JV_LIST && b.t == JV_LIST && a.tuple == b.tuple) {
         size_t n = a.l->n < b.l->n ? a.l->n : b.l->n;
         for (size_t i = 0; i < n; i++)
             if (!jv_eq(a.l->v[i], b.l->v[i]))

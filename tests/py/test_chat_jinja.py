@@ -18,6 +18,7 @@ raise_exception, kvserve must fail with the same message; where Jinja2 fails oth
 (a TypeError in the template, an undefined attribute), kvserve must fail too.  Then the
 sandbox: hostile templates fail cleanly and quickly.  Counts are printed.
 """
+import copy
 import datetime
 import glob
 import json
@@ -83,9 +84,11 @@ def reference(case):
     for k in ("bos_token", "eos_token"):
         if k in case:
             kwargs.setdefault(k, case[k])
+    # a fresh copy of every input: Jinja2's filters may change lists in place (indent does `s += "\n"`)
+    kwargs = copy.deepcopy(kwargs)
     try:
-        out = tmpl.render(messages=case["messages"], tools=case.get("tools"),
-                          documents=case.get("documents"),
+        out = tmpl.render(messages=copy.deepcopy(case["messages"]), tools=copy.deepcopy(case.get("tools")),
+                          documents=copy.deepcopy(case.get("documents")),
                           add_generation_prompt=case.get("add_generation_prompt", False), **kwargs)
     except TemplateRaised as e:
         return ("raise", str(e))
@@ -345,6 +348,48 @@ SNIPPETS = [
     "{{ 'ab' < 'b' }}{{ [1, 2] < [1, 3] }}{{ 1 == 1.0 }}{{ true == 1 }}{{ none == none }}{{ 'a' != 'a' }}",
 ]
 
+# ------------------------------------- random expressions (a grammar of the language)
+# Random expressions over filters, tests, operators, methods, conditionals and loops, on fixed
+# variables: kvserve and Jinja2 must agree on each (the same text, or both fail).
+N_RANDOM = int(os.environ.get("KVS_CHAT_RANDOM", "2000"))
+RVARS = {"s": "Hello, Wörld ", "n": 7, "f": 2.5, "xs": [3, 1, 2], "d": {"b": 2, "a": [1, None]}, "e": "", "t": True,
+        "ws": ["b", "A", "a"], "objs": [{"k": "x", "v": 2}, {"k": "y"}], "u": None}
+ATOMS = ["s", "n", "f", "xs", "d", "e", "t", "ws", "objs", "u", "nope", "1", "0", "-3", "2.0", "'ab'", "\"x'y\"", "none", "true", "false",
+         "[1, 'a', none]", "{'k': 1}", "(1, 2)", "d.a", "d['b']", "xs[0]", "xs[-1]", "s[1:4]", "xs[::-1]", "objs[0].k", "loopvar"]
+FILTERS = ["length", "upper", "lower", "trim", "first", "last", "list", "string", "int", "float", "tojson", "join(',')",
+           "default('D')", "default('D', true)", "reverse|list", "sort", "unique|list", "title", "capitalize", "items|list",
+           "map('string')|list", "select('odd')|list", "reject('none')|list", "selectattr('v')|list", "map(attribute='k')|list",
+           "dictsort", "abs", "round", "replace('l', 'L')", "indent(2)", "tojson(indent=2)", "sum", "max", "min", "count", "safe", "e"]
+TESTS = ["defined", "undefined", "none", "string", "number", "integer", "float", "mapping", "iterable", "sequence",
+         "boolean", "true", "false", "odd", "even", "divisibleby(2)", "in(xs)", "eq(7)", "lower", "upper", "callable"]
+OPS = ["+", "-", "*", "/", "//", "%", "~", "==", "!=", "<", ">", "<=", ">=", "and", "or", "in", "not in"]
+METHODS = ["s.strip()", "s.split(',')", "s.upper()", "s.startswith('He')", "s.replace('l', '')", "d.items()|list",
+           "d.get('a')", "d.get('z', 3)", "d.keys()|list", "xs.index(1)", "'{}-{}'.format(n, s)", "s.lstrip('H')", "s.title()",
+           "s.count('l')", "s.find('W')", "', '.join(ws)", "s.endswith(' ')", "s.rstrip()", "s.split()"]
+def rexpr(r, d=0):
+    k = r.random()
+    if d > 3 or k < 0.3:
+        return r.choice(ATOMS + METHODS)
+    if k < 0.5:
+        return "%s|%s" % (rexpr(r, d + 1), r.choice(FILTERS))
+    if k < 0.6:
+        return "(%s is %s%s)" % (rexpr(r, d + 1), r.choice(["", "not "]), r.choice(TESTS))
+    if k < 0.85:
+        return "(%s %s %s)" % (rexpr(r, d + 1), r.choice(OPS), rexpr(r, d + 1))
+    if k < 0.92:
+        return "(%s if %s else %s)" % (rexpr(r, d + 1), rexpr(r, d + 1), rexpr(r, d + 1))
+    return "(not %s)" % rexpr(r, d + 1)
+def rtemplate(r):
+    k = r.random()
+    e = rexpr(r)
+    if k < 0.5:
+        return "{{ %s }}" % e
+    if k < 0.7:
+        return "{%% for loopvar in %s %%}[{{ loopvar }}|{{ loop.index }}]{%% else %%}E{%% endfor %%}" % e
+    if k < 0.85:
+        return "{%% if %s %%}Y{%% else %%}N{%% endif %%}{{ %s }}" % (e, rexpr(r))
+    return "{%% set z = %s %%}{{ z }}|{{ z|tojson if z is not undefined else 'U' }}" % e
+
 
 # ----------------------------------------------------------- hostile input
 
@@ -455,6 +500,25 @@ def main():
             print("kvserve:", repr(got)[:600])
     print("language features: %d of %d snippets identical to Jinja2" % (len(feats) - fbad, len(feats)))
     total["mismatch"] += fbad
+
+    rr = random.Random(1212)
+    rcases = [dict(template=rtemplate(rr), messages=[], kwargs=RVARS) for _ in range(N_RANDOM)]
+    rres = run_driver(rcases)
+    rbad, rcount = 0, {"ok": 0, "raise": 0, "error": 0}
+    for case, got in zip(rcases, rres):
+        ref = reference(case)
+        good = (got.get(ref[0]) == ref[1]) if ref[0] in ("ok", "raise") else ("error" in got or "raise" in got)
+        if good:
+            rcount[ref[0]] += 1
+        else:
+            rbad += 1
+            if rbad <= 10:
+                print("--- RANDOM MISMATCH:", case["template"][:300])
+                print("jinja2: ", repr(ref)[:400])
+                print("kvserve:", repr(got)[:400])
+    print("random expressions: %d of %d agree with Jinja2 (%d rendered the same, %d failed on both sides)" %
+          (N_RANDOM - rbad, N_RANDOM, rcount["ok"], rcount["error"] + rcount["raise"]))
+    total["mismatch"] += rbad
 
     # hostile templates: each fails cleanly (no crash, no hang) as Jinja2 does
     hostile_cases = [{"template": t, "messages": [], "add_generation_prompt": False} for _, t in HOSTILE]
