@@ -342,7 +342,8 @@ static void lex(parser *P, const char *s, size_t n)
         char sign = t + 2 < n && (s[t + 2] == '-' || s[t + 2] == '+') ? s[t + 2] : 0;
         size_t raw_end = 0;
         char rs, rrs;
-        bool is_raw = kind == '%' && raw_tag(s, n, t, "raw", &raw_end, &rs, &rrs);
+        /* Jinja2's raw opener ends with "%}" or "-%}" only: "{% raw +%}" is an (unknown) "raw" tag */
+        bool is_raw = kind == '%' && raw_tag(s, n, t, "raw", &raw_end, &rs, &rrs) && rrs != '+';
         const char *text = s + pos;
         size_t tl = t - pos;
         bool line_starting = pos == 0 || s[pos - 1] == '\n';

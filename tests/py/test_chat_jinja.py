@@ -390,6 +390,44 @@ def rtemplate(r):
         return "{%% if %s %%}Y{%% else %%}N{%% endif %%}{{ %s }}" % (e, rexpr(r))
     return "{%% set z = %s %%}{{ z }}|{{ z|tojson if z is not undefined else 'U' }}" % e
 
+# --------------------------------- random layouts (whitespace control, trim/lstrip_blocks)
+# Text with spaces, tabs, newlines (\r\n too) around nested if/for/set/raw/comment/print tags
+# with random "-" / "+" markers: the lexer's whitespace rules against Jinja2's.
+N_LAYOUTS = int(os.environ.get("KVS_CHAT_LAYOUTS", "1500"))
+WS_TEXTS = ["", " ", "  ", "\n", "\n\n", " \n", "\n  ", "\t", "a", "b ", " c", "x\ny", "\r\n", "  \n  ", "\u3000", "\n\t "]
+def ws_ws_tag(r, kind, body):
+    l = r.choice(["", "", "-", "+"]) if kind != "var" else r.choice(["", "", "-"])
+    rr = r.choice(["", "", "-", "+"]) if kind != "var" else r.choice(["", "", "-"])
+    if kind == "var":
+        return "{{%s %s %s}}" % (l, body, rr)
+    if kind == "cmt":
+        return "{#%s %s %s#}" % (l, body, rr)
+    return "{%%%s %s %s%%}" % (l, body, rr)
+def ws_block(r, d=0):
+    out = []
+    for _ in range(r.randint(1, 4)):
+        out.append(r.choice(WS_TEXTS))
+        k = r.random()
+        if d < 3 and k < 0.25:
+            out += [ws_tag(r, "blk", "if %s" % r.choice(["t", "not t", "n > 3", "e"])), ws_block(r, d + 1)]
+            if r.random() < 0.5:
+                out += [ws_tag(r, "blk", "else"), ws_block(r, d + 1)]
+            out.append(ws_tag(r, "blk", "endif"))
+        elif d < 3 and k < 0.45:
+            out += [ws_tag(r, "blk", "for x in xs"), ws_block(r, d + 1), ws_tag(r, "blk", "endfor")]
+        elif k < 0.55:
+            out.append(ws_tag(r, "cmt", "note"))
+        elif k < 0.62:
+            out.append(ws_tag(r, "blk", "set y = n"))
+        elif d < 3 and k < 0.68:
+            out += [ws_tag(r, "blk", "set z"), ws_block(r, d + 1), ws_tag(r, "blk", "endset"), "{{ z }}"]
+        elif k < 0.72:
+            out += [ws_tag(r, "blk", "raw"), r.choice(["{{ x }}", " {% if %} ", "\n"]), ws_tag(r, "blk", "endraw")]
+        else:
+            out.append(ws_tag(r, "var", r.choice(["n", "s", "'q'", "x if x is defined else 0"])))
+    out.append(r.choice(WS_TEXTS))
+    return "".join(out)
+
 
 # ----------------------------------------------------------- hostile input
 
@@ -503,6 +541,8 @@ def main():
 
     rr = random.Random(1212)
     rcases = [dict(template=rtemplate(rr), messages=[], kwargs=RVARS) for _ in range(N_RANDOM)]
+    wvars = {"t": True, "n": 7, "e": "", "s": "S", "xs": [1, 2]}
+    rcases += [dict(template=ws_block(rr), messages=[], kwargs=wvars) for _ in range(N_LAYOUTS)]
     rres = run_driver(rcases)
     rbad, rcount = 0, {"ok": 0, "raise": 0, "error": 0}
     for case, got in zip(rcases, rres):
@@ -516,8 +556,8 @@ def main():
                 print("--- RANDOM MISMATCH:", case["template"][:300])
                 print("jinja2: ", repr(ref)[:400])
                 print("kvserve:", repr(got)[:400])
-    print("random expressions: %d of %d agree with Jinja2 (%d rendered the same, %d failed on both sides)" %
-          (N_RANDOM - rbad, N_RANDOM, rcount["ok"], rcount["error"] + rcount["raise"]))
+    print("random expressions and layouts: %d of %d agree with Jinja2 (%d rendered the same, %d failed on "
+          "both sides)" % (len(rcases) - rbad, len(rcases), rcount["ok"], rcount["error"] + rcount["raise"]))
     total["mismatch"] += rbad
 
     # hostile templates: each fails cleanly (no crash, no hang) as Jinja2 does
