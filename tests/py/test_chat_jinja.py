@@ -395,7 +395,7 @@ def rtemplate(r):
 # with random "-" / "+" markers: the lexer's whitespace rules against Jinja2's.
 N_LAYOUTS = int(os.environ.get("KVS_CHAT_LAYOUTS", "1500"))
 WS_TEXTS = ["", " ", "  ", "\n", "\n\n", " \n", "\n  ", "\t", "a", "b ", " c", "x\ny", "\r\n", "  \n  ", "\u3000", "\n\t "]
-def ws_ws_tag(r, kind, body):
+def ws_tag(r, kind, body):
     l = r.choice(["", "", "-", "+"]) if kind != "var" else r.choice(["", "", "-"])
     rr = r.choice(["", "", "-", "+"]) if kind != "var" else r.choice(["", "", "-"])
     if kind == "var":
