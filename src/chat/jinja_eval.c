@@ -427,16 +427,30 @@ static jv call_macro(jctx *c, jmacro *m, size_t nargs, const jv *args, const cha
             if (p < d->nn) {
                 jframe_set(c, f, d->names[p], args[i]);
                 set[p] = true;
+            } else if (d->kind == N_MACRO && !(d->op & JMACRO_KWARGS)) {
+                jfail(c, KVS_E_INVALID, "macro '%s' takes no keyword argument '%s'", m->name ? m->name : "caller", kw[i]);
             } else {
                 jdict_set(c, kwargs.d, jv_cstr(kw[i]), args[i]);
             }
         } else if (pos < d->nn) {
             jframe_set(c, f, d->names[pos], args[i]);
             set[pos++] = true;
+        } else if (d->kind == N_MACRO && !(d->op & JMACRO_VARARGS)) {
+            jfail(c, KVS_E_INVALID, "macro '%s' takes not more than %zu argument(s)", m->name ? m->name : "caller",
+                  d->nn);
         } else {
             jlist_push(c, varargs.l, args[i]);
         }
     }
+    if (caller && d->kind == N_MACRO && !(d->op & JMACRO_CALLER) && (d->op & JMACRO_KWARGS)) {
+        jv cv = {.t = JV_MACRO, .mac = caller}; /* Jinja2: then caller is one of the kwargs */
+        jdict_set(c, kwargs.d, jv_cstr("caller"), cv);
+        caller = NULL;
+    }
+    if (caller && d->kind == N_MACRO && !(d->op & JMACRO_CALLER))
+        jfail(c, KVS_E_INVALID,
+              "macro '%s' was invoked with two values for the special caller argument. This is most likely a bug.",
+              m->name ? m->name : "caller");
     for (size_t p = 0; p < d->nn; p++)
         if (!set[p]) {
             jv dv = d->defs[p] ? jeval(c, f, d->defs[p]) : jv_undef_msg(c, "parameter '%s' was not provided",
@@ -598,7 +612,7 @@ static void render_node(jctx *c, jframe *f, jnode *n)
         assign(c, f, n->a, jeval(c, f, n->b));
         return;
     case N_SETBLOCK: {
-        jv v = render_to_string(c, f, n->b);
+        jv v = render_to_string(c, jframe_new(c, f), n->b); /* the body has its own scope */
         if (n->c) {
             /* apply the filter chain innermost first */
             const jnode *chain[64];
@@ -615,7 +629,7 @@ static void render_node(jctx *c, jframe *f, jnode *n)
         return;
     }
     case N_FILTERBLOCK: {
-        jv v = render_to_string(c, f, n->b);
+        jv v = render_to_string(c, jframe_new(c, f), n->b);
         const jnode *chain[64];
         size_t k = 0;
         for (const jnode *x = n->c; x && k < 64; x = x->a)
@@ -625,6 +639,8 @@ static void render_node(jctx *c, jframe *f, jnode *n)
             eval_args(c, f, chain[k], 0, NULL, &a);
             v = jfilter(c, f, chain[k]->s, v, &a);
         }
+        if (v.t != JV_STR) /* Jinja2 writes the filter's result as it is: it must be a string */
+            jfail(c, KVS_E_INVALID, "sequence item 0: expected str instance, %s found", jv_typename(v));
         emit_value(c, v);
         return;
     }
@@ -643,7 +659,7 @@ static void render_node(jctx *c, jframe *f, jnode *n)
         caller->def = n;
         caller->closure = f;
         caller->caller = NULL;
-        caller->name = "caller";
+        caller->name = NULL; /* Jinja2's anonymous macro */
         jv callee = jeval(c, f, n->a->a);
         jargs a;
         eval_args(c, f, n->a, 0, NULL, &a);

@@ -113,6 +113,9 @@ typedef enum {
     N_BODY, N_NOP,
 } jnode_kind;
 
+/* N_MACRO's op: what its body reads (as Jinja2, it accepts a caller / extra arguments only then) */
+enum { JMACRO_CALLER = 1, JMACRO_VARARGS = 2, JMACRO_KWARGS = 4 };
+
 typedef struct jnode jnode;
 struct jnode {
     uint8_t kind;

@@ -1038,6 +1038,7 @@ static jnode *parse_expr(parser *P)
 /* ---- statements ---- */
 
 static jnode *parse_body(parser *P, const char *const *ends, const char **which);
+static bool reads_name(const jnode *n, const char *name);
 
 static const char *const k_end_if[] = {"elif", "else", "endif", NULL};
 static const char *const k_end_for[] = {"else", "endfor", NULL};
@@ -1153,6 +1154,15 @@ static jnode *parse_statement(parser *P)
         static const char *const em[] = {"endmacro", NULL}, *const ec[] = {"endcall", NULL};
         n->b = parse_body(P, is_call ? ec : em, &which);
         expect(P, T_BEND, "end of statement block");
+        if (!is_call) {
+            for (size_t i = 0; i < n->nn; i++) /* defaults may read them too */
+                if (n->defs[i] && (reads_name(n->defs[i], "caller") || reads_name(n->defs[i], "varargs") ||
+                                   reads_name(n->defs[i], "kwargs")))
+                    n->op |= JMACRO_CALLER | JMACRO_VARARGS | JMACRO_KWARGS;
+            n->op |= (reads_name(n->b, "caller") ? JMACRO_CALLER : 0) |
+                     (reads_name(n->b, "varargs") ? JMACRO_VARARGS : 0) |
+                     (reads_name(n->b, "kwargs") ? JMACRO_KWARGS : 0);
+        }
         return n;
     }
     if (is_name(t, "filter")) {
@@ -1211,6 +1221,27 @@ static jnode *parse_statement(parser *P)
               (int)t->n, t->p);
     jfail(P->c, KVS_E_INVALID, "line %d: Encountered unknown tag '%.*s'.", line, (int)(t->n > 60 ? 60 : t->n),
           t->p);
+}
+
+/* Does the subtree read `name` (nested macros included, as Jinja2 looks)?  Jinja2 gives a
+ * macro `caller`, `varargs` and `kwargs` only when its body reads them. */
+static bool reads_name(const jnode *n, const char *name)
+{
+    if (!n)
+        return false;
+    if (n->kind == N_NAME && strcmp(n->s, name) == 0)
+        return true;
+    if (reads_name(n->a, name) || reads_name(n->b, name) || reads_name(n->c, name) || reads_name(n->d, name) ||
+        reads_name(n->els, name))
+        return true;
+    for (size_t i = 0; i < n->nk; i++)
+        if (reads_name(n->kids[i], name))
+            return true;
+    if (n->kind == N_DICT || n->kind == N_CALLBLOCK)
+        for (size_t i = 0; i < (n->kind == N_DICT ? n->nk : n->nn); i++)
+            if (reads_name(n->defs[i], name))
+                return true;
+    return false;
 }
 
 /* Statements until one of `ends` (NULL: end of template); *which = the end tag found

@@ -681,7 +681,10 @@ static void write_str_rec(jctx *c, jbuf *b, jv v, int depth)
             jbuf_puts(c, b, ">");
         return;
     case JV_MACRO:
-        snprintf(num, sizeof num, "<Macro '%.40s'>", v.mac->name ? v.mac->name : "caller");
+        if (v.mac->name)
+            snprintf(num, sizeof num, "<Macro '%.40s'>", v.mac->name);
+        else
+            snprintf(num, sizeof num, "<Macro anonymous>");
         jbuf_puts(c, b, num);
         return;
     case JV_LOOP:

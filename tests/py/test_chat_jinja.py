@@ -428,6 +428,42 @@ def ws_block(r, d=0):
     out.append(r.choice(WS_TEXTS))
     return "".join(out)
 
+# ------------------------ random statements (macros, call, filter and set blocks, scoping)
+# Nested for (with break / continue and loop.*), if / elif, set (names and namespace
+# attributes), block set, macro (defaults, redefinition), call / caller, filter blocks: the
+# scoping rules and Jinja2's argument checks of macros.
+N_STATEMENTS = int(os.environ.get("KVS_CHAT_STATEMENTS", "1500"))
+def st_expr(r):
+    return r.choice(["x", "y", "n", "ns.c", "loop.index", "loop.first", "loop.last", "loop.length", "loop.revindex",
+                     "loop.previtem", "loop.nextitem", "loop.cycle('a', 'b')", "m(1)", "m(x, b=2)", "m()", "caller()",
+                     "xs|length", "y is defined", "ns.c + 1", "x * 2", "'s' ~ x", "varargs", "kwargs", "z"])
+def st_block(r, d=0):
+    out = []
+    for _ in range(r.randint(1, 3)):
+        k = r.random()
+        if d < 3 and k < 0.2:
+            out.append("{%% for x in %s %%}%s{%% if %s %%}{%% %s %%}{%% endif %%}%s{%% endfor %%}" % (
+                r.choice(["xs", "[1, 2, 3]", "xs if n else []", "range(3)", "'ab'"]), st_block(r, d + 1),
+                r.choice(["x == 2", "loop.first", "false"]), r.choice(["break", "continue"]), st_block(r, d + 1)))
+        elif d < 3 and k < 0.3:
+            out.append("{%% if %s %%}%s{%% elif %s %%}%s{%% else %%}%s{%% endif %%}" % (
+                st_expr(r), st_block(r, d + 1), st_expr(r), st_block(r, d + 1), st_block(r, d + 1)))
+        elif k < 0.45:
+            out.append("{%% set %s = %s %%}" % (r.choice(["y", "ns.c", "z"]), st_expr(r)))
+        elif d < 2 and k < 0.55:
+            out.append("{%% macro m(a=0, b=1) %%}<{{ a }}{{ b }}%s>{%% endmacro %%}" % st_block(r, d + 1))
+        elif d < 2 and k < 0.62:
+            out.append("{%% call m(%s) %%}[%s]{%% endcall %%}" % (r.choice(["", "5", "b=3"]), st_block(r, d + 1)))
+        elif d < 2 and k < 0.68:
+            out.append("{%% filter %s %%}%s{%% endfilter %%}" % (r.choice(["upper", "trim", "length", "tojson"]), st_block(r, d + 1)))
+        elif d < 2 and k < 0.74:
+            out.append("{%% set z %%}%s{%% endset %%}" % st_block(r, d + 1))
+        else:
+            out.append("{{ %s }}" % st_expr(r))
+    return "".join(out)
+def st_template(r):
+    return "{% set ns = namespace(c=0) %}{% macro m(a=0, b=1) %}(m{{ a }}{{ b }}){% endmacro %}" + st_block(r) + "|{{ ns.c }}{{ y }}{{ z }}"
+
 
 # ----------------------------------------------------------- hostile input
 
@@ -543,6 +579,7 @@ def main():
     rcases = [dict(template=rtemplate(rr), messages=[], kwargs=RVARS) for _ in range(N_RANDOM)]
     wvars = {"t": True, "n": 7, "e": "", "s": "S", "xs": [1, 2]}
     rcases += [dict(template=ws_block(rr), messages=[], kwargs=wvars) for _ in range(N_LAYOUTS)]
+    rcases += [dict(template=st_template(rr), messages=[], kwargs={"xs": [1, 2], "n": 3}) for _ in range(N_STATEMENTS)]
     rres = run_driver(rcases)
     rbad, rcount = 0, {"ok": 0, "raise": 0, "error": 0}
     for case, got in zip(rcases, rres):
@@ -556,7 +593,7 @@ def main():
                 print("--- RANDOM MISMATCH:", case["template"][:300])
                 print("jinja2: ", repr(ref)[:400])
                 print("kvserve:", repr(got)[:400])
-    print("random expressions and layouts: %d of %d agree with Jinja2 (%d rendered the same, %d failed on "
+    print("random expressions, layouts and statements: %d of %d agree with Jinja2 (%d rendered the same, %d failed on "
           "both sides)" % (len(rcases) - rbad, len(rcases), rcount["ok"], rcount["error"] + rcount["raise"]))
     total["mismatch"] += rbad
 
