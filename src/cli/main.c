@@ -14,8 +14,9 @@ static const struct {
     {"plan", kvs_cmd_plan, "predict the memory split without loading weights"},
     {"tokenize", kvs_cmd_tokenize, "print the token ids of a text"},
     {"chat-template", kvs_cmd_chat_template, "print what a chat template makes of a conversation"},
-    {"info", kvs_cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"info", kvs_cmd_info, "print a GGUF file's or HF directory's metadata and tensors"},
     {"synth", kvs_cmd_synth, "write a GGUF model with random weights of a given shape"},
+    {"convert", kvs_cmd_convert, "convert a Hugging Face directory to GGUF (or back)"},
 };
 
 int kvs_cli_error(const char *cmd, int code, const char *msg)
