@@ -3,6 +3,7 @@
  * chat_template_kwargs, as vLLM renders it. */
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "chat/chat.h"
@@ -59,7 +60,14 @@ kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error 
         /* the model's templates, named ones (tokenizer.chat_template.NAME) included */
         snprintf(ch->source, sizeof ch->source, "the model's tokenizer.chat_template");
         kvs_gguf *g = NULL;
-        if (o->model_path && kvs_gguf_open(&g, o->model_path, NULL) == KVS_OK)
+        struct stat sb;
+        char cfg[4096], jinja[4096];
+        bool dir = o->model_path && stat(o->model_path, &sb) == 0 && S_ISDIR(sb.st_mode);
+        snprintf(cfg, sizeof cfg, "%s/tokenizer_config.json", dir ? o->model_path : "");
+        snprintf(jinja, sizeof jinja, "%s/chat_template.jinja", dir ? o->model_path : "");
+        if (dir && stat(jinja, &sb) != 0 && kvs_chat_template_load_file(cfg, &ch->tmpl, NULL) == KVS_OK)
+            ; /* an HF directory's tokenizer_config.json, named templates included */
+        else if (!dir && o->model_path && kvs_gguf_open(&g, o->model_path, NULL) == KVS_OK)
             st = kvs_chat_template_from_gguf(g, &ch->tmpl, err);
         else
             st = kvs_chat_template_load(s->inst->chat_template, &ch->tmpl, err);
