@@ -204,7 +204,17 @@ static void test_llama3_json(void **state)
     check(&c, "{\"name\": \"a\", \"parameters\": {\"x\": 1}}; {\"name\": \"b\", \"arguments\": {\"y\": [true, null]}}",
           &(expect){NULL, NULL, {"a", "b"}, {"{\"x\": 1}", "{\"y\": [true, null]}"}});
     check(&c, "The weather is sunny.", &(expect){"The weather is sunny."});
-    check(&c, "{not json", &(expect){"{not json"});
+    check2(&c, "{not json", &(expect){"{not json"}, false);
+    check(&c, "<|python_tag|>{\"name\": \"f\", \"parameters\": {\"q\":[1, {\"r\": \"}\"}]}}",
+          &(expect){NULL, NULL, {"f"}, {"{\"q\":[1, {\"r\": \"}\"}]}"}});
+    /* streamed while written */
+    kvs_chat_stream *s = kvs_chat_stream_new(&c);
+    const char *part = "{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Par";
+    json_t *d = kvs_chat_stream_feed(s, part, strlen(part), false);
+    assert_true(json_array_size(d) >= 2);
+    assert_true(kvs_chat_stream_has_tool_calls(s));
+    json_decref(d);
+    kvs_chat_stream_free(s);
 }
 
 static void test_mistral(void **state)

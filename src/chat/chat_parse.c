@@ -235,6 +235,20 @@ static json_t *load_prefix(const char *t, size_t len, size_t *used)
 }
 
 
+/* Keep the arguments' own text of the call object t[o0, o1) in call c ("raw"), when they are an
+ * object or array that parses to c's arguments: what streaming sends as it arrives. */
+static void add_raw(json_t *c, const char *t, size_t o0, size_t o1)
+{
+    objscan sc;
+    scan_obj(t, o0, o1, &sc);
+    if (!sc.has_args || !sc.args_done || !sc.args_structured)
+        return;
+    json_t *raw = json_loadb(t + sc.a0, sc.a1 - sc.a0, JSON_DECODE_ANY, NULL);
+    if (raw && json_equal(raw, json_object_get(c, "arguments")))
+        json_object_set_new(c, "raw", json_stringn(t + sc.a0, sc.a1 - sc.a0));
+    json_decref(raw);
+}
+
 /* Parse t[from, len) as complete tool calls of kind k (final); NULL if it does not parse. */
 static json_t *parse_calls_final(const kvs_chat_parse_cfg *cfg, const char *t, size_t from, size_t len)
 {
@@ -280,6 +294,7 @@ static json_t *parse_calls_final(const kvs_chat_parse_cfg *cfg, const char *t, s
             json_decref(o);
             if (!c)
                 goto fail;
+            add_raw(c, t, q, q + used);
             json_array_append_new(calls, c);
             q = skip_ws(t, q + used, len);
             if (q < len && t[q] == ';') {
@@ -347,6 +362,43 @@ fail:
     return NULL;
 }
 
+/* Llama 3 JSON calls written so far from t[q, len) (streaming): the complete ones, then the one being
+ * written once its name is known and its arguments object has begun. */
+static void llama3_partial(const char *t, size_t q, size_t len, json_t *calls)
+{
+    size_t tl = strlen(PYTHON_TAG);
+    if (len - q >= tl && memcmp(t + q, PYTHON_TAG, tl) == 0)
+        q += tl;
+    for (;;) {
+        q = skip_ws(t, q, len);
+        if (q >= len || t[q] != '{')
+            return;
+        bool done;
+        size_t end = value_end(t, q, len, &done);
+        if (!done) {
+            objscan sc;
+            scan_obj(t, q, len, &sc);
+            if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
+                size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
+                json_array_append_new(calls, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw", t + sc.a0,
+                                                       a1 - sc.a0, "partial", 1));
+            }
+            return;
+        }
+        json_t *o = json_loadb(t + q, end - q, 0, NULL);
+        json_t *c = o ? call_of(o, "parameters") : NULL;
+        json_decref(o);
+        if (!c)
+            return;
+        add_raw(c, t, q, end);
+        json_array_append_new(calls, c);
+        q = skip_ws(t, end, len);
+        if (q >= len || t[q] != ';')
+            return;
+        q++;
+    }
+}
+
 /* What of t[0, len) is decided: reasoning, content, complete calls. */
 static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bool final, parsed *p)
 {
@@ -391,6 +443,8 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
         }
         if (!final) {
             p->c1 = rest;
+            if (cfg->mode == KVS_TOOL_MODE_AUTO && cfg->tools == KVS_TOOLS_LLAMA3_JSON)
+                llama3_partial(t, q, len, p->calls);
             return;
         }
         json_t *calls = parse_calls_final(cfg, t, rest, len);
@@ -451,14 +505,7 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
                 failed = true;
                 break;
             }
-            /* the arguments as the model wrote them (what streaming sent), when they are an object or array */
-            scan_obj(t, q, b1, &sc);
-            if (sc.has_args && sc.args_done && sc.args_structured) {
-                json_t *raw = json_loadb(t + sc.a0, sc.a1 - sc.a0, JSON_DECODE_ANY, NULL);
-                if (raw && json_equal(raw, json_object_get(c, "arguments")))
-                    json_object_set_new(c, "raw", json_stringn(t + sc.a0, sc.a1 - sc.a0));
-                json_decref(raw);
-            }
+            add_raw(c, t, q, b1); /* the arguments as the model wrote them (what streaming sent) */
             json_array_append_new(p->calls, c);
             pos = cl2 ? b1 + strlen(HERMES_CLOSE) : len;
         }

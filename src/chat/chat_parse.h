@@ -22,7 +22,7 @@
  * arguments; with "required" it is a JSON array of {"name", "parameters"}.
  * Each call gets an id ("chatcmpl-tool-" + 32 hex digits, or 9 alphanumerics
  * for mistral) and its arguments as a JSON string (Python's json.dumps of
- * the parsed value; for Hermes the model's own text of it, see below).
+ * the parsed value; for Hermes and Llama 3 the model's own text of it, see below).
  *
  * Streaming (kvs_chat_stream): text is fed as it is generated and comes
  * back as OpenAI deltas: {"reasoning_content": ...}, {"content": ...}, and
@@ -30,10 +30,10 @@
  * {"name", "arguments": ""}}]} followed by its arguments in pieces
  * ({"tool_calls": [{"index", "function": {"arguments": piece}}]}), which
  * concatenate to the non-streaming arguments.  Hermes calls stream while they
- * are written: the id and name once the name's string is complete and the
- * arguments object has begun, then the arguments text as it arrives (so a
- * Hermes call's arguments are the model's own JSON text, validated, rather
- * than a re-serialisation); llama3_json, mistral, "required" and named
+ * are written, and so do llama3_json calls: the id and name once the name's
+ * string is complete and the arguments object has begun, then the arguments
+ * text as it arrives (so their arguments are the model's own JSON text,
+ * validated, rather than a re-serialisation); mistral, "required" and named
  * calls are sent when the output ends.  Text that may be the start of a
  * marker is held back until it is decided.  A Hermes call whose JSON turns
  * out broken at the end has already been sent when streaming (as in vLLM);
