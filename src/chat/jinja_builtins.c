@@ -1411,7 +1411,34 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
             jbuf_put(c, &b, " ", 1);
         return jbuf_str(&b);
     }
-    if (streq(name, "striptags") || streq(name, "truncate"))
+    if (streq(name, "truncate")) { /* Jinja2's do_truncate with its default leeway of 5 */
+        jv s = jv_to_str(c, v);
+        int64_t length = as_int(c, arg_or(a, 0, "length", jv_int(255)), "length");
+        bool killwords = jv_truthy(arg_or(a, 1, "killwords", jv_bool(false)));
+        jv end = jv_to_str(c, arg_or(a, 2, "end", jv_cstr("...")));
+        jv lw = arg_or(a, 3, "leeway", jv_none());
+        int64_t leeway = lw.t == JV_NONE ? 5 : as_int(c, lw, "leeway");
+        int64_t n = (int64_t)ju8_count(s.s.p, s.s.n), endn = (int64_t)ju8_count(end.s.p, end.s.n);
+        if (length < endn)
+            jfail(c, KVS_E_INVALID, "expected length >= %lld, got %lld", (long long)endn, (long long)length);
+        if (leeway < 0)
+            jfail(c, KVS_E_INVALID, "expected leeway >= 0, got %lld", (long long)leeway);
+        if (n <= length + leeway)
+            return s;
+        size_t cut = ju8_offset(s.s.p, s.s.n, (size_t)(length - endn));
+        if (!killwords) { /* s[:cut].rsplit(" ", 1)[0] */
+            size_t k = cut;
+            while (k > 0 && s.s.p[k - 1] != ' ')
+                k--;
+            if (k > 0)
+                cut = k - 1;
+        }
+        jbuf b = {0};
+        jbuf_put(c, &b, s.s.p, cut);
+        jbuf_put(c, &b, end.s.p, end.s.n);
+        return jbuf_str(&b);
+    }
+    if (streq(name, "striptags"))
         jfail(c, KVS_E_UNSUPPORTED, "the '%s' filter is not supported", name);
     jfail(c, KVS_E_INVALID, "No filter named '%s'.", name);
 }
