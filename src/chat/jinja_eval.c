@@ -108,20 +108,51 @@ static void enter(jctx *c)
 
 /* ---- expressions ---- */
 
+/* Evaluate n's arguments into a jargs (`first`, when not NULL, is prepended).  The parser marks
+ * `*xs` with the name "*" and `**d` with "**": their items are spread into the call. */
 static jv eval_args(jctx *c, jframe *f, const jnode *n, size_t skip, jv *first, jargs *a)
 {
-    /* evaluates n->kids into a jargs; `first` (when not NULL) is prepended */
-    size_t k = n->nk + (first ? 1 : 0);
-    jv *v = jalloc(c, (k ? k : 1) * sizeof *v);
-    const char **kw = jalloc(c, (k ? k : 1) * sizeof *kw);
+    size_t k = n->nk + (first ? 1 : 0), cap = k ? k : 1;
+    jv *v = jalloc(c, cap * sizeof *v);
+    const char **kw = jalloc(c, cap * sizeof *kw);
     size_t i = 0;
     if (first) {
         v[i] = *first;
         kw[i++] = NULL;
     }
     for (size_t j = skip; j < n->nk; j++) {
-        v[i] = jeval(c, f, n->kids[j]);
-        kw[i++] = n->names ? n->names[j] : NULL;
+        const char *name = n->names ? n->names[j] : NULL;
+        jv x = jeval(c, f, n->kids[j]);
+        if (name && (strcmp(name, "*") == 0 || strcmp(name, "**") == 0)) {
+            bool star = name[1] == '\0';
+            if (!star && x.t != JV_DICT)
+                jfail(c, KVS_E_INVALID, "argument after ** must be a mapping, not %s", jv_typename(x));
+            jlist *items = star ? jv_iter(c, x) : NULL;
+            size_t add = star ? items->n : x.d->n;
+            if (i + add + (n->nk - j) > cap) {
+                cap = i + add + (n->nk - j) + 1;
+                jv *nv = jalloc(c, cap * sizeof *nv);
+                const char **nk = jalloc(c, cap * sizeof *nk);
+                memcpy(nv, v, i * sizeof *nv);
+                memcpy(nk, kw, i * sizeof *nk);
+                v = nv;
+                kw = nk;
+            }
+            for (size_t q = 0; q < add; q++) {
+                if (star) {
+                    v[i] = items->v[q];
+                    kw[i++] = NULL;
+                } else {
+                    if (x.d->k[q].t != JV_STR)
+                        jfail(c, KVS_E_INVALID, "keywords must be strings");
+                    v[i] = x.d->v[q];
+                    kw[i++] = jstrdup(c, x.d->k[q].s.p, x.d->k[q].s.n);
+                }
+            }
+            continue;
+        }
+        v[i] = x;
+        kw[i++] = name;
     }
     a->n = i;
     a->v = v;

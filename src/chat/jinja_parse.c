@@ -534,15 +534,17 @@ static void parse_args(parser *P, jnode *n)
             expect(P, T_COMMA, "','");
         if (peek(P)->t == T_RPAREN)
             break;
-        if (peek(P)->t == T_MUL || peek(P)->t == T_POW)
-            jfail(P->c, KVS_E_UNSUPPORTED, "line %d: *args and **kwargs in calls are not supported",
-                  peek(P)->line);
+        if (peek(P)->t == T_MUL || peek(P)->t == T_POW) { /* *xs / **d: spread at the call */
+            const char *mark = next(P)->t == T_MUL ? "*" : "**";
+            nv_push(P, &a, parse_expr(P), mark);
+            continue;
+        }
         if (peek(P)->t == T_NAME && peekn(P, 1)->t == T_ASSIGN) {
             const char *name = tok_str(P, next(P));
             next(P);
             nv_push(P, &a, parse_expr(P), name);
         } else {
-            if (a.n && a.names[a.n - 1])
+            if (a.n && a.names[a.n - 1] && strcmp(a.names[a.n - 1], "*") != 0)
                 jfail(P->c, KVS_E_INVALID, "line %d: positional argument follows keyword argument",
                       peek(P)->line);
             nv_push(P, &a, parse_expr(P), NULL);

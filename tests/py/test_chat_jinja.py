@@ -344,6 +344,7 @@ SNIPPETS = [
     "{% for m in messages %}{% if loop.changed(m.role) %}[{{ m.role }}]{% endif %}{% endfor %}{% for x in [1, 1, 2, 1] %}{{ loop.changed(x) }}{% endfor %}",
     "{% for x in xs %}{{ loop(x) }}{% endfor %}",
     "{{ 'hello world foo bar baz'|truncate(12) }}|{{ 'hello world foo bar baz'|truncate(12, true) }}|{{ 'short'|truncate(3, leeway=0, end='!') }}|{{ 'a b c d e f g h i j k l m n o'|truncate(9, end='…') }}|{{ 'abcdefghijklmnop'|truncate(10, leeway=0) }}",
+    "{% macro m(a, b=2) %}{{ a }}{{ b }}{{ varargs }}{{ kwargs }}{% endmacro %}{{ m(*[1, 2, 3]) }}|{{ m(**{'a': 5}) }}|{{ m(1, **{'b': 7, 'z': 9}) }}|{{ '{}-{}'.format(*xs) }}|{{ dict(**d) }}|{{ xs|join(*['+']) }}",
     "{{ '%s and %d'|format('a', 3) }}{{ '%s!' % 'x' }}{{ '%05.2f|%x' % (3.14159, 255) }}",
     "{{ s.replace(' ', '') }}{{ ' '.join(['a', 'b']) }}{{ 'abc'.upper().lower() }}{{ 'a-b'.split('-')[1] }}",
     "{{ 'ab' < 'b' }}{{ [1, 2] < [1, 3] }}{{ 1 == 1.0 }}{{ true == 1 }}{{ none == none }}{{ 'a' != 'a' }}",
