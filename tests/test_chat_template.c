@@ -72,6 +72,9 @@ static void test_errors(void **state)
     assert_int_equal(render("{{ [].append(1) }}", NULL, &o, &out, &err), KVS_E_INVALID);
     assert_non_null(strstr(err.msg, "unsafe"));
     assert_int_equal(render("{{ 1 / 0 }}", NULL, &o, &out, &err), KVS_E_INVALID);
+    /* found by fuzz_jinja: a slice inside a tuple subscript */
+    assert_int_equal(render("{{ (1, 2)[::, 1] }}", NULL, &o, &out, &err), KVS_E_UNSUPPORTED);
+    assert_int_equal(render("{{ (1, 2)[0, ::2] }}", NULL, &o, &out, &err), KVS_E_UNSUPPORTED);
 }
 
 static void test_limits(void **state)

@@ -316,6 +316,8 @@ jv jeval(jctx *c, jframe *f, const jnode *n)
         r = jgetitem(c, a, b);
         break;
     case N_SLICE: {
+        if (!n->a)
+            jfail(c, KVS_E_INTERNAL, "line %d: a slice without an object", n->line);
         a = jeval(c, f, n->a);
         jv s1 = n->b ? jeval(c, f, n->b) : jv_none(), s2 = n->c ? jeval(c, f, n->c) : jv_none(),
            s3 = n->d ? jeval(c, f, n->d) : jv_none();

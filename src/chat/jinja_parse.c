@@ -689,13 +689,20 @@ static jnode *parse_postfix(parser *P, jnode *n)
             next(P);
             jnode *sub = parse_subscript(P);
             if (peek(P)->t == T_COMMA) { /* tuple subscript */
+                if (sub->kind == N_SLICE)
+                    jfail(P->c, KVS_E_UNSUPPORTED, "line %d: slices inside a tuple subscript are not supported",
+                          t->line);
                 nvec v = {0};
                 nv_push(P, &v, sub, NULL);
                 while (peek(P)->t == T_COMMA) {
                     next(P);
                     if (peek(P)->t == T_RBRACK)
                         break;
-                    nv_push(P, &v, parse_subscript(P), NULL);
+                    jnode *x = parse_subscript(P);
+                    if (x->kind == N_SLICE)
+                        jfail(P->c, KVS_E_UNSUPPORTED, "line %d: slices inside a tuple subscript are not supported",
+                              t->line);
+                    nv_push(P, &v, x, NULL);
                 }
                 jnode *tup = mk(P, N_TUPLE, t->line);
                 tup->kids = v.v;
