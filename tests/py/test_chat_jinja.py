@@ -157,7 +157,14 @@ def npm_templates():
             print("FAIL: npm ci in tests/chat_oracle failed", file=sys.stderr)
             sys.exit(1)
     out = []
-    for cfg in sorted(glob.glob(os.path.join(nm, "tokenizer-*", "**", "tokenizer_config.json"), recursive=True)):
+    # tests/node_tok (the tokenizer.json parity test) installs more @lenml packages of the same
+    # version: their templates are checked too when that test has installed them.
+    cfgs = {}
+    for root in (os.path.join(HERE, "..", "node_tok", "node_modules", "@lenml"), nm):
+        for cfg in glob.glob(os.path.join(root, "tokenizer-*", "**", "tokenizer_config.json"), recursive=True):
+            cfgs[os.path.relpath(cfg, root).split(os.sep)[0]] = cfg
+    for cfg in [cfgs[k] for k in sorted(cfgs)]:
+        nm = os.path.dirname(os.path.dirname(os.path.dirname(cfg)))
         with open(cfg, encoding="utf-8") as f:
             j = json.load(f)
         ct = j.get("chat_template")
