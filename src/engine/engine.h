@@ -83,6 +83,8 @@ typedef struct kvs_prompt_logprob {
  * prompt logprobs are described in logits_proc.h; a request with prompt
  * logprobs reports them in outputs with token -1 while its prompt is
  * computed (and with the first sampled token for the last chunk). */
+struct kvs_grammar;
+
 typedef struct kvs_request_params {
     kvs_sampling_params sampling;
     int32_t max_tokens;              /* output tokens; <= 0: until max_model_len */
@@ -100,6 +102,9 @@ typedef struct kvs_request_params {
     size_t n_logit_bias;
     bool prompt_logprobs;            /* report each prompt token's logprob (from the second) ... */
     int32_t prompt_top_logprobs;     /* ... with the top n (0..KVS_MAX_LOGPROBS) of its distribution */
+    struct kvs_grammar *grammar;     /* structured output (grammar/matcher.h): only tokens that keep the output
+                                        in this grammar are sampled, and the request stops when it is complete;
+                                        NULL: none.  The request takes its own reference. */
 } kvs_request_params;
 
 kvs_request_params kvs_request_defaults(void);

@@ -33,6 +33,7 @@ typedef struct kvs_request {
     kvs_logit_bias *logit_bias; /* [params.n_logit_bias] */
     size_t max_stop_len;
     kvs_rng rng;
+    struct kvs_gmatcher *gm;    /* structured output state, or NULL */
 
     kvs_tok_stream stream;      /* incremental detokenizer */
     char *text;                 /* output text so far */

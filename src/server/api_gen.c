@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/chat_parse.h"
 #include "server/server_internal.h"
 
 #define POLL_MS 250   /* how often a waiting reader checks whether its client left */
@@ -20,6 +21,7 @@ typedef struct gen_choice {
     bool finished;
     bool echoed;                   /* the prompt text went out (echo) */
     bool plp_started;              /* echo with logprobs: the prompt's first token is listed */
+    kvs_chat_stream *cs;           /* chat with parsers, streaming: the parser state */
 } gen_choice;
 
 /* One prompt of the request and its n choices. */
@@ -57,6 +59,8 @@ typedef struct gen {
     size_t out_len, out_off, out_cap;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
+    bool parse;                    /* chat: reasoning / tool-call parsing per pcfg (api_chat.c) */
+    kvs_chat_parse_cfg pcfg;
 } gen;
 
 static void gen_abort(gen *g)
@@ -73,6 +77,7 @@ static void gen_free(gen *g)
     for (int32_t i = 0; g->ch && i < g->n; i++) {
         free(g->ch[i].text);
         json_decref(g->ch[i].lp);
+        kvs_chat_stream_free(g->ch[i].cs);
     }
     for (int32_t p = 0; g->pr && p < g->n_prompts; p++) {
         free(g->pr[p].echo);
@@ -322,7 +327,21 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     size_t text_len = g->echo_only ? 0 : ev->text_len;
     bool echo_now = g->echo && !c->echoed && (sampled || ev->finished);
     bool ok = true;
-    if (text_len > 0 || ev->finished || want_lp || echo_now) {
+    json_t *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
+    if (g->kind == KVS_OAI_CHAT && g->parse && (ev->text_len > 0 || ev->finished)) {
+        if ((!c->cs && !(c->cs = kvs_chat_stream_new(&g->pcfg))) ||
+            !(deltas = kvs_chat_stream_feed(c->cs, ev->text, ev->text_len, ev->finished)))
+            return false;
+        while (ok && json_array_size(deltas) > 1) { /* all but the last in chunks of their own */
+            json_t *chunk = chunk_envelope(g);
+            json_object_set_new(chunk, "choices", json_pack("[{s:i, s:O, s:n, s:n}]", "index", ev->index, "delta",
+                                                            json_array_get(deltas, 0), "logprobs", "finish_reason"));
+            ok = sse_json(g, chunk);
+            json_array_remove(deltas, 0);
+        }
+    }
+    if (ok && (deltas ? json_array_size(deltas) > 0 || ev->finished || want_lp
+                      : text_len > 0 || ev->finished || want_lp || echo_now)) {
         bool chat = g->kind == KVS_OAI_CHAT;
         json_t *chunk = chunk_envelope(g);
         json_t *choice = json_pack("{s:i}", "index", ev->index);
@@ -342,11 +361,14 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
         } else {
             text = kvs_api_text_json(ev->text, text_len);
         }
-        if (chat)
+        if (chat && deltas)
+            json_object_set_new(choice, "delta",
+                                json_array_size(deltas) ? json_incref(json_array_get(deltas, 0)) : json_object());
+        else if (chat)
             json_object_set_new(choice, "delta", text_len > 0 ? json_pack("{s:o}", "content", text) : json_object());
         else
             json_object_set_new(choice, "text", text);
-        if (chat && text_len == 0)
+        if (chat && (text_len == 0 || deltas))
             json_decref(text);
         json_t *lp = json_null();
         if (c->lp) { /* the echoed prompt's logprobs, then this token's */
@@ -363,7 +385,10 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
         json_object_set_new(choice, "stop_reason", json_null());
         note_event(g, ev, c);
         if (ev->finished) {
-            json_object_set_new(choice, "finish_reason", json_string(finish_name(c->reason)));
+            const char *fin = finish_name(c->reason);
+            if (kvs_chat_stream_has_tool_calls(c->cs) && strcmp(fin, "stop") == 0)
+                fin = "tool_calls";
+            json_object_set_new(choice, "finish_reason", json_string(fin));
             json_object_set_new(choice, "stop_reason", stop_reason_json(g, c));
         }
         json_object_set_new(chunk, "choices", json_pack("[o]", choice));
@@ -371,6 +396,7 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     } else {
         note_event(g, ev, c);
     }
+    json_decref(deltas);
     if (ok && g->n_finished == g->n) {
         if (g->include_usage) {
             json_t *u = envelope(g, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
@@ -507,6 +533,19 @@ static json_t *final_json(gen *g)
         gen_choice *c = &g->ch[i];
         json_t *text = kvs_api_text_json(c->text ? c->text : "", c->len);
         json_t *lp = c->lp ? json_incref(c->lp) : (g->logprobs >= 0 ? lp_new(g) : json_null());
+        if (chat && g->parse) { /* reasoning_content, tool_calls (api_chat.c's parsers) */
+            json_decref(text);
+            json_t *m = json_pack("{s:s}", "role", "assistant");
+            json_t *pm = kvs_chat_parse_message(&g->pcfg, c->text ? c->text : "", c->len);
+            json_object_update(m, pm);
+            json_decref(pm);
+            const char *fin = finish_name(c->reason);
+            if (json_object_get(m, "tool_calls") && strcmp(fin, "stop") == 0)
+                fin = "tool_calls";
+            json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:s, s:o}", "index", i, "message", m, "logprobs",
+                                                     lp, "finish_reason", fin, "stop_reason", stop_reason_json(g, c)));
+            continue;
+        }
         json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s, s:o}", "index", i, "message", "role",
                                       "assistant", "content", text, "logprobs", lp, "finish_reason",
                                       finish_name(c->reason), "stop_reason", stop_reason_json(g, c))
@@ -577,9 +616,10 @@ static bool echo_prepare(gen *g, gen_prompt *pr, const kvs_oai_request *r, size_
     return true;
 }
 
-enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
-                                  const int32_t *const *prompts, const size_t *n_prompts, const bool *strip,
-                                  int32_t n_prompt_lists, const char *prompt_param)
+/* Prompt lists and chat's parsers: everything kvs_gen_run* does. */
+static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                               const int32_t *const *prompts, const size_t *n_prompts, const bool *strip,
+                               int32_t n_prompt_lists, const char *prompt_param, const kvs_chat_parse_cfg *pcfg)
 {
     enum MHD_Result ret;
     for (int32_t k = 0; k < n_prompt_lists; k++) {
@@ -616,6 +656,11 @@ enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const
     g->echo_only = r->echo_only;
     g->created = (json_int_t)time(NULL);
     g->fd = kvs_http_fd(c);
+    if (pcfg && r->kind == KVS_OAI_CHAT) {
+        g->parse = true;
+        g->pcfg = *pcfg;
+        g->pcfg.id_seed ^= s->salt;
+    }
     bool oom = false;
     for (size_t i = 0; i < r->params.n_stop && i < 8; i++) {
         size_t m = r->params.stop_len ? r->params.stop_len[i] : strlen(r->params.stop[i]);
@@ -669,9 +714,11 @@ enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const
     }
     for (int32_t k = 0; k < n_submitted; k++) {
         g->pr[k].base = subs[k].base_id;
-        if (k == 0)
+        if (k == 0) {
             snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
                      (uint64_t)(s->salt ^ (subs[0].base_id * (uint64_t)0x9E3779B97F4A7C15ull)));
+            g->pcfg.id_seed ^= subs[0].base_id * 0xD6E8FEB86659FD93ull; /* tool-call ids differ between requests */
+        }
     }
     unsigned err_status = n_submitted < P ? 503 : 0;
     char err_param[32] = "", err_msg[sizeof(((kvs_error *)0)->msg)] = "the server is shutting down";
@@ -753,9 +800,23 @@ enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const
     return ret;
 }
 
+enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                  const int32_t *const *prompts, const size_t *n_prompts, const bool *strip,
+                                  int32_t n_prompt_lists, const char *prompt_param)
+{
+    return gen_run(s, c, r, prompts, n_prompts, strip, n_prompt_lists, prompt_param, NULL);
+}
+
 enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                             const int32_t *prompt, size_t n_prompt, const char *prompt_param)
 {
+    return kvs_gen_run_chat(s, c, r, prompt, n_prompt, prompt_param, NULL);
+}
+
+enum MHD_Result kvs_gen_run_chat(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                 const int32_t *prompt, size_t n_prompt, const char *prompt_param,
+                                 const kvs_chat_parse_cfg *pcfg)
+{
     bool strip = r->params.strip_leading_space;
-    return kvs_gen_run_batch(s, c, r, &prompt, &n_prompt, &strip, 1, prompt_param);
+    return gen_run(s, c, r, &prompt, &n_prompt, &strip, 1, prompt_param, pcfg);
 }

@@ -209,6 +209,15 @@ async function main() {
     assert.ok(n >= 2);
   });
 
+  await check('chat developer role = system', async () => {
+    const dev = [{ role: 'developer', content: 'Be brief.' }, { role: 'user', content: 'Tell me a story.' }];
+    const a = await cc.chat.completions.create({ model: 'chat', messages: dev, max_tokens: 16, temperature: 0 });
+    const b = await cc.chat.completions.create({ model: 'chat', messages, max_tokens: 16, temperature: 0 });
+    assert.equal(a.usage.prompt_tokens, b.usage.prompt_tokens); // OpenAI's newer system role renders as system
+    assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+    assert.equal(a.choices[0].message.content, content);
+  });
+
   await check('SIGTERM exits 0', async () => {
     assert.equal(await stopServer(chatSrv), 0);
     assert.equal(await stopServer(srv), 0);

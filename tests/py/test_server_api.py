@@ -409,7 +409,7 @@ def t_chat_fields(chat_srv):
         assert_error(st, e, 400, param=field, code="context_length_exceeded")
     st, _, data = chat_srv.request("POST", "/v1/chat/completions",
                                    b'{"messages": [{"role": "user\\u0000x", "content": "hi"}]}')
-    assert_error(st, json.loads(data), 400, param="messages", contains="NUL")
+    assert_error(st, json.loads(data), 400, param="messages")  # never taken for "user"
     st, ev, _ = chat_srv.stream("/v1/chat/completions", {"messages": msgs, "max_tokens": 4, "stream": True,
                                                          "stream_options": {"include_usage": True}})
     assert all(c["usage"] is None for c in ev[:-2]) and ev[-2]["usage"]["completion_tokens"] == 4, ev
