@@ -154,6 +154,7 @@ int kvs_cmd_generate(int argc, char **argv)
     if (g.input_file && g.prompt)
         return kvs_cli_error("generate", 2, "give either -p PROMPT or --input-file, not both");
     g.lo.log = g.verbose ? stderr : NULL;
+    kvs_cli_prepare_launch("generate", &g.lo);
     kvs_instance *in;
     if (kvs_launch(&in, &g.lo, &err) != KVS_OK)
         return kvs_cli_error("generate", 1, err.msg);

@@ -17,18 +17,26 @@ void kvs_report_log(const kvs_memory_report *r, FILE *f)
             r->utilization_lowered ? " (the default, lowered to what is free)" : "", r->budget_bytes / GIB,
             r->used_by_others_bytes / GIB);
     fprintf(f, "INFO kvserve: Measured%s: weights %.4f GiB, activation peak %.4f GiB (from shapes %.4f GiB), "
-               "graphs %.4f GiB, runtime overhead %.4f GiB%s\n",
+               "graphs %.4f GiB\n",
             est, r->weights_bytes / GIB, r->activation_peak_bytes / GIB, r->activation_formula_bytes / GIB,
-            r->graph_bytes / GIB, r->overhead_bytes / GIB, r->overhead_estimate ? " (estimate)" : "");
+            r->graph_bytes / GIB);
+    fprintf(f, "INFO kvserve: Reserved: runtime overhead %.2f MiB (computed; %.2f MiB measured%s, %.2f MiB to "
+               "spare), plus %.0f bytes per KV block of host bookkeeping; serving reserve %.2f MiB (the HTTP "
+               "front end and the serving pools)\n",
+            r->overhead_reserve_bytes / MIB, r->overhead_measured_bytes / MIB,
+            r->overhead_estimate ? ", an estimate" : "",
+            ((double)r->overhead_reserve_bytes - (double)r->overhead_measured_bytes) / MIB,
+            (double)r->overhead_per_block_bytes, r->serving_reserve_bytes / MIB);
     fprintf(f, "INFO kvserve: Available KV cache memory: %.4f GiB\n", r->kv_cache_bytes / GIB);
     fprintf(f, "INFO kvserve: KV cache size: %lld tokens (%d blocks of %d tokens, %.1f KiB per token)\n",
             (long long)r->kv_cache_tokens, r->num_blocks, r->block_size, r->kv_bytes_per_token / 1024.0);
     fprintf(f, "INFO kvserve: Maximum concurrency for %d tokens per request: %.2fx\n", r->max_model_len,
             r->max_concurrency);
     fprintf(f, "INFO kvserve: Slack: %.3f MiB inside the budget (under one block: %.3f MiB), %.2f GiB outside "
-               "it; peak process memory %.4f GiB\n",
+               "it; projected peak process memory %.4f GiB (%.2f MiB), observed so far %.2f MiB\n",
             r->slack_inside_bytes / MIB, r->kv_bytes_per_token * (double)r->block_size / MIB,
-            r->slack_outside_bytes / GIB, r->peak_process_bytes / GIB);
+            r->slack_outside_bytes / GIB, r->projected_peak_bytes / GIB, r->projected_peak_bytes / MIB,
+            r->peak_process_bytes / MIB);
 }
 
 void kvs_report_table(const kvs_memory_report *r, FILE *f)
@@ -42,8 +50,12 @@ void kvs_report_table(const kvs_memory_report *r, FILE *f)
     fprintf(f, "  weights              %10.3f GiB\n", r->weights_bytes / GIB);
     fprintf(f, "  activation peak      %10.3f GiB\n", r->activation_peak_bytes / GIB);
     fprintf(f, "  graphs               %10.3f GiB\n", r->graph_bytes / GIB);
-    fprintf(f, "  runtime overhead     %10.3f GiB%s\n", r->overhead_bytes / GIB,
-            r->overhead_estimate ? "  (estimate)" : "");
+    fprintf(f, "  runtime overhead     %10.3f GiB  (reserve %.2f MiB + %d blocks x %llu bytes; measured %.2f MiB%s)\n",
+            r->overhead_bytes / GIB, r->overhead_reserve_bytes / MIB, r->num_blocks,
+            (unsigned long long)r->overhead_per_block_bytes, r->overhead_measured_bytes / MIB,
+            r->overhead_estimate ? ", an estimate" : "");
+    fprintf(f, "  serving reserve      %10.3f GiB  (%.2f MiB)\n", r->serving_reserve_bytes / GIB,
+            r->serving_reserve_bytes / MIB);
     fprintf(f, "  KV cache             %10.3f GiB\n", r->kv_cache_bytes / GIB);
     fprintf(f, "  slack inside budget  %10.3f MiB\n", r->slack_inside_bytes / MIB);
     fprintf(f, "block size             %10d tokens\n", r->block_size);
@@ -52,12 +64,12 @@ void kvs_report_table(const kvs_memory_report *r, FILE *f)
     fprintf(f, "KV cache tokens        %10lld\n", (long long)r->kv_cache_tokens);
     fprintf(f, "max model len          %10d tokens\n", r->max_model_len);
     fprintf(f, "max concurrency        %10.2f requests of max_model_len\n", r->max_concurrency);
-    fprintf(f, "peak process memory    %10.3f GiB\n", r->peak_process_bytes / GIB);
+    fprintf(f, "projected peak memory  %10.3f GiB\n", r->projected_peak_bytes / GIB);
 }
 
 json_t *kvs_report_json_obj(const kvs_memory_report *r)
 {
-    return json_pack(
+    json_t *o = json_pack(
         "{s:s, s:b, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:b, s:I, s:i, s:I, s:i, s:I, s:i, s:f, s:I, "
         "s:I, s:I, s:I, s:I, s:b}",
         "device", r->device, "estimate", r->estimate, "total_bytes", (json_int_t)r->total_bytes,
@@ -73,6 +85,13 @@ json_t *kvs_report_json_obj(const kvs_memory_report *r)
         (json_int_t)r->slack_inside_bytes, "slack_outside_bytes", (json_int_t)r->slack_outside_bytes,
         "overhead_per_block_bytes", (json_int_t)r->overhead_per_block_bytes, "utilization_lowered",
         r->utilization_lowered);
+    if (!o)
+        return NULL;
+    json_object_set_new(o, "overhead_reserve_bytes", json_integer((json_int_t)r->overhead_reserve_bytes));
+    json_object_set_new(o, "overhead_measured_bytes", json_integer((json_int_t)r->overhead_measured_bytes));
+    json_object_set_new(o, "serving_reserve_bytes", json_integer((json_int_t)r->serving_reserve_bytes));
+    json_object_set_new(o, "projected_peak_bytes", json_integer((json_int_t)r->projected_peak_bytes));
+    return o;
 }
 
 char *kvs_report_json(const kvs_memory_report *r)

@@ -244,14 +244,14 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (!ev || now - g->last_check >= POLL_MS * 1e-3) { /* events that print nothing come too */
             g->last_check = now;
             if (kvs_http_peer_gone(g->fd)) {
-                free(ev);
+                kvs_event_free(ev);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
             if (!ev)
                 continue;
         }
         bool ok = stream_event(g, ev);
-        free(ev);
+        kvs_event_free(ev);
         if (!ok)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
@@ -415,12 +415,12 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
         ;
     if (ev->kind == KVS_EV_ERROR) {
         ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s", ev->text);
-        free(ev);
+        kvs_event_free(ev);
         gen_free(g);
         kvs_server_job_end(s);
         return ret;
     }
-    free(ev);
+    kvs_event_free(ev);
     g->last_check = kvs_now();
     if (r->stream)
         return start_stream(g, c);
@@ -432,7 +432,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
         if (!ev || now - last_check >= POLL_MS * 1e-3) {
             last_check = now;
             if (kvs_http_peer_gone(g->fd)) { /* nobody to answer: free the blocks now */
-                free(ev);
+                kvs_event_free(ev);
                 kvs_chan_close(g->chan);
                 kvs_loop_abort(s->loop, g->base, g->n);
                 gen_free(g);
@@ -444,7 +444,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
         }
         if (ev->kind == KVS_EV_ERROR) {
             ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
-            free(ev);
+            kvs_event_free(ev);
             kvs_chan_close(g->chan);
             kvs_loop_abort(s->loop, g->base, g->n);
             gen_free(g);
@@ -452,7 +452,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
             return ret;
         }
         bool ok = collect_event(g, ev);
-        free(ev);
+        kvs_event_free(ev);
         if (!ok) {
             kvs_chan_close(g->chan);
             kvs_loop_abort(s->loop, g->base, g->n);
