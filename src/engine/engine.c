@@ -266,6 +266,12 @@ uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_con
 
 int32_t kvs_engine_free_slots(const kvs_engine *e) { return e->n_free; }
 
+void kvs_engine_pause(kvs_engine *e, bool (*paused)(void *ctx, uint64_t id), void *ctx)
+{
+    for (int32_t i = 0; i < e->n_all; i++)
+        e->all[i]->paused = paused(ctx, e->all[i]->id);
+}
+
 const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e) { return &e->cfg; }
 
 bool kvs_engine_has_work(const kvs_engine *e) { return e->n_all > 0; }

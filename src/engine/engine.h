@@ -150,6 +150,10 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
  * already finished ids are ignored. */
 void kvs_engine_abort(kvs_engine *e, uint64_t id);
 bool kvs_engine_has_work(const kvs_engine *e);
+/* Pause or resume every live request: `paused(ctx, id)` says which; a
+ * paused request is not scheduled (it keeps its KV blocks), so a reader
+ * that falls behind holds its own request back and no one else's. */
+void kvs_engine_pause(kvs_engine *e, bool (*paused)(void *ctx, uint64_t id), void *ctx);
 /* Request slots free now (a request leaves its slot at the step after the
  * one that reported it finished). */
 int32_t kvs_engine_free_slots(const kvs_engine *e);

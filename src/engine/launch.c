@@ -129,6 +129,74 @@ void kvs_launch_runtime_reserve(const kvs_launch_opts *o, const kvs_model_hparam
     out->total = sum + out->margin;
 }
 
+static uint64_t round_to(uint64_t x, uint64_t g) { return g > 1 ? (x + g - 1) / g * g : x; }
+
+bool kvs_launch_solve_at_len(const kvs_len_fit *f, int32_t len, kvs_budget *bud)
+{
+    kvs_budget_in bi = f->bi;
+    kvs_runner_limits lim = f->lim;
+    lim.max_model_len = len;
+    bi.max_model_len = len;
+    bi.activation_peak = round_to(kvs_runner_activation_bytes(f->hp, &lim, (kvs_backend *)f->b), f->granularity);
+    if (f->host) {
+        kvs_runtime_reserve rr;
+        kvs_launch_runtime_reserve(f->o, f->hp, &lim, f->kv_dtype, f->b, f->tok_bytes, f->max_token_bytes, &rr);
+        bi.overhead = rr.total;
+    }
+    bi.fit_len_hint = 0;
+    kvs_error e;
+    return kvs_budget_solve(&bi, bud, &e) == KVS_OK;
+}
+
+int32_t kvs_launch_largest_len(const kvs_len_fit *f, int32_t limit)
+{
+    /* fits(len) only falls as len grows (more KV, larger reserve and peak) */
+    int32_t lo = 0, hi = limit > 0 ? limit : (f->hp->n_ctx_train > 0 ? f->hp->n_ctx_train : 1 << 20);
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo + 1) / 2;
+        kvs_budget t;
+        if (kvs_launch_solve_at_len(f, mid, &t))
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+kvs_status kvs_launch_solve(kvs_len_fit *f, kvs_budget_in *bi, kvs_budget *bud, kvs_error *err)
+{
+    kvs_status st = kvs_budget_solve(bi, bud, err);
+    if (st == KVS_E_BUDGET && bi->max_model_len > 0) { /* name the largest length a start fits */
+        f->bi = *bi;
+        int32_t L = kvs_launch_largest_len(f, f->hp->n_ctx_train);
+        if (L > 0) {
+            bi->fit_len_hint = L;
+            st = kvs_budget_solve(bi, bud, err);
+            bi->fit_len_hint = 0;
+        }
+    }
+    return st;
+}
+
+void kvs_launch_pick_auto_len(kvs_len_fit *f, kvs_budget_in *bi, kvs_runner_limits *lim)
+{
+    f->bi = *bi;
+    f->lim = *lim;
+    int32_t L = kvs_launch_largest_len(f, lim->max_model_len);
+    if (L < 1)
+        return; /* nothing fits: the solve says why */
+    lim->max_model_len = L;
+    bi->model_max_len = L;
+    bi->activation_peak = round_to(kvs_runner_activation_bytes(f->hp, lim, (kvs_backend *)f->b), f->granularity);
+    if (f->host) {
+        kvs_runtime_reserve rr;
+        kvs_launch_runtime_reserve(f->o, f->hp, lim, f->kv_dtype, f->b, f->tok_bytes, f->max_token_bytes, &rr);
+        bi->overhead = rr.total;
+    }
+    f->lim = *lim;
+    f->bi = *bi;
+}
+
 int32_t kvs_launch_default_batched_tokens(const char *device)
 {
     /* The profiling run computes a step of this many tokens at start-up, and
@@ -325,13 +393,21 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     if ((st = kvs_tok_load(&in->tok, g, err)) != KVS_OK)
         goto fail;
     kvs_runtime_reserve rr = {0};
+    kvs_len_fit fit = {.o = o, .hp = &hp0, .lim = lim, .kv_dtype = kv_dtype, .b = b, .host = host_dev,
+                       .granularity = 1};
     if (host_dev) {
-        kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, kvs_launch_tokenizer_reserve(g),
-                                   kvs_tok_max_token_bytes(in->tok), &rr);
+        fit.tok_bytes = kvs_launch_tokenizer_reserve(g);
+        fit.max_token_bytes = kvs_tok_max_token_bytes(in->tok);
+        kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, fit.tok_bytes, fit.max_token_bytes, &rr);
         bi.serving = o->serving_reserve;
     }
     bi.overhead = rr.total;
-    if ((st = kvs_budget_solve(&bi, &bud, err)) != KVS_OK)
+    if (o->max_model_len == -1) { /* auto: the largest length a start fits, profiled for itself */
+        kvs_launch_pick_auto_len(&fit, &bi, &lim);
+        if (host_dev)
+            kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, fit.tok_bytes, fit.max_token_bytes, &rr);
+    }
+    if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto fail;
 
     /* 4: the weights. */
@@ -398,7 +474,7 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     bi.activation_peak = rep->activation_peak_bytes;
     bi.graphs = rep->graph_bytes;
     bi.overhead = rr.total;
-    if ((st = kvs_budget_solve(&bi, &bud, err)) != KVS_OK)
+    if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto fail;
     if ((st = kvs_engine_set_cache(in->engine, bud.num_blocks, bud.max_model_len, err)) != KVS_OK)
         goto fail;

@@ -146,4 +146,31 @@ void kvs_launch_runtime_reserve(const kvs_launch_opts *o, const kvs_model_hparam
                                 kvs_dtype kv_dtype, const kvs_backend *b, uint64_t tok_bytes,
                                 size_t max_token_bytes, kvs_runtime_reserve *out);
 
+/* Solving at another --max-model-len: a start with that length profiles
+ * for it and sizes its reserve for it, so the KV cache it gets differs.
+ * kvs_launch_largest_len finds the largest length a start fits, which is
+ * what the fit error suggests and what --max-model-len auto picks. */
+typedef struct kvs_len_fit {
+    const kvs_launch_opts *o;
+    const kvs_model_hparams *hp;
+    kvs_runner_limits lim;       /* as for the asked length */
+    kvs_dtype kv_dtype;
+    const kvs_backend *b;        /* for the activation formula and the threads */
+    kvs_budget_in bi;            /* every other input */
+    uint64_t tok_bytes;          /* kvs_launch_tokenizer_reserve */
+    size_t max_token_bytes;
+    bool host;                   /* CPU: the runtime reserve follows the length */
+    uint64_t granularity;        /* GPU profiles: activations round to this (else 1) */
+} kvs_len_fit;
+/* Solve as a start with --max-model-len len would; false if it does not fit. */
+bool kvs_launch_solve_at_len(const kvs_len_fit *f, int32_t len, kvs_budget *bud);
+/* The largest len <= limit (<= 0: the model's context) that fits; 0 if none. */
+int32_t kvs_launch_largest_len(const kvs_len_fit *f, int32_t limit);
+/* kvs_budget_solve, but a max_model_len that does not fit is answered
+ * with the largest length a start fits (f->bi is overwritten). */
+kvs_status kvs_launch_solve(kvs_len_fit *f, kvs_budget_in *bi, kvs_budget *bud, kvs_error *err);
+/* --max-model-len auto: set lim and bi to the largest length that fits
+ * (with its own activation peak and reserve); unchanged if none does. */
+void kvs_launch_pick_auto_len(kvs_len_fit *f, kvs_budget_in *bi, kvs_runner_limits *lim);
+
 #endif

@@ -61,37 +61,14 @@ done:
     return st;
 }
 
-/* What the plan is for one max_model_len: everything but the length-dependent
- * terms is fixed; kvs_plan fills it. */
 typedef struct plan_ctx {
-    kvs_budget_in bi;             /* as solved for lim */
-    kvs_runner_limits lim;
+    kvs_len_fit fit;              /* everything a start with another length would redo */
     kvs_model_hparams hp;
-    kvs_backend *b;               /* for the activation formula */
-    uint64_t granularity;         /* GPU: allocations round to this; CPU: 1 */
-    bool host;                    /* CPU: the reserve follows the length (tokens, block tables) */
-    const kvs_launch_opts *lo;
-    kvs_dtype kv_dtype;
-    uint64_t tok_bytes;
-    size_t max_token_bytes;
 } plan_ctx;
 
-
-/* Solve as a start with --max-model-len len would; false if it does not fit. */
 static bool solve_at_len(const plan_ctx *c, int32_t len, kvs_budget *bud)
 {
-    kvs_budget_in bi = c->bi;
-    kvs_runner_limits lim = c->lim;
-    lim.max_model_len = len;
-    bi.max_model_len = len;
-    bi.activation_peak = round_up(kvs_runner_activation_bytes(&c->hp, &lim, c->b), c->granularity);
-    if (c->host) { /* a start with this length computes its reserve for it */
-        kvs_runtime_reserve rr;
-        kvs_launch_runtime_reserve(c->lo, &c->hp, &lim, c->kv_dtype, c->b, c->tok_bytes, c->max_token_bytes, &rr);
-        bi.overhead = rr.total;
-    }
-    kvs_error e;
-    return kvs_budget_solve(&bi, bud, &e) == KVS_OK;
+    return kvs_launch_solve_at_len(&c->fit, len, bud);
 }
 
 /* The inverse questions for C requests of the plan's max_model_len tokens:
@@ -100,7 +77,7 @@ static bool solve_at_len(const plan_ctx *c, int32_t len, kvs_budget *bud)
 static void solve_inverse(const plan_ctx *c, double conc, const kvs_budget *bud, kvs_plan_result *out)
 {
     out->has_target = true;
-    const kvs_budget_in *bi = &c->bi;
+    const kvs_budget_in *bi = &c->fit.bi;
     double tokens = conc * (double)bud->max_model_len;
     uint64_t blocks = (uint64_t)ceil(tokens / bi->block_size);
     uint64_t need = bi->weights + bi->activation_peak + bi->graphs + bi->overhead + bi->serving +
@@ -212,16 +189,22 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         if ((st = cpu_overhead(lo, &hp, &lim, kv_dtype, tok, b, &rep->overhead_measured_bytes, err)) != KVS_OK)
             goto done;
     }
+    kvs_len_fit fit = {.o = lo, .hp = &hp, .lim = lim, .kv_dtype = kv_dtype, .b = b, .bi = bi,
+                       .tok_bytes = tok_bytes, .max_token_bytes = max_token_bytes, .host = !gpu,
+                       .granularity = granularity};
+    if (lo->max_model_len == -1) /* auto: as a start picks it */
+        kvs_launch_pick_auto_len(&fit, &bi, &lim);
     rep->activation_formula_bytes = bi.activation_peak;
     kvs_budget bud;
-    if ((st = kvs_budget_solve(&bi, &bud, err)) != KVS_OK)
+    if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto done;
     kvs_launch_fill_report(rep, &bi, &bud);
     rep->projected_peak_bytes = bud.non_kv + bud.kv_cache_bytes;
     rep->peak_process_bytes = rep->projected_peak_bytes; /* a plan observes nothing: the projection */
     if (o->target_concurrency > 0.0) {
-        plan_ctx c = {.bi = bi, .lim = lim, .hp = hp, .b = b, .granularity = granularity, .host = !gpu,
-                      .lo = lo, .kv_dtype = kv_dtype, .tok_bytes = tok_bytes, .max_token_bytes = max_token_bytes};
+        fit.bi = bi;
+        fit.lim = lim;
+        plan_ctx c = {.fit = fit, .hp = hp};
         solve_inverse(&c, o->target_concurrency, &bud, out);
     }
 done:

@@ -49,6 +49,7 @@ typedef struct kvs_request {
     bool aborted;
     bool stop_string_hit;       /* finished on a stop string (text cut there) */
     const char *error;          /* ended by a broken invariant: why (static text) */
+    bool paused;                /* not scheduled while set (kvs_engine_pause) */
 
     /* last step's output (for kvs_output) */
     float logprob;

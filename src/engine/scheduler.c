@@ -160,6 +160,10 @@ void kvs_sched_schedule(kvs_scheduler *s)
 
     for (int32_t i = 0; i < s->n_running && budget > 0;) {
         kvs_request *r = s->running[i];
+        if (r->paused) { /* its reader is behind: it keeps its blocks and waits */
+            i++;
+            continue;
+        }
         int32_t n_new = r->n_tokens - r->n_computed;
         if (n_new > budget)
             n_new = budget;

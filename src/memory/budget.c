@@ -187,7 +187,8 @@ kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error 
                             "(--max-model-len auto picks it), or the asked length needs %s",
                             in->max_model_len, GIB_S(need_kv, b1), (unsigned long long)want_blocks,
                             in->block_size, ub, GIB_S(out->kv_cache_bytes, b2), (long long)out->kv_cache_tokens,
-                            in->overhead_unknown ? " before the runtime overhead" : "", ub, (long long)fit_len, adv);
+                            in->overhead_unknown ? " before the runtime overhead" : "", ub,
+                            (long long)(in->fit_len_hint > 0 ? in->fit_len_hint : fit_len), adv);
         }
         out->max_model_len = in->max_model_len;
     } else {

@@ -48,6 +48,8 @@ typedef struct kvs_budget_in {
     int32_t block_size;           /* tokens per block */
     int32_t max_model_len;        /* 0 = auto */
     int32_t model_max_len;        /* the model's trained context (the auto default) */
+    int32_t fit_len_hint;         /* > 0: the largest max_model_len a start fits (the caller's
+                                     search, kvs_launch_largest_len), named by the error */
 } kvs_budget_in;
 
 typedef struct kvs_budget {

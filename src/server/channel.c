@@ -226,6 +226,14 @@ bool kvs_chan_push_quota(kvs_chan *c, kvs_srv_event *ev, int quota, bool *closed
     return true;
 }
 
+int kvs_chan_queued(kvs_chan *c)
+{
+    pthread_mutex_lock(&c->mu);
+    int n = c->queued;
+    pthread_mutex_unlock(&c->mu);
+    return n;
+}
+
 bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev)
 {
     pthread_mutex_lock(&c->mu);

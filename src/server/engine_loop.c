@@ -204,7 +204,6 @@ static bool post_output(kvs_loop *l, live_job *job, const live_req *lr, const kv
 {
     size_t cap = kvs_event_pool_text_cap(l->events);
     size_t n_chunks = o->text_len ? (o->text_len + cap - 1) / cap : 1;
-    int quota = KVS_EVENTS_PER_REQUEST * job->n_choices;
     *closed = false;
     for (size_t k = 0; k < n_chunks; k++) {
         kvs_srv_event *ev = kvs_event_pool_get(l->events, KVS_EV_TOKEN, false);
@@ -231,7 +230,7 @@ static bool post_output(kvs_loop *l, live_job *job, const live_req *lr, const kv
         ev->n_prompt = o->n_prompt_tokens;
         ev->n_output = o->n_output_tokens;
         ev->n_cached = o->n_cached_tokens;
-        if (!kvs_chan_push_quota(job->chan, ev, quota, closed)) {
+        if (!kvs_chan_push_quota(job->chan, ev, 0, closed)) {
             kvs_event_free(ev);
             return false;
         }
@@ -268,8 +267,7 @@ static void deliver(kvs_loop *l, const kvs_output *o, double now)
         if (!closed) { /* the reader is too far behind for the pool: end this choice cleanly */
             l->n_refused++;
             push_error(l, job->chan, 503, NULL,
-                       "the server's event pool for this request is full (the client is not reading its "
-                       "results); the request was ended");
+                       "the server's event pool is full (its readers are behind); the request was ended");
         }
         if (!o->finished)
             lr->failed = true;
@@ -293,6 +291,14 @@ static void fail_all(kvs_loop *l, int status, const char *msg)
     l->n_live = 0;
     for (size_t i = 0; i < n; i++)
         job_release(l, l->live[i].job);
+}
+
+/* kvs_engine_pause's question: is this request's reader behind? */
+static bool reader_behind(void *ctx, uint64_t id)
+{
+    kvs_loop *l = ctx;
+    live_req *lr = find_live(l, id);
+    return lr && !lr->failed && kvs_chan_queued(lr->job->chan) >= KVS_EVENTS_PER_REQUEST * lr->job->n_choices;
 }
 
 /* Move the inbox's submissions to the pending list, and add the pending
@@ -348,6 +354,7 @@ static void publish_serving(kvs_loop *l)
 static void *loop_main(void *arg)
 {
     kvs_loop *l = arg;
+    pthread_setname_np(pthread_self(), "kvs-engine"); /* for tools that count per thread */
     kvs_engine_stats st;
     kvs_engine_get_stats(l->e, &st);
     kvs_metrics_set_stats(l->m, &st);
@@ -379,6 +386,7 @@ static void *loop_main(void *arg)
             const kvs_output *outs;
             size_t n_outs;
             kvs_error err;
+            kvs_engine_pause(l->e, reader_behind, l);
             if (kvs_engine_step(l->e, &outs, &n_outs, &err) != KVS_OK) {
                 char msg[600];
                 snprintf(msg, sizeof msg, "engine step failed: %s", err.msg);
@@ -389,6 +397,13 @@ static void *loop_main(void *arg)
                 double now = kvs_now();
                 for (size_t i = 0; i < n_outs; i++)
                     deliver(l, &outs[i], now);
+                if (n_outs == 0 && st.last_step_tokens == 0) { /* every request waits for its reader */
+                    struct timespec dl = kvs_deadline_ms(1);
+                    pthread_mutex_lock(&l->mu);
+                    if (!l->stop && !l->sub_head && l->n_aborts == 0)
+                        pthread_cond_timedwait(&l->cv, &l->mu, &dl);
+                    pthread_mutex_unlock(&l->mu);
+                }
             }
             publish_serving(l);
         }
@@ -424,7 +439,11 @@ kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_err
     l->m = m;
     l->next_id = 1;
     pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
+    pthread_condattr_t ca; /* monotonic, for kvs_deadline_ms */
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&l->cv, &ca);
+    pthread_condattr_destroy(&ca);
     kvs_engine_stats es;
     kvs_engine_get_stats(e, &es);
     size_t R = (size_t)(es.requests_cap > 0 ? es.requests_cap : 1);

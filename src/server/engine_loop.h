@@ -77,6 +77,8 @@ bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev);
 /* Queue an event as kvs_chan_push does, unless `quota` (> 0) events are
  * queued already: then false, and the event is still the caller's. */
 bool kvs_chan_push_quota(kvs_chan *c, kvs_srv_event *ev, int quota, bool *closed);
+/* Events queued now. */
+int kvs_chan_queued(kvs_chan *c);
 /* The next event, waiting at most timeout_ms; NULL on time-out.  The caller
  * frees the event with kvs_event_free(). */
 kvs_srv_event *kvs_chan_pop(kvs_chan *c, int timeout_ms);
@@ -152,8 +154,9 @@ typedef struct kvs_loop kvs_loop;
  * Its pools (kvs_loop_reserve_bytes) are made here, sized from the
  * engine's request slots; after that the loop allocates nothing: a
  * submission waits in the inbox until the engine has slots for all its
- * choices, and a choice whose reader falls KVS_EVENTS_PER_REQUEST events
- * behind (or finds the event pool empty) ends with a 503 error event. */
+ * choices; a request whose reader has KVS_EVENTS_PER_REQUEST events per
+ * choice queued is paused (not scheduled) until the reader catches up; and
+ * a choice that finds the event pool empty ends with a 503 error event. */
 kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_error *err);
 /* Post a submission (sub->reply set).  The caller keeps `sub` alive, and its
  * channel open, until the channel's first event (ACCEPTED or ERROR, sent in
