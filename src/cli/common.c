@@ -92,29 +92,49 @@ static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *li
         it->error = error_obj("out of memory", NULL);
 }
 
+/* One JSON value to out (jansson writes it through stdio, in pieces). */
+static bool dump_value(json_t *v, FILE *out)
+{
+    bool ok = v && json_dumpf(v, out, JSON_ENSURE_ASCII | JSON_COMPACT | JSON_ENCODE_ANY) == 0;
+    json_decref(v);
+    return ok;
+}
+
+static void dump_ids(const int32_t *ids, size_t n, FILE *out)
+{
+    fputc('[', out);
+    for (size_t j = 0; j < n; j++)
+        fprintf(out, j ? ",%d" : "%d", ids[j]);
+    fputc(']', out);
+}
+
+/* The results, one JSON object a line, in input order: written straight to
+ * out, so that the allocations do not grow with the outputs. */
 static int write_results(batch_item *items, size_t n, FILE *out)
 {
     for (size_t i = 0; i < n; i++) {
         batch_item *it = &items[i];
-        json_t *o;
+        bool ok = true;
+        fprintf(out, "{\"id\":%zu,", i);
         if (it->error) {
-            o = json_pack("{s:I, s:O}", "id", (json_int_t)i, "error", it->error);
+            fputs("\"error\":", out);
+            ok = dump_value(json_incref(it->error), out);
         } else {
-            json_t *pids = json_array(), *oids = json_array();
-            for (size_t j = 0; j < it->n_prompt; j++)
-                json_array_append_new(pids, json_integer(it->prompt[j]));
-            for (size_t j = 0; j < it->n_out; j++)
-                json_array_append_new(oids, json_integer(it->out_ids[j]));
-            o = json_pack("{s:I, s:o, s:o, s:s%, s:s?}", "id", (json_int_t)i, "prompt_token_ids", pids,
-                          "output_token_ids", oids, "text", it->text ? it->text : "", it->text_len,
-                          "finish_reason", it->finish);
+            fputs("\"prompt_token_ids\":", out);
+            dump_ids(it->prompt, it->n_prompt, out);
+            fputs(",\"output_token_ids\":", out);
+            dump_ids(it->out_ids, it->n_out, out);
+            fputs(",\"text\":", out);
+            ok = dump_value(json_stringn(it->text ? it->text : "", it->text_len), out);
+            fputs(",\"finish_reason\":", out);
+            if (it->finish)
+                fprintf(out, "\"%s\"", it->finish);
+            else
+                fputs("null", out);
         }
-        char *s = o ? json_dumps(o, JSON_ENSURE_ASCII | JSON_COMPACT) : NULL;
-        json_decref(o);
-        if (!s)
+        fputs("}\n", out);
+        if (!ok)
             return kvs_cli_error("generate", 1, "cannot render a result as JSON");
-        fprintf(out, "%s\n", s);
-        free(s);
     }
     return 0;
 }

@@ -6,11 +6,16 @@
  * valloc are counted, then passed to glibc's own (__libc_*).  Counts are
  * kept for the whole process and for the threads named "kvs-engine" (the
  * serving loop's engine thread names itself so).  At exit they are
- * written to the file $KVS_ALLOC_COUNT_OUT as "total N\nengine M\n".
+ * written to the file $KVS_ALLOC_COUNT_OUT as "total N\nengine M\n
+ * engine_threads K\n" (K: threads that named themselves kvs-engine).
  * Not for sanitizer builds (the sanitizers own malloc).
  */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
+#include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -25,7 +30,7 @@ extern void *__libc_calloc(size_t, size_t);
 extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
-static atomic_ullong n_total, n_engine;
+static atomic_ullong n_total, n_engine, n_named;
 static _Thread_local int is_engine; /* 0: not known yet (or no), 1: yes */
 
 static void count(void)
@@ -86,6 +91,23 @@ int posix_memalign(void **out, size_t al, size_t n)
     return 0;
 }
 
+/* A thread that names itself "kvs-engine" is counted from then on (and
+ * counted as named, so that a test can tell the attribution works). */
+int pthread_setname_np(pthread_t t, const char *name)
+{
+    if (!pthread_equal(t, pthread_self())) {
+        int (*real)(pthread_t, const char *) = (int (*)(pthread_t, const char *))dlsym(RTLD_NEXT, "pthread_setname_np");
+        return real ? real(t, name) : ENOSYS;
+    }
+    if (prctl(PR_SET_NAME, name, 0, 0, 0) != 0)
+        return errno;
+    if (strcmp(name, "kvs-engine") == 0) {
+        is_engine = 1;
+        atomic_fetch_add(&n_named, 1);
+    }
+    return 0;
+}
+
 __attribute__((destructor)) static void report(void)
 {
     const char *path = getenv("KVS_ALLOC_COUNT_OUT");
@@ -95,8 +117,9 @@ __attribute__((destructor)) static void report(void)
     if (fd < 0)
         return;
     char buf[128];
-    int n = snprintf(buf, sizeof buf, "total %llu\nengine %llu\n", (unsigned long long)atomic_load(&n_total),
-                     (unsigned long long)atomic_load(&n_engine));
+    int n = snprintf(buf, sizeof buf, "total %llu\nengine %llu\nengine_threads %llu\n",
+                     (unsigned long long)atomic_load(&n_total), (unsigned long long)atomic_load(&n_engine),
+                     (unsigned long long)atomic_load(&n_named));
     if (n > 0 && write(fd, buf, (size_t)n) < 0)
         n = 0;
     close(fd);
