@@ -135,11 +135,11 @@ def main():
     expect_error("plan", base + ["--max-model-len", "2048"], [r"largest max_model_len that fits is \d+"],
                  "plan: max-model-len that does not fit")
 
-    # 4. Zero KV blocks: a budget 4 MiB short of the fixed terms at the
-    #    model's length (auto may pick a shorter length, whose request pool
-    #    and activation peak are smaller: by up to ~3 MiB here).
-    dm0 = int((fixed - 4 * mt.MIB) / 0.92)
-    expect_error("generate", ["--device-memory", str(dm0), "--max-model-len", "auto"],
+    # 4. Zero KV blocks: a budget 1 MiB short of the fixed terms at the
+    #    model's length (auto would pick a shorter length, whose request pool
+    #    and activation peak are smaller).
+    dm0 = int((fixed - mt.MIB) / 0.92)
+    expect_error("generate", ["--device-memory", str(dm0), "--max-model-len", str(pj["max_model_len"])],
                  [r"no KV cache|no memory is left for the KV cache",
                   r"--gpu-memory-utilization 0\.\d{4}|more memory than the device has"], "zero KV blocks")
     expect_error("generate", ["--device-memory", "1GiB", "--kv-cache-memory", "100"],
