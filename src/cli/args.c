@@ -42,6 +42,9 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
                              "turn prefix caching off"});
     kvs_cmd_add(c, (kvs_opt){"--mmap", NULL, KVS_OPT_FLAG, &lo->use_mmap, NULL,
                              "use the model file's pages in place instead of loading the weights"});
+    kvs_cmd_add(c, (kvs_opt){"--max-requests", NULL, KVS_OPT_INT, &lo->max_requests, "N",
+                             "request slots, running and waiting (default max-num-seqs + 64; more wait for a "
+                             "slot)"});
     kvs_cmd_add(c, (kvs_opt){"--max-connections", NULL, KVS_OPT_INT, &lo->max_connections, "N",
                              "serve: concurrent HTTP connections (default 64; sizes the serving reserve)"});
     kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &lo->max_request_bytes, "SIZE",

@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -169,6 +170,10 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
+    /* Resident first (kvs_host_touch writes a zero into each page), then filled. */
+    kvs_host_touch(e->slot_mem, (size_t)e->cap_all * sl.total);
+    kvs_host_touch(e->slots, (size_t)e->cap_all * sizeof *e->slots);
+    kvs_host_touch(e->free_slot, (size_t)e->cap_all * sizeof *e->free_slot);
     for (int32_t i = 0; i < e->cap_all; i++) {
         unsigned char *m = e->slot_mem + (size_t)i * sl.total;
         kvs_request *r = &e->slots[i];
@@ -180,9 +185,6 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
         e->free_slot[i] = e->cap_all - 1 - i; /* slot 0 first */
     }
     e->n_free = e->cap_all;
-    kvs_host_touch(e->slot_mem, (size_t)e->cap_all * sl.total);
-    kvs_host_touch(e->slots, (size_t)e->cap_all * sizeof *e->slots);
-    kvs_host_touch(e->free_slot, (size_t)e->cap_all * sizeof *e->free_slot);
     kvs_host_touch(e->all, (size_t)e->cap_all * sizeof *e->all);
     kvs_host_touch(e->graveyard, (size_t)e->cap_all * sizeof *e->graveyard);
     kvs_host_touch(e->outs, (size_t)e->cap_all * sizeof *e->outs);

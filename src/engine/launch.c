@@ -225,6 +225,11 @@ kvs_status kvs_launch_check_memory_flags(const kvs_launch_opts *o, kvs_error *er
     if (o->kv_cache_memory_set && o->kv_cache_memory == 0)
         return kvs_fail(err, KVS_E_INVALID, "--kv-cache-memory must be more than 0 bytes (leave it out to give "
                         "the KV cache what the budget leaves)");
+    if (o->max_requests < 0)
+        return kvs_fail(err, KVS_E_INVALID, "--max-requests must be positive, got %d", o->max_requests);
+    if (o->max_requests > 0 && o->max_requests < o->max_num_seqs)
+        return kvs_fail(err, KVS_E_INVALID, "--max-requests %d is less than --max-num-seqs %d", o->max_requests,
+                        o->max_num_seqs);
     if (o->max_connections < 1)
         return kvs_fail(err, KVS_E_INVALID, "--max-connections must be positive, got %d", o->max_connections);
     if (o->max_request_bytes < 1024)

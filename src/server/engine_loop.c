@@ -463,11 +463,12 @@ kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_err
         kvs_loop_free(l);
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for the serving loop");
     }
+    /* Resident first (kvs_host_touch writes a zero into each page), then filled. */
+    kvs_host_touch(l->live, R * sizeof *l->live);
+    kvs_host_touch(l->free_jobs, R * sizeof *l->free_jobs);
     for (size_t i = 0; i < R; i++)
         l->free_jobs[i] = &l->jobs[R - 1 - i];
     l->n_free_jobs = R;
-    kvs_host_touch(l->live, R * sizeof *l->live);
-    kvs_host_touch(l->free_jobs, R * sizeof *l->free_jobs);
     kvs_host_touch(l->aborts, l->cap_aborts * sizeof *l->aborts);
     kvs_host_touch(l->ab_copy, l->cap_aborts * sizeof *l->ab_copy);
     kvs_metrics_set_serving_capacity(m, kvs_loop_reserve_bytes((int32_t)R));

@@ -192,6 +192,28 @@ def main():
         check_peak("B. generate --input-file, %d requests" % n_req, rb["budget_bytes"], samp.peak_hwm,
                    rb["peak_process_bytes"], "; %d samples" % samp.n)
 
+    # D. more streams than request slots: they wait for a slot, none is refused
+    srv = Server(mt.STORIES, "--device-memory", dm, "--max-model-len", "512", "--max-num-seqs", "4",
+                 "--max-requests", "6")
+    try:
+        results = {}
+        stream_all(srv, [dict(prompt=prompt_of(500 + i, 20), max_tokens=8, temperature=0, ignore_eos=True)
+                         for i in range(24)], results)
+        bad = [i for i, (st, ev) in results.items() if st != 200 or ev[-1] != "[DONE]"]
+        m = srv.metrics()
+        if bad or len(results) != 24:
+            failures.append("D: %d of 24 requests failed: %s" % (len(bad), [results[i] for i in bad[:2]]))
+        if m["kvserve:request_slots_capacity"] != 6 or m["kvserve:request_slots_high_water"] != 6:
+            failures.append("D: slots %s of %s" % (m["kvserve:request_slots_high_water"],
+                                                  m["kvserve:request_slots_capacity"]))
+        if m["kvserve:requests_refused_memory_total"] != 0:
+            failures.append("D: %s requests refused" % m["kvserve:requests_refused_memory_total"])
+        print("ok   D. 24 streams on 6 request slots: all answered, slots high-water %d of %d, refused %d" %
+              (m["kvserve:request_slots_high_water"], m["kvserve:request_slots_capacity"],
+               m["kvserve:requests_refused_memory_total"]))
+    finally:
+        srv.stop()
+
     # C. the 110M shape at 32 concurrent
     if asan:
         print("skip C under the sanitizers (the 110M forward is too slow there)")
