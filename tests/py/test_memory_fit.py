@@ -78,6 +78,14 @@ def follow_util(what, flags, msg, keep=()):
     starts(what + ": 0.0001 less", util_flags(flags, u - 0.0001), ok=False)
 
 
+def fixed_terms(length):
+    """Every term but the KV cache (and its per-block bookkeeping) at this length: the reserves depend on
+    the build (CUDA, sanitizers), so the devices below are sized from the plan."""
+    pj = mt.plan_json(S, ["--device-memory", "1GiB", "--max-model-len", str(length)])
+    return (pj["budget_bytes"] - pj["kv_cache_bytes"] - pj["slack_inside_bytes"]
+            - pj["num_blocks"] * pj["overhead_per_block_bytes"]), pj
+
+
 def main():
     # zero sizes and a device larger than the host
     for flag in ("--device-memory", "--kv-cache-memory"):
@@ -95,7 +103,9 @@ def main():
         fail("the host's memory named as %s, /proc/meminfo says %d" % (got.group(1), host))
 
     # a max-model-len that does not fit: the suggested length and utilization
-    flags = ["--device-memory", "22MiB", "--max-model-len", "2048"]
+    fx, pj = fixed_terms(2048)
+    per_tok = pj["kv_bytes_per_token"] + pj["overhead_per_block_bytes"] / pj["block_size"]
+    flags = ["--device-memory", str(int((fx + 1200 * per_tok) / 0.92)), "--max-model-len", "2048"]
     msg = same_error("max-model-len too long", flags, r"largest max_model_len that fits is \d+")
     m = re.search(r"largest max_model_len that fits is (\d+)", msg)
     if m:
@@ -108,7 +118,8 @@ def main():
     follow_util("max-model-len too long", flags, msg)
 
     # zero KV blocks
-    flags = ["--device-memory", "17MiB", "--max-model-len", "256"]
+    fx, _ = fixed_terms(256)
+    flags = ["--device-memory", str(int((fx - mt.MIB // 2) / 0.92)), "--max-model-len", "256"]
     msg = same_error("no room for the KV cache", flags, r"no KV cache|no memory is left for the KV cache")
     follow_util("no room for the KV cache", flags, msg)
 
