@@ -609,11 +609,16 @@ static void reap(kvs_engine *e)
     e->n_all = k;
 }
 
-kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err)
+void kvs_engine_release_finished(kvs_engine *e)
 {
     for (int32_t i = 0; i < e->n_grave; i++)
         request_release(e, e->graveyard[i]);
     e->n_grave = 0;
+}
+
+kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err)
+{
+    kvs_engine_release_finished(e);
     *n_outs = 0;
     *outs = e->outs;
     if (!e->kv)

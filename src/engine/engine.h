@@ -155,8 +155,12 @@ bool kvs_engine_has_work(const kvs_engine *e);
  * that falls behind holds its own request back and no one else's. */
 void kvs_engine_pause(kvs_engine *e, bool (*paused)(void *ctx, uint64_t id), void *ctx);
 /* Request slots free now (a request leaves its slot at the step after the
- * one that reported it finished). */
+ * one that reported it finished, or at kvs_engine_release_finished). */
 int32_t kvs_engine_free_slots(const kvs_engine *e);
+/* The caller is done with the last step's outputs: give the slots of the
+ * requests it reported finished back now (else the next step does).  The
+ * outputs' text pointers are invalid afterwards. */
+void kvs_engine_release_finished(kvs_engine *e);
 
 /* One iteration.  *outs points to *n_outs events (engine-owned).  On an
  * error nothing is reported and no request advanced: a later step

@@ -361,7 +361,8 @@ static void *loop_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&l->mu);
         while (!l->stop && !l->sub_head && l->n_aborts == 0 && !kvs_engine_has_work(l->e) &&
-               !(l->pend_head && kvs_chan_closed(l->pend_head->chan)))
+               !(l->pend_head && (kvs_chan_closed(l->pend_head->chan) ||
+                                  kvs_engine_free_slots(l->e) >= l->pend_head->n)))
             pthread_cond_wait(&l->cv, &l->mu);
         if (l->stop) {
             pthread_mutex_unlock(&l->mu);
@@ -397,6 +398,7 @@ static void *loop_main(void *arg)
                 double now = kvs_now();
                 for (size_t i = 0; i < n_outs; i++)
                     deliver(l, &outs[i], now);
+                kvs_engine_release_finished(l->e); /* delivered: the slots can take pending submissions */
                 if (n_outs == 0 && st.last_step_tokens == 0) { /* every request waits for its reader */
                     struct timespec dl = kvs_deadline_ms(1);
                     pthread_mutex_lock(&l->mu);

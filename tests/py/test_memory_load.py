@@ -192,12 +192,13 @@ def main():
         check_peak("B. generate --input-file, %d requests" % n_req, rb["budget_bytes"], samp.peak_hwm,
                    rb["peak_process_bytes"], "; %d samples" % samp.n)
 
-    # D. more streams than request slots: they wait for a slot, none is refused
-    srv = Server(mt.STORIES, "--device-memory", dm, "--max-model-len", "512", "--max-num-seqs", "4",
+    # D. more streams than request slots: they wait for a slot, none is refused (the same prompt for all, so
+    #    that a whole batch of slots frees in one step while others wait)
+    srv = Server(mt.STORIES, "--device-memory", dm, "--max-model-len", "512", "--max-num-seqs", "6",
                  "--max-requests", "6")
     try:
         results = {}
-        stream_all(srv, [dict(prompt=prompt_of(500 + i, 20), max_tokens=8, temperature=0, ignore_eos=True)
+        stream_all(srv, [dict(prompt=prompt_of(500, 20), max_tokens=8, temperature=0, ignore_eos=True)
                          for i in range(24)], results)
         bad = [i for i, (st, ev) in results.items() if st != 200 or ev[-1] != "[DONE]"]
         m = srv.metrics()
