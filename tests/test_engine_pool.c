@@ -4,7 +4,9 @@
  * slot comes back), stop lists checked against the slot's room, the text
  * window (stop strings found far past the window's size, long outputs
  * the same with and without stop strings that never match), and paused
- * requests (not scheduled, keep their blocks, resume to the same output).
+ * requests (not scheduled, keep their blocks, resume to the same output),
+ * and a runner profiled smaller than the engine's limits (no step passes
+ * the profile; outputs unchanged).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -189,6 +191,55 @@ static void t_pause(void **state)
     kvs_engine_free(e);
 }
 
+/* An engine over a runner profiled for a smaller step than the engine's
+ * limits (16 tokens, 2 sequences): no step is larger than the profile,
+ * and every request still gets exactly the tokens it gets alone. */
+static void t_profiled_shape(void **state)
+{
+    et_fixture *f = *state;
+    static et_result ref[4], got[4];
+    int32_t prompts[4][64], n[4];
+    for (int i = 0; i < 4; i++)
+        n[i] = et_prompt(f, 3 + i * 8, prompts[i], 64);
+    kvs_request_params p = et_greedy(12);
+    kvs_engine *e = pool_engine(f, 8);
+    for (int i = 0; i < 4; i++)
+        et_add(e, (uint64_t)i, prompts[i], n[i], &p);
+    et_run(e, ref, 4, 10000);
+    kvs_engine_free(e);
+
+    kvs_runner_limits lim = {.max_tokens = 16, .max_seqs = 2, .max_model_len = MAX_LEN, .block_size = 16};
+    kvs_runner *r = NULL;
+    kvs_error err;
+    assert_int_equal(kvs_runner_new(&r, f->model, &lim, &err), KVS_OK);
+    assert_int_equal(kvs_runner_profile(r, KVS_DTYPE_F32, &err), KVS_OK);
+    kvs_engine_config cfg = {
+        .max_num_seqs = 4, .max_num_batched_tokens = 256, .max_model_len = MAX_LEN, .block_size = 16,
+        .num_blocks = 512, .kv_dtype = KVS_DTYPE_F32, .prefix_caching = true, .max_requests = 8,
+    };
+    assert_int_equal(kvs_engine_new(&e, f->model, f->tok, r, &cfg, &err), KVS_OK);
+    for (int i = 0; i < 4; i++)
+        et_add(e, (uint64_t)i, prompts[i], n[i], &p);
+    int steps = 0;
+    while (kvs_engine_has_work(e) && steps++ < 10000) {
+        et_step(e, got, 4);
+        kvs_engine_stats st;
+        kvs_engine_get_stats(e, &st);
+        assert_true(st.last_step_tokens <= 16);
+        assert_true(r->arena.high_water <= r->profiled_peak);
+    }
+    for (int i = 0; i < 4; i++) {
+        assert_true(got[i].finished);
+        assert_int_equal(got[i].n_tokens, ref[i].n_tokens);
+        assert_memory_equal(got[i].tokens, ref[i].tokens, (size_t)ref[i].n_tokens * sizeof(int32_t));
+    }
+    kvs_engine_stats st;
+    kvs_engine_get_stats(e, &st);
+    assert_int_equal(st.n_failed_invariant, 0);
+    kvs_engine_free(e);
+    kvs_runner_free(r);
+}
+
 int main(void)
 {
     (void)et_engine; /* the shared helper is not used here */
@@ -197,6 +248,7 @@ int main(void)
         cmocka_unit_test(t_stop_limits),
         cmocka_unit_test(t_text_window),
         cmocka_unit_test(t_pause),
+        cmocka_unit_test(t_profiled_shape),
     };
     return cmocka_run_group_tests(tests, et_fixture_setup, et_fixture_teardown);
 }

@@ -406,8 +406,10 @@ static void fail_request(kvs_engine *e, kvs_request *r, const char *why)
 /* The scheduler must never plan a step larger than the profiled shape (the
  * activation arena is sized for it) or a request past its own buffers.  If
  * it ever does, the entries that break a request's limits fail that
- * request, and entries past the step's limits wait for a later step
- * (nothing computed, nothing lost); the rest of the step runs. */
+ * request, an entry past the step's token limit is cut to what is left
+ * (the rest of its chunk comes in a later step) and entries past the
+ * sequence limit wait for a later step (nothing computed, nothing lost);
+ * the rest of the step runs. */
 static void check_plan(kvs_engine *e)
 {
     kvs_scheduler *s = &e->sched;
@@ -422,8 +424,12 @@ static void check_plan(kvs_engine *e)
             fail_request(e, r, "internal error: the scheduler planned a step past this request's limits");
             continue;
         }
-        if (k >= lim->max_seqs || n_tok + pe.n_new > lim->max_tokens)
+        if (k >= lim->max_seqs || n_tok >= lim->max_tokens)
             continue; /* over the profiled shape: left for a later step */
+        if (n_tok + pe.n_new > lim->max_tokens) { /* a shorter chunk now, the rest later */
+            pe.n_new = lim->max_tokens - n_tok;
+            pe.sample = r->n_computed + pe.n_new == r->n_tokens;
+        }
         n_tok += pe.n_new;
         s->plan[k++] = pe;
     }
