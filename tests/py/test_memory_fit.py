@@ -124,7 +124,9 @@ def main():
     follow_util("no room for the KV cache", flags, msg)
 
     # --kv-cache-memory over the budget
-    flags = ["--device-memory", "64MiB", "--gpu-memory-utilization", "0.7", "--kv-cache-memory", "40MiB",
+    fx, _ = fixed_terms(512)
+    ask = int(0.3 * 256 * mt.MIB - fx + 8 * mt.MIB)
+    flags = ["--device-memory", "256MiB", "--gpu-memory-utilization", "0.3", "--kv-cache-memory", str(ask),
              "--max-model-len", "512"]
     msg = same_error("--kv-cache-memory over the budget", flags, r"does not fit the budget")
     follow_util("--kv-cache-memory over the budget", flags, msg)
@@ -134,9 +136,11 @@ def main():
     msg = same_error("budget under the weights", flags, r"does not hold the model")
     follow_util("budget under the weights", flags, msg)
 
-    # the SVG report: plan (estimate) and start, on a small device
-    for what, cmd in (("plan", ["plan", "-m", S, "--device-memory", "24MiB", "--max-model-len", "1024", "--svg"]),
-                      ("start", ["generate", "-m", S, "-p", "x", "-n", "1", "--device-memory", "24MiB",
+    # the SVG report: plan (estimate) and start, on a small device (24 MiB in a release build)
+    fx, _ = fixed_terms(1024)
+    small = str(max(24 * mt.MIB, int((fx + 5 * mt.MIB) / 0.92)))
+    for what, cmd in (("plan", ["plan", "-m", S, "--device-memory", small, "--max-model-len", "1024", "--svg"]),
+                      ("start", ["generate", "-m", S, "-p", "x", "-n", "1", "--device-memory", small,
                                  "--max-model-len", "1024", "--memory-report-svg"])):
         path = os.path.join(mt.BUILD, "fit_%s.svg" % what)
         mt.run(cmd + [path])
@@ -153,7 +157,7 @@ def main():
             if lo < 0 or hi > width:
                 fail("%s SVG: label %r runs outside the picture (%.0f..%.0f of %.0f)" % (what, s, lo, hi, width))
         if "MiB" not in body or " GiB" in body.replace("GiB of", ""):
-            fail("%s SVG: a 24 MiB device should be drawn in MiB: %s" % (what, body[:200]))
+            fail("%s SVG: a small device should be drawn in MiB: %s" % (what, body[:200]))
         if what == "plan" and "estimate" not in body.lower():
             fail("plan SVG: not marked as an estimate")
         if what == "start" and "estimate" in texts[0][3].lower():
