@@ -8,6 +8,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
+#include "memory/host.h"
 #include "server/server.h"
 
 typedef struct serve_opts {
@@ -134,6 +135,14 @@ int kvs_cmd_serve(int argc, char **argv)
         }
     }
     kvs_server_stop(srv);
+    /* The reports again, with the peak this run observed (VmHWM). */
+    uint64_t rss, hwm;
+    if ((o.memory_report || o.memory_report_svg) && kvs_launch_host_is_device(in->backend) && kvs_host_rss(&rss, &hwm)) {
+        in->report.peak_process_bytes = hwm;
+        kvs_cli_write_reports(in, o.memory_report, o.memory_report_svg);
+        fprintf(stderr, "INFO kvserve: peak process memory %.2f MiB of the %.2f MiB budget\n", hwm / 1048576.0,
+                in->report.budget_bytes / 1048576.0);
+    }
     kvs_instance_free(in);
     fprintf(stderr, "INFO kvserve: stopped\n");
     return 0;

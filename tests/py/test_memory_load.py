@@ -150,6 +150,11 @@ def serve_load(what, model, flags, bodies, report):
         rc = srv.stop()
         if rc != 0:
             failures.append("%s: the server exited %s" % (what, rc))
+        else:  # the report is written again at exit, with the observed peak
+            with open(report) as f:
+                end = json.load(f)
+            if not (end["peak_process_bytes"] <= end["budget_bytes"] or ASAN):
+                failures.append("%s: the exit report's peak %d is over the budget" % (what, end["peak_process_bytes"]))
 
 
 def main():
