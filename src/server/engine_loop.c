@@ -56,6 +56,7 @@ struct kvs_loop {
     abort_range *ab_copy;          /* [cap_aborts] the inbox's aborts, taken out */
     kvs_submit *pend_head, *pend_tail; /* taken from the inbox, waiting for request slots */
     uint64_t n_refused;            /* choices ended for lack of event room */
+    bool pool_low;                 /* the event pool is nearly spent: pause readers behind at all */
 };
 
 #define ABORTS_PER_REQUEST 2
@@ -293,12 +294,18 @@ static void fail_all(kvs_loop *l, int status, const char *msg)
         job_release(l, l->live[i].job);
 }
 
-/* kvs_engine_pause's question: is this request's reader behind? */
+/* kvs_engine_pause's question: is this request's reader behind?  Behind:
+ * KVS_EVENTS_PER_REQUEST events per choice queued; or, while the event
+ * pool runs low (readers of finished requests may still hold events),
+ * anything queued at all, so that only readers who keep up go on. */
 static bool reader_behind(void *ctx, uint64_t id)
 {
     kvs_loop *l = ctx;
     live_req *lr = find_live(l, id);
-    return lr && !lr->failed && kvs_chan_queued(lr->job->chan) >= KVS_EVENTS_PER_REQUEST * lr->job->n_choices;
+    if (!lr || lr->failed)
+        return false;
+    int q = kvs_chan_queued(lr->job->chan);
+    return q >= KVS_EVENTS_PER_REQUEST * lr->job->n_choices || (l->pool_low && q > 0);
 }
 
 /* Move the inbox's submissions to the pending list, and add the pending
@@ -387,6 +394,10 @@ static void *loop_main(void *arg)
             const kvs_output *outs;
             size_t n_outs;
             kvs_error err;
+            kvs_event_pool_stats es;
+            kvs_event_pool_get_stats(l->events, &es);
+            /* low: less than two events per live choice left beside the reserve */
+            l->pool_low = es.capacity - es.in_use < l->cap_live + 2 * l->n_live;
             kvs_engine_pause(l->e, reader_behind, l);
             if (kvs_engine_step(l->e, &outs, &n_outs, &err) != KVS_OK) {
                 char msg[600];

@@ -155,8 +155,10 @@ typedef struct kvs_loop kvs_loop;
  * engine's request slots; after that the loop allocates nothing: a
  * submission waits in the inbox until the engine has slots for all its
  * choices; a request whose reader has KVS_EVENTS_PER_REQUEST events per
- * choice queued is paused (not scheduled) until the reader catches up; and
- * a choice that finds the event pool empty ends with a 503 error event. */
+ * choice queued (or, while the pool runs low, any event queued: readers of
+ * finished requests may still hold some) is paused (not scheduled) until
+ * the reader catches up; and a choice that finds the event pool empty
+ * ends with a 503 error event. */
 kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_error *err);
 /* Post a submission (sub->reply set).  The caller keeps `sub` alive, and its
  * channel open, until the channel's first event (ACCEPTED or ERROR, sent in

@@ -125,7 +125,8 @@ def serve_load(what, model, flags, bodies, report):
         final = status_field(srv.proc.pid, "VmHWM")
         samp.stop()
         w.join(5)
-        bad = [i for i, (st, ev) in results.items() if st != 200 or ev[-1] != "[DONE]"]
+        bad = [i for i, (st, ev) in results.items()
+               if st != 200 or ev[-1] != "[DONE]" or any("error" in e for e in ev[:-1])]
         if bad or len(results) != len(bodies):
             failures.append("%s: %d of %d requests failed: %s" % (what, len(bad), len(bodies),
                                                                    [results[i] for i in bad[:2]]))
@@ -136,6 +137,8 @@ def serve_load(what, model, flags, bodies, report):
                     "kvserve:requests_refused_memory_total", "kvserve:kv_cache_blocks_used"):
             if key not in m:
                 failures.append("%s: /metrics lacks %s" % (what, key))
+        if m.get("kvserve:requests_refused_memory_total"):
+            failures.append("%s: %s requests refused for memory" % (what, m["kvserve:requests_refused_memory_total"]))
         if m.get("kvserve:memory_resident_high_water_bytes", 0) > rep["budget_bytes"] and not ASAN:
             failures.append("%s: /metrics high-water %s over the budget" % (what, m["kvserve:memory_resident_high_water_bytes"]))
         if m.get("kvserve:memory_activation_arena_high_water_bytes", 0) > rep["activation_peak_bytes"]:
@@ -205,7 +208,8 @@ def main():
         results = {}
         stream_all(srv, [dict(prompt=prompt_of(500, 20), max_tokens=8, temperature=0, ignore_eos=True)
                          for i in range(24)], results)
-        bad = [i for i, (st, ev) in results.items() if st != 200 or ev[-1] != "[DONE]"]
+        bad = [i for i, (st, ev) in results.items()
+               if st != 200 or ev[-1] != "[DONE]" or any("error" in e for e in ev[:-1])]
         m = srv.metrics()
         if bad or len(results) != 24:
             failures.append("D: %d of 24 requests failed: %s" % (len(bad), [results[i] for i in bad[:2]]))
