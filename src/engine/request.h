@@ -39,6 +39,7 @@ typedef struct kvs_request {
     size_t max_stop_len;
     int32_t slot;               /* index in the engine's request pool */
     kvs_rng rng;
+    struct kvs_gmatcher *gm;    /* structured output state, or NULL */
 
     kvs_tok_stream stream;      /* incremental detokenizer */
     char *text;                 /* [text_cap] a window on the output text: what is not
