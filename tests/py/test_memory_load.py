@@ -173,7 +173,7 @@ def main():
     flags = ["--device-memory", dm, "--max-model-len", "1024"]
     rep, m, usage, pre = serve_load("A. serve stories260K %s, %d streams" % (dm, n_req), mt.STORIES, flags, bodies,
                                     os.path.join(work, "load_a.json"))
-    if (pre == 0 or usage < 0.9) and not asan:
+    if pre == 0 and not asan:  # a preemption means no block was free (usage, sampled, may miss the peak)
         failures.append("A: the load did not fill the KV cache (usage %.2f, %d preemptions)" % (usage, pre))
 
     # B. generate --input-file, the same requests
@@ -239,8 +239,8 @@ def main():
         rep, m, usage, pre = serve_load("C. serve llama2-110m f16, 32 streams", l110,
                                         ["--device-memory", str(dm_c)] + base, bodies_c,
                                         os.path.join(work, "load_c.json"))
-        if usage < 0.9:
-            failures.append("C: the load did not fill the KV cache (usage %.2f)" % usage)
+        if usage < 0.9 and pre == 0:
+            failures.append("C: the load did not fill the KV cache (usage %.2f, no preemption)" % usage)
     if failures:
         sys.exit("FAIL:\n" + "\n".join(failures))
     print("OK")
