@@ -79,7 +79,7 @@ static void test_two_submissions_one_channel(void **state)
                 }
             }
         }
-        free(ev);
+        kvs_event_free(ev);
     }
     assert_int_equal(replies, 2);
     for (int i = 0; i < 4; i++) {
@@ -118,7 +118,7 @@ static void test_length_error_names_the_field(void **state)
         assert_true(ev->reply);
         assert_int_equal(ev->status, 400);
         assert_string_equal(ev->param, fields[k] ? fields[k] : "max_tokens");
-        free(ev);
+        kvs_event_free(ev);
         kvs_chan_unref(c);
     }
     kvs_loop_stop(l);

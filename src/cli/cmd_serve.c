@@ -8,13 +8,13 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
+#include "memory/host.h"
 #include "server/server.h"
 
 typedef struct serve_opts {
     kvs_launch_opts lo;
     const char *host, *api_key, *served_model_name;
     int32_t port;
-    uint64_t max_body;
     double drain_timeout;
     const char *memory_report, *memory_report_svg;
     bool quiet;
@@ -40,8 +40,6 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
                              "require 'Authorization: Bearer KEY' on /v1 (default $KVSERVE_API_KEY)"});
     kvs_cmd_add(c, (kvs_opt){"--served-model-name", NULL, KVS_OPT_STR, &o->served_model_name, "NAME",
                              "the model name clients use (default: the model file's name without extension)"});
-    kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &o->max_body, "SIZE",
-                             "largest request body accepted (default 8MiB; larger gets 413)"});
     kvs_cmd_add(c, (kvs_opt){"--shutdown-timeout", NULL, KVS_OPT_FLOAT, &o->drain_timeout, "S",
                              "on SIGINT/SIGTERM, wait this long for running requests (default 30)"});
     kvs_cmd_add(c, (kvs_opt){"--memory-report", NULL, KVS_OPT_STR, &o->memory_report, "FILE.json",
@@ -104,6 +102,8 @@ int kvs_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     o.lo.log = o.quiet ? NULL : stderr;
+    if (kvs_cli_prepare_launch("serve", &o.lo) != 0)
+        return 2;
     kvs_instance *in;
     if (kvs_launch(&in, &o.lo, &err) != KVS_OK)
         return kvs_cli_error("serve", 1, err.msg);
@@ -117,8 +117,7 @@ int kvs_cmd_serve(int argc, char **argv)
     so.api_key = o.api_key;
     so.served_model_name = o.served_model_name;
     so.model_path = o.lo.model_path;
-    if (o.max_body)
-        so.max_body_bytes = (size_t)o.max_body;
+    so.max_body_bytes = (size_t)o.lo.max_request_bytes; /* inside the serving reserve */
     so.log = stderr;
     so.chat_template_path = o.chat_template;
     so.reasoning_parser = o.reasoning_parser;
@@ -150,6 +149,14 @@ int kvs_cmd_serve(int argc, char **argv)
         }
     }
     kvs_server_stop(srv);
+    /* The reports again, with the peak this run observed (VmHWM). */
+    uint64_t rss, hwm;
+    if ((o.memory_report || o.memory_report_svg) && kvs_launch_host_is_device(in->backend) && kvs_host_rss(&rss, &hwm)) {
+        in->report.peak_process_bytes = hwm;
+        kvs_cli_write_reports(in, o.memory_report, o.memory_report_svg);
+        fprintf(stderr, "INFO kvserve: peak process memory %.2f MiB of the %.2f MiB budget\n", hwm / 1048576.0,
+                in->report.budget_bytes / 1048576.0);
+    }
     kvs_instance_free(in);
     fprintf(stderr, "INFO kvserve: stopped\n");
     return 0;

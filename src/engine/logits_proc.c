@@ -6,6 +6,8 @@ kvs_status kvs_lproc_validate(const kvs_request_params *p, int32_t n_vocab, kvs_
 {
     if (p->n_logit_bias && !p->logit_bias)
         return kvs_fail(err, KVS_E_INVALID, "logit_bias with a count needs its array");
+    if (p->n_logit_bias > KVS_MAX_LOGIT_BIAS)
+        return kvs_fail(err, KVS_E_INVALID, "logit_bias may hold at most %d entries", KVS_MAX_LOGIT_BIAS);
     for (size_t i = 0; i < p->n_logit_bias; i++) {
         if (p->logit_bias[i].token < 0 || p->logit_bias[i].token >= n_vocab)
             return kvs_fail(err, KVS_E_INVALID, "logit_bias: token id %d is outside the vocabulary [0, %d)",

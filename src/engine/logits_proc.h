@@ -37,6 +37,12 @@
 #include "engine/scheduler.h"
 #include "tokenizer/tokenizer.h"
 
+/* Most prompt logprobs one request reports in a step: with its token's
+ * output, what its reader may have queued (the serving loop's per-choice
+ * event quota, server/engine_loop.h, checked there).  A long prompt with
+ * logprobs takes more steps; memory stays fixed. */
+#define KVS_PLP_MAX_PER_STEP 3
+
 /* Check p's logit_bias ids against the vocabulary and min_tokens against
  * max_tokens; KVS_E_INVALID naming the field otherwise. */
 kvs_status kvs_lproc_validate(const kvs_request_params *p, int32_t n_vocab, kvs_error *err);

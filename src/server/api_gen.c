@@ -421,14 +421,14 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (!ev || now - g->last_check >= POLL_MS * 1e-3) { /* events that print nothing come too */
             g->last_check = now;
             if (kvs_http_peer_gone(g->fd)) {
-                free(ev);
+                kvs_event_free(ev);
                 return MHD_CONTENT_READER_END_WITH_ERROR;
             }
             if (!ev)
                 continue;
         }
         bool ok = stream_event(g, ev);
-        free(ev);
+        kvs_event_free(ev);
         if (!ok)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
@@ -741,7 +741,7 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         } else if (keep_ok) {
             keep_ok = r->stream ? stream_event(g, ev) : collect_event(g, ev);
         }
-        free(ev);
+        kvs_event_free(ev);
     }
     free(subs);
     if (err_status || !keep_ok) {
@@ -765,7 +765,7 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         if (!ev || now - last_check >= POLL_MS * 1e-3) {
             last_check = now;
             if (kvs_http_peer_gone(g->fd)) { /* nobody to answer: free the blocks now */
-                free(ev);
+                kvs_event_free(ev);
                 kvs_chan_close(g->chan);
                 gen_abort(g);
                 gen_free(g);
@@ -777,7 +777,7 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         }
         if (ev->kind == KVS_EV_ERROR) {
             ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
-            free(ev);
+            kvs_event_free(ev);
             kvs_chan_close(g->chan);
             gen_abort(g);
             gen_free(g);
@@ -785,7 +785,7 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
             return ret;
         }
         bool ok = collect_event(g, ev);
-        free(ev);
+        kvs_event_free(ev);
         if (!ok) {
             kvs_chan_close(g->chan);
             gen_abort(g);

@@ -23,7 +23,7 @@ typedef enum kvs_oai_kind { KVS_OAI_COMPLETION, KVS_OAI_CHAT } kvs_oai_kind;
 #define KVS_OAI_MAX_PROMPTS 64
 #define KVS_OAI_MAX_CHOICES 256
 /* Most logit_bias entries in a request. */
-#define KVS_OAI_MAX_LOGIT_BIAS 1024
+#define KVS_OAI_MAX_LOGIT_BIAS KVS_MAX_LOGIT_BIAS
 
 /* A parsed request.  Strings point into the JSON object (keep it alive). */
 typedef struct kvs_oai_request {
