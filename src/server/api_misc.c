@@ -42,11 +42,6 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
     return NULL;
 }
 
-bool kvs_api_check_model(kvs_server *s, struct MHD_Connection *c, const char *model, enum MHD_Result *ret)
-{
-    return kvs_api_check_model_n(s, c, model, model ? strlen(model) : 0, ret);
-}
-
 bool kvs_api_check_model_n(kvs_server *s, struct MHD_Connection *c, const char *model, size_t len,
                            enum MHD_Result *ret)
 {
@@ -137,7 +132,8 @@ static bool model_field(kvs_server *s, struct MHD_Connection *c, json_t *j, enum
         *ret = kvs_http_error(c, 400, "model", NULL, "'model' must be a string");
         return false;
     }
-    return kvs_api_check_model(s, c, json_is_string(m) ? json_string_value(m) : NULL, ret);
+    return kvs_api_check_model_n(s, c, json_is_string(m) ? json_string_value(m) : NULL,
+                                 json_is_string(m) ? json_string_length(m) : 0, ret);
 }
 
 enum MHD_Result kvs_api_tokenize(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len)

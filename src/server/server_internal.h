@@ -68,9 +68,8 @@ int kvs_http_fd(struct MHD_Connection *c);
 
 /* Parse a JSON object body; on failure queue a 400 and return NULL with *ret set. */
 json_t *kvs_api_parse_body(struct MHD_Connection *c, const char *body, size_t len, enum MHD_Result *ret);
-/* False (and a 404 queued, *ret set) when `model` is given and is not the served name. */
-bool kvs_api_check_model(kvs_server *s, struct MHD_Connection *c, const char *model, enum MHD_Result *ret);
-/* The same for a name of len bytes (it may hold NUL, which never matches). */
+/* False (and a 404 queued, *ret set) when `model` (len bytes; it may hold
+ * NUL, which never matches) is given and is not the served name. */
 bool kvs_api_check_model_n(kvs_server *s, struct MHD_Connection *c, const char *model, size_t len,
                            enum MHD_Result *ret);
 /* Parse a generation request body of `kind` into r (zeroed here) and check
