@@ -90,7 +90,7 @@ static kvs_status check_tensor(const kvs_gguf *g, const tensor_spec *s, const kv
     if (!kvs_dtype_computable(x->type))
         return kvs_fail(err, KVS_E_UNSUPPORTED,
                         "tensor '%s' has type %s, which kvserve cannot compute with "
-                        "(supported: f32, f16, bf16, q8_0, q4_0)",
+                        "(supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K)",
                         s->name, kvs_dtype_name(x->type));
     return KVS_OK;
 }
