@@ -102,7 +102,10 @@ static kvs_status open_backend(const kvs_launch_opts *o, kvs_backend **b, kvs_er
     const char *dev = o->device ? o->device : "cpu";
     if (strcmp(dev, "cpu") != 0)
         return kvs_fail(err, KVS_E_UNSUPPORTED, "device '%s' is not available in this build (devices: cpu)", dev);
-    kvs_cpu_options co = {.n_threads = o->n_threads, .device_memory = o->device_memory};
+    kvs_cpu_options co = {.n_threads = o->n_threads, .device_memory = o->device_memory,
+                          .int8_act = o->cpu_matmul && strcmp(o->cpu_matmul, "int8") == 0};
+    if (o->cpu_matmul && strcmp(o->cpu_matmul, "int8") != 0 && strcmp(o->cpu_matmul, "f32") != 0)
+        return kvs_fail(err, KVS_E_INVALID, "--cpu-matmul must be f32 or int8, got '%s'", o->cpu_matmul);
     return kvs_cpu_backend_new(b, &co, err);
 }
 

@@ -591,6 +591,8 @@ void KVS_CPU_FN(kvs_cpu_matmul)(kvs_cpu_ctx *c, float *y, const float *x, const 
 {
     if (n <= 0 || m <= 0)
         return;
+    if (c->int8_act && KVS_CPU_FN(kvs_cpu_matmul_i8)(c, y, x, w, wt, n, k, m))
+        return;
     mm_job j = {.ctx = c, .y = y, .x = x, .w = w, .wt = wt, .n = n, .k = k, .m = m};
     /* Shapes are validated when the model is loaded; a bad one gives zeros. */
     if (k <= 0 || !kernels_for(wt, &j.tile, &j.deq) ||
