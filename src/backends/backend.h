@@ -3,9 +3,12 @@
  *
  * A backend is a small table of function pointers (kvs_backend_ops) plus
  * its private state, in the manner of ggml's backends.  The model code in
- * model/llama.c is written once against this table; the CPU backend
+ * model/ is written once against this table; the CPU backend
  * (backends/cpu) is the first implementation and the default, the CUDA
- * backend plugs into the same table.
+ * backend (backends/cuda) plugs into the same table.  Callers never ask a
+ * backend for its name to decide what it can do: they read its
+ * capabilities (kvs_backend_caps), and backends/registry.h opens one by
+ * the name a user gives (--device cpu|cuda[:N]).
  *
  * Memory: every device buffer is taken with kvs_backend_alloc(), which
  * records it in the backend's ledger (memory/ledger.h) under a tag.  No
@@ -68,10 +71,29 @@ typedef struct kvs_attn_meta {
     const int32_t *block_tables;  /* [n_seqs][max_blocks] block ids, -1 past the end */
     int32_t max_blocks;
     int32_t max_ctx;              /* max over tokens of pos + 1 (sizes scratch) */
+    int32_t window;               /* > 0: a token sees only positions pos - window + 1 .. pos */
+    float softcap;                /* > 0: scores become softcap * tanh(score / softcap) */
 } kvs_attn_meta;
 
+/* What a backend declares about itself, so that no caller compares names. */
+typedef struct kvs_backend_caps {
+    bool host_memory;        /* device pointers are host pointers: the engine may read them
+                                directly, mmap'ed weights can be used in place, and the
+                                process's resident set is the device meter */
+    bool graphs;             /* can capture and replay execution graphs (graph_bytes is set) */
+    kvs_dtype act_dtype;     /* what activations are computed in (the interface passes f32) */
+    uint64_t kv_dtypes;      /* KV-cache dtypes kv_store/attention accept: bit (1 << dtype id) */
+    uint64_t weight_dtypes;  /* weight dtypes matmul/get_rows compute with: bit (1 << dtype id);
+                                0: every type kvs_dtype_computable() names */
+    const char *meter;       /* how mem_info's process_used is measured, for the log */
+    bool attn_window;        /* attention honors kvs_attn_meta.window and .softcap */
+} kvs_backend_caps;
+
+#define KVS_DTYPE_BIT(t) (1ull << (unsigned)(t))
+
 typedef struct kvs_backend_ops {
-    const char *name;                                        /* "cpu", "cuda" */
+    const char *name;                                        /* "cpu", "cuda": for messages only */
+    kvs_backend_caps caps;
     void (*destroy)(kvs_backend *b);
 
     /* --- memory --- */
@@ -114,6 +136,19 @@ typedef struct kvs_backend_ops {
                       const kvs_attn_meta *meta, int32_t n_heads, float scale, void *scratch);
     size_t (*attention_scratch_bytes)(kvs_backend *b, int32_t n_heads, int32_t max_ctx,
                                       int64_t n_tokens);
+
+    /* --- kernels of the families beyond Llama (model/arch.h) --- */
+    /* x[i] *= s (Gemma's embedding scale). */
+    void (*scale)(kvs_backend *b, float *x, int64_t n, float s);
+    /* y[i] = gelu_tanh(gate[i]) * up[i] (GeGLU); y may alias gate. */
+    void (*gelu_mul)(kvs_backend *b, float *y, const float *gate, const float *up, int64_t n);
+    /* x[i] = cap * tanh(x[i] / cap) (Gemma 2's final logit soft-capping). */
+    void (*softcap)(kvs_backend *b, float *x, int64_t n, float cap);
+    /* RoPE as rope() with per-frequency angles theta_i = pos * inv_freq[i]
+     * (inv_freq: rot_dim / 2 doubles on the device; dynamic, llama3 and yarn
+     * scaling) and the rotated values multiplied by mscale (yarn). */
+    void (*rope_freqs)(kvs_backend *b, float *x, const int32_t *pos, int64_t n, int32_t n_heads,
+                       int32_t head_dim, int32_t rot_dim, const double *inv_freq, float mscale, bool neox);
 
     /* --- optional (NULL where the backend has none) --- */
     /* Make every page of a buffer resident now (the CPU backend's memory is

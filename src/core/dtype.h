@@ -85,7 +85,12 @@ typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } kvs_bl
 typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[32]; uint8_t qs[128]; } kvs_block_q5_K;
 typedef struct { uint8_t ql[128]; uint8_t qh[64]; int8_t scales[16]; uint16_t d; } kvs_block_q6_K;
 
-_Static_assert(sizeof(kvs_block_q5_0) == 22 && sizeof(kvs_block_q5_1) == 24 &&
+#ifdef __cplusplus
+#define KVS_DTYPE_STATIC_ASSERT static_assert
+#else
+#define KVS_DTYPE_STATIC_ASSERT _Static_assert
+#endif
+KVS_DTYPE_STATIC_ASSERT(sizeof(kvs_block_q5_0) == 22 && sizeof(kvs_block_q5_1) == 24 &&
                    sizeof(kvs_block_q2_K) == 84 && sizeof(kvs_block_q3_K) == 110 &&
                    sizeof(kvs_block_q4_K) == 144 && sizeof(kvs_block_q5_K) == 176 &&
                    sizeof(kvs_block_q6_K) == 210,

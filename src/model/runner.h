@@ -1,6 +1,6 @@
 /*
- * runner.h - the model runner: one batched forward step of a Llama-family
- * model over the paged KV cache.
+ * runner.h - the model runner: one batched forward step of a model of any
+ * family in the architecture table (model/arch.h) over the paged KV cache.
  *
  * A step is a flat list of tokens from several sequences at once: prefill
  * chunks and single decode tokens mixed freely (there are no phases).  Each
@@ -10,7 +10,7 @@
  * computed only for the rows the caller asks for (typically the last token
  * of each sequence that will sample).
  *
- * Activation memory comes from an arena (memory/arena.h).  A new runner
+ * Activation memory comes from an arena (model/arena.h).  A new runner
  * is in PROFILE mode: kvs_runner_profile() runs one step at the largest
  * shape the limits allow, reads the measured peak from the ledger, and
  * fixes the arena at that size, after which steps allocate nothing.
@@ -20,7 +20,7 @@
 #ifndef KVS_MODEL_RUNNER_H
 #define KVS_MODEL_RUNNER_H
 
-#include "memory/arena.h"
+#include "model/arena.h"
 #include "model/model.h"
 
 typedef struct kvs_runner_limits {
