@@ -8,16 +8,18 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
+#include "memory/host.h"
 #include "server/server.h"
 
 typedef struct serve_opts {
     kvs_launch_opts lo;
     const char *host, *api_key, *served_model_name;
     int32_t port;
-    uint64_t max_body;
     double drain_timeout;
     const char *memory_report, *memory_report_svg;
     bool quiet;
+    const char *chat_template, *reasoning_parser, *tool_call_parser;
+    bool auto_tool_choice;
 } serve_opts;
 
 static void build_spec(kvs_cmd_spec *c, serve_opts *o)
@@ -38,14 +40,20 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
                              "require 'Authorization: Bearer KEY' on /v1 (default $KVSERVE_API_KEY)"});
     kvs_cmd_add(c, (kvs_opt){"--served-model-name", NULL, KVS_OPT_STR, &o->served_model_name, "NAME",
                              "the model name clients use (default: the model file's name without extension)"});
-    kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &o->max_body, "SIZE",
-                             "largest request body accepted (default 8MiB; larger gets 413)"});
     kvs_cmd_add(c, (kvs_opt){"--shutdown-timeout", NULL, KVS_OPT_FLOAT, &o->drain_timeout, "S",
                              "on SIGINT/SIGTERM, wait this long for running requests (default 30)"});
     kvs_cmd_add(c, (kvs_opt){"--memory-report", NULL, KVS_OPT_STR, &o->memory_report, "FILE.json",
                              "write the start-up memory table as JSON"});
     kvs_cmd_add(c, (kvs_opt){"--memory-report-svg", NULL, KVS_OPT_STR, &o->memory_report_svg, "FILE.svg",
                              "draw the memory budget as a stacked bar"});
+    kvs_cmd_add(c, (kvs_opt){"--chat-template", NULL, KVS_OPT_STR, &o->chat_template, "FILE",
+                             "chat template to use instead of the model's (.jinja, or a tokenizer_config.json)"});
+    kvs_cmd_add(c, (kvs_opt){"--reasoning-parser", NULL, KVS_OPT_STR, &o->reasoning_parser, "NAME",
+                             "deepseek_r1 or qwen3: <think>...</think> to message.reasoning_content"});
+    kvs_cmd_add(c, (kvs_opt){"--enable-auto-tool-choice", NULL, KVS_OPT_FLAG, &o->auto_tool_choice, NULL,
+                             "let the model call tools when tool_choice is auto (needs --tool-call-parser)"});
+    kvs_cmd_add(c, (kvs_opt){"--tool-call-parser", NULL, KVS_OPT_STR, &o->tool_call_parser, "NAME",
+                             "hermes, llama3_json or mistral: the model's tool-call format"});
     kvs_cmd_add(c, (kvs_opt){"--quiet", "-q", KVS_OPT_FLAG, &o->quiet, NULL, "no start-up lines"});
     kvs_cmd_add_engine_opts(c, &o->lo);
 }
@@ -94,6 +102,8 @@ int kvs_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     o.lo.log = o.quiet ? NULL : stderr;
+    if (kvs_cli_prepare_launch("serve", &o.lo) != 0)
+        return 2;
     kvs_instance *in;
     if (kvs_launch(&in, &o.lo, &err) != KVS_OK)
         return kvs_cli_error("serve", 1, err.msg);
@@ -107,9 +117,12 @@ int kvs_cmd_serve(int argc, char **argv)
     so.api_key = o.api_key;
     so.served_model_name = o.served_model_name;
     so.model_path = o.lo.model_path;
-    if (o.max_body)
-        so.max_body_bytes = (size_t)o.max_body;
+    so.max_body_bytes = (size_t)o.lo.max_request_bytes; /* inside the serving reserve */
     so.log = stderr;
+    so.chat_template_path = o.chat_template;
+    so.reasoning_parser = o.reasoning_parser;
+    so.tool_call_parser = o.tool_call_parser;
+    so.enable_auto_tool_choice = o.auto_tool_choice;
     kvs_server *srv;
     if (kvs_server_start(&srv, in, &so, &err) != KVS_OK) {
         kvs_instance_free(in);
@@ -136,6 +149,14 @@ int kvs_cmd_serve(int argc, char **argv)
         }
     }
     kvs_server_stop(srv);
+    /* The reports again, with the peak this run observed (VmHWM). */
+    uint64_t rss, hwm;
+    if ((o.memory_report || o.memory_report_svg) && kvs_launch_host_is_device(in->backend) && kvs_host_rss(&rss, &hwm)) {
+        in->report.peak_process_bytes = hwm;
+        kvs_cli_write_reports(in, o.memory_report, o.memory_report_svg);
+        fprintf(stderr, "INFO kvserve: peak process memory %.2f MiB of the %.2f MiB budget\n", hwm / 1048576.0,
+                in->report.budget_bytes / 1048576.0);
+    }
     kvs_instance_free(in);
     fprintf(stderr, "INFO kvserve: stopped\n");
     return 0;

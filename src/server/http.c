@@ -378,6 +378,8 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
+    if ((st = kvs_api_chat_init(s, o, err)) != KVS_OK)
+        goto fail;
     if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
         goto fail;
     unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
@@ -446,6 +448,7 @@ void kvs_server_stop(kvs_server *s)
     if (s->d)
         MHD_stop_daemon(s->d);
     kvs_loop_free(s->loop);
+    kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);
