@@ -44,6 +44,7 @@ int main(int argc, char **argv)
     long n = 1, k = 2048, m = 2048;
     double seconds = 3;
     kvs_dtype t = KVS_DTYPE_Q8_0;
+    bool int8 = false;
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "-t"))
@@ -58,8 +59,10 @@ int main(int argc, char **argv)
             seconds = atof(v);
         else if (!strcmp(a, "--type") && kvs_dtype_parse(v, &t))
             ;
+        else if (!strcmp(a, "--cpu-matmul") && (!strcmp(v, "int8") || !strcmp(v, "f32")))
+            int8 = !strcmp(v, "int8");
         else {
-            fprintf(stderr, "usage: bench_matmul [-t T] [--type T] [-n N] [-k K] [-m M] [--seconds S]\n");
+            fprintf(stderr, "usage: bench_matmul [-t T] [--type T] [-n N] [-k K] [-m M] [--seconds S] [--cpu-matmul f32|int8]\n");
             return 2;
         }
     }
@@ -74,7 +77,7 @@ int main(int argc, char **argv)
         copies = 1;   /* prefill: compute-bound, cache residency does not matter */
     kvs_backend *b;
     kvs_error err;
-    kvs_cpu_options co = {.n_threads = threads};
+    kvs_cpu_options co = {.n_threads = threads, .int8_act = int8};
     if (kvs_cpu_backend_new(&b, &co, &err) != KVS_OK) {
         fprintf(stderr, "bench_matmul: %s\n", err.msg);
         return 1;

@@ -68,6 +68,7 @@ typedef struct bench_opts {
     double seconds;          /* time cap per measurement */
     int bw_mib;
     const char *kv_dtype;
+    const char *cpu_matmul;   /* NULL: f32 */
 } bench_opts;
 
 /* ---------------- model facts ---------------- */
@@ -241,7 +242,8 @@ static void usage(void)
             "  --steps N              measured decode steps per batch size (default 32)\n"
             "  --seconds S            time cap per measurement (default 10)\n"
             "  --bw-mib N             bandwidth buffer in MiB (default 1024)\n"
-            "  --kv-dtype T           auto|f32|f16|bf16 (default auto)\n");
+            "  --kv-dtype T           auto|f32|f16|bf16 (default auto)\n"
+            "  --cpu-matmul M         f32|int8 (default f32; int8: k-quant matmuls with 8-bit activations)\n");
 }
 
 static bool parse_int(const char *s, int lo, int *out)
@@ -287,6 +289,8 @@ static bool parse_args(int argc, char **argv, bench_opts *o)
             ok = parse_int(v, 1, &o->bw_mib);
         else if (!strcmp(a, "--kv-dtype"))
             o->kv_dtype = v;
+        else if (!strcmp(a, "--cpu-matmul"))
+            o->cpu_matmul = v;
         else if (!strcmp(a, "--seconds")) {
             char *end;
             o->seconds = strtod(v, &end);
@@ -359,6 +363,7 @@ int main(int argc, char **argv)
     lo.max_num_batched_tokens = o.prefill > max_b ? o.prefill : max_b;
     lo.block_size = bsz;
     lo.kv_cache_dtype = o.kv_dtype;
+    lo.cpu_matmul = o.cpu_matmul;
     lo.no_prefix_caching = true;
     if (kvs_launch_limits(&lo, &hp, &lim0, &kvt, &err) != KVS_OK) {
         fprintf(stderr, "bench_model: %s\n", err.msg);

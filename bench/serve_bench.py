@@ -9,7 +9,8 @@ concurrency, streamed, and timed per token.
         --random-output-len 128 --max-concurrency 16
 
 Prompts are random token ids drawn from the server's own tokenization of a
-fixed English text (POST /tokenize), so every id is a real, printable token
+fixed English text (POST /tokenize; vLLM's and kvserve's request shape, or
+llama-server's `content`/`add_special` when the first gives nothing), so every id is a real, printable token
 of the model's vocabulary and each prompt has exactly the asked length.
 Requests set ignore_eos so that each produces exactly its output length.
 
@@ -113,6 +114,19 @@ class Client:
             c.close()
 
 
+def tokenize(cl, text, special):
+    """Token ids of text: vLLM/kvserve's /tokenize takes {"prompt", "add_special_tokens"}, llama-server's
+    {"content", "add_special"} (and ignores "prompt", answering an empty list); both answer {"tokens"}."""
+    ids = None
+    try:
+        ids = cl.post_json("/tokenize", {"prompt": text, "add_special_tokens": special})["tokens"]
+    except RuntimeError:
+        pass
+    if not ids and (text or special):  # an error, or llama-server's empty answer to a "prompt" it ignores
+        ids = cl.post_json("/tokenize", {"content": text, "add_special": special})["tokens"]
+    return [t if isinstance(t, int) else t["id"] for t in ids or []]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--base-url", help="http://host:port (overrides --host/--port)")
@@ -139,9 +153,11 @@ def main():
     model = a.model or cl.get_json("/v1/models")["data"][0]["id"]
     rng = random.Random(a.seed)
 
-    tok = cl.post_json("/tokenize", {"prompt": TEXT, "add_special_tokens": False})["tokens"]
-    bos = cl.post_json("/tokenize", {"prompt": "", "add_special_tokens": True})["tokens"]
+    tok = tokenize(cl, TEXT, False)
+    bos = tokenize(cl, "", True)
     pool = sorted(set(tok))
+    if not pool:
+        sys.exit("serve_bench: the server's /tokenize gave no tokens for the sample text")
 
     def draw(n):
         lo, hi = max(1, int(n * (1 - a.random_range_ratio))), max(1, int(n * (1 + a.random_range_ratio)))

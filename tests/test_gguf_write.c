@@ -246,7 +246,7 @@ static void test_roundtrip_tensors(void **state)
                      "n_dims 5");
     CHECK_FAILS_WITH(kvs_gguf_writer_add_tensor_raw(w, "b", 24, 1, ne_raw, raw, 69, &err), err,
                      "69 bytes given");
-    CHECK_FAILS_WITH(kvs_gguf_writer_add_tensor(w, "b", (kvs_dtype)12, 1, ne1d, x, &err), err,
+    CHECK_FAILS_WITH(kvs_gguf_writer_add_tensor(w, "b", (kvs_dtype)20, 1, ne1d, x, &err), err, /* iq4_nl */
                      "cannot convert");
 
     char path[1024];

@@ -2,6 +2,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cli/args.h"
 #include "cli/cli.h"
@@ -10,7 +11,8 @@
 int kvs_cmd_synth(int argc, char **argv)
 {
     kvs_synth_opts o = kvs_synth_defaults();
-    const char *out = NULL, *preset = NULL, *wtype = "f32", *etype = NULL, *tmpl_path = NULL;
+    const char *out = NULL, *preset = NULL, *wtype = "f32", *etype = NULL, *tmpl_path = NULL,
+               *ftype = NULL, *from = NULL;
     uint64_t seed = 1;
     double scale = 1.0, rope = 0.0, eps = 0.0;
     kvs_cmd_spec c = {.name = "synth",
@@ -35,7 +37,14 @@ int kvs_cmd_synth(int argc, char **argv)
     kvs_cmd_add(&c, (kvs_opt){"--ctx", NULL, KVS_OPT_INT, &o.n_ctx, "N", "context length"});
     kvs_cmd_add(&c, (kvs_opt){"--rope-base", NULL, KVS_OPT_FLOAT, &rope, "F", "RoPE frequency base"});
     kvs_cmd_add(&c, (kvs_opt){"--norm-eps", NULL, KVS_OPT_FLOAT, &eps, "F", "RMSNorm epsilon"});
-    kvs_cmd_add(&c, (kvs_opt){"--type", NULL, KVS_OPT_STR, &wtype, "T", "matrix type: f32, f16, bf16, q8_0, q4_0"});
+    kvs_cmd_add(&c, (kvs_opt){"--type", NULL, KVS_OPT_STR, &wtype, "T",
+                              "matrix type: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, "
+                              "q5_k, q6_k, or a llama-quantize mix q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m"});
+    kvs_cmd_add(&c, (kvs_opt){"--ftype", NULL, KVS_OPT_STR, &ftype, "MIX",
+                              "llama-quantize file type, its per-tensor rules: q4_k_m, q4_k_s, q5_k_m, q5_k_s, "
+                              "q3_k_m, q2_k, q6_k, q4_0, q4_1, q5_0, q5_1, q8_0"});
+    kvs_cmd_add(&c, (kvs_opt){"--from", NULL, KVS_OPT_STR, &from, "GGUF",
+                              "convert this model's weights instead of making them up (shape flags ignored)"});
     kvs_cmd_add(&c, (kvs_opt){"--embd-type", NULL, KVS_OPT_STR, &etype, "T", "token embedding type (default: --type)"});
     kvs_cmd_add(&c, (kvs_opt){"--tied", NULL, KVS_OPT_FLAG, &o.tied, NULL, "no output.weight (tied embeddings)"});
     kvs_cmd_add(&c, (kvs_opt){"--seed", NULL, KVS_OPT_U64, &seed, "S", "random seed"});
@@ -56,11 +65,31 @@ int kvs_cmd_synth(int argc, char **argv)
     (void)preset;
     if (!out)
         return kvs_cli_error("synth", 2, "-o OUT.gguf is required");
-    if (!kvs_dtype_parse(wtype, &o.wtype))
-        return kvs_cli_error("synth", 2, "--type must be one of f32, f16, bf16, q8_0, q4_0");
+    const char *types = "f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_k, q3_k, q4_k, q5_k, q6_k";
+    char msg[320];
+    if (ftype && !kvs_synth_mix_parse(ftype, &o.mix)) {
+        snprintf(msg, sizeof msg, "--ftype must be one of %s", kvs_synth_mix_names());
+        return kvs_cli_error("synth", 2, msg);
+    }
+    size_t wl = strlen(wtype);
+    bool mix_name = wl > 2 && (strcasecmp(wtype + wl - 2, "_m") == 0 || strcasecmp(wtype + wl - 2, "_s") == 0);
+    if (mix_name) {
+        if (ftype || !kvs_synth_mix_parse(wtype, &o.mix))
+            return kvs_cli_error("synth", 2, "--type: a mix is one of q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m "
+                                             "(and not together with --ftype)");
+        o.wtype = KVS_DTYPE_F32;
+    } else if (!kvs_dtype_parse(wtype, &o.wtype)) {
+        snprintf(msg, sizeof msg, "--type must be one of %s, or a mix q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m",
+                 types);
+        return kvs_cli_error("synth", 2, msg);
+    }
     o.embd_type = o.wtype;
-    if (etype && !kvs_dtype_parse(etype, &o.embd_type))
-        return kvs_cli_error("synth", 2, "--embd-type must be one of f32, f16, bf16, q8_0, q4_0");
+    if (etype && !kvs_dtype_parse(etype, &o.embd_type)) {
+        snprintf(msg, sizeof msg, "--embd-type must be one of %s", types);
+        return kvs_cli_error("synth", 2, msg);
+    }
+    if (etype && o.mix != KVS_MIX_NONE)
+        return kvs_cli_error("synth", 2, "--embd-type cannot be combined with a mix (the mix picks each type)");
     o.seed = seed;
     o.init_scale = (float)scale;
     if (rope > 0)
@@ -86,7 +115,7 @@ int kvs_cmd_synth(int argc, char **argv)
         tmpl[n] = '\0';
         o.chat_template = tmpl;
     }
-    kvs_status st = kvs_synth_write(&o, out, &err);
+    kvs_status st = from ? kvs_synth_requantize(&o, from, out, &err) : kvs_synth_write(&o, out, &err);
     free(tmpl);
     if (st != KVS_OK)
         return kvs_cli_error("synth", 1, err.msg);

@@ -1,6 +1,9 @@
 #include "core/dtype.h"
 
 #include <math.h>
+#include <strings.h>
+
+#include "core/dtype_quant.h"
 
 typedef struct {
     const char *name;
@@ -12,12 +15,12 @@ typedef struct {
 /* ggml's type table: ids with no entry are retired or unassigned. */
 static const dtype_info DTYPES[KVS_DTYPE_MAX_ID] = {
     [0] = {"f32", 1, 4, true},        [1] = {"f16", 1, 2, true},
-    [2] = {"q4_0", 32, 18, true},     [3] = {"q4_1", 32, 20, false},
-    [6] = {"q5_0", 32, 22, false},    [7] = {"q5_1", 32, 24, false},
+    [2] = {"q4_0", 32, 18, true},     [3] = {"q4_1", 32, 20, true},
+    [6] = {"q5_0", 32, 22, true},    [7] = {"q5_1", 32, 24, true},
     [8] = {"q8_0", 32, 34, true},     [9] = {"q8_1", 32, 36, false},
-    [10] = {"q2_K", 256, 84, false},  [11] = {"q3_K", 256, 110, false},
-    [12] = {"q4_K", 256, 144, false}, [13] = {"q5_K", 256, 176, false},
-    [14] = {"q6_K", 256, 210, false}, [15] = {"q8_K", 256, 292, false},
+    [10] = {"q2_K", 256, 84, true},  [11] = {"q3_K", 256, 110, true},
+    [12] = {"q4_K", 256, 144, true}, [13] = {"q5_K", 256, 176, true},
+    [14] = {"q6_K", 256, 210, true}, [15] = {"q8_K", 256, 292, false},
     [16] = {"iq2_xxs", 256, 66, false}, [17] = {"iq2_xs", 256, 74, false},
     [18] = {"iq3_xxs", 256, 98, false}, [19] = {"iq1_s", 256, 50, false},
     [20] = {"iq4_nl", 32, 18, false},   [21] = {"iq3_s", 256, 110, false},
@@ -45,7 +48,7 @@ size_t kvs_dtype_block_bytes(uint32_t id) { return info(id) ? info(id)->block_by
 bool kvs_dtype_parse(const char *name, kvs_dtype *out)
 {
     for (uint32_t id = 0; id < KVS_DTYPE_MAX_ID; id++) {
-        if (DTYPES[id].name && DTYPES[id].computable && strcmp(DTYPES[id].name, name) == 0) {
+        if (DTYPES[id].name && DTYPES[id].computable && strcasecmp(DTYPES[id].name, name) == 0) {
             *out = (kvs_dtype)id;
             return true;
         }
@@ -67,6 +70,8 @@ bool kvs_dtype_row_bytes(uint32_t id, uint64_t n, uint64_t *out)
 
 void kvs_dtype_to_f32(kvs_dtype t, const void *src, float *dst, size_t n)
 {
+    if (kvs_dtype_quant_to_f32(t, src, dst, n))
+        return;
     switch (t) {
     case KVS_DTYPE_F32:
         memcpy(dst, src, n * sizeof(float));
@@ -103,11 +108,15 @@ void kvs_dtype_to_f32(kvs_dtype t, const void *src, float *dst, size_t n)
         }
         break;
     }
+    default:
+        break;
     }
 }
 
 void kvs_dtype_from_f32(kvs_dtype t, const float *src, void *dst, size_t n)
 {
+    if (kvs_dtype_quant_from_f32(t, src, dst, n))
+        return;
     switch (t) {
     case KVS_DTYPE_F32:
         memcpy(dst, src, n * sizeof(float));
@@ -161,5 +170,7 @@ void kvs_dtype_from_f32(kvs_dtype t, const float *src, void *dst, size_t n)
         }
         break;
     }
+    default:
+        break;
     }
 }

@@ -136,7 +136,7 @@ static kvs_status check_tensor(const kvs_model_source *src, const tensor_spec *s
     if (!x->known_type || !kvs_dtype_computable(x->type))
         return kvs_fail(err, KVS_E_UNSUPPORTED,
                         "tensor '%s' has type %s, which kvserve cannot compute with "
-                        "(supported: f32, f16, bf16, q8_0, q4_0)",
+                        "(supported: f32, f16, bf16, q8_0, q4_0, q4_1, q5_0, q5_1, q2_K, q3_K, q4_K, q5_K, q6_K)",
                         s->src_name, x->type_name);
     return KVS_OK;
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 kvs_synth_opts kvs_synth_defaults(void)
 {
@@ -58,6 +59,107 @@ bool kvs_synth_preset(const char *name, kvs_synth_opts *o)
 const char *kvs_synth_preset_names(void)
 {
     return "stories260k, llama2-110m, llama3.2-1b, llama3.1-8b, qwen2.5-7b, qwen3-0.6b";
+}
+
+/* ---- llama-quantize's file types and per-tensor rules ---- */
+typedef struct mix_info {
+    const char *name;
+    kvs_dtype base;
+    uint32_t file_type; /* general.file_type (llama_ftype) */
+} mix_info;
+
+static const mix_info MIXES[] = {
+    [KVS_MIX_Q4_0] = {"q4_0", KVS_DTYPE_Q4_0, 2},     [KVS_MIX_Q4_1] = {"q4_1", KVS_DTYPE_Q4_1, 3},
+    [KVS_MIX_Q5_0] = {"q5_0", KVS_DTYPE_Q5_0, 8},     [KVS_MIX_Q5_1] = {"q5_1", KVS_DTYPE_Q5_1, 9},
+    [KVS_MIX_Q8_0] = {"q8_0", KVS_DTYPE_Q8_0, 7},     [KVS_MIX_Q2_K] = {"q2_k", KVS_DTYPE_Q2_K, 10},
+    [KVS_MIX_Q3_K_M] = {"q3_k_m", KVS_DTYPE_Q3_K, 12}, [KVS_MIX_Q4_K_S] = {"q4_k_s", KVS_DTYPE_Q4_K, 14},
+    [KVS_MIX_Q4_K_M] = {"q4_k_m", KVS_DTYPE_Q4_K, 15}, [KVS_MIX_Q5_K_S] = {"q5_k_s", KVS_DTYPE_Q5_K, 16},
+    [KVS_MIX_Q5_K_M] = {"q5_k_m", KVS_DTYPE_Q5_K, 17}, [KVS_MIX_Q6_K] = {"q6_k", KVS_DTYPE_Q6_K, 18},
+};
+#define N_MIXES (sizeof MIXES / sizeof MIXES[0])
+
+bool kvs_synth_mix_parse(const char *name, kvs_synth_mix *out)
+{
+    for (size_t i = 1; i < N_MIXES; i++) {
+        if (strcasecmp(MIXES[i].name, name) == 0) {
+            *out = (kvs_synth_mix)i;
+            return true;
+        }
+    }
+    return false;
+}
+
+const char *kvs_synth_mix_names(void)
+{
+    return "q4_k_m, q4_k_s, q5_k_m, q5_k_s, q3_k_m, q2_k, q6_k, q4_0, q4_1, q5_0, q5_1, q8_0";
+}
+
+/* llama-quantize's use_more_bits: the first and last eighth of the layers,
+ * and every third layer between. */
+static bool more_bits(int i, int n) { return i < n / 8 || i >= 7 * n / 8 || (i - n / 8) % 3 == 2; }
+
+static bool has_suffix(const char *s, const char *suf)
+{
+    size_t a = strlen(s), b = strlen(suf);
+    return a >= b && strcmp(s + a - b, suf) == 0;
+}
+
+kvs_dtype kvs_synth_mix_type(kvs_synth_mix mix, const char *name, int64_t ne0, int32_t n_layers,
+                             int32_t n_gqa, bool has_output)
+{
+    if (mix <= KVS_MIX_NONE || (size_t)mix >= N_MIXES)
+        return KVS_DTYPE_F32;
+    const kvs_dtype base = MIXES[mix].base;
+    kvs_dtype t = base;
+    int layer = 0;
+    if (strncmp(name, "blk.", 4) == 0)
+        layer = atoi(name + 4);
+    const int n = n_layers;
+    if (strcmp(name, "output.weight") == 0 || (!has_output && strcmp(name, "token_embd.weight") == 0)) {
+        if (ne0 % (int64_t)kvs_dtype_block_elems(base) != 0)
+            t = KVS_DTYPE_Q8_0;
+        else if (base != KVS_DTYPE_Q8_0)
+            t = KVS_DTYPE_Q6_K;
+    } else if (strcmp(name, "token_embd.weight") == 0) {
+        t = base;
+    } else if (has_suffix(name, "attn_v.weight")) {
+        if (mix == KVS_MIX_Q2_K)
+            t = n_gqa >= 4 ? KVS_DTYPE_Q4_K : KVS_DTYPE_Q3_K;
+        else if (mix == KVS_MIX_Q3_K_M)
+            t = layer < 2 ? KVS_DTYPE_Q5_K : KVS_DTYPE_Q4_K;
+        else if ((mix == KVS_MIX_Q4_K_M || mix == KVS_MIX_Q5_K_M) && more_bits(layer, n))
+            t = KVS_DTYPE_Q6_K;
+        else if (mix == KVS_MIX_Q4_K_S && layer < 4)
+            t = KVS_DTYPE_Q5_K;
+    } else if (has_suffix(name, "ffn_down.weight")) {
+        if (mix == KVS_MIX_Q2_K)
+            t = KVS_DTYPE_Q3_K;
+        else if (mix == KVS_MIX_Q3_K_M)
+            t = layer < n / 16 ? KVS_DTYPE_Q5_K : KVS_DTYPE_Q4_K;
+        else if ((mix == KVS_MIX_Q4_K_M || mix == KVS_MIX_Q5_K_M) && more_bits(layer, n))
+            t = KVS_DTYPE_Q6_K;
+        else if (mix == KVS_MIX_Q4_K_S && layer < n / 8)
+            t = KVS_DTYPE_Q5_K;
+    } else if (has_suffix(name, "attn_output.weight")) {
+        if (mix == KVS_MIX_Q2_K)
+            t = KVS_DTYPE_Q3_K;
+        else if (mix == KVS_MIX_Q3_K_M)
+            t = KVS_DTYPE_Q4_K;
+    }
+    /* Rows the type's block does not divide: llama-quantize's fallbacks. */
+    if (ne0 % (int64_t)kvs_dtype_block_elems(t) != 0) {
+        switch (t) {
+        case KVS_DTYPE_Q4_K: t = KVS_DTYPE_Q5_0; break;
+        case KVS_DTYPE_Q5_K: t = KVS_DTYPE_Q5_1; break;
+        case KVS_DTYPE_Q6_K: t = KVS_DTYPE_Q8_0; break;
+        case KVS_DTYPE_Q2_K:
+        case KVS_DTYPE_Q3_K: t = KVS_DTYPE_Q4_0; break; /* llama-quantize: IQ4_NL */
+        default: break;
+        }
+        if (ne0 % (int64_t)kvs_dtype_block_elems(t) != 0)
+            t = KVS_DTYPE_F16;
+    }
+    return t;
 }
 
 /* ---- random numbers: splitmix64 + Box-Muller ---- */
@@ -127,6 +229,7 @@ done:
 /* ---- tensors ---- */
 typedef struct synth_ctx {
     kvs_gguf_writer *w;
+    const kvs_synth_opts *o;  /* for the mix: o->mix, n_layers, heads */
     rng r;
     bool header_only;
     float **bufs;          /* float data kept alive until the write */
@@ -138,6 +241,9 @@ static kvs_status tensor(synth_ctx *c, const char *name, kvs_dtype type, int64_t
 {
     uint64_t ne[2] = {(uint64_t)ne0, (uint64_t)ne1};
     uint32_t nd = ne1 > 1 ? 2 : 1;
+    if (c->o && c->o->mix != KVS_MIX_NONE && nd == 2)
+        type = kvs_synth_mix_type(c->o->mix, name, ne0, c->o->n_layers, c->o->n_heads / c->o->n_kv_heads,
+                                  !c->o->tied);
     float *data = NULL;
     if (!c->header_only) {
         size_t n = (size_t)ne0 * (size_t)ne1;
@@ -203,7 +309,7 @@ kvs_status kvs_synth_write(const kvs_synth_opts *o, const char *path, kvs_error 
         return kvs_fail(err, KVS_E_INVALID, "synth: inconsistent shape (dim %d, heads %d, kv heads %d)", o->dim,
                         o->n_heads, o->n_kv_heads);
     kvs_status st;
-    synth_ctx c = {.w = kvs_gguf_writer_new(), .r = {o->seed}, .header_only = o->header_only};
+    synth_ctx c = {.w = kvs_gguf_writer_new(), .o = o, .r = {o->seed}, .header_only = o->header_only};
     kvs_gguf *vocab = NULL;
     if (!c.w)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
@@ -231,6 +337,9 @@ kvs_status kvs_synth_write(const kvs_synth_opts *o, const char *path, kvs_error 
         (st = kvs_gguf_writer_set_str(c.w, "tokenizer.chat_template", o->chat_template, err)) != KVS_OK)
         goto done;
     if ((st = set_hparams(c.w, o, err)) != KVS_OK)
+        goto done;
+    if (o->mix != KVS_MIX_NONE && (size_t)o->mix < N_MIXES &&
+        (st = kvs_gguf_writer_set_u32(c.w, "general.file_type", MIXES[o->mix].file_type, err)) != KVS_OK)
         goto done;
 
     const int32_t hd = o->head_dim > 0 ? o->head_dim : o->dim / o->n_heads;
@@ -275,5 +384,84 @@ done:
     free(c.bufs);
     kvs_gguf_writer_free(c.w);
     kvs_gguf_close(vocab);
+    return st;
+}
+
+/* ---- converting an existing model ---- */
+
+kvs_status kvs_synth_requantize(const kvs_synth_opts *o, const char *src, const char *path, kvs_error *err)
+{
+    kvs_gguf *g = NULL;
+    kvs_gguf_writer *w = NULL;
+    float **bufs = NULL;
+    size_t n_bufs = 0;
+    void *raw = NULL;
+    kvs_status st = kvs_gguf_open(&g, src, err);
+    if (st != KVS_OK)
+        return st;
+    const size_t nt = kvs_gguf_n_tensors(g);
+    if (!(w = kvs_gguf_writer_new()) || !(bufs = calloc(nt ? nt : 1, sizeof *bufs))) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto done;
+    }
+    if ((st = kvs_gguf_writer_copy_kv(w, g, "", err)) != KVS_OK)
+        goto done;
+    const char *arch = NULL;
+    size_t alen = 0;
+    char key[128];
+    uint32_t n_layers = 1, heads = 1, kv_heads = 0;
+    if (kvs_gguf_get_str(g, "general.architecture", &arch, &alen, err) != KVS_OK) {
+        st = kvs_fail(err, KVS_E_FORMAT, "synth --from: '%s' has no general.architecture", src);
+        goto done;
+    }
+    snprintf(key, sizeof key, "%.*s.block_count", (int)alen, arch);
+    kvs_gguf_get_u32(g, key, &n_layers, err);
+    snprintf(key, sizeof key, "%.*s.attention.head_count", (int)alen, arch);
+    kvs_gguf_get_u32(g, key, &heads, err);
+    snprintf(key, sizeof key, "%.*s.attention.head_count_kv", (int)alen, arch);
+    if (kvs_gguf_get_u32(g, key, &kv_heads, err) != KVS_OK || kv_heads == 0)
+        kv_heads = heads;
+    const bool has_output = kvs_gguf_find_tensor(g, "output.weight") != NULL;
+    if (o->mix != KVS_MIX_NONE && (size_t)o->mix < N_MIXES &&
+        (st = kvs_gguf_writer_set_u32(w, "general.file_type", MIXES[o->mix].file_type, err)) != KVS_OK)
+        goto done;
+    for (size_t i = 0; i < nt; i++) {
+        const kvs_gguf_tensor *t = kvs_gguf_tensor_at(g, i);
+        uint64_t n = 1;
+        for (uint32_t d = 0; d < t->n_dims; d++)
+            n *= t->ne[d];
+        if (!kvs_dtype_computable(t->type)) {
+            st = kvs_fail(err, KVS_E_UNSUPPORTED, "synth --from: tensor '%s' has type %s, which kvserve cannot read",
+                          t->name, kvs_dtype_name(t->type));
+            goto done;
+        }
+        free(raw);
+        if (!(raw = malloc(t->nbytes ? t->nbytes : 1)) || !(bufs[n_bufs] = malloc(n * sizeof(float)))) {
+            st = kvs_fail(err, KVS_E_NOMEM, "out of memory for tensor '%s'", t->name);
+            goto done;
+        }
+        float *f = bufs[n_bufs++];
+        if ((st = kvs_gguf_read_tensor(g, t, raw, err)) != KVS_OK)
+            goto done;
+        kvs_dtype_to_f32((kvs_dtype)t->type, raw, f, (size_t)n);
+        kvs_dtype type = KVS_DTYPE_F32;
+        const bool matrix = t->n_dims >= 2 && has_suffix(t->name, "weight");
+        if (matrix && o->mix != KVS_MIX_NONE)
+            type = kvs_synth_mix_type(o->mix, t->name, (int64_t)t->ne[0], (int32_t)n_layers,
+                                      (int32_t)(heads / kv_heads), has_output);
+        else if (matrix)
+            type = strcmp(t->name, "token_embd.weight") == 0 || strcmp(t->name, "output.weight") == 0 ? o->embd_type
+                                                                                                     : o->wtype;
+        if ((st = kvs_gguf_writer_add_tensor(w, t->name, type, t->n_dims, t->ne, f, err)) != KVS_OK)
+            goto done;
+    }
+    st = kvs_gguf_writer_write(w, path, err);
+done:
+    for (size_t i = 0; i < n_bufs; i++)
+        free(bufs[i]);
+    free(bufs);
+    free(raw);
+    kvs_gguf_writer_free(w);
+    kvs_gguf_close(g);
     return st;
 }

@@ -44,9 +44,8 @@ WORK = os.path.join(os.environ.get("KVS_BUILD_DIR", "build"), "ref_forward")
 
 GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q",
                 12: "<d"}
-F32, F16, Q4_0, Q8_0, BF16 = 0, 1, 2, 8, 30
-# (elements per block, bytes per block)
-BLOCK = {F32: (1, 4), F16: (1, 2), BF16: (1, 2), Q8_0: (32, 34), Q4_0: (32, 18)}
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from ggml_blocks import BLOCK, BF16, F16, F32, Q4_0, Q8_0, dequantize  # noqa: E402  (every ggml block type)
 
 
 class Reader:
@@ -75,8 +74,8 @@ class Reader:
         raise ValueError(f"unknown GGUF value type {t}")
 
 
-def read_gguf(path):
-    """Metadata dict and {name: float64 array of shape (ne1, ne0)}."""
+def read_gguf_raw(path):
+    """Metadata dict and {name: (ggml type, ne, raw bytes)} in file order."""
     with open(path, "rb") as f:
         data = f.read()
     r = Reader(data)
@@ -101,28 +100,18 @@ def read_gguf(path):
     for name, ne, t, off in infos:
         n = int(np.prod(ne))
         be, bb = BLOCK[t]
-        raw = data[base + off: base + off + n // be * bb]
-        ne0 = ne[0]
-        rows = n // ne0
-        tensors[name] = dequantize(raw, t, n).reshape(rows, ne0)
+        tensors[name] = (t, ne, data[base + off: base + off + n // be * bb])
     return meta, tensors
 
 
-def dequantize(raw, t, n):
-    if t == F32:
-        return np.frombuffer(raw, "<f4").astype(np.float64)
-    if t == F16:
-        return np.frombuffer(raw, "<f2").astype(np.float64)
-    if t == BF16:  # the high half of an f32
-        return (np.frombuffer(raw, "<u2").astype(np.uint32) << 16).view("<f4").astype(np.float64)
-    if t == Q8_0:  # {f16 d; int8 q[32]}: x = d * q
-        b = np.frombuffer(raw, np.dtype([("d", "<f2"), ("q", "i1", 32)]))
-        return (b["d"].astype(np.float64)[:, None] * b["q"].astype(np.float64)).reshape(n)
-    if t == Q4_0:  # {f16 d; u8 qs[16]}: element j<16 low nibble of qs[j], j+16 the high one; x = d * (nib - 8)
-        b = np.frombuffer(raw, np.dtype([("d", "<f2"), ("qs", "u1", 16)]))
-        q = np.concatenate([b["qs"] & 0x0F, b["qs"] >> 4], axis=1).astype(np.float64) - 8.0
-        return (b["d"].astype(np.float64)[:, None] * q).reshape(n)
-    raise ValueError(f"type {t}")
+def read_gguf(path):
+    """Metadata dict and {name: float64 array of shape (ne1, ne0)} (the file's own dequantized weights)."""
+    meta, raw = read_gguf_raw(path)
+    tensors = {}
+    for name, (t, ne, data) in raw.items():
+        n = int(np.prod(ne))
+        tensors[name] = dequantize(data, t, n).astype(np.float64).reshape(n // ne[0], ne[0])
+    return meta, tensors
 
 
 # ---------------------------------------------------------------- the reference model
@@ -217,6 +206,27 @@ MODELS = {
                            "--type q4_0 --embd-type f16",
     "qwen3_3x1_hd64_bf16": "--arch qwen3 --dim 96 --heads 3 --kv-heads 1 --head-dim 64 --hidden 192 --layers 1 "
                            "--vocab 264 --type bf16 --embd-type f32",
+    # the k-quants and the other legacy types, alone and in llama-quantize's mixes
+    "llama_4x2_q4_k_m": "--arch llama --dim 256 --heads 4 --kv-heads 2 --hidden 512 --layers 2 --vocab 300 "
+                        "--type q4_k_m",
+    "qwen2_8x2_q5_k_m": "--arch qwen2 --dim 256 --heads 8 --kv-heads 2 --hidden 768 --layers 2 --vocab 280 "
+                        "--type q5_k_m --rope-base 1000000 --norm-eps 1e-6",
+    "llama_4x4_q6_k_tied": "--arch llama --dim 256 --heads 4 --kv-heads 4 --hidden 512 --layers 1 --vocab 270 "
+                           "--type q6_k --tied",
+    "llama_8x2_q2_k_mix": "--arch llama --dim 256 --heads 8 --kv-heads 2 --hidden 256 --layers 2 --vocab 300 "
+                          "--ftype q2_k",
+    "qwen3_4x2_hd64_q3_k_m": "--arch qwen3 --dim 256 --heads 4 --kv-heads 2 --head-dim 64 --hidden 512 --layers 2 "
+                             "--vocab 300 --type q3_k_m --rope-base 1000000 --norm-eps 1e-6",
+    "llama_4x2_q4_k_s_q5_k": "--arch llama --dim 256 --heads 4 --kv-heads 2 --hidden 512 --layers 1 --vocab 300 "
+                             "--type q4_k_s",
+    "llama_4x2_q5_k_q4_k": "--arch llama --dim 256 --heads 4 --kv-heads 2 --hidden 512 --layers 1 --vocab 300 "
+                           "--type q5_k --embd-type q4_k",
+    "llama_6x2_q4_1": "--arch llama --dim 96 --heads 6 --kv-heads 2 --hidden 160 --layers 2 --vocab 300 "
+                      "--type q4_1",
+    "llama_6x2_q5_0_q5_1": "--arch llama --dim 96 --heads 6 --kv-heads 2 --hidden 160 --layers 2 --vocab 300 "
+                           "--type q5_0 --embd-type q5_1",
+    "llama_6x2_q5_1_f16": "--arch llama --dim 96 --heads 6 --kv-heads 2 --hidden 160 --layers 1 --vocab 300 "
+                          "--type q5_1 --embd-type f16",
 }
 
 # (model, block_size, kv dtype[, "last": ask only each sequence's last token, in reverse order])
@@ -234,6 +244,17 @@ RUNS = [
     ("llama_8x4_q4_0_wide", 1, "f32"),
     ("llama_8x4_q4_0_wide", 16, "f16"),
     ("qwen3_3x1_hd64_bf16", 32, "f32"),
+    ("llama_4x2_q4_k_m", 16, "f32"),
+    ("llama_4x2_q4_k_m", 16, "f16", "last"),
+    ("qwen2_8x2_q5_k_m", 32, "f32"),
+    ("llama_4x4_q6_k_tied", 16, "f32"),
+    ("llama_8x2_q2_k_mix", 16, "f32"),
+    ("qwen3_4x2_hd64_q3_k_m", 1, "f32"),
+    ("llama_4x2_q4_k_s_q5_k", 16, "f32"),
+    ("llama_4x2_q5_k_q4_k", 32, "f32"),
+    ("llama_6x2_q4_1", 16, "f32"),
+    ("llama_6x2_q5_0_q5_1", 16, "bf16"),
+    ("llama_6x2_q5_1_f16", 1, "f32"),
 ]
 
 # Tolerances on max |kvserve - reference| / max |reference row|.  f32 accumulates

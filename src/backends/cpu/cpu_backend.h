@@ -22,6 +22,9 @@
 typedef struct kvs_cpu_options {
     int n_threads;              /* 0: one per available core */
     uint64_t device_memory;     /* 0: physical memory / cgroup limit */
+    bool int8_act;              /* matmuls on k-quant weights quantize the activations to
+                                   8 bits per 256 (faster, not bit-equal to f32; see
+                                   cpu_matmul_i8.c); default off: f32 activations */
 } kvs_cpu_options;
 
 /* Make a CPU backend (opt may be NULL for the defaults).  Fails on a

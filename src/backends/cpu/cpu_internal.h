@@ -32,6 +32,7 @@ typedef struct kvs_cpu_ctx {
     int n_threads;
     uint64_t device_memory;  /* 0: ask the OS */
     float *mm_scratch;       /* n_threads * KVS_CPU_MM_SCRATCH floats */
+    bool int8_act;           /* k-quant matmuls with 8-bit activations (cpu_matmul_i8.c) */
 } kvs_cpu_ctx;
 
 #ifdef KVS_CPU_SCALAR
@@ -50,6 +51,11 @@ const char *kvs_cpu_simd_name(void);
 /* y[n][m] = x[n][k] . W[m][k]^T (see backend.h). */
 KVS_CPU_DECLARE(void, kvs_cpu_matmul, kvs_cpu_ctx *c, float *y, const float *x, const void *w,
                 kvs_dtype wt, int64_t n, int64_t k, int64_t m);
+/* The int8-activation matmul (cpu_matmul_i8.c) for the k-quants: false,
+ * having done nothing, for other types or shapes. */
+KVS_CPU_DECLARE(bool, kvs_cpu_matmul_i8, kvs_cpu_ctx *c, float *y, const float *x, const void *w,
+                kvs_dtype wt, int64_t n, int64_t k, int64_t m);
+KVS_CPU_DECLARE(bool, kvs_cpu_i8_supported, kvs_dtype t);
 /* Dequantize `len` elements of a row of type t starting at element `start`
  * (start and len multiples of the block size, except a final partial
  * piece for f32/f16/bf16) into dst. */

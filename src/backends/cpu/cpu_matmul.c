@@ -1,6 +1,6 @@
 /*
  * cpu_matmul.c - y[n][m] = x[n][k] . W[m][k]^T for W in f32, f16, bf16,
- * q8_0 and q4_0.
+ * q8_0, q4_0, q4_1, q5_0, q5_1 and the k-quants q2_K .. q6_K (f32 x).
  *
  * The work is split over rows of W (and, when W has few rows, over rows
  * of x) into a few tasks per thread.  Each output element is computed by
@@ -77,12 +77,129 @@ KVS_SIMD_INLINE void blk_q4_0(const uint8_t *row, int64_t b, kvs_vf *o)
     }
 }
 
+/* Legacy blocks of 32 with a 5th bit and/or a min: vector v holds elements
+ * e0 = v VL .. e0 + VL - 1, the low (e0 < 16) or high nibbles of qs[e0 % 16..]. */
+KVS_SIMD_INLINE kvs_vi nib32(const uint8_t *qs, int e0)
+{
+    return vi_and(vi_srl(vi_load_u8(qs + (e0 & 15)), e0 >= 16 ? 4 : 0), 15);
+}
+KVS_SIMD_INLINE uint32_t qh_word(const uint8_t *qh)
+{
+    return (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+}
+KVS_SIMD_INLINE void blk_q4_1(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q4_1 *q = (const kvs_block_q4_1 *)row + b;
+    kvs_vf d = vf_set1_h(q->d), m = vf_set1_h(q->m);
+    for (int v = 0; v < NV; v++)
+        o[v] = vf_add(vf_mul(vi_to_f(nib32(q->qs, v * KVS_VL)), d), m);
+}
+KVS_SIMD_INLINE void blk_q5_0(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q5_0 *q = (const kvs_block_q5_0 *)row + b;
+    kvs_vf d = vf_set1_h(q->d);
+    const uint32_t h = qh_word(q->qh);
+    for (int v = 0; v < NV; v++) {
+        kvs_vi x = vi_or(nib32(q->qs, v * KVS_VL), vi_sll(vi_bits(h, v * KVS_VL), 4));
+        o[v] = vf_mul(vi_to_f(vi_addc(x, -16)), d);
+    }
+}
+KVS_SIMD_INLINE void blk_q5_1(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q5_1 *q = (const kvs_block_q5_1 *)row + b;
+    kvs_vf d = vf_set1_h(q->d), m = vf_set1_h(q->m);
+    const uint32_t h = qh_word(q->qh);
+    for (int v = 0; v < NV; v++) {
+        kvs_vi x = vi_or(nib32(q->qs, v * KVS_VL), vi_sll(vi_bits(h, v * KVS_VL), 4));
+        o[v] = vf_add(vf_mul(vi_to_f(x), d), m);
+    }
+}
+
+/* k-quants: the 32-element block b is sub-block (or pair of 16-element
+ * sub-blocks) j = b % 8 of super-block b / 8; lane l of vector v is element
+ * l = v VL + lane of it, and every vector lies in one 16-element sub-block. */
+KVS_SIMD_INLINE void blk_q4_K(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q4_K *q = (const kvs_block_q4_K *)row + (b >> 3);
+    const int j = (int)(b & 7);
+    uint8_t sc, m;
+    kvs_kq_scale_min(q->scales, j, &sc, &m);
+    const kvs_vf ds = vf_set1(kvs_simd_h2f(q->d) * (float)sc), ms = vf_set1(kvs_simd_h2f(q->dmin) * (float)m);
+    const uint8_t *qs = q->qs + 32 * (j >> 1);
+    for (int v = 0; v < NV; v++) {
+        kvs_vi x = vi_and(vi_srl(vi_load_u8(qs + v * KVS_VL), 4 * (j & 1)), 15);
+        o[v] = vf_sub(vf_mul(ds, vi_to_f(x)), ms);
+    }
+}
+KVS_SIMD_INLINE void blk_q5_K(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q5_K *q = (const kvs_block_q5_K *)row + (b >> 3);
+    const int j = (int)(b & 7);
+    uint8_t sc, m;
+    kvs_kq_scale_min(q->scales, j, &sc, &m);
+    const kvs_vf ds = vf_set1(kvs_simd_h2f(q->d) * (float)sc), ms = vf_set1(kvs_simd_h2f(q->dmin) * (float)m);
+    const uint8_t *qs = q->qs + 32 * (j >> 1);
+    for (int v = 0; v < NV; v++) {
+        kvs_vi x = vi_and(vi_srl(vi_load_u8(qs + v * KVS_VL), 4 * (j & 1)), 15);
+        x = vi_or(x, vi_sll(vi_and(vi_srl(vi_load_u8(q->qh + v * KVS_VL), j), 1), 4));
+        o[v] = vf_sub(vf_mul(ds, vi_to_f(x)), ms);
+    }
+}
+KVS_SIMD_INLINE void blk_q6_K(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q6_K *q = (const kvs_block_q6_K *)row + (b >> 3);
+    const int h = (int)(b >> 2) & 1, c = (int)(b & 3);
+    const float d = kvs_simd_h2f(q->d);
+    const uint8_t *ql = q->ql + 64 * h + 32 * (c & 1), *qh = q->qh + 32 * h;
+    for (int v = 0; v < NV; v++) {
+        const int l0 = v * KVS_VL;
+        kvs_vi x = vi_and(vi_srl(vi_load_u8(ql + l0), 4 * (c >> 1)), 15);
+        x = vi_or(x, vi_sll(vi_and(vi_srl(vi_load_u8(qh + l0), 2 * c), 3), 4));
+        const kvs_vf s = vf_set1(d * (float)q->scales[8 * h + 2 * c + l0 / 16]);
+        o[v] = vf_mul(s, vi_to_f(vi_addc(x, -32)));
+    }
+}
+KVS_SIMD_INLINE void blk_q2_K(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q2_K *q = (const kvs_block_q2_K *)row + (b >> 3);
+    const int h = (int)(b >> 2) & 1, c = (int)(b & 3);
+    const float d = kvs_simd_h2f(q->d), dmin = kvs_simd_h2f(q->dmin);
+    for (int v = 0; v < NV; v++) {
+        const int l0 = v * KVS_VL;
+        const uint8_t s = q->scales[8 * h + 2 * c + l0 / 16];
+        kvs_vi x = vi_and(vi_srl(vi_load_u8(q->qs + 32 * h + l0), 2 * c), 3);
+        o[v] = vf_sub(vf_mul(vf_set1(d * (float)(s & 15)), vi_to_f(x)), vf_set1(dmin * (float)(s >> 4)));
+    }
+}
+KVS_SIMD_INLINE void blk_q3_K(const uint8_t *row, int64_t b, kvs_vf *o)
+{
+    const kvs_block_q3_K *q = (const kvs_block_q3_K *)row + (b >> 3);
+    const int h = (int)(b >> 2) & 1, c = (int)(b & 3);
+    const float d = kvs_simd_h2f(q->d);
+    for (int v = 0; v < NV; v++) {
+        const int l0 = v * KVS_VL;
+        kvs_vi x = vi_and(vi_srl(vi_load_u8(q->qs + 32 * h + l0), 2 * c), 3);
+        kvs_vi hb = vi_and(vi_srl(vi_load_u8(q->hmask + l0), 4 * h + c), 1);
+        x = vi_addc(vi_or(x, vi_sll(hb, 2)), -4); /* low 2 bits - (bit set ? 0 : 4) */
+        const kvs_vf s = vf_set1(d * (float)kvs_q3k_scale(q->scales, 8 * h + 2 * c + l0 / 16));
+        o[v] = vf_mul(s, vi_to_f(x));
+    }
+}
+
 /* Bytes of one 32-element block of each type (the decode prefetch stride). */
 #define BLK_BYTES_f32 128
 #define BLK_BYTES_f16 64
 #define BLK_BYTES_bf16 64
 #define BLK_BYTES_q8_0 34
 #define BLK_BYTES_q4_0 18
+#define BLK_BYTES_q4_1 20
+#define BLK_BYTES_q5_0 22
+#define BLK_BYTES_q5_1 24
+#define BLK_BYTES_q2_K 10 /* super-block bytes / 8, rounded down */
+#define BLK_BYTES_q3_K 13
+#define BLK_BYTES_q4_K 18
+#define BLK_BYTES_q5_K 22
+#define BLK_BYTES_q6_K 26
 
 /* --- one element (tails of rows whose length is not a multiple of 32) --- */
 
@@ -107,6 +224,26 @@ KVS_SIMD_INLINE float el_q4_0(const uint8_t *row, int64_t i)
     int nib = j < 16 ? q->qs[j] & 0x0f : q->qs[j - 16] >> 4;
     return kvs_fp16_to_fp32(q->d) * (nib - 8);
 }
+
+/* Block types whose rows are always whole blocks: never called on them in
+ * practice (rows of k elements are whole blocks), kept exact all the same. */
+static float el_block(kvs_dtype t, const uint8_t *row, int64_t i)
+{
+    float tmp[KVS_QK_K];
+    const int64_t be = (int64_t)kvs_dtype_block_elems(t);
+    kvs_dtype_to_f32(t, row + (uint64_t)(i / be) * kvs_dtype_block_bytes(t), tmp, (size_t)be);
+    return tmp[i % be];
+}
+#define DEF_EL(T, ID) \
+    KVS_SIMD_INLINE float el_##T(const uint8_t *row, int64_t i) { return el_block(ID, row, i); }
+DEF_EL(q4_1, KVS_DTYPE_Q4_1)
+DEF_EL(q5_0, KVS_DTYPE_Q5_0)
+DEF_EL(q5_1, KVS_DTYPE_Q5_1)
+DEF_EL(q2_K, KVS_DTYPE_Q2_K)
+DEF_EL(q3_K, KVS_DTYPE_Q3_K)
+DEF_EL(q4_K, KVS_DTYPE_Q4_K)
+DEF_EL(q5_K, KVS_DTYPE_Q5_K)
+DEF_EL(q6_K, KVS_DTYPE_Q6_K)
 
 /*
  * tile_T: y[r][c] = sum_i x[r][i] * w_c[i] for r < R, c < C, i < len.
@@ -296,6 +433,15 @@ DEF_DEQ(f16)
 DEF_DEQ(bf16)
 DEF_DEQ(q8_0)
 DEF_DEQ(q4_0)
+#define DEF_QTYPE(T) DEF_TILE(T) DEF_DEQ(T)
+DEF_QTYPE(q4_1)
+DEF_QTYPE(q5_0)
+DEF_QTYPE(q5_1)
+DEF_QTYPE(q2_K)
+DEF_QTYPE(q3_K)
+DEF_QTYPE(q4_K)
+DEF_QTYPE(q5_K)
+DEF_QTYPE(q6_K)
 
 typedef void (*tile_fn)(int R, const float *x, int64_t ldx, const uint8_t *const *w, int64_t len,
                         float *y, int64_t ldy, int C, const uint8_t *const *pf);
@@ -309,6 +455,14 @@ static bool kernels_for(kvs_dtype t, tile_fn *tile, deq_fn *deq)
     case KVS_DTYPE_BF16: *tile = tile_any_bf16; *deq = deq_bf16; return true;
     case KVS_DTYPE_Q8_0: *tile = tile_any_q8_0; *deq = deq_q8_0; return true;
     case KVS_DTYPE_Q4_0: *tile = tile_any_q4_0; *deq = deq_q4_0; return true;
+    case KVS_DTYPE_Q4_1: *tile = tile_any_q4_1; *deq = deq_q4_1; return true;
+    case KVS_DTYPE_Q5_0: *tile = tile_any_q5_0; *deq = deq_q5_0; return true;
+    case KVS_DTYPE_Q5_1: *tile = tile_any_q5_1; *deq = deq_q5_1; return true;
+    case KVS_DTYPE_Q2_K: *tile = tile_any_q2_K; *deq = deq_q2_K; return true;
+    case KVS_DTYPE_Q3_K: *tile = tile_any_q3_K; *deq = deq_q3_K; return true;
+    case KVS_DTYPE_Q4_K: *tile = tile_any_q4_K; *deq = deq_q4_K; return true;
+    case KVS_DTYPE_Q5_K: *tile = tile_any_q5_K; *deq = deq_q5_K; return true;
+    case KVS_DTYPE_Q6_K: *tile = tile_any_q6_K; *deq = deq_q6_K; return true;
     }
     return false;
 }
@@ -351,7 +505,7 @@ static void mm_decode(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64
      * quantized types (short rows, work per byte) and for short f16 rows,
      * a loss of ~10% for f16 rows of 4 KiB and more, which the hardware
      * streams well on its own. */
-    const bool prefetch = j->wt == KVS_DTYPE_Q8_0 || j->wt == KVS_DTYPE_Q4_0 || j->row_bytes < 4096;
+    const bool prefetch = kvs_dtype_block_elems(j->wt) > 1 || j->row_bytes < 4096;
     const uint8_t *pf[MC];
     for (int c = 0; c < MC; c++)
         pf[c] = j->w + (uint64_t)min64(m0 + c, m1 - 1) * j->row_bytes;
@@ -436,6 +590,8 @@ void KVS_CPU_FN(kvs_cpu_matmul)(kvs_cpu_ctx *c, float *y, const float *x, const 
                                 kvs_dtype wt, int64_t n, int64_t k, int64_t m)
 {
     if (n <= 0 || m <= 0)
+        return;
+    if (c->int8_act && KVS_CPU_FN(kvs_cpu_matmul_i8)(c, y, x, w, wt, n, k, m))
         return;
     mm_job j = {.ctx = c, .y = y, .x = x, .w = w, .wt = wt, .n = n, .k = k, .m = m};
     /* Shapes are validated when the model is loaded; a bad one gives zeros. */

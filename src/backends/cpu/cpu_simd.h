@@ -183,6 +183,70 @@ KVS_SIMD_INLINE kvs_vf vf_exp_poly(kvs_vf r)
 }
 #endif
 
+/*
+ * Integer lanes for unpacking the bit fields of quantized blocks: kvs_vi
+ * holds KVS_VL 32-bit integers (one per float lane).  vi_load_u8 widens
+ * KVS_VL bytes, vi_bits gives lane i bit (e0 + i) of a 32-bit word.
+ */
+#if defined(KVS_SIMD_AVX512)
+typedef __m512i kvs_vi;
+KVS_SIMD_INLINE kvs_vi vi_load_u8(const uint8_t *p)
+{
+    return _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)p));
+}
+KVS_SIMD_INLINE kvs_vi vi_srl(kvs_vi v, int n) { return _mm512_srl_epi32(v, _mm_cvtsi32_si128(n)); }
+KVS_SIMD_INLINE kvs_vi vi_sll(kvs_vi v, int n) { return _mm512_sll_epi32(v, _mm_cvtsi32_si128(n)); }
+KVS_SIMD_INLINE kvs_vi vi_and(kvs_vi v, int m) { return _mm512_and_si512(v, _mm512_set1_epi32(m)); }
+KVS_SIMD_INLINE kvs_vi vi_or(kvs_vi a, kvs_vi b) { return _mm512_or_si512(a, b); }
+KVS_SIMD_INLINE kvs_vi vi_addc(kvs_vi a, int c) { return _mm512_add_epi32(a, _mm512_set1_epi32(c)); }
+KVS_SIMD_INLINE kvs_vi vi_sub(kvs_vi a, kvs_vi b) { return _mm512_sub_epi32(a, b); }
+KVS_SIMD_INLINE kvs_vf vi_to_f(kvs_vi v) { return _mm512_cvtepi32_ps(v); }
+KVS_SIMD_INLINE kvs_vi vi_bits(uint32_t x, int e0)
+{
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    __m512i sh = _mm512_add_epi32(lane, _mm512_set1_epi32(e0));
+    return _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32((int)x), sh), _mm512_set1_epi32(1));
+}
+#elif defined(KVS_SIMD_AVX2)
+typedef __m256i kvs_vi;
+KVS_SIMD_INLINE kvs_vi vi_load_u8(const uint8_t *p)
+{
+    return _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)p));
+}
+KVS_SIMD_INLINE kvs_vi vi_srl(kvs_vi v, int n) { return _mm256_srl_epi32(v, _mm_cvtsi32_si128(n)); }
+KVS_SIMD_INLINE kvs_vi vi_sll(kvs_vi v, int n) { return _mm256_sll_epi32(v, _mm_cvtsi32_si128(n)); }
+KVS_SIMD_INLINE kvs_vi vi_and(kvs_vi v, int m) { return _mm256_and_si256(v, _mm256_set1_epi32(m)); }
+KVS_SIMD_INLINE kvs_vi vi_or(kvs_vi a, kvs_vi b) { return _mm256_or_si256(a, b); }
+KVS_SIMD_INLINE kvs_vi vi_addc(kvs_vi a, int c) { return _mm256_add_epi32(a, _mm256_set1_epi32(c)); }
+KVS_SIMD_INLINE kvs_vi vi_sub(kvs_vi a, kvs_vi b) { return _mm256_sub_epi32(a, b); }
+KVS_SIMD_INLINE kvs_vf vi_to_f(kvs_vi v) { return _mm256_cvtepi32_ps(v); }
+KVS_SIMD_INLINE kvs_vi vi_bits(uint32_t x, int e0)
+{
+    const __m256i lane = _mm256_set_epi32(7, 6, 5, 4, 3, 2, 1, 0);
+    __m256i sh = _mm256_add_epi32(lane, _mm256_set1_epi32(e0));
+    return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32((int)x), sh), _mm256_set1_epi32(1));
+}
+#else
+typedef int32_t kvs_vi;
+KVS_SIMD_INLINE kvs_vi vi_load_u8(const uint8_t *p) { return *p; }
+KVS_SIMD_INLINE kvs_vi vi_srl(kvs_vi v, int n) { return (int32_t)((uint32_t)v >> n); }
+KVS_SIMD_INLINE kvs_vi vi_sll(kvs_vi v, int n) { return (int32_t)((uint32_t)v << n); }
+KVS_SIMD_INLINE kvs_vi vi_and(kvs_vi v, int m) { return v & m; }
+KVS_SIMD_INLINE kvs_vi vi_or(kvs_vi a, kvs_vi b) { return a | b; }
+KVS_SIMD_INLINE kvs_vi vi_addc(kvs_vi a, int c) { return a + c; }
+KVS_SIMD_INLINE kvs_vi vi_sub(kvs_vi a, kvs_vi b) { return a - b; }
+KVS_SIMD_INLINE kvs_vf vi_to_f(kvs_vi v) { return (float)v; }
+KVS_SIMD_INLINE kvs_vi vi_bits(uint32_t x, int e0) { return (int32_t)((x >> e0) & 1); }
+#endif
+
+#if defined(KVS_SIMD_AVX512)
+KVS_SIMD_INLINE kvs_vf vf_sub(kvs_vf a, kvs_vf b) { return _mm512_sub_ps(a, b); }
+#elif defined(KVS_SIMD_AVX2)
+KVS_SIMD_INLINE kvs_vf vf_sub(kvs_vf a, kvs_vf b) { return _mm256_sub_ps(a, b); }
+#else
+KVS_SIMD_INLINE kvs_vf vf_sub(kvs_vf a, kvs_vf b) { return a - b; }
+#endif
+
 /* Keep a vector in a register: GCC otherwise folds a loaded vector back
  * into every instruction that uses it as a memory operand, reloading it
  * once per use (which halves a tile kernel's speed).  No code is emitted. */
