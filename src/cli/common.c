@@ -72,6 +72,7 @@ static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *li
         it->error = error_obj(oe.message, oe.param);
         return;
     }
+    kvs_oai_apply_generation_config(it->body, &in->gen_defaults, &it->req);
     if (it->req.n != 1) {
         it->error = error_obj("'n' must be 1 in a batch file", "n");
         return;

@@ -404,6 +404,7 @@ enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char
         ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
         goto done;
     }
+    kvs_oai_apply_generation_config(generic, &s->inst->gen_defaults, &r);
     if (!kvs_api_check_model_n(s, c, r.model, r.model_len, &ret) || !check_tool_choice(s, c, j, &ret))
         goto done;
     /* With tool_choice "required" or a named function the output is

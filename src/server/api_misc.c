@@ -35,6 +35,7 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
     if (st != KVS_OK) {
         *ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
     } else if (kvs_api_check_model_n(s, c, r->model, r->model_len, ret)) {
+        kvs_oai_apply_generation_config(j, &s->inst->gen_defaults, r);
         return j;
     }
     kvs_oai_request_free(r);

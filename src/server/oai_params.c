@@ -1,5 +1,6 @@
 #include "server/oai_params.h"
 #include "grammar/grammar.h"
+#include "model/source.h"
 #include "server/oai_structured.h"
 #include "tokenizer/tokenizer.h"
 
@@ -522,4 +523,31 @@ kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const kvs_tokenizer *t, int
         return bad(e, "prompt", "give one prompt here, not a list of %zu", r->n_prompts);
     }
     return kvs_oai_prompt_tokens_at(r, 0, t, ids, n, e);
+}
+
+/* True when `key` is absent from body or null. */
+static bool unset(json_t *body, const char *key)
+{
+    json_t *v = json_object_get(body, key);
+    return !v || json_is_null(v);
+}
+
+void kvs_oai_apply_generation_config(json_t *body, const kvs_gen_defaults *g, kvs_oai_request *r)
+{
+    if (!g)
+        return;
+    kvs_sampling_params *s = &r->params.sampling;
+    if (g->has_temperature && unset(body, "temperature"))
+        s->temperature = g->temperature;
+    if (g->has_top_p && unset(body, "top_p"))
+        s->top_p = g->top_p;
+    if (g->has_top_k && unset(body, "top_k"))
+        s->top_k = g->top_k;
+    if (g->has_min_p && unset(body, "min_p"))
+        s->min_p = g->min_p;
+    if (g->has_repetition_penalty && unset(body, "repetition_penalty"))
+        s->repetition_penalty = g->repetition_penalty;
+    if (g->has_max_new_tokens && g->max_new_tokens > 0 && !r->echo_only && unset(body, "max_tokens") &&
+        unset(body, "max_completion_tokens"))
+        r->params.max_tokens = g->max_new_tokens;
 }

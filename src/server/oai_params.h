@@ -60,6 +60,14 @@ typedef struct kvs_oai_error {
 /* Parse body into r (which must be zeroed).  KVS_E_INVALID on a bad
  * request, KVS_E_NOMEM when out of memory, with e filled either way. */
 kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kvs_oai_error *e);
+
+struct kvs_gen_defaults;
+/* vLLM's --generation-config auto (its default): each sampling field that
+ * `body` leaves out (absent or null) takes the model's generation_config.json
+ * value, for r as kvs_oai_parse filled it: temperature, top_p, top_k, min_p,
+ * repetition_penalty, and max_new_tokens as max_tokens (chat: also when
+ * max_completion_tokens is absent).  g NULL or without values: no-op. */
+void kvs_oai_apply_generation_config(json_t *body, const struct kvs_gen_defaults *g, kvs_oai_request *r);
 /* Free what r owns (its prompt ids); its strings point into the JSON body. */
 void kvs_oai_request_free(kvs_oai_request *r);
 

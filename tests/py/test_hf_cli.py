@@ -101,6 +101,26 @@ def main():
         b = n * 4 if kind in ("n", "b") else n * 2
         expect += (b + 255) // 256 * 256
     check(p.get("weights_bytes") == expect, f"plan weights {p.get('weights_bytes')} = headers' {expect}")
+
+    # generation_config.json's sampling values stand in for fields a request
+    # leaves out (vLLM's --generation-config auto): a seeded request without
+    # them equals one that sends them, and differs from vLLM's plain defaults.
+    sys.path.insert(0, os.path.dirname(__file__))
+    from kvs_server_util import Server
+    with Server(d, "--max-model-len", "128", "--max-num-seqs", "4", "--threads", "2") as srv:
+        name = os.path.basename(d)
+
+        def toks(**kw):
+            b = {"model": name, "prompt": "the rain in spain", "max_tokens": 24, "seed": 11, "ignore_eos": True}
+            b.update(kw)
+            st, r = srv.post("/v1/completions", b)
+            return st, (r["choices"][0].get("text") if st == 200 else r)
+        st0, implicit = toks()
+        st1, explicit = toks(temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.05)
+        st2, plain = toks(temperature=1.0, top_p=1.0, top_k=0, repetition_penalty=1.0)
+        check(st0 == st1 == st2 == 200 and implicit == explicit,
+              f"generation_config defaults apply to fields left out ({implicit!r} vs {explicit!r})")
+        check(implicit != plain, "and they are not the plain defaults")
     sys.exit(0 if ok else 1)
 
 
