@@ -7,7 +7,7 @@
 
 #include "server/server_internal.h"
 
-#define POLL_MS 250   /* how often a waiting reader checks whether its client left */
+#define POLL_MS 250   /* the wait for the engine thread to take a submission (one step at most) */
 
 typedef struct gen_choice {
     char *text;                    /* non-streaming: the text so far */
@@ -25,6 +25,7 @@ typedef struct gen {
     int32_t n, logprobs;
     bool include_usage;
     kvs_chan *chan;
+    struct MHD_Connection *conn;   /* the connection it answers (woken by the channel) */
     uint64_t base;
     char id[48];
     json_int_t created;
@@ -47,6 +48,7 @@ static void gen_free(gen *g)
     }
     free(g->ch);
     free(g->out);
+    kvs_http_unbind(g->chan);
     kvs_chan_unref(g->chan);
     free(g);
 }
@@ -232,23 +234,29 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     return ok;
 }
 
+/* MHD wants more of the stream.  With nothing to send the connection
+ * sleeps (returns 0) until the channel has an event or the client leaves. */
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
+    (void)pos;
     gen *g = cls;
+    if (!g->done && kvs_http_gone(g->conn))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     while (g->out_off == g->out_len) {
         if (g->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
         g->out_off = g->out_len = 0;
-        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
-        double now = kvs_now();
-        if (!ev || now - g->last_check >= POLL_MS * 1e-3) { /* events that print nothing come too */
-            g->last_check = now;
-            if (kvs_http_peer_gone(g->fd)) {
-                free(ev);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            if (!ev)
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, 0);
+        if (!ev) {
+            switch (kvs_http_sleep(g->conn)) {
+            case KVS_HTTP_SLEPT: return 0;
+            case KVS_HTTP_AGAIN: continue;
+            case KVS_HTTP_GONE: return MHD_CONTENT_READER_END_WITH_ERROR;
+            case KVS_HTTP_STOPPING: /* the engine has stopped: end the stream properly */
+                if (!sse_json(g, kvs_http_error_obj(503, NULL, NULL, "the server is shutting down")) || !sse_done(g))
+                    return MHD_CONTENT_READER_END_WITH_ERROR;
                 continue;
+            }
         }
         bool ok = stream_event(g, ev);
         free(ev);
@@ -284,13 +292,16 @@ static enum MHD_Result start_stream(gen *g, struct MHD_Connection *c)
                                           "content", "", "logprobs", "finish_reason"));
             sse_json(g, chunk);
         }
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, g, sse_free);
+    g->conn = c;
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, KVS_HTTP_STREAM_BLOCK, sse_read, g,
+                                                               sse_free);
     if (!r) {
         sse_free(g);
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    kvs_http_decorate(c, r);
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r); /* sse_free runs when MHD lets go of it */
     return ret;
@@ -346,6 +357,58 @@ static json_t *final_json(gen *g)
     return o;
 }
 
+/* A non-streaming request that waits for its events: collect what is
+ * there, answer when every choice is finished, else sleep until woken. */
+static void gen_end(gen *g, bool abort)
+{
+    kvs_server *s = g->s;
+    if (abort) {
+        kvs_chan_close(g->chan);
+        kvs_loop_abort(s->loop, g->base, g->n);
+    }
+    gen_free(g);
+    kvs_server_job_end(s);
+}
+
+static void gen_cancel(void *ctx) { gen_end(ctx, true); }
+
+static enum MHD_Result gen_poll(void *ctx, struct MHD_Connection *c)
+{
+    gen *g = ctx;
+    enum MHD_Result ret;
+    while (g->n_finished < g->n) {
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, 0);
+        if (!ev) {
+            switch (kvs_http_sleep(c)) {
+            case KVS_HTTP_SLEPT: return kvs_http_defer(c, gen_poll, gen_cancel, g);
+            case KVS_HTTP_AGAIN: continue;
+            case KVS_HTTP_GONE: /* nobody to answer: free the blocks now */
+                gen_end(g, true);
+                return MHD_NO;
+            case KVS_HTTP_STOPPING:
+                ret = kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+                gen_end(g, true);
+                return ret;
+            }
+        }
+        if (ev->kind == KVS_EV_ERROR) {
+            ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
+            free(ev);
+            gen_end(g, true);
+            return ret;
+        }
+        bool ok = collect_event(g, ev);
+        free(ev);
+        if (!ok) {
+            gen_end(g, true);
+            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+        }
+    }
+    ret = kvs_http_json(c, 200, final_json(g));
+    gen_end(g, false);
+    return ret;
+}
+
 /* ---- the request ---- */
 
 static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
@@ -391,6 +454,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     g->created = (json_int_t)time(NULL);
     g->fd = kvs_http_fd(c);
     g->n_prompt = (int32_t)n_prompt;
+    kvs_http_bind(c, g->chan); /* its events wake this connection */
 
     kvs_submit sub = {.chan = g->chan, .n = r->n, .prompt = (int32_t *)prompt, .n_prompt = n_prompt,
                       .params = r->params, .t_arrival = kvs_now(),
@@ -425,44 +489,6 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     if (r->stream)
         return start_stream(g, c);
 
-    double last_check = kvs_now();
-    while (g->n_finished < g->n) {
-        ev = kvs_chan_pop(g->chan, POLL_MS);
-        double now = kvs_now();
-        if (!ev || now - last_check >= POLL_MS * 1e-3) {
-            last_check = now;
-            if (kvs_http_peer_gone(g->fd)) { /* nobody to answer: free the blocks now */
-                free(ev);
-                kvs_chan_close(g->chan);
-                kvs_loop_abort(s->loop, g->base, g->n);
-                gen_free(g);
-                kvs_server_job_end(s);
-                return MHD_NO;
-            }
-            if (!ev)
-                continue;
-        }
-        if (ev->kind == KVS_EV_ERROR) {
-            ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
-            free(ev);
-            kvs_chan_close(g->chan);
-            kvs_loop_abort(s->loop, g->base, g->n);
-            gen_free(g);
-            kvs_server_job_end(s);
-            return ret;
-        }
-        bool ok = collect_event(g, ev);
-        free(ev);
-        if (!ok) {
-            kvs_chan_close(g->chan);
-            kvs_loop_abort(s->loop, g->base, g->n);
-            gen_free(g);
-            kvs_server_job_end(s);
-            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
-        }
-    }
-    ret = kvs_http_json(c, 200, final_json(g));
-    gen_free(g);
-    kvs_server_job_end(s);
-    return ret;
+    g->conn = c;
+    return gen_poll(g, c);
 }

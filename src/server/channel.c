@@ -12,6 +12,8 @@ struct kvs_chan {
     kvs_srv_event *head, *tail;
     int refs;
     bool closed;
+    void (*notify)(void *arg);     /* wake-up hook (kvs_chan_set_notify) */
+    void *notify_arg;
 };
 
 double kvs_now(void)
@@ -111,6 +113,8 @@ bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev)
         c->head = ev;
     c->tail = ev;
     pthread_cond_signal(&c->cv);
+    if (c->notify)
+        c->notify(c->notify_arg);
     pthread_mutex_unlock(&c->mu);
     return true;
 }
@@ -148,4 +152,14 @@ bool kvs_chan_closed(kvs_chan *c)
     bool closed = c->closed;
     pthread_mutex_unlock(&c->mu);
     return closed;
+}
+
+/* ---- wake-ups for the HTTP front end (http_front.h) ---- */
+
+void kvs_chan_set_notify(kvs_chan *c, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->notify = fn;
+    c->notify_arg = arg;
+    pthread_mutex_unlock(&c->mu);
 }
