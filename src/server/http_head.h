@@ -59,7 +59,8 @@ typedef struct kvs_http_head_verdict {
 
 /* Check the first len bytes received on a connection (buf need not be NUL
  * terminated).  Pure: the same bytes always give the same verdict, and a
- * verdict of OK or BAD does not change when more bytes arrive. */
+ * refusal (BAD) does not change when more bytes arrive.  (OK may: with
+ * `Expect: 100-continue` a chunked body's first line is not waited for.) */
 kvs_head_result kvs_http_head_check(const char *buf, size_t len, const kvs_http_head_limits *lim,
                                     kvs_http_head_verdict *v);
 
