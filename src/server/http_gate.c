@@ -257,8 +257,11 @@ static void scan(kvs_http_front *f, double now)
         kvs_http_slot *sl = &f->slots[i];
         int state = sl->state; /* GATE and LINGER are changed by this thread only */
         if (state == SLOT_GATE && now >= sl->deadline) {
-            ssize_t n = recv(sl->fd, f->peek, 1, MSG_PEEK | MSG_DONTWAIT);
-            if (n > 0)
+            ssize_t n = recv(sl->fd, f->peek, f->peek_cap, MSG_PEEK | MSG_DONTWAIT);
+            kvs_http_head_verdict v;
+            if (n > 0 && kvs_http_head_check(f->peek, (size_t)n, &f->head, &v) == KVS_HEAD_MORE && v.head_done)
+                hand_over(f, sl); /* the head is complete, the body is late: MHD's idle time-out applies */
+            else if (n > 0)
                 gate_answer(f, sl, 408, "request_timeout", "the request head did not arrive in time "
                             "(--http-header-timeout)");
             else
