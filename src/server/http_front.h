@@ -60,7 +60,7 @@ typedef struct kvs_http_slot {
     struct kvs_http_front *front;
     unsigned index;
     unsigned gen;                  /* bumped on every reuse */
-    int state;
+    atomic_int state;
     int fd;
     struct sockaddr_storage addr;
     socklen_t addr_len;
