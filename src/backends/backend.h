@@ -3,9 +3,12 @@
  *
  * A backend is a small table of function pointers (kvs_backend_ops) plus
  * its private state, in the manner of ggml's backends.  The model code in
- * model/llama.c is written once against this table; the CPU backend
+ * model/ is written once against this table; the CPU backend
  * (backends/cpu) is the first implementation and the default, the CUDA
- * backend plugs into the same table.
+ * backend (backends/cuda) plugs into the same table.  Callers never ask a
+ * backend for its name to decide what it can do: they read its
+ * capabilities (kvs_backend_caps), and backends/registry.h opens one by
+ * the name a user gives (--device cpu|cuda[:N]).
  *
  * Memory: every device buffer is taken with kvs_backend_alloc(), which
  * records it in the backend's ledger (memory/ledger.h) under a tag.  No
@@ -70,8 +73,24 @@ typedef struct kvs_attn_meta {
     int32_t max_ctx;              /* max over tokens of pos + 1 (sizes scratch) */
 } kvs_attn_meta;
 
+/* What a backend declares about itself, so that no caller compares names. */
+typedef struct kvs_backend_caps {
+    bool host_memory;        /* device pointers are host pointers: the engine may read them
+                                directly, mmap'ed weights can be used in place, and the
+                                process's resident set is the device meter */
+    bool graphs;             /* can capture and replay execution graphs (graph_bytes is set) */
+    kvs_dtype act_dtype;     /* what activations are computed in (the interface passes f32) */
+    uint64_t kv_dtypes;      /* KV-cache dtypes kv_store/attention accept: bit (1 << dtype id) */
+    uint64_t weight_dtypes;  /* weight dtypes matmul/get_rows compute with: bit (1 << dtype id);
+                                0: every type kvs_dtype_computable() names */
+    const char *meter;       /* how mem_info's process_used is measured, for the log */
+} kvs_backend_caps;
+
+#define KVS_DTYPE_BIT(t) (1ull << (unsigned)(t))
+
 typedef struct kvs_backend_ops {
-    const char *name;                                        /* "cpu", "cuda" */
+    const char *name;                                        /* "cpu", "cuda": for messages only */
+    kvs_backend_caps caps;
     void (*destroy)(kvs_backend *b);
 
     /* --- memory --- */

@@ -3,11 +3,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "backends/cpu/cpu_backend.h"
+#include "backends/registry.h"
 #include "engine/block_pool.h"
 #include "engine/kv_cache.h"
 
-bool kvs_launch_host_is_device(const kvs_backend *b) { return strcmp(b->ops->name, "cpu") == 0; }
+bool kvs_launch_host_is_device(const kvs_backend *b) { return b->ops->caps.host_memory; }
+
+kvs_dtype kvs_launch_auto_kv_dtype(const kvs_model_hparams *hp, bool host_memory)
+{
+    /* The CPU computes in f32 and caches in f32; a GPU caches in the
+     * weights' half type (bf16 for bf16 weights, else f16), as vLLM does. */
+    if (host_memory)
+        return KVS_DTYPE_F32;
+    return hp->weight_type == KVS_DTYPE_BF16 ? KVS_DTYPE_BF16 : KVS_DTYPE_F16;
+}
 
 void kvs_launch_budget_inputs(const kvs_launch_opts *o, const kvs_model_hparams *hp,
                               const kvs_runner_limits *lim, kvs_dtype kv_dtype, bool host_is_device,
@@ -58,7 +67,7 @@ int32_t kvs_launch_default_batched_tokens(const char *device)
 kvs_launch_opts kvs_launch_defaults(void)
 {
     return (kvs_launch_opts){
-        .device = "cpu", .gpu_memory_utilization = 0.92, .max_num_seqs = 256,
+        .device = NULL, .gpu_memory_utilization = 0.92, .max_num_seqs = 256,
         .max_num_batched_tokens = -1, .block_size = 16, .kv_cache_dtype = "auto", .warn = stderr,
     };
 }
@@ -99,11 +108,8 @@ kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_model_hparams *
 
 static kvs_status open_backend(const kvs_launch_opts *o, kvs_backend **b, kvs_error *err)
 {
-    const char *dev = o->device ? o->device : "cpu";
-    if (strcmp(dev, "cpu") != 0)
-        return kvs_fail(err, KVS_E_UNSUPPORTED, "device '%s' is not available in this build (devices: cpu)", dev);
-    kvs_cpu_options co = {.n_threads = o->n_threads, .device_memory = o->device_memory};
-    return kvs_cpu_backend_new(b, &co, err);
+    kvs_backend_opts bo = {.device = o->device, .n_threads = o->n_threads, .device_memory = o->device_memory};
+    return kvs_backend_open(b, &bo, err);
 }
 
 double kvs_launch_utilization(const kvs_launch_opts *o, bool host_memory, uint64_t total, uint64_t free,
@@ -153,6 +159,11 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     *out = NULL;
     kvs_status st;
     kvs_gguf *g = NULL;
+    /* No --device: the GPU when one is built in and present, else the CPU. */
+    kvs_launch_opts resolved = *o;
+    if (!resolved.device)
+        resolved.device = kvs_backend_default_device();
+    o = &resolved;
     kvs_instance *in = calloc(1, sizeof *in);
     if (!in)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
@@ -162,6 +173,9 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     if ((st = open_backend(o, &in->backend, err)) != KVS_OK)
         goto fail;
     kvs_backend *b = in->backend;
+    if (o->log)
+        fprintf(o->log, "INFO kvserve: device %s (%s backend; memory meter: %s)\n", o->device, b->ops->name,
+                b->ops->caps.meter);
     kvs_mem_info m0;
     if ((st = b->ops->mem_info(b, &m0, err)) != KVS_OK)
         goto fail;
@@ -196,6 +210,8 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
         (st = kvs_launch_weight_bytes(g, &hp0, o->use_mmap, &weights0, err)) != KVS_OK ||
         (st = kvs_launch_limits(o, &hp0, &lim, &kv_dtype, err)) != KVS_OK)
         goto fail;
+    if (!o->kv_cache_dtype || strcmp(o->kv_cache_dtype, "auto") == 0)
+        kv_dtype = kvs_launch_auto_kv_dtype(&hp0, kvs_launch_host_is_device(b));
     kvs_budget_in bi;
     kvs_budget bud;
     kvs_launch_budget_inputs(o, &hp0, &lim, kv_dtype, kvs_launch_host_is_device(b), &bi);

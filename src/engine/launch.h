@@ -35,7 +35,7 @@
 
 typedef struct kvs_launch_opts {
     const char *model_path;
-    const char *device;                 /* "cpu" (default) */
+    const char *device;                 /* "cpu", "cuda[:N]"; NULL: kvs_backend_default_device() */
     int n_threads;                      /* 0: all cores */
     uint64_t device_memory;             /* CPU: --device-memory (0: physical / cgroup) */
     double gpu_memory_utilization;      /* default 0.92 */
@@ -92,5 +92,9 @@ kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *h
 void kvs_launch_fill_report(kvs_memory_report *rep, const kvs_budget_in *bi, const kvs_budget *bud);
 /* True where the backend's device memory is this host's memory (CPU). */
 bool kvs_launch_host_is_device(const kvs_backend *b);
+/* The KV-cache dtype `--kv-cache-dtype auto` means: f32 where the device is
+ * host memory (the CPU computes in f32), else bf16 for bf16 weights and f16
+ * otherwise.  plan and a start use this one rule. */
+kvs_dtype kvs_launch_auto_kv_dtype(const kvs_model_hparams *hp, bool host_memory);
 
 #endif

@@ -150,7 +150,7 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     if ((st = kvs_launch_limits(lo, &hp, &lim, &kv_dtype, err)) != KVS_OK)
         goto done;
     if (gpu && (!lo->kv_cache_dtype || strcmp(lo->kv_cache_dtype, "auto") == 0))
-        kv_dtype = hp.weight_type == KVS_DTYPE_BF16 ? KVS_DTYPE_BF16 : KVS_DTYPE_F16;
+        kv_dtype = kvs_launch_auto_kv_dtype(&hp, false);
 
     kvs_budget_in bi;
     kvs_launch_budget_inputs(lo, &hp, &lim, kv_dtype, gpu == NULL, &bi);

@@ -139,7 +139,7 @@ static kvs_status map_file(kvs_model_model *m, const kvs_gguf *g, kvs_error *err
     const char *path = kvs_gguf_path(g);
     if (!path)
         return kvs_fail(err, KVS_E_INVALID, "--mmap needs a model file");
-    if (strcmp(m->backend->ops->name, "cpu") != 0)
+    if (!m->backend->ops->caps.host_memory)
         return kvs_fail(err, KVS_E_UNSUPPORTED, "--mmap is only available on the CPU backend");
     int fd = open(path, O_RDONLY);
     if (fd < 0)
@@ -182,6 +182,12 @@ kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend 
         const kvs_gguf_tensor *t;
         if ((st = check_tensor(g, &specs[i], &t, err)) != KVS_OK)
             goto fail;
+        uint64_t wt = b->ops->caps.weight_dtypes;
+        if (wt && !specs[i].is_norm && !(wt & KVS_DTYPE_BIT(t->type))) {
+            st = kvs_fail(err, KVS_E_UNSUPPORTED, "tensor '%s' has type %s, which the %s backend cannot compute with",
+                          specs[i].name, kvs_dtype_name(t->type), b->ops->name);
+            goto fail;
+        }
         total += device_bytes(&specs[i], t);
         if (t->nbytes > largest)
             largest = t->nbytes;
@@ -205,7 +211,7 @@ kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend 
 
     /* Stage each tensor through one host buffer of the largest size (the
      * CPU backend's to_device is a copy; on CPU we read straight into place). */
-    bool direct = strcmp(b->ops->name, "cpu") == 0;
+    bool direct = b->ops->caps.host_memory;
     if (!direct && !(host = malloc(largest ? largest : 1))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;

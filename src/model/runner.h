@@ -10,7 +10,7 @@
  * computed only for the rows the caller asks for (typically the last token
  * of each sequence that will sample).
  *
- * Activation memory comes from an arena (memory/arena.h).  A new runner
+ * Activation memory comes from an arena (model/arena.h).  A new runner
  * is in PROFILE mode: kvs_runner_profile() runs one step at the largest
  * shape the limits allow, reads the measured peak from the ledger, and
  * fixes the arena at that size, after which steps allocate nothing.
@@ -20,7 +20,7 @@
 #ifndef KVS_MODEL_RUNNER_H
 #define KVS_MODEL_RUNNER_H
 
-#include "memory/arena.h"
+#include "model/arena.h"
 #include "model/model.h"
 
 typedef struct kvs_runner_limits {

@@ -118,6 +118,15 @@ static size_t cpu_attention_scratch_bytes(kvs_backend *b, int32_t n_heads, int32
 
 static const kvs_backend_ops CPU_OPS = {
     .name = "cpu",
+    .caps = {
+        .host_memory = true,
+        .graphs = false,
+        .act_dtype = KVS_DTYPE_F32,
+        .kv_dtypes = KVS_DTYPE_BIT(KVS_DTYPE_F32) | KVS_DTYPE_BIT(KVS_DTYPE_F16) |
+                     KVS_DTYPE_BIT(KVS_DTYPE_BF16),
+        .weight_dtypes = 0, /* every type kvs_dtype_computable() names */
+        .meter = "resident set (/proc/self/status)",
+    },
     .destroy = cpu_destroy,
     .mem_info = cpu_mem_info,
     .raw_alloc = cpu_raw_alloc,

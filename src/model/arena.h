@@ -1,5 +1,7 @@
 /*
- * arena.h - activation memory for one forward step, measured then fixed.
+ * arena.h - the model runner's activation memory for one forward step,
+ * measured then fixed (it lives in model/, above the backends it allocates
+ * from, so that memory/ depends on nothing but core/).
  *
  * A forward step needs many short-lived buffers (hidden states, q/k/v,
  * attention scratch, the MLP's hidden layer, logits).  They are carved
@@ -20,8 +22,8 @@
  * Offsets are aligned to KVS_ARENA_ALIGN in both modes, so the two modes
  * account the same bytes.
  */
-#ifndef KVS_MEMORY_ARENA_H
-#define KVS_MEMORY_ARENA_H
+#ifndef KVS_MODEL_ARENA_H
+#define KVS_MODEL_ARENA_H
 
 #include <stdint.h>
 

@@ -1,4 +1,4 @@
-#include "memory/arena.h"
+#include "model/arena.h"
 
 #include <string.h>
 
