@@ -683,3 +683,22 @@ void kvs_server_stop(kvs_server *s)
     free(s->origins);
     free(s);
 }
+
+void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->front_ready)
+        return;
+    kvs_http_front *f = &s->front;
+    pthread_mutex_lock(&f->mu);
+    out->connections = f->n_used;
+    out->max_connections = f->n_slots;
+    pthread_mutex_unlock(&f->mu);
+    pthread_mutex_lock(&f->pool.mu);
+    out->body_pool_used = f->pool.pages_used * KVS_HTTP_POOL_PAGE;
+    out->body_pool_peak = f->pool.pages_hwm * KVS_HTTP_POOL_PAGE;
+    out->body_pool_bytes = f->pool.bytes;
+    out->refused_bodies = f->pool.refused;
+    pthread_mutex_unlock(&f->pool.mu);
+    out->refused_connections = atomic_load(&f->refused_full);
+}

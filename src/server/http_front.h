@@ -101,7 +101,7 @@ typedef struct kvs_http_front {
     kvs_http_slot *free_list;
     struct { int fd; double deadline; } overflow[KVS_HTTP_OVERFLOW_SLOTS];
     double listen_paused_until;
-    uint64_t refused_full;         /* connections answered 503 for the limit */
+    atomic_uint_fast64_t refused_full; /* connections answered 503 for the limit */
 
     kvs_http_pool pool;
     atomic_bool draining, stopping, quit;

@@ -170,7 +170,7 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
 
 static void overflow_answer(kvs_http_front *f, int fd, double now)
 {
-    f->refused_full++;
+    atomic_fetch_add(&f->refused_full, 1);
     const char *msg = atomic_load(&f->draining) ? "the server is shutting down"
                                                  : "the server has reached its connection limit (--max-connections); "
                                                    "retry later";

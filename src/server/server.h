@@ -80,6 +80,15 @@ bool kvs_server_wait(kvs_server *s, int timeout_ms);
  * free everything.  NULL is a no-op. */
 void kvs_server_stop(kvs_server *s);
 
+/* The front end's pools now, for /metrics (issue 7's live reserve use). */
+typedef struct kvs_server_http_stats {
+    unsigned connections, max_connections;        /* slots in use, and their number */
+    size_t body_pool_used, body_pool_peak, body_pool_bytes;
+    uint64_t refused_connections;                 /* answered 503 for --max-connections */
+    uint64_t refused_bodies;                      /* answered 503 for a full body pool */
+} kvs_server_http_stats;
+void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out);
+
 /* The default served name for a model path: its base name without the
  * extension ("stories260K" for "dir/stories260K.gguf"), into buf. */
 void kvs_server_default_name(const char *model_path, char *buf, size_t cap);
