@@ -7,7 +7,9 @@
 
 #include "server/server_internal.h"
 
-#define POLL_MS 250   /* the wait for the engine thread to take a submission (one step at most) */
+#define POLL_MS 250   /* the wait for the first event of a request whose client left (one step at most) */
+/* sizeof(kvs_request_params) as gen_own_request knows it (see there). */
+#define KVS_GEN_PARAMS_SIZE 88
 
 typedef struct gen_choice {
     char *text;                    /* non-streaming: the text so far */
@@ -36,6 +38,14 @@ typedef struct gen {
     size_t out_len, out_off, out_cap;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
+    /* The submission, which the engine thread reads when it takes it (after
+     * the handler has returned): its prompt and parameters are g's copies. */
+    kvs_submit sub;
+    kvs_request_params params;
+    int32_t *prompt;
+    char **stops;
+    int32_t *stop_ids;
+    bool stream, accepted;         /* accepted: the submission's first event came */
 } gen;
 
 static void gen_free(gen *g)
@@ -48,6 +58,11 @@ static void gen_free(gen *g)
     }
     free(g->ch);
     free(g->out);
+    free(g->prompt);
+    for (size_t i = 0; g->stops && i < g->params.n_stop; i++)
+        free(g->stops[i]);
+    free(g->stops);
+    free(g->stop_ids);
     kvs_http_unbind(g->chan);
     kvs_chan_unref(g->chan);
     free(g);
@@ -362,6 +377,10 @@ static json_t *final_json(gen *g)
 static void gen_end(gen *g, bool abort)
 {
     kvs_server *s = g->s;
+    /* The engine thread reads g->sub until the first event: wait for it
+     * (the client left before the engine took its request; one step at most). */
+    for (kvs_srv_event *ev; !g->accepted; free(ev))
+        g->accepted = (ev = kvs_chan_pop(g->chan, POLL_MS)) != NULL;
     if (abort) {
         kvs_chan_close(g->chan);
         kvs_loop_abort(s->loop, g->base, g->n);
@@ -431,6 +450,71 @@ static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, con
     return MHD_YES;
 }
 
+/* Copy what the engine reads from the request when it takes it: the prompt
+ * and the parameters' arrays (kvs_engine_add copies them in turn).  A new
+ * pointer field in kvs_request_params must be copied here too. */
+_Static_assert(sizeof(kvs_request_params) == KVS_GEN_PARAMS_SIZE,
+               "kvs_request_params changed: copy any new pointer field in gen_own_request (api_gen.c)");
+static bool gen_own_request(gen *g, const kvs_oai_request *r, const int32_t *prompt, size_t n_prompt)
+{
+    g->params = r->params;
+    g->params.stop = NULL;
+    g->params.n_stop = 0;
+    g->params.stop_token_ids = NULL;
+    g->params.n_stop_token_ids = 0;
+    if (!(g->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof *g->prompt)))
+        return false;
+    if (n_prompt)
+        memcpy(g->prompt, prompt, n_prompt * sizeof *prompt);
+    if (r->params.n_stop) {
+        if (!(g->stops = calloc(r->params.n_stop, sizeof *g->stops)))
+            return false;
+        for (size_t i = 0; i < r->params.n_stop; i++, g->params.n_stop++)
+            if (!(g->stops[i] = strdup(r->params.stop[i])))
+                return false;
+        g->params.stop = (const char *const *)g->stops;
+    }
+    if (r->params.n_stop_token_ids) {
+        size_t n = r->params.n_stop_token_ids;
+        if (!(g->stop_ids = malloc(n * sizeof *g->stop_ids)))
+            return false;
+        memcpy(g->stop_ids, r->params.stop_token_ids, n * sizeof *g->stop_ids);
+        g->params.stop_token_ids = g->stop_ids;
+        g->params.n_stop_token_ids = n;
+    }
+    return true;
+}
+
+/* The submission's first event: ACCEPTED starts the answer, ERROR is it. */
+static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
+{
+    gen *g = ctx;
+    kvs_srv_event *ev;
+    while (!(ev = kvs_chan_pop(g->chan, 0))) {
+        switch (kvs_http_sleep(c)) {
+        case KVS_HTTP_SLEPT: return kvs_http_defer(c, gen_accept, gen_cancel, g);
+        case KVS_HTTP_AGAIN: continue;
+        case KVS_HTTP_GONE: gen_end(g, true); return MHD_NO;
+        case KVS_HTTP_STOPPING: /* the stopped loop has answered every submission */
+            if (!(ev = kvs_chan_pop(g->chan, POLL_MS)))
+                continue;
+            break;
+        }
+        break;
+    }
+    g->accepted = true;
+    if (ev->kind == KVS_EV_ERROR) {
+        enum MHD_Result ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s",
+                                             ev->text);
+        free(ev);
+        gen_end(g, false);
+        return ret;
+    }
+    free(ev);
+    g->last_check = kvs_now();
+    return g->stream ? start_stream(g, c) : gen_poll(g, c);
+}
+
 enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                             const int32_t *prompt, size_t n_prompt, const char *prompt_param)
 {
@@ -454,41 +538,28 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     g->created = (json_int_t)time(NULL);
     g->fd = kvs_http_fd(c);
     g->n_prompt = (int32_t)n_prompt;
+    g->stream = r->stream;
+    g->conn = c;
     kvs_http_bind(c, g->chan); /* its events wake this connection */
-
-    kvs_submit sub = {.chan = g->chan, .n = r->n, .prompt = (int32_t *)prompt, .n_prompt = n_prompt,
-                      .params = r->params, .t_arrival = kvs_now(),
-                      .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
-    if (!sub.reply) {
+    if (!gen_own_request(g, r, prompt, n_prompt)) {
+        g->accepted = true;
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
     }
-    if (!kvs_loop_submit(s->loop, &sub)) {
-        free(sub.reply);
+    g->sub = (kvs_submit){.chan = g->chan, .n = r->n, .prompt = g->prompt, .n_prompt = n_prompt,
+                          .params = g->params, .t_arrival = kvs_now(),
+                          .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
+    if (!g->sub.reply || !kvs_loop_submit(s->loop, &g->sub)) {
+        bool nomem = !g->sub.reply;
+        free(g->sub.reply);
         gen_free(g);
         kvs_server_job_end(s);
-        return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+        return nomem ? kvs_http_error(c, 500, NULL, NULL, "out of memory")
+                     : kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
     }
-    g->base = sub.base_id;
+    g->base = g->sub.base_id;
     snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
              (uint64_t)(s->salt ^ (g->base * (uint64_t)0x9E3779B97F4A7C15ull)));
-    /* The first event always comes (the loop answers every submission). */
-    kvs_srv_event *ev;
-    while (!(ev = kvs_chan_pop(g->chan, POLL_MS)))
-        ;
-    if (ev->kind == KVS_EV_ERROR) {
-        ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s", ev->text);
-        free(ev);
-        gen_free(g);
-        kvs_server_job_end(s);
-        return ret;
-    }
-    free(ev);
-    g->last_check = kvs_now();
-    if (r->stream)
-        return start_stream(g, c);
-
-    g->conn = c;
-    return gen_poll(g, c);
+    return gen_accept(g, c);
 }
