@@ -46,6 +46,9 @@
 #define KVS_HTTP_OVERFLOW_SLOTS 64
 /* Seconds an answered connection is read from before it is closed. */
 #define KVS_HTTP_LINGER_S 2.0
+/* When every slot is taken, a new connection takes the slot of the oldest
+ * one that has sent nothing for this long (closing it), else gets 503. */
+#define KVS_HTTP_EVICT_IDLE_S 1.0
 
 struct kvs_server;
 
@@ -65,6 +68,8 @@ typedef struct kvs_http_slot {
     struct sockaddr_storage addr;
     socklen_t addr_len;
     double deadline;               /* GATE: head due; LINGER: close; LIVE+awaiting_head: head due */
+    double t_accept;               /* GATE: when accepted */
+    size_t seen;                   /* GATE: bytes received so far */
     bool awaiting_head;            /* LIVE: between requests */
     struct MHD_Connection *conn;
     bool suspended, wake_pending, hup, watched;

@@ -147,6 +147,7 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
         gate_close(f, sl);
         return;
     }
+    sl->seen = (size_t)n;
     kvs_http_head_verdict v;
     kvs_head_result r = kvs_http_head_check(f->peek, (size_t)n, &f->head, &v);
     if (r == KVS_HEAD_MORE && v.head_done && peer_closed)
@@ -197,6 +198,24 @@ static void overflow_close(kvs_http_front *f, int i)
     f->overflow[i].fd = -1;
 }
 
+/* The table is full: close the oldest connection that has not sent a byte
+ * in KVS_HTTP_EVICT_IDLE_S (an idle socket owes nothing and is owed no
+ * answer) and hand its slot to a new one.  NULL if there is none. */
+static kvs_http_slot *evict_idle(kvs_http_front *f, double now)
+{
+    kvs_http_slot *old = NULL;
+    for (unsigned i = 0; i < f->n_slots; i++) {
+        kvs_http_slot *sl = &f->slots[i];
+        if (sl->state == SLOT_GATE && sl->seen == 0 && now - sl->t_accept >= KVS_HTTP_EVICT_IDLE_S &&
+            (!old || sl->t_accept < old->t_accept))
+            old = sl;
+    }
+    if (!old || recv(old->fd, f->peek, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
+        return NULL; /* (it has just sent something: leave it) */
+    gate_close(f, old);
+    return slot_alloc(f);
+}
+
 static void accept_all(kvs_http_front *f)
 {
     for (;;) {
@@ -219,6 +238,8 @@ static void accept_all(kvs_http_front *f)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         double now = kvs_now();
         kvs_http_slot *sl = slot_alloc(f);
+        if (!sl && !atomic_load(&f->draining))
+            sl = evict_idle(f, now);
         if (!sl) {
             overflow_answer(f, fd, now);
             continue;
@@ -229,6 +250,8 @@ static void accept_all(kvs_http_front *f)
         memcpy(&sl->addr, &ss, sizeof ss);
         sl->addr_len = len;
         sl->deadline = now + f->header_timeout_s;
+        sl->t_accept = now;
+        sl->seen = 0;
         pthread_mutex_unlock(&sl->mu);
         struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
                                  .data.u64 = TAG(TAG_GATE, sl->index, sl->gen)};
