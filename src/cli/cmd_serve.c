@@ -35,7 +35,7 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
         .summary = "Serve MODEL over OpenAI's HTTP API: /v1/completions, /v1/chat/completions (stream: true\n"
                    "for server-sent events), /v1/models, /health, /metrics, /tokenize, /detokenize.\n"
                    "--port 0 picks a free port; the bound address is printed as 'listening on http://...'.\n"
-                   "SIGINT/SIGTERM stop accepting requests, let running ones finish (up to\n"
+                   "SIGINT/SIGTERM answer new requests 503, let running ones finish (up to\n"
                    "--shutdown-timeout seconds) and exit 0; a second signal stops at once.\n"
                    "The API key may also come from $KVSERVE_API_KEY."};
     kvs_cmd_add(c, (kvs_opt){"--host", NULL, KVS_OPT_STR, &o->host, "ADDR", "address to bind (default 127.0.0.1)"});
@@ -111,6 +111,9 @@ int kvs_cmd_serve(int argc, char **argv)
         return kvs_cli_error("serve", 2, "--http-threads must be in 1..1024");
     if (o.max_connections == 0 && o.seen_conns)
         return kvs_cli_error("serve", 2, "--max-connections must be at least 1");
+    if (o.body_pool && o.body_pool < (o.max_body ? o.max_body : (uint64_t)KVS_HTTP_DEFAULT_MAX_REQUEST) + 1)
+        return kvs_cli_error("serve", 2, "--http-body-pool must be larger than --max-request-bytes (it holds the "
+                             "bodies being read at once)");
     if (!(o.idle_timeout >= 0) || o.idle_timeout > 86400 || (o.idle_timeout == 0 && o.seen_idle))
         return kvs_cli_error("serve", 2, "--http-idle-timeout must be in (0, 86400] seconds");
     if (!(o.header_timeout >= 0) || o.header_timeout > 86400 ||
