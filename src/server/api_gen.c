@@ -7,8 +7,8 @@
 
 #include "server/server_internal.h"
 
-#define POLL_MS 250   /* the wait for the first event of a request whose client left (one step at most) */
-/* sizeof(kvs_request_params) as gen_own_request knows it (see there). */
+#define POLL_MS 250   /* stopping: the wait for the stopped loop's answer to a submission */
+/* sizeof(kvs_request_params) as gen_sub_new knows it (see there). */
 #define KVS_GEN_PARAMS_SIZE 88
 
 typedef struct gen_choice {
@@ -38,15 +38,36 @@ typedef struct gen {
     size_t out_len, out_off, out_cap;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
-    /* The submission, which the engine thread reads when it takes it (after
-     * the handler has returned): its prompt and parameters are g's copies. */
+    struct gen_sub *gs;            /* the submission, until its first event */
+    bool stream, accepted;         /* accepted: the submission's first event came */
+} gen;
+
+/* A submission and what the engine thread reads from it when it takes it,
+ * which may be long after the handler has returned: copies of the prompt
+ * and of the parameters' arrays.  If the client leaves first, the block is
+ * left to the channel (kvs_chan_set_dtor), whose last reference the loop
+ * drops only once it is done with the submission. */
+typedef struct gen_sub {
     kvs_submit sub;
     kvs_request_params params;
     int32_t *prompt;
     char **stops;
+    size_t n_stops;
     int32_t *stop_ids;
-    bool stream, accepted;         /* accepted: the submission's first event came */
-} gen;
+} gen_sub;
+
+static void gen_sub_free(void *arg)
+{
+    gen_sub *gs = arg;
+    if (!gs)
+        return;
+    free(gs->prompt);
+    for (size_t i = 0; i < gs->n_stops; i++)
+        free(gs->stops[i]);
+    free(gs->stops);
+    free(gs->stop_ids);
+    free(gs);
+}
 
 static void gen_free(gen *g)
 {
@@ -58,11 +79,10 @@ static void gen_free(gen *g)
     }
     free(g->ch);
     free(g->out);
-    free(g->prompt);
-    for (size_t i = 0; g->stops && i < g->params.n_stop; i++)
-        free(g->stops[i]);
-    free(g->stops);
-    free(g->stop_ids);
+    if (g->gs && !g->accepted && g->chan) /* the loop may still read it: the channel frees it */
+        kvs_chan_set_dtor(g->chan, gen_sub_free, g->gs);
+    else
+        gen_sub_free(g->gs);
     kvs_http_unbind(g->chan);
     kvs_chan_unref(g->chan);
     free(g);
@@ -377,10 +397,6 @@ static json_t *final_json(gen *g)
 static void gen_end(gen *g, bool abort)
 {
     kvs_server *s = g->s;
-    /* The engine thread reads g->sub until the first event: wait for it
-     * (the client left before the engine took its request; one step at most). */
-    for (kvs_srv_event *ev; !g->accepted; free(ev))
-        g->accepted = (ev = kvs_chan_pop(g->chan, POLL_MS)) != NULL;
     if (abort) {
         kvs_chan_close(g->chan);
         kvs_loop_abort(s->loop, g->base, g->n);
@@ -454,35 +470,46 @@ static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, con
  * and the parameters' arrays (kvs_engine_add copies them in turn).  A new
  * pointer field in kvs_request_params must be copied here too. */
 _Static_assert(sizeof(kvs_request_params) == KVS_GEN_PARAMS_SIZE,
-               "kvs_request_params changed: copy any new pointer field in gen_own_request (api_gen.c)");
-static bool gen_own_request(gen *g, const kvs_oai_request *r, const int32_t *prompt, size_t n_prompt)
+               "kvs_request_params changed: copy any new pointer field in gen_sub_new (api_gen.c)");
+static gen_sub *gen_sub_new(const kvs_oai_request *r, const int32_t *prompt, size_t n_prompt)
 {
-    g->params = r->params;
-    g->params.stop = NULL;
-    g->params.n_stop = 0;
-    g->params.stop_token_ids = NULL;
-    g->params.n_stop_token_ids = 0;
-    if (!(g->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof *g->prompt)))
-        return false;
+    gen_sub *gs = calloc(1, sizeof *gs);
+    if (!gs)
+        return NULL;
+    gs->params = r->params;
+    gs->params.stop = NULL;
+    gs->params.n_stop = 0;
+    gs->params.stop_token_ids = NULL;
+    gs->params.n_stop_token_ids = 0;
+    if (!(gs->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof *gs->prompt)))
+        goto fail;
     if (n_prompt)
-        memcpy(g->prompt, prompt, n_prompt * sizeof *prompt);
+        memcpy(gs->prompt, prompt, n_prompt * sizeof *prompt);
     if (r->params.n_stop) {
-        if (!(g->stops = calloc(r->params.n_stop, sizeof *g->stops)))
-            return false;
-        for (size_t i = 0; i < r->params.n_stop; i++, g->params.n_stop++)
-            if (!(g->stops[i] = strdup(r->params.stop[i])))
-                return false;
-        g->params.stop = (const char *const *)g->stops;
+        if (!(gs->stops = calloc(r->params.n_stop, sizeof *gs->stops)))
+            goto fail;
+        for (; gs->n_stops < r->params.n_stop; gs->n_stops++)
+            if (!(gs->stops[gs->n_stops] = strdup(r->params.stop[gs->n_stops])))
+                goto fail;
+        gs->params.stop = (const char *const *)gs->stops;
+        gs->params.n_stop = gs->n_stops;
     }
     if (r->params.n_stop_token_ids) {
         size_t n = r->params.n_stop_token_ids;
-        if (!(g->stop_ids = malloc(n * sizeof *g->stop_ids)))
-            return false;
-        memcpy(g->stop_ids, r->params.stop_token_ids, n * sizeof *g->stop_ids);
-        g->params.stop_token_ids = g->stop_ids;
-        g->params.n_stop_token_ids = n;
+        if (!(gs->stop_ids = malloc(n * sizeof *gs->stop_ids)))
+            goto fail;
+        memcpy(gs->stop_ids, r->params.stop_token_ids, n * sizeof *gs->stop_ids);
+        gs->params.stop_token_ids = gs->stop_ids;
+        gs->params.n_stop_token_ids = n;
     }
-    return true;
+    gs->sub = (kvs_submit){.n = r->n, .prompt = gs->prompt, .n_prompt = n_prompt, .params = gs->params,
+                           .t_arrival = kvs_now(), .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
+    if (!gs->sub.reply)
+        goto fail;
+    return gs;
+fail:
+    gen_sub_free(gs);
+    return NULL;
 }
 
 /* The submission's first event: ACCEPTED starts the answer, ERROR is it. */
@@ -502,7 +529,9 @@ static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
         }
         break;
     }
-    g->accepted = true;
+    g->accepted = true; /* the loop is done with the submission */
+    gen_sub_free(g->gs);
+    g->gs = NULL;
     if (ev->kind == KVS_EV_ERROR) {
         enum MHD_Result ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s",
                                              ev->text);
@@ -541,24 +570,21 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     g->stream = r->stream;
     g->conn = c;
     kvs_http_bind(c, g->chan); /* its events wake this connection */
-    if (!gen_own_request(g, r, prompt, n_prompt)) {
+    if (!(g->gs = gen_sub_new(r, prompt, n_prompt))) {
         g->accepted = true;
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
     }
-    g->sub = (kvs_submit){.chan = g->chan, .n = r->n, .prompt = g->prompt, .n_prompt = n_prompt,
-                          .params = g->params, .t_arrival = kvs_now(),
-                          .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
-    if (!g->sub.reply || !kvs_loop_submit(s->loop, &g->sub)) {
-        bool nomem = !g->sub.reply;
-        free(g->sub.reply);
+    g->gs->sub.chan = g->chan;
+    if (!kvs_loop_submit(s->loop, &g->gs->sub)) {
+        g->accepted = true; /* nothing was queued: g->gs is still ours */
+        free(g->gs->sub.reply);
         gen_free(g);
         kvs_server_job_end(s);
-        return nomem ? kvs_http_error(c, 500, NULL, NULL, "out of memory")
-                     : kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+        return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
     }
-    g->base = g->sub.base_id;
+    g->base = g->gs->sub.base_id;
     snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
              (uint64_t)(s->salt ^ (g->base * (uint64_t)0x9E3779B97F4A7C15ull)));
     return gen_accept(g, c);

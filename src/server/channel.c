@@ -14,6 +14,8 @@ struct kvs_chan {
     bool closed;
     void (*notify)(void *arg);     /* wake-up hook (kvs_chan_set_notify) */
     void *notify_arg;
+    void (*dtor)(void *arg);       /* run when the last reference goes (kvs_chan_set_dtor) */
+    void *dtor_arg;
 };
 
 double kvs_now(void)
@@ -92,6 +94,8 @@ void kvs_chan_unref(kvs_chan *c)
     pthread_mutex_unlock(&c->mu);
     if (left > 0)
         return;
+    if (c->dtor)
+        c->dtor(c->dtor_arg);
     drop_events(c);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -161,5 +165,13 @@ void kvs_chan_set_notify(kvs_chan *c, void (*fn)(void *arg), void *arg)
     pthread_mutex_lock(&c->mu);
     c->notify = fn;
     c->notify_arg = arg;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void kvs_chan_set_dtor(kvs_chan *c, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->dtor = fn;
+    c->dtor_arg = arg;
     pthread_mutex_unlock(&c->mu);
 }
