@@ -55,7 +55,7 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
     kvs_cmd_add(c, (kvs_opt){"--quiet", "-q", KVS_OPT_FLAG, &o->quiet, NULL, "no start-up lines"});
     /* HTTP front end (docs/serving.md, "Connections and limits") */
     kvs_cmd_add(c, (kvs_opt){"--http-threads", NULL, KVS_OPT_INT, &o->http_threads, "N",
-                             "HTTP worker threads (libmicrohttpd's epoll loop; default 4)", &o->seen_threads});
+                             "HTTP worker threads (libmicrohttpd's epoll loop; default 2)", &o->seen_threads});
     kvs_cmd_add(c, (kvs_opt){"--max-connections", NULL, KVS_OPT_INT, &o->max_connections, "N",
                              "open connections at most; more get a 503 (default 256)", &o->seen_conns});
     kvs_cmd_add(c, (kvs_opt){"--http-idle-timeout", NULL, KVS_OPT_FLOAT, &o->idle_timeout, "S",

@@ -300,6 +300,9 @@ static enum MHD_Result dispatch(kvs_server *s, struct MHD_Connection *c, const c
     return MHD_NO;
 }
 
+/* A body's first run in the pool; it doubles as the body arrives. */
+#define BODY_FIRST_RUN ((size_t)64 << 10)
+
 static void body_free(kvs_server *s, kvs_http_slot *sl)
 {
     kvs_http_pool_free(&s->front.pool, sl->body, sl->cap);
@@ -379,7 +382,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
-        if (n > 0 && !(sl->body = kvs_http_pool_alloc(&s->front.pool, (size_t)n + 1, &sl->cap))) {
+        /* Room for what has arrived only (the rest grows as it comes), so a slow
+         * sender of a large body holds little of the pool. */
+        size_t first = n + 1 < BODY_FIRST_RUN ? (size_t)n + 1 : BODY_FIRST_RUN;
+        if (n > 0 && !(sl->body = kvs_http_pool_alloc(&s->front.pool, first, &sl->cap))) {
             sl->phase = REQ_DONE;
             return error_hdr(c, 503, "server_busy", MHD_HTTP_HEADER_CONNECTION, "close",
                              "the server is busy reading other requests' bodies (its body pool is full); retry");
@@ -413,7 +419,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
             return MHD_YES;
         }
         if (sl->len + *upload_size + 1 > sl->cap) {
-            size_t want = sl->cap ? sl->cap * 2 : 64 * 1024;
+            size_t want = sl->cap ? sl->cap * 2 : BODY_FIRST_RUN;
             if (want < sl->len + *upload_size + 1)
                 want = sl->len + *upload_size + 1;
             if (want > s->max_body + 1)

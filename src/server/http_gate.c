@@ -457,7 +457,7 @@ kvs_status kvs_http_front_start(kvs_http_front *f, struct MHD_Daemon *d, kvs_err
     f->d = d;
     pthread_attr_t at;
     pthread_attr_init(&at);
-    pthread_attr_setstacksize(&at, KVS_HTTP_THREAD_STACK);
+    pthread_attr_setstacksize(&at, KVS_HTTP_GATE_STACK);
     int rc = pthread_create(&f->thread, &at, gate_main, f);
     pthread_attr_destroy(&at);
     if (rc != 0)

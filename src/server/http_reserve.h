@@ -22,11 +22,12 @@
 #include <stddef.h>
 
 /* Defaults (also what 0 in a field means). */
-#define KVS_HTTP_DEFAULT_THREADS 4u
+#define KVS_HTTP_DEFAULT_THREADS 2u
 #define KVS_HTTP_DEFAULT_MAX_CONNECTIONS 256u
 #define KVS_HTTP_DEFAULT_MAX_REQUEST ((size_t)8 << 20)
 #define KVS_HTTP_DEFAULT_CONN_MEMORY ((size_t)32 << 10)
-#define KVS_HTTP_THREAD_STACK ((size_t)512 << 10)
+#define KVS_HTTP_THREAD_STACK ((size_t)512 << 10)   /* a worker (runs the handlers) */
+#define KVS_HTTP_GATE_STACK ((size_t)128 << 10)     /* the gate thread (heads and error answers only) */
 /* A streaming response's buffer (MHD_create_response_from_callback's block). */
 #define KVS_HTTP_STREAM_BLOCK ((size_t)4 << 10)
 /* libmicrohttpd's own structure for a connection, its copy of the peer
@@ -42,15 +43,15 @@ typedef struct kvs_http_limits {
     size_t connection_memory;      /* libmicrohttpd's per-connection pool (0: 32 KiB) */
 } kvs_http_limits;
 
-/* The defaults: 4 threads, 256 connections, 8 MiB bodies, a 16 MiB body pool, 32 KiB per connection. */
+/* The defaults: 2 threads, 256 connections, 8 MiB bodies, a 16 MiB body pool, 32 KiB per connection. */
 kvs_http_limits kvs_http_limits_defaults(void);
 /* l with every 0 replaced by its default. */
 kvs_http_limits kvs_http_limits_resolve(const kvs_http_limits *l);
 /* The body pool's size for l (after defaults). */
 size_t kvs_http_body_pool_bytes(const kvs_http_limits *l);
 /* The front end's fixed host memory for l (0 fields take their defaults):
- * thread stacks + connections x (connection memory + bookkeeping + stream
- * buffer + slot) + the body pool. */
+ * worker and gate thread stacks + connections x (connection memory +
+ * bookkeeping + stream buffer + slot) + the body pool. */
 size_t kvs_http_reserve_bytes(const kvs_http_limits *l);
 
 #endif

@@ -44,7 +44,7 @@ typedef struct kvs_server_opts {
     size_t max_body_bytes;           /* request bodies above this get 413 (default 8 MiB) */
     unsigned connection_timeout_s;   /* idle connections are closed after this (default 5) */
     double header_timeout_s;         /* a request head must arrive within this (default 10) */
-    unsigned http_threads;           /* libmicrohttpd worker threads (default 4) */
+    unsigned http_threads;           /* libmicrohttpd worker threads (default 2) */
     unsigned max_connections;        /* open connections at most; more get 503 (default 256) */
     size_t body_pool_bytes;          /* request bodies being read at once (default 2 x max_body_bytes) */
     size_t connection_memory;        /* libmicrohttpd's per-connection memory (default 32 KiB) */
@@ -53,7 +53,7 @@ typedef struct kvs_server_opts {
 } kvs_server_opts;
 
 /* Options with every default filled in (127.0.0.1:8000, 8 MiB bodies, 5 s
- * idle, 10 s header timeout, 4 threads, 256 connections). */
+ * idle, 10 s header timeout, 2 threads, 256 connections). */
 kvs_server_opts kvs_server_defaults(void);
 
 /* The front end's limits for o, defaults filled in (for kvs_http_reserve_bytes). */
