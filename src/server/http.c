@@ -343,6 +343,11 @@ static bool head_ok(kvs_server *s, struct MHD_Connection *c, enum MHD_Result *re
                          "conflicting Content-Length header fields");
         return false;
     }
+    if (te.n > 0 && cl.n > 0) {
+        *ret = error_hdr(c, 400, "bad_request", MHD_HTTP_HEADER_CONNECTION, "close",
+                         "a request must not have both Transfer-Encoding and Content-Length");
+        return false;
+    }
     if (te.n > 0 && (te.n > 1 || strcasecmp(te.first ? te.first : "", "chunked") != 0)) {
         *ret = error_hdr(c, 501, "not_implemented", MHD_HTTP_HEADER_CONNECTION, "close",
                          "only 'Transfer-Encoding: chunked' is supported");

@@ -154,7 +154,9 @@ def t_protocol_cases(srv):
                           (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + JSON_HDR +
                            b"Content-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", 400),
                           (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + JSON_HDR +
-                           b"Transfer-Encoding: gzip\r\n\r\n", 501)]:
+                           b"Transfer-Encoding: gzip\r\n\r\n", 501),
+                          (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\n" + JSON_HDR +
+                           b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n", 400)]:
         raw = exchange(p, ok + later, timeout=10)
         first_end = raw.index(b"\r\n\r\n") + 4  # /health: empty body
         assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
