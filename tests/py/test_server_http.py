@@ -414,6 +414,33 @@ def t_sigterm_in_flight():
         assert n_err > 0, "the drain deadline aborted nothing"
 
 
+def t_leave_before_accept():
+    """Clients that leave while their request waits for the engine (one slot, taken by a long
+    stream): nothing leaks or breaks, the cache empties, and the server still answers."""
+    with Server(STORIES, "--max-num-seqs", "1") as srv:
+        long_body = json.dumps(dict(prompt="Once upon a time", max_tokens=1500, ignore_eos=True, stream=True))
+        a = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+        a.sendall(post_head(b"/v1/completions", b"", long_body.encode()))
+        assert b"data: " in a.recv(4096)
+        for stream in (True, False):
+            for _ in range(5):
+                b = json.dumps(dict(prompt="The cat", max_tokens=50, stream=stream)).encode()
+                s = socket.create_connection(("127.0.0.1", srv.port), timeout=30)
+                s.sendall(post_head(b"/v1/completions", b"", b))
+                time.sleep(0.05)  # (lets the server take the request; nothing is timed)
+                s.close()
+        a.close()
+
+        def idle():
+            m = srv.metrics()
+            return m["kvserve:num_requests_running"] == 0 and m["kvserve:num_requests_waiting"] == 0 and \
+                m["kvserve:kv_cache_usage_perc"] == 0.0
+        assert wait_for(idle, timeout=60), srv.metrics()
+        st, r = srv.post("/v1/completions", dict(prompt="Once", max_tokens=3, temperature=0))
+        assert st == 200 and r["usage"]["completion_tokens"] == 3, r
+        assert srv.stop() == 0
+
+
 def main():
     checks = Checks()
     with Server(STORIES) as srv:
@@ -427,6 +454,7 @@ def main():
     checks.run("body pool full -> 503", t_body_pool_full)
     checks.run("empty API key refused", t_empty_api_key)
     checks.run("Bearer in any case", t_bearer_any_case)
+    checks.run("clients leave before the engine takes them", t_leave_before_accept)
     checks.run("SIGTERM: every stream ends cleanly", t_sigterm_in_flight)
     checks.finish()
 
