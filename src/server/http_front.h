@@ -47,8 +47,13 @@
 /* Seconds an answered connection is read from before it is closed. */
 #define KVS_HTTP_LINGER_S 2.0
 /* When every slot is taken, a new connection takes the slot of the oldest
- * one that has sent nothing for this long (closing it), else gets 503. */
+ * one that has sent nothing for this long (closing it); else it waits up
+ * to KVS_HTTP_SLOT_WAIT_S for a slot (at most KVS_HTTP_WAIT_SLOTS wait at
+ * once: closed connections are released a moment after the peer goes),
+ * then gets 503. */
 #define KVS_HTTP_EVICT_IDLE_S 1.0
+#define KVS_HTTP_SLOT_WAIT_S 1.0
+#define KVS_HTTP_WAIT_SLOTS 64
 
 struct kvs_server;
 
@@ -105,6 +110,13 @@ typedef struct kvs_http_front {
     unsigned n_slots, n_used, n_requests;
     kvs_http_slot *free_list;
     struct { int fd; double deadline; } overflow[KVS_HTTP_OVERFLOW_SLOTS];
+    struct {
+        int fd;
+        struct sockaddr_storage addr;
+        socklen_t addr_len;
+        double deadline;
+    } waiting[KVS_HTTP_WAIT_SLOTS]; /* a FIFO ring */
+    unsigned wait_head, n_waiting;
     double listen_paused_until;
     atomic_uint_fast64_t refused_full; /* connections answered 503 for the limit */
 

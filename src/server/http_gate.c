@@ -88,6 +88,10 @@ static void slot_release(kvs_http_front *f, kvs_http_slot *sl)
     f->n_used--;
     pthread_cond_broadcast(&f->cv);
     pthread_mutex_unlock(&f->mu);
+    if (f->wake_fd >= 0) { /* a connection waiting for a slot can have it */
+        uint64_t one = 1;
+        (void)!write(f->wake_fd, &one, sizeof one);
+    }
 }
 
 /* Close a connection the gate holds (GATE or LINGER) and free its slot. */
@@ -216,6 +220,53 @@ static kvs_http_slot *evict_idle(kvs_http_front *f, double now)
     return slot_alloc(f);
 }
 
+/* Take a new connection into slot sl and look at what it has sent. */
+static void admit(kvs_http_front *f, kvs_http_slot *sl, int fd, const struct sockaddr_storage *ss, socklen_t len,
+                  double now)
+{
+    pthread_mutex_lock(&sl->mu);
+    sl->state = SLOT_GATE;
+    sl->fd = fd;
+    memcpy(&sl->addr, ss, sizeof *ss);
+    sl->addr_len = len;
+    sl->deadline = now + f->header_timeout_s;
+    sl->t_accept = now;
+    sl->seen = 0;
+    pthread_mutex_unlock(&sl->mu);
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = TAG(TAG_GATE, sl->index, sl->gen)};
+    if (epoll_ctl(f->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
+        close(fd);
+        slot_release(f, sl);
+        return;
+    }
+    gate_check(f, sl, false);
+}
+
+/* Connections waiting for a slot take the free ones, oldest first. */
+static void admit_waiting(kvs_http_front *f, double now)
+{
+    while (f->n_waiting > 0) {
+        kvs_http_slot *sl = slot_alloc(f);
+        if (!sl)
+            return;
+        unsigned i = f->wait_head;
+        f->wait_head = (f->wait_head + 1) % KVS_HTTP_WAIT_SLOTS;
+        f->n_waiting--;
+        admit(f, sl, f->waiting[i].fd, &f->waiting[i].addr, f->waiting[i].addr_len, now);
+    }
+}
+
+/* Waiting connections whose time is up (or all, when draining or stopping) get 503. */
+static void expire_waiting(kvs_http_front *f, double now, bool all)
+{
+    while (f->n_waiting > 0 && (all || now >= f->waiting[f->wait_head].deadline)) {
+        unsigned i = f->wait_head;
+        f->wait_head = (f->wait_head + 1) % KVS_HTTP_WAIT_SLOTS;
+        f->n_waiting--;
+        overflow_answer(f, f->waiting[i].fd, now);
+    }
+}
+
 static void accept_all(kvs_http_front *f)
 {
     for (;;) {
@@ -237,30 +288,23 @@ static void accept_all(kvs_http_front *f)
         int one = 1;
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
         double now = kvs_now();
-        kvs_http_slot *sl = slot_alloc(f);
-        if (!sl && !atomic_load(&f->draining))
+        bool draining = atomic_load(&f->draining);
+        kvs_http_slot *sl = f->n_waiting == 0 ? slot_alloc(f) : NULL; /* no overtaking */
+        if (!sl && !draining && f->n_waiting == 0)
             sl = evict_idle(f, now);
-        if (!sl) {
+        if (sl) {
+            admit(f, sl, fd, &ss, len, now);
+        } else if (!draining && f->n_waiting < KVS_HTTP_WAIT_SLOTS) {
+            unsigned i = (f->wait_head + f->n_waiting) % KVS_HTTP_WAIT_SLOTS;
+            f->waiting[i].fd = fd;
+            memcpy(&f->waiting[i].addr, &ss, sizeof ss);
+            f->waiting[i].addr_len = len;
+            f->waiting[i].deadline = now + KVS_HTTP_SLOT_WAIT_S;
+            f->n_waiting++;
+            admit_waiting(f, now); /* a slot may have been freed meanwhile */
+        } else {
             overflow_answer(f, fd, now);
-            continue;
         }
-        pthread_mutex_lock(&sl->mu);
-        sl->state = SLOT_GATE;
-        sl->fd = fd;
-        memcpy(&sl->addr, &ss, sizeof ss);
-        sl->addr_len = len;
-        sl->deadline = now + f->header_timeout_s;
-        sl->t_accept = now;
-        sl->seen = 0;
-        pthread_mutex_unlock(&sl->mu);
-        struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET,
-                                 .data.u64 = TAG(TAG_GATE, sl->index, sl->gen)};
-        if (epoll_ctl(f->ep, EPOLL_CTL_ADD, fd, &ev) != 0) {
-            close(fd);
-            slot_release(f, sl);
-            continue;
-        }
-        gate_check(f, sl, false);
     }
 }
 
@@ -276,6 +320,7 @@ static void scan(kvs_http_front *f, double now)
     for (int i = 0; i < KVS_HTTP_OVERFLOW_SLOTS; i++)
         if (f->overflow[i].fd >= 0 && now >= f->overflow[i].deadline)
             overflow_close(f, i);
+    expire_waiting(f, now, atomic_load(&f->draining));
     for (unsigned i = 0; i < f->n_slots; i++) {
         kvs_http_slot *sl = &f->slots[i];
         int state = sl->state; /* GATE and LINGER are changed by this thread only */
@@ -358,6 +403,7 @@ static void *gate_main(void *arg)
             }
         }
         double now = kvs_now();
+        admit_waiting(f, now);
         if (now >= next_scan) {
             scan(f, now);
             next_scan = now + 0.1;
@@ -482,6 +528,11 @@ void kvs_http_front_stop_gate(kvs_http_front *f)
     for (unsigned i = 0; f->slots && i < f->n_slots; i++)
         if (f->slots[i].state == SLOT_GATE || f->slots[i].state == SLOT_LINGER)
             gate_close(f, &f->slots[i]);
+    while (f->n_waiting > 0) {
+        close(f->waiting[f->wait_head].fd);
+        f->wait_head = (f->wait_head + 1) % KVS_HTTP_WAIT_SLOTS;
+        f->n_waiting--;
+    }
     for (int i = 0; i < KVS_HTTP_OVERFLOW_SLOTS; i++)
         if (f->overflow[i].fd >= 0)
             overflow_close(f, i);

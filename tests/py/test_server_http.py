@@ -273,9 +273,10 @@ def t_idle_flood(srv):
 
 
 def t_connection_limit():
-    with Server(STORIES, "--max-connections", "4", "--http-header-timeout", "1", "--http-idle-timeout", "1") as srv:
+    with Server(STORIES, "--max-connections", "4", "--http-header-timeout", "3", "--http-idle-timeout", "1") as srv:
         held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]
         try:
+            # a fifth waits a moment for a slot, then is answered 503 (none freed)
             extra = exchange(srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert_json_error(extra, 503, "server_busy")
             assert "retry-after" in parse_response(extra)[1]
