@@ -247,6 +247,8 @@ static void admit_waiting(kvs_http_front *f, double now)
 {
     while (f->n_waiting > 0) {
         kvs_http_slot *sl = slot_alloc(f);
+        if (!sl && !atomic_load(&f->draining))
+            sl = evict_idle(f, now);
         if (!sl)
             return;
         unsigned i = f->wait_head;

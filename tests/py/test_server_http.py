@@ -272,32 +272,44 @@ def t_idle_flood(srv):
     assert st in (200, 503)
 
 
+def read_all(s):
+    raw = b""
+    while True:
+        b = s.recv(4096)
+        if not b:
+            return raw
+        raw += b
+
+
 def t_connection_limit():
     with Server(STORIES, "--max-connections", "4", "--http-header-timeout", "3", "--http-idle-timeout", "1") as srv:
+        # four connections that have sent part of a head hold every slot
         held = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]
         try:
+            for s in held:
+                s.sendall(b"GET /health HTTP/1.1\r\nHo")
             # a fifth waits a moment for a slot, then is answered 503 (none freed)
             extra = exchange(srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert_json_error(extra, 503, "server_busy")
             assert "retry-after" in parse_response(extra)[1]
-            # one that sent part of a head is answered 408; one that never sent a byte is
-            # closed after the header time-out
-            held[1].sendall(b"GET /health HTTP/1.1\r\nHo")
-            held[0].settimeout(10)
-            assert held[0].recv(100) == b""
-            raw = b""
-            while True:
-                b = held[1].recv(4096)
-                if not b:
-                    break
-                raw += b
-            assert_json_error(raw, 408, "request_timeout")
+            # the partial heads are answered 408 at the header time-out
+            for s in held:
+                assert_json_error(read_all(s), 408, "request_timeout")
         finally:
             for s in held:
                 s.close()
-        # slots are free again
         assert wait_for(lambda: health_or_503(srv) == 200, timeout=20)
-        # a kept-alive connection is closed after the idle time-out, and a slow next head is cut off
+        # idle sockets (no byte sent) give their slots to new clients after a second
+        idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]
+        try:
+            time.sleep(1.2)  # (makes them idle long enough; nothing is timed)
+            raw = exchange(srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert parse_response(raw)[0] == 200, raw[:200]
+            assert read_all(idle[0]) == b""  # the oldest was closed for it, without an answer
+        finally:
+            for s in idle:
+                s.close()
+        # a kept-alive connection is closed after the idle time-out
         s = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
         s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
         raw = b""
