@@ -71,6 +71,8 @@ typedef struct kvs_attn_meta {
     const int32_t *block_tables;  /* [n_seqs][max_blocks] block ids, -1 past the end */
     int32_t max_blocks;
     int32_t max_ctx;              /* max over tokens of pos + 1 (sizes scratch) */
+    int32_t window;               /* > 0: a token sees only positions pos - window + 1 .. pos */
+    float softcap;                /* > 0: scores become softcap * tanh(score / softcap) */
 } kvs_attn_meta;
 
 /* What a backend declares about itself, so that no caller compares names. */
@@ -84,6 +86,7 @@ typedef struct kvs_backend_caps {
     uint64_t weight_dtypes;  /* weight dtypes matmul/get_rows compute with: bit (1 << dtype id);
                                 0: every type kvs_dtype_computable() names */
     const char *meter;       /* how mem_info's process_used is measured, for the log */
+    bool attn_window;        /* attention honors kvs_attn_meta.window and .softcap */
 } kvs_backend_caps;
 
 #define KVS_DTYPE_BIT(t) (1ull << (unsigned)(t))
@@ -133,6 +136,19 @@ typedef struct kvs_backend_ops {
                       const kvs_attn_meta *meta, int32_t n_heads, float scale, void *scratch);
     size_t (*attention_scratch_bytes)(kvs_backend *b, int32_t n_heads, int32_t max_ctx,
                                       int64_t n_tokens);
+
+    /* --- kernels of the families beyond Llama (model/arch.h) --- */
+    /* x[i] *= s (Gemma's embedding scale). */
+    void (*scale)(kvs_backend *b, float *x, int64_t n, float s);
+    /* y[i] = gelu_tanh(gate[i]) * up[i] (GeGLU); y may alias gate. */
+    void (*gelu_mul)(kvs_backend *b, float *y, const float *gate, const float *up, int64_t n);
+    /* x[i] = cap * tanh(x[i] / cap) (Gemma 2's final logit soft-capping). */
+    void (*softcap)(kvs_backend *b, float *x, int64_t n, float cap);
+    /* RoPE as rope() with per-frequency angles theta_i = pos * inv_freq[i]
+     * (inv_freq: rot_dim / 2 doubles on the device; dynamic, llama3 and yarn
+     * scaling) and the rotated values multiplied by mscale (yarn). */
+    void (*rope_freqs)(kvs_backend *b, float *x, const int32_t *pos, int64_t n, int32_t n_heads,
+                       int32_t head_dim, int32_t rot_dim, const double *inv_freq, float mscale, bool neox);
 
     /* --- optional (NULL where the backend has none) --- */
     /* Make every page of a buffer resident now (the CPU backend's memory is

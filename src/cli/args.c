@@ -15,7 +15,7 @@ void kvs_cmd_add(kvs_cmd_spec *c, kvs_opt o)
 
 void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
 {
-    kvs_cmd_add(c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &lo->model_path, "MODEL", "GGUF model file"});
+    kvs_cmd_add(c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &lo->model_path, "MODEL", "GGUF file or Hugging Face model directory"});
     kvs_cmd_add(c, (kvs_opt){"--device", NULL, KVS_OPT_STR, &lo->device, "DEV", "device: cpu or cuda[:N] (default: cuda when built in and a GPU is present, else cpu); plan also takes a card (h100, h200, ...)"});
     kvs_cmd_add(c, (kvs_opt){"--threads", "-t", KVS_OPT_INT, &lo->n_threads, "N", "CPU threads (default: all cores)"});
     kvs_cmd_add(c, (kvs_opt){"--gpu-memory-utilization", NULL, KVS_OPT_FLOAT, &lo->gpu_memory_utilization, "F",

@@ -6,6 +6,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
+#include "model/source.h"
 #include "tokenizer/tokenizer.h"
 
 int kvs_cmd_tokenize(int argc, char **argv)
@@ -16,7 +17,7 @@ int kvs_cmd_tokenize(int argc, char **argv)
                       .summary = "Print the token ids of TEXT, space-separated. Works on any GGUF that carries a\n"
                                  "tokenizer, including vocabulary-only files.",
                       .max_positional = 1};
-    kvs_cmd_add(&c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &model, "MODEL", "GGUF file with a tokenizer"});
+    kvs_cmd_add(&c, (kvs_opt){"--model", "-m", KVS_OPT_STR, &model, "MODEL", "GGUF file with a tokenizer, or Hugging Face directory"});
     kvs_cmd_add(&c, (kvs_opt){"--no-bos", NULL, KVS_OPT_FLAG, &no_bos, NULL, "do not prepend BOS"});
     kvs_cmd_add(&c, (kvs_opt){"--parse-special", NULL, KVS_OPT_FLAG, &special, NULL,
                               "recognise special-token text such as <|eot_id|>"});
@@ -30,15 +31,18 @@ int kvs_cmd_tokenize(int argc, char **argv)
     }
     if (!model || c.n_positional != 1)
         return kvs_cli_error("tokenize", 2, "usage: kvserve tokenize -m MODEL [--no-bos] TEXT");
-    kvs_gguf *g = kvs_cli_open_gguf("tokenize", model);
-    if (!g)
+    kvs_model_source *src = NULL;
+    if (kvs_source_is_dir(model) && kvs_source_open(&src, model, &err) != KVS_OK)
+        return kvs_cli_error("tokenize", 1, err.msg);
+    kvs_gguf *g = src ? NULL : kvs_cli_open_gguf("tokenize", model);
+    if (!g && !src)
         return 1;
     kvs_tokenizer *t = NULL;
     int32_t *ids = NULL;
     size_t n = 0;
     int rc = 0;
     const char *text = c.positional[0];
-    if (kvs_tok_load(&t, g, &err) != KVS_OK ||
+    if ((src ? kvs_source_tokenizer(src, &t, &err) : kvs_tok_load(&t, g, &err)) != KVS_OK ||
         kvs_tok_encode(t, text, strlen(text), !no_bos && kvs_tok_add_bos(t), special, &ids, &n, &err) != KVS_OK) {
         rc = kvs_cli_error("tokenize", 1, err.msg);
     } else {
@@ -53,5 +57,6 @@ int kvs_cmd_tokenize(int argc, char **argv)
     free(ids);
     kvs_tok_free(t);
     kvs_gguf_close(g);
+    kvs_source_close(src);
     return rc;
 }

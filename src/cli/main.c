@@ -13,8 +13,9 @@ static const struct {
     {"serve", kvs_cmd_serve, "run the OpenAI-compatible HTTP server"},
     {"plan", kvs_cmd_plan, "predict the memory split without loading weights"},
     {"tokenize", kvs_cmd_tokenize, "print the token ids of a text"},
-    {"info", kvs_cmd_info, "print a GGUF file's metadata and tensor table"},
+    {"info", kvs_cmd_info, "print a GGUF file's or HF directory's metadata and tensors"},
     {"synth", kvs_cmd_synth, "write a GGUF model with random weights of a given shape"},
+    {"convert", kvs_cmd_convert, "convert a Hugging Face directory to GGUF (or back)"},
 };
 
 int kvs_cli_error(const char *cmd, int code, const char *msg)

@@ -2,8 +2,10 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "backends/registry.h"
+#include "model/source.h"
 #include "engine/block_pool.h"
 #include "engine/kv_cache.h"
 
@@ -127,21 +129,32 @@ double kvs_launch_utilization(const kvs_launch_opts *o, bool host_memory, uint64
     return u;
 }
 
-kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, bool use_mmap, uint64_t *out,
-                                   kvs_error *err)
+kvs_status kvs_launch_weight_bytes(const kvs_model_source *src, bool use_mmap, uint64_t *out, kvs_error *err)
 {
-    if (!use_mmap)
-        return kvs_model_weight_bytes(g, hp, out, err);
-    /* The mapped file, plus an f32 copy of each norm vector stored in another type. */
-    uint64_t total = kvs_gguf_file_size(g);
-    for (size_t i = 0; i < kvs_gguf_n_tensors(g); i++) {
-        const kvs_gguf_tensor *t = kvs_gguf_tensor_at(g, i);
-        size_t len = strlen(t->name);
-        if (t->type != KVS_DTYPE_F32 && len > 12 && strcmp(t->name + len - 12, "_norm.weight") == 0)
-            total += ((uint64_t)t->ne[0] * 4 + KVS_WEIGHT_ALIGN - 1) / KVS_WEIGHT_ALIGN * KVS_WEIGHT_ALIGN;
-    }
-    *out = total;
-    return KVS_OK;
+    return kvs_model_source_weight_bytes(src, use_mmap, out, err);
+}
+
+/* Loading progress: a bar on a terminal (shards and bytes, rewritten in
+ * place), nothing otherwise (the summary line follows the load). */
+typedef struct load_progress {
+    FILE *f;
+    int last_pct;
+} load_progress;
+
+static void on_progress(void *ctx, uint64_t done, uint64_t total, uint32_t file, uint32_t n_files)
+{
+    load_progress *p = ctx;
+    int pct = total ? (int)(done * 100 / total) : 100;
+    if (pct == p->last_pct)
+        return;
+    p->last_pct = pct;
+    bool gib = total >= (1ull << 30);
+    double unit = gib ? 1073741824.0 : 1048576.0;
+    fprintf(p->f, "\rLoading checkpoint shards: %3d%% | shard %u/%u | %.2f / %.2f %s", pct, file + 1, n_files,
+            done / unit, total / unit, gib ? "GiB" : "MiB");
+    if (done == total)
+        fputc('\n', p->f);
+    fflush(p->f);
 }
 
 /* Page in a file mapping (--mmap) so that it is resident as the ledger says. */
@@ -158,7 +171,7 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
 {
     *out = NULL;
     kvs_status st;
-    kvs_gguf *g = NULL;
+    kvs_model_source *src = NULL;
     /* No --device: the GPU when one is built in and present, else the CPU. */
     kvs_launch_opts resolved = *o;
     if (!resolved.device)
@@ -200,14 +213,13 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
 
     /* 3: the header fixes the weights and the activation peak; a split
      * that cannot fit even with no runtime overhead fails before loading. */
-    if ((st = kvs_gguf_open(&g, o->model_path, err)) != KVS_OK)
+    if ((st = kvs_source_open(&src, o->model_path, err)) != KVS_OK)
         goto fail;
-    kvs_model_hparams hp0;
+    kvs_model_hparams hp0 = src->hp;
     uint64_t weights0;
     kvs_runner_limits lim;
     kvs_dtype kv_dtype;
-    if ((st = kvs_model_hparams_from_gguf(g, &hp0, err)) != KVS_OK ||
-        (st = kvs_launch_weight_bytes(g, &hp0, o->use_mmap, &weights0, err)) != KVS_OK ||
+    if ((st = kvs_launch_weight_bytes(src, o->use_mmap, &weights0, err)) != KVS_OK ||
         (st = kvs_launch_limits(o, &hp0, &lim, &kv_dtype, err)) != KVS_OK)
         goto fail;
     if (!o->kv_cache_dtype || strcmp(o->kv_cache_dtype, "auto") == 0)
@@ -227,23 +239,33 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     bi.overhead_unknown = false;
 
     /* 4: the weights. */
-    if ((st = kvs_tok_load(&in->tok, g, err)) != KVS_OK)
+    if ((st = kvs_source_tokenizer(src, &in->tok, err)) != KVS_OK)
         goto fail;
-    const char *tmpl;
-    if (kvs_gguf_get_str(g, "tokenizer.chat_template", &tmpl, NULL, NULL) == KVS_OK &&
-        !(in->chat_template = strdup(tmpl))) {
+    if (src->chat_template && !(in->chat_template = strdup(src->chat_template))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
+    in->gen_defaults = src->gen;
+    load_progress lp = {.f = o->log, .last_pct = -1};
     kvs_model_load_opts lo = {.use_mmap = o->use_mmap};
-    if ((st = kvs_model_load(&in->model, g, b, &lo, err)) != KVS_OK)
+    if (o->log && isatty(fileno(o->log))) {
+        lo.progress = on_progress;
+        lo.progress_ctx = &lp;
+    }
+    if ((st = kvs_model_load_source(&in->model, src, b, &lo, err)) != KVS_OK)
         goto fail;
-    kvs_gguf_close(g);
-    g = NULL;
     const kvs_model_hparams *hp = &in->model->hp;
     rep->load_seconds = in->model->load_seconds;
-    if (in->model->map)
-        read_pages(in->model->map, in->model->map_bytes);
+    for (size_t i = 0; i < in->model->n_maps; i++)
+        read_pages(in->model->maps[i], in->model->map_sizes[i]);
+    if (o->log)
+        fprintf(o->log, "kvserve: loaded %s (%s, %zu tensors, %.2f GiB) from %u %s in %.2f s\n", src->path,
+                hp->arch_name, src->n_tensors, kvs_source_data_bytes(src) / 1073741824.0, src->n_files,
+                src->kind == KVS_SOURCE_HF ? (src->n_files == 1 ? "safetensors file" : "safetensors shards")
+                                           : "GGUF file",
+                in->model->load_seconds);
+    kvs_source_close(src);
+    src = NULL;
     kvs_ledger led;
     kvs_ledger_snapshot(&b->ledger, &led);
     rep->weights_bytes = led.cur[KVS_MEM_WEIGHTS];
@@ -294,7 +316,7 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     *out = in;
     return KVS_OK;
 fail:
-    kvs_gguf_close(g);
+    kvs_source_close(src);
     kvs_instance_free(in);
     return st;
 }

@@ -32,6 +32,7 @@
 #include "engine/engine.h"
 #include "memory/budget.h"
 #include "memory/report.h"
+#include "model/source.h"
 
 typedef struct kvs_launch_opts {
     const char *model_path;
@@ -64,6 +65,7 @@ typedef struct kvs_instance {
     kvs_runner *runner;
     kvs_engine *engine;
     char *chat_template;                /* tokenizer.chat_template, or NULL */
+    kvs_gen_defaults gen_defaults;      /* generation_config.json (HF directories) */
     kvs_memory_report report;
 } kvs_instance;
 
@@ -86,8 +88,7 @@ double kvs_launch_utilization(const kvs_launch_opts *o, bool host_memory, uint64
 /* Bytes the ledger will hold for the weights once loaded: the tensors
  * (kvs_model_weight_bytes), or with --mmap the mapped file plus f32 copies
  * of norm vectors stored in another type. */
-kvs_status kvs_launch_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, bool use_mmap, uint64_t *out,
-                                   kvs_error *err);
+kvs_status kvs_launch_weight_bytes(const kvs_model_source *src, bool use_mmap, uint64_t *out, kvs_error *err);
 /* Copy the solved budget into a report. */
 void kvs_launch_fill_report(kvs_memory_report *rep, const kvs_budget_in *bi, const kvs_budget *bud);
 /* True where the backend's device memory is this host's memory (CPU). */

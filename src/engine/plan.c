@@ -128,7 +128,7 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     const kvs_launch_opts *lo = &o->launch;
     kvs_memory_report *rep = &out->report;
     kvs_status st;
-    kvs_gguf *g = NULL;
+    kvs_model_source *src = NULL;
     kvs_tokenizer *tok = NULL;
     kvs_backend *b = NULL;
     const char *dev = lo->device ? lo->device : "cpu";
@@ -138,12 +138,11 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         if (!gpu)
             return kvs_fail(err, KVS_E_INVALID, "unknown device '%s' (known: %s)", dev, kvs_device_names());
     }
-    if ((st = kvs_gguf_open(&g, lo->model_path, err)) != KVS_OK)
+    if ((st = kvs_source_open(&src, lo->model_path, err)) != KVS_OK)
         goto done;
-    kvs_model_hparams hp;
+    kvs_model_hparams hp = src->hp;
     uint64_t weights;
-    if ((st = kvs_model_hparams_from_gguf(g, &hp, err)) != KVS_OK ||
-        (st = kvs_launch_weight_bytes(g, &hp, lo->use_mmap && !gpu, &weights, err)) != KVS_OK)
+    if ((st = kvs_launch_weight_bytes(src, lo->use_mmap && !gpu, &weights, err)) != KVS_OK)
         goto done;
     kvs_runner_limits lim;
     kvs_dtype kv_dtype;
@@ -195,10 +194,10 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
                     bi.used_by_others / 1073741824.0, lo->gpu_memory_utilization, bi.utilization);
         bi.activation_peak = kvs_runner_activation_bytes(&hp, &lim, b);
         bi.graphs = 0;
-        if ((st = kvs_tok_load(&tok, g, err)) != KVS_OK)
+        if ((st = kvs_source_tokenizer(src, &tok, err)) != KVS_OK)
             goto done;
-        kvs_gguf_close(g);
-        g = NULL;
+        kvs_source_close(src);
+        src = NULL;
         if ((st = cpu_overhead(lo, &hp, &lim, kv_dtype, tok, b, &bi.overhead, err)) != KVS_OK)
             goto done;
     }
@@ -215,6 +214,6 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
 done:
     kvs_tok_free(tok);
     kvs_backend_destroy(b);
-    kvs_gguf_close(g);
+    kvs_source_close(src);
     return st;
 }

@@ -1,8 +1,10 @@
-/* Loading a Llama-family model's weights from GGUF onto a backend. */
+/* Loading a model's weights from a model source onto a backend, driven by
+ * the architecture table (arch.h). */
 #include "model/model.h"
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,202 +12,363 @@
 #include <time.h>
 #include <unistd.h>
 
-/* One tensor the model needs: its GGUF name, the shape the hyperparameters
- * imply, whether it is a norm vector (kept as f32) and where it goes. */
+#include "model/source.h"
+
+/* One tensor the model needs: its canonical name, its name in the source,
+ * the shape the hyperparameters imply, whether it is a norm vector (kept
+ * as f32) and where it goes. */
 typedef struct tensor_spec {
-    char name[64];
+    char name[96];
+    char src_name[192];
     int64_t ne0, ne1;      /* ne1 = 1 for vectors */
     bool is_norm;
-    bool optional;
-    kvs_weight *dst;
+    kvs_slot slot;
+    int32_t layer;         /* -1 for model-level tensors */
 } tensor_spec;
 
-/* Enumerate the tensors of the model (m may be NULL: shapes only).  Returns
- * the count written to specs (capacity max_specs()). */
-static size_t model_specs(const kvs_model_hparams *hp, kvs_model_model *m, tensor_spec *specs)
+static int64_t role_size(const kvs_model_hparams *hp, kvs_dim_role r)
 {
-    size_t n = 0;
-    int64_t q_out = (int64_t)hp->n_heads * hp->head_dim, kv_out = (int64_t)hp->n_kv_heads * hp->head_dim;
-#define SPEC(nm, a, b, norm, opt, field)                                                      \
-    do {                                                                                     \
-        tensor_spec *s = &specs[n++];                                                        \
-        snprintf(s->name, sizeof s->name, "%s", nm);                                         \
-        s->ne0 = (a), s->ne1 = (b), s->is_norm = (norm), s->optional = (opt);                \
-        s->dst = m ? (field) : NULL;                                                         \
-    } while (0)
-    SPEC("token_embd.weight", hp->dim, hp->n_vocab, false, false, &m->tok_embd);
-    SPEC("output_norm.weight", hp->dim, 1, true, false, &m->output_norm);
-    if (!hp->tied_embeddings)
-        SPEC("output.weight", hp->dim, hp->n_vocab, false, false, &m->output);
-    for (int32_t l = 0; l < hp->n_layers; l++) {
-        kvs_model_layer *L = m ? &m->layers[l] : NULL;
-        char nm[64];
-#define LSPEC(suffix, a, b, norm, field)                                                      \
-        do {                                                                                 \
-            snprintf(nm, sizeof nm, "blk.%d.%s", (int)l, suffix);                             \
-            SPEC(nm, a, b, norm, false, L ? &L->field : NULL);                                \
-        } while (0)
-        LSPEC("attn_norm.weight", hp->dim, 1, true, attn_norm);
-        LSPEC("attn_q.weight", hp->dim, q_out, false, wq);
-        LSPEC("attn_k.weight", hp->dim, kv_out, false, wk);
-        LSPEC("attn_v.weight", hp->dim, kv_out, false, wv);
-        if (hp->attn_bias) {
-            LSPEC("attn_q.bias", q_out, 1, true, bq);
-            LSPEC("attn_k.bias", kv_out, 1, true, bk);
-            LSPEC("attn_v.bias", kv_out, 1, true, bv);
-        }
-        LSPEC("attn_output.weight", q_out, hp->dim, false, wo);
-        if (hp->qk_norm) {
-            LSPEC("attn_q_norm.weight", hp->head_dim, 1, true, q_norm);
-            LSPEC("attn_k_norm.weight", hp->head_dim, 1, true, k_norm);
-        }
-        LSPEC("ffn_norm.weight", hp->dim, 1, true, ffn_norm);
-        LSPEC("ffn_gate.weight", hp->dim, hp->hidden_dim, false, w_gate);
-        LSPEC("ffn_up.weight", hp->dim, hp->hidden_dim, false, w_up);
-        LSPEC("ffn_down.weight", hp->hidden_dim, hp->dim, false, w_down);
-#undef LSPEC
+    int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
+    switch (r) {
+    case KVS_D_ONE: return 1;
+    case KVS_D_DIM: return hp->dim;
+    case KVS_D_VOCAB: return hp->n_vocab;
+    case KVS_D_Q: return q;
+    case KVS_D_KV: return kv;
+    case KVS_D_QKV: return q + 2 * kv;
+    case KVS_D_HIDDEN: return hp->hidden_dim;
+    case KVS_D_HIDDEN2: return 2 * (int64_t)hp->hidden_dim;
+    case KVS_D_HEAD: return hp->head_dim;
     }
-#undef SPEC
-    return n;
+    return 0;
 }
 
-static size_t max_specs(const kvs_model_hparams *hp) { return 3 + 16 * (size_t)hp->n_layers; }
+static kvs_weight *slot_ptr(kvs_model_model *m, const tensor_spec *s)
+{
+    kvs_model_layer *L = s->layer >= 0 ? &m->layers[s->layer] : NULL;
+    switch (s->slot) {
+    case KVS_S_TOK_EMBD: return &m->tok_embd;
+    case KVS_S_OUTPUT_NORM: return &m->output_norm;
+    case KVS_S_OUTPUT: return &m->output;
+    case KVS_S_ATTN_NORM: return &L->attn_norm;
+    case KVS_S_WQ: return &L->wq;
+    case KVS_S_WK: return &L->wk;
+    case KVS_S_WV: return &L->wv;
+    case KVS_S_WQKV: return &L->wqkv;
+    case KVS_S_WO: return &L->wo;
+    case KVS_S_BQ: return &L->bq;
+    case KVS_S_BK: return &L->bk;
+    case KVS_S_BV: return &L->bv;
+    case KVS_S_Q_NORM: return &L->q_norm;
+    case KVS_S_K_NORM: return &L->k_norm;
+    case KVS_S_POST_ATTN_NORM: return &L->post_attn_norm;
+    case KVS_S_FFN_NORM: return &L->ffn_norm;
+    case KVS_S_GATE: return &L->w_gate;
+    case KVS_S_UP: return &L->w_up;
+    case KVS_S_GATE_UP: return &L->w_gate_up;
+    case KVS_S_DOWN: return &L->w_down;
+    case KVS_S_POST_FFW_NORM: return &L->post_ffw_norm;
+    }
+    return NULL;
+}
 
-/* Check a spec against the file; on success *t is the file's tensor. */
-static kvs_status check_tensor(const kvs_gguf *g, const tensor_spec *s, const kvs_gguf_tensor **t,
+/* Enumerate the tensors of the model from the table.  *n gets the count. */
+static tensor_spec *model_specs(const kvs_model_source *src, const kvs_model_hparams *hp, size_t *n,
+                                kvs_error *err)
+{
+    const kvs_arch_info *ai = kvs_arch_get(hp->arch);
+    tensor_spec *specs = calloc(ai->n_tensors * ((size_t)hp->n_layers + 1), sizeof *specs);
+    *n = 0;
+    if (!specs) {
+        kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        return NULL;
+    }
+    bool hf = src->kind == KVS_SOURCE_HF;
+    for (size_t k = 0; k < ai->n_tensors; k++) {
+        const kvs_arch_tensor *at = &ai->tensors[k];
+        if ((at->flags & KVS_T_OUTPUT) && hp->tied_embeddings)
+            continue;
+        int32_t layers = (at->flags & KVS_T_LAYER) ? hp->n_layers : 1;
+        for (int32_t l = 0; l < layers; l++) {
+            tensor_spec *s = &specs[(*n)++];
+            snprintf(s->name, sizeof s->name, at->gguf, (int)l);
+            snprintf(s->src_name, sizeof s->src_name, hf ? at->hf : at->gguf, (int)l);
+            s->ne0 = role_size(hp, at->ne0);
+            s->ne1 = role_size(hp, at->ne1);
+            s->is_norm = (at->flags & KVS_T_NORM) != 0;
+            s->slot = at->slot;
+            s->layer = (at->flags & KVS_T_LAYER) ? l : -1;
+        }
+    }
+    return specs;
+}
+
+/* Check a spec against the source; on success *t is the source's tensor. */
+static kvs_status check_tensor(const kvs_model_source *src, const tensor_spec *s, const kvs_source_tensor **t,
                                kvs_error *err)
 {
-    *t = kvs_gguf_find_tensor(g, s->name);
-    if (!*t)
+    *t = kvs_source_find(src, s->name);
+    const char *where = src->kind == KVS_SOURCE_HF ? src->path : NULL;
+    if (!*t) {
+        if (where)
+            return kvs_fail(err, KVS_E_FORMAT, "'%s': tensor '%s' is missing from the checkpoint", where, s->src_name);
         return kvs_fail(err, KVS_E_FORMAT, "tensor '%s' is missing", s->name);
-    const kvs_gguf_tensor *x = *t;
-    bool shape_ok = x->ne[0] == (uint64_t)s->ne0 && x->ne[1] == (uint64_t)s->ne1 && x->ne[2] == 1 &&
-                    x->ne[3] == 1;
-    if (!shape_ok)
+    }
+    const kvs_source_tensor *x = *t;
+    bool shape_ok = x->ne[0] == (uint64_t)s->ne0 && x->ne[1] == (uint64_t)s->ne1 && x->ne[2] == 1 && x->ne[3] == 1;
+    if (!shape_ok) {
+        if (where)  /* HF order: rows first */
+            return kvs_fail(err, KVS_E_FORMAT,
+                            "'%s': tensor '%s' in %s has shape [%" PRIu64 ", %" PRIu64
+                            "], but config.json implies [%lld, %lld]",
+                            where, s->src_name, strrchr(src->files[x->file], '/') + 1, x->ne[1], x->ne[0],
+                            (long long)s->ne1, (long long)s->ne0);
         return kvs_fail(err, KVS_E_FORMAT,
                         "tensor '%s' has shape [%" PRIu64 ", %" PRIu64 ", %" PRIu64 ", %" PRIu64
                         "], expected [%lld, %lld]",
-                        s->name, x->ne[0], x->ne[1], x->ne[2], x->ne[3], (long long)s->ne0,
-                        (long long)s->ne1);
-    if (!kvs_dtype_computable(x->type))
+                        s->name, x->ne[0], x->ne[1], x->ne[2], x->ne[3], (long long)s->ne0, (long long)s->ne1);
+    }
+    if ((!x->known_type || !kvs_dtype_computable(x->type)) && where)
+        return kvs_fail(err, KVS_E_UNSUPPORTED,
+                        "'%s': tensor '%s' in %s has type %s, which kvserve cannot compute with "
+                        "(safetensors: F32, F16, BF16)",
+                        where, s->src_name, strrchr(src->files[x->file], '/') + 1, x->type_name);
+    if (!x->known_type || !kvs_dtype_computable(x->type))
         return kvs_fail(err, KVS_E_UNSUPPORTED,
                         "tensor '%s' has type %s, which kvserve cannot compute with "
                         "(supported: f32, f16, bf16, q8_0, q4_0)",
-                        s->name, kvs_dtype_name(x->type));
+                        s->src_name, x->type_name);
     return KVS_OK;
 }
 
-/* Bytes a tensor takes on the device: norms become f32. */
-static uint64_t device_bytes(const tensor_spec *s, const kvs_gguf_tensor *t)
+static uint64_t round_align(uint64_t b) { return (b + KVS_WEIGHT_ALIGN - 1) / KVS_WEIGHT_ALIGN * KVS_WEIGHT_ALIGN; }
+
+/* True when the device copy differs from the file bytes (a norm in
+ * another type, or a Gemma HF norm that gets +1). */
+static bool needs_convert(const tensor_spec *s, const kvs_source_tensor *t)
 {
-    uint64_t b = s->is_norm ? (uint64_t)s->ne0 * 4 : t->nbytes;
-    return (b + KVS_WEIGHT_ALIGN - 1) / KVS_WEIGHT_ALIGN * KVS_WEIGHT_ALIGN;
+    return s->is_norm && (t->type != KVS_DTYPE_F32 || t->plus_one);
 }
 
-kvs_status kvs_model_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, uint64_t *out,
-                                  kvs_error *err)
+/* With mmap a tensor is used in place when aligned for its element loads. */
+static bool mappable(const tensor_spec *s, const kvs_source_tensor *t)
 {
-    tensor_spec *specs = calloc(max_specs(hp), sizeof *specs);
+    return !needs_convert(s, t) && t->offset % 4 == 0;
+}
+
+/* Bytes a tensor takes on the device: norms become f32. */
+static uint64_t device_bytes(const tensor_spec *s, const kvs_source_tensor *t)
+{
+    return round_align(s->is_norm ? (uint64_t)s->ne0 * 4 : t->nbytes);
+}
+
+static uint64_t rope_table_bytes(const kvs_model_hparams *hp)
+{
+    return kvs_model_rope_table(hp) ? round_align((uint64_t)(hp->rot_dim / 2) * sizeof(double)) : 0;
+}
+
+kvs_status kvs_model_source_weight_bytes(const kvs_model_source *src, bool use_mmap, uint64_t *out, kvs_error *err)
+{
+    *out = 0;
+    size_t n;
+    tensor_spec *specs = model_specs(src, &src->hp, &n, err);
     if (!specs)
-        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
-    size_t n = model_specs(hp, NULL, specs);
-    uint64_t total = 0;
+        return KVS_E_NOMEM;
+    uint64_t total = rope_table_bytes(&src->hp);
+    if (use_mmap)
+        for (uint32_t f = 0; f < src->n_files; f++)
+            total += src->file_sizes[f];
     kvs_status st = KVS_OK;
     for (size_t i = 0; i < n; i++) {
-        const kvs_gguf_tensor *t;
-        if ((st = check_tensor(g, &specs[i], &t, err)) != KVS_OK)
+        const kvs_source_tensor *t;
+        if ((st = check_tensor(src, &specs[i], &t, err)) != KVS_OK)
             break;
-        total += device_bytes(&specs[i], t);
+        if (!use_mmap || !mappable(&specs[i], t))
+            total += device_bytes(&specs[i], t);
     }
     free(specs);
     *out = total;
     return st;
 }
 
-/* Read tensor t into host memory `dst` as the device will hold it. */
-static kvs_status read_host(const kvs_gguf *g, const tensor_spec *s, const kvs_gguf_tensor *t,
-                            void *dst, void *tmp, kvs_error *err)
+kvs_status kvs_model_weight_bytes(const kvs_gguf *g, const kvs_model_hparams *hp, uint64_t *out, kvs_error *err)
 {
-    if (!s->is_norm || t->type == KVS_DTYPE_F32)
-        return kvs_gguf_read_tensor(g, t, dst, err);
-    kvs_status st = kvs_gguf_read_tensor(g, t, tmp, err);
-    if (st == KVS_OK)
-        kvs_dtype_to_f32((kvs_dtype)t->type, tmp, dst, (size_t)s->ne0);
+    kvs_model_source *src;
+    kvs_status st = kvs_source_from_gguf(&src, g, err);
+    if (st != KVS_OK)
+        return st;
+    src->hp = *hp;
+    st = kvs_model_source_weight_bytes(src, false, out, err);
+    kvs_source_close(src);
     return st;
 }
 
-static kvs_status map_file(kvs_model_model *m, const kvs_gguf *g, kvs_error *err)
+/* Read tensor t into host memory `dst` as the device will hold it. */
+static kvs_status read_host(const kvs_model_source *src, const tensor_spec *s, const kvs_source_tensor *t,
+                            void *dst, void *tmp, kvs_error *err)
 {
-    const char *path = kvs_gguf_path(g);
-    if (!path)
-        return kvs_fail(err, KVS_E_INVALID, "--mmap needs a model file");
-    if (!m->backend->ops->caps.host_memory)
-        return kvs_fail(err, KVS_E_UNSUPPORTED, "--mmap is only available on the CPU backend");
-    int fd = open(path, O_RDONLY);
-    if (fd < 0)
-        return kvs_fail(err, KVS_E_IO, "cannot open '%s'", path);
-    uint64_t size = kvs_gguf_file_size(g);
-    void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
-    close(fd);
-    if (p == MAP_FAILED)
-        return kvs_fail(err, KVS_E_IO, "cannot map '%s'", path);
-    m->map = p;
-    m->map_bytes = size;
+    if (!needs_convert(s, t))
+        return kvs_source_read(src, t, dst, err);
+    kvs_status st = kvs_source_read(src, t, tmp, err);
+    if (st != KVS_OK)
+        return st;
+    float *y = dst;
+    kvs_dtype_to_f32((kvs_dtype)t->type, tmp, y, (size_t)s->ne0);
+    if (t->plus_one)
+        for (int64_t i = 0; i < s->ne0; i++)
+            y[i] += 1.0f;
     return KVS_OK;
 }
 
-kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend *b,
-                          const kvs_model_load_opts *opts, kvs_error *err)
+static kvs_status map_files(kvs_model_model *m, const kvs_model_source *src, kvs_error *err)
 {
+    if (!m->backend->ops->caps.host_memory)
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "--mmap is only available on the CPU backend");
+    m->maps = calloc(src->n_files, sizeof *m->maps);
+    m->map_sizes = calloc(src->n_files, sizeof *m->map_sizes);
+    if (!m->maps || !m->map_sizes)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    for (uint32_t i = 0; i < src->n_files; i++) {
+        const char *path = src->files[i];
+        if (!path || !*path)
+            return kvs_fail(err, KVS_E_INVALID, "--mmap needs a model file");
+        int fd = open(path, O_RDONLY);
+        if (fd < 0)
+            return kvs_fail(err, KVS_E_IO, "cannot open '%s'", path);
+        uint64_t size = src->file_sizes[i];
+        void *p = size ? mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0) : MAP_FAILED;
+        close(fd);
+        if (p == MAP_FAILED)
+            return kvs_fail(err, KVS_E_IO, "cannot map '%s'", path);
+        m->maps[i] = p;
+        m->map_sizes[i] = size;
+        m->n_maps = i + 1;
+        m->map_bytes += size;
+        kvs_ledger_add(&m->backend->ledger, KVS_MEM_WEIGHTS, size);
+        if (i == 0)
+            m->map = p;
+    }
+    return KVS_OK;
+}
+
+static int by_file_offset(const void *a, const void *b, void *ctx)
+{
+    const kvs_source_tensor *const *t = ctx;
+    const kvs_source_tensor *x = t[*(const size_t *)a], *y = t[*(const size_t *)b];
+    if (x->file != y->file)
+        return x->file < y->file ? -1 : 1;
+    return x->offset < y->offset ? -1 : x->offset > y->offset;
+}
+
+/* Row views of a fused tensor: rows [r0, r0 + rows) of w. */
+static kvs_weight rows_of(const kvs_weight *w, int64_t r0, int64_t rows)
+{
+    uint64_t rb = 0;
+    kvs_dtype_row_bytes(w->type, (uint64_t)w->ne0, &rb);
+    return (kvs_weight){(const char *)w->data + (uint64_t)r0 * rb, w->type, w->ne0, rows};
+}
+
+/* Divide inv_freq by the file's per-frequency factors (rope_freqs.weight). */
+static kvs_status apply_rope_factors(const kvs_model_source *src, const kvs_model_hparams *hp, double *inv,
+                                     kvs_error *err)
+{
+    const kvs_source_tensor *t = kvs_source_find(src, "rope_freqs.weight");
+    int half = hp->rot_dim / 2;
+    if (!t || t->ne[0] != (uint64_t)half || t->ne[1] != 1 || !t->known_type || t->type != KVS_DTYPE_F32)
+        return kvs_fail(err, KVS_E_FORMAT, "rope_freqs.weight must be %d f32 values", half);
+    float *f = malloc((size_t)half * sizeof *f);
+    if (!f)
+        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    kvs_status st = kvs_source_read(src, t, f, err);
+    for (int i = 0; st == KVS_OK && i < half; i++) {
+        if (!(f[i] > 0.0f && isfinite(f[i])))
+            st = kvs_fail(err, KVS_E_FORMAT, "rope_freqs.weight[%d] = %g is not a positive factor", i, f[i]);
+        else
+            inv[i] /= f[i];
+    }
+    free(f);
+    return st;
+}
+
+/* The backend has every kernel the family's deviations need. */
+static kvs_status check_backend(const kvs_model_hparams *hp, const kvs_backend *b, kvs_error *err)
+{
+    const kvs_backend_ops *o = b->ops;
+    const char *missing = NULL;
+    if (hp->embed_scale > 0.0f && !o->scale)
+        missing = "scale (embedding scale)";
+    else if (hp->act == KVS_ACT_GELU_TANH && !o->gelu_mul)
+        missing = "gelu_mul (GeGLU)";
+    else if (hp->final_softcap > 0.0f && !o->softcap)
+        missing = "softcap (logit soft-capping)";
+    else if (kvs_model_rope_table(hp) && !o->rope_freqs)
+        missing = "rope_freqs (llama3/dynamic/yarn RoPE scaling)";
+    else if ((hp->swa_mode != KVS_SWA_NONE || hp->attn_softcap > 0.0f) && !o->caps.attn_window)
+        missing = "sliding-window / soft-capped attention";
+    if (missing)
+        return kvs_fail(err, KVS_E_UNSUPPORTED, "the %s backend has no %s, which %s needs", o->name, missing,
+                        hp->arch_name);
+    return KVS_OK;
+}
+
+kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *src, kvs_backend *b,
+                                 const kvs_model_load_opts *opts, kvs_error *err)
+{
+    kvs_status st0;
+    *out = NULL;
+    if ((st0 = check_backend(&src->hp, b, err)) != KVS_OK)
+        return st0;
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     *out = NULL;
     kvs_status st;
     tensor_spec *specs = NULL;
+    const kvs_source_tensor **srct = NULL;
+    size_t *order = NULL;
     void *host = NULL, *tmp = NULL;
     kvs_model_model *m = calloc(1, sizeof *m);
     if (!m)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
     m->backend = b;
-    if ((st = kvs_model_hparams_from_gguf(g, &m->hp, err)) != KVS_OK)
-        goto fail;
-    m->layers = calloc((size_t)m->hp.n_layers, sizeof *m->layers);
-    specs = calloc(max_specs(&m->hp), sizeof *specs);
-    if (!m->layers || !specs) {
+    m->hp = src->hp;
+    const kvs_model_hparams *hp = &m->hp;
+    m->layers = calloc((size_t)hp->n_layers, sizeof *m->layers);
+    size_t n = 0;
+    if (!m->layers) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
-    size_t n = model_specs(&m->hp, m, specs);
-
-    uint64_t total = 0, largest = 0;
+    if (!(specs = model_specs(src, hp, &n, err))) {
+        st = KVS_E_NOMEM;
+        goto fail;
+    }
+    if (!(srct = calloc(n ? n : 1, sizeof *srct))) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    bool mmap_mode = opts && opts->use_mmap;
+    uint64_t total = rope_table_bytes(hp), largest = 0, largest_conv = 0, file_bytes = 0;
     for (size_t i = 0; i < n; i++) {
-        const kvs_gguf_tensor *t;
-        if ((st = check_tensor(g, &specs[i], &t, err)) != KVS_OK)
+        if ((st = check_tensor(src, &specs[i], &srct[i], err)) != KVS_OK)
             goto fail;
         uint64_t wt = b->ops->caps.weight_dtypes;
-        if (wt && !specs[i].is_norm && !(wt & KVS_DTYPE_BIT(t->type))) {
+        if (wt && !specs[i].is_norm && !(wt & KVS_DTYPE_BIT(srct[i]->type))) {
             st = kvs_fail(err, KVS_E_UNSUPPORTED, "tensor '%s' has type %s, which the %s backend cannot compute with",
-                          specs[i].name, kvs_dtype_name(t->type), b->ops->name);
+                          specs[i].src_name, srct[i]->type_name, b->ops->name);
             goto fail;
         }
-        total += device_bytes(&specs[i], t);
-        if (t->nbytes > largest)
-            largest = t->nbytes;
+        if (!mmap_mode || !mappable(&specs[i], srct[i]))
+            total += device_bytes(&specs[i], srct[i]);
+        if (srct[i]->nbytes > largest)
+            largest = srct[i]->nbytes;
+        if (needs_convert(&specs[i], srct[i]) && srct[i]->nbytes > largest_conv)
+            largest_conv = srct[i]->nbytes;
+        if (specs[i].is_norm && (uint64_t)specs[i].ne0 * 4 > largest)
+            largest = (uint64_t)specs[i].ne0 * 4;  /* the f32 copy staged for a non-host device */
+        file_bytes += srct[i]->nbytes;
     }
-
-    bool mmap_mode = opts && opts->use_mmap;
-    if (mmap_mode) {
-        if ((st = map_file(m, g, err)) != KVS_OK)
-            goto fail;
-        /* Norm vectors that are not f32 still need a converted copy. */
-        total = 0;
-        for (size_t i = 0; i < n; i++) {
-            const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, specs[i].name);
-            if (specs[i].is_norm && t->type != KVS_DTYPE_F32)
-                total += device_bytes(&specs[i], t);
-        }
-        kvs_ledger_add(&b->ledger, KVS_MEM_WEIGHTS, m->map_bytes);
-    }
+    if (mmap_mode && (st = map_files(m, src, err)) != KVS_OK)
+        goto fail;
     if ((st = kvs_backend_alloc(b, KVS_MEM_WEIGHTS, total, &m->weights, err)) != KVS_OK)
         goto fail;
 
@@ -216,34 +379,83 @@ kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend 
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;
     }
-    if (!(tmp = malloc(largest ? largest : 1))) {
+    /* ... and the tensors converted on the way (norm vectors) through a small one. */
+    if (!(tmp = malloc(largest_conv ? largest_conv : 1))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory staging weights");
         goto fail;
     }
-    uint64_t off = 0;
-    for (size_t i = 0; i < n; i++) {
+    /* Read in file order (shard by shard, ascending offsets): sequential I/O,
+     * and progress that moves through the shards once. */
+    if (!(order = malloc((n ? n : 1) * sizeof *order))) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto fail;
+    }
+    for (size_t i = 0; i < n; i++)
+        order[i] = i;
+    qsort_r(order, n, sizeof *order, by_file_offset, srct);
+    uint64_t off = 0, done = 0;
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
         tensor_spec *s = &specs[i];
-        const kvs_gguf_tensor *t = kvs_gguf_find_tensor(g, s->name);
-        s->dst->type = s->is_norm ? KVS_DTYPE_F32 : (kvs_dtype)t->type;
-        s->dst->ne0 = s->ne0;
-        s->dst->ne1 = s->ne1;
-        if (mmap_mode && !(s->is_norm && t->type != KVS_DTYPE_F32)) {
-            s->dst->data = (const char *)m->map + t->offset;
-            continue;
+        const kvs_source_tensor *t = srct[i];
+        kvs_weight *w = slot_ptr(m, s);
+        w->type = s->is_norm ? KVS_DTYPE_F32 : (kvs_dtype)t->type;
+        w->ne0 = s->ne0;
+        w->ne1 = s->ne1;
+        done += t->nbytes;
+        if (mmap_mode && mappable(s, t)) {
+            w->data = (const char *)m->maps[t->file] + t->offset;
+        } else {
+            char *dev = (char *)m->weights.ptr + off;
+            uint64_t bytes = s->is_norm ? (uint64_t)s->ne0 * 4 : t->nbytes;
+            if ((st = read_host(src, s, t, direct ? (void *)dev : host, tmp, err)) != KVS_OK)
+                goto fail;
+            if (!direct)
+                b->ops->to_device(b, dev, host, bytes);
+            w->data = dev;
+            off += device_bytes(s, t);
+        }
+        if (opts && opts->progress)
+            opts->progress(opts->progress_ctx, done, file_bytes, t->file, src->n_files);
+    }
+    if (kvs_model_rope_table(hp)) {
+        int half = hp->rot_dim / 2;
+        double *inv = malloc((size_t)half * sizeof *inv);
+        if (!inv) {
+            st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+            goto fail;
+        }
+        kvs_model_rope_inv_freq(hp, inv, &m->rope_mscale);
+        if (hp->rope_scaling == KVS_ROPE_FACTORS && (st = apply_rope_factors(src, hp, inv, err)) != KVS_OK) {
+            free(inv);
+            goto fail;
         }
         char *dev = (char *)m->weights.ptr + off;
-        uint64_t bytes = s->is_norm ? (uint64_t)s->ne0 * 4 : t->nbytes;
-        if ((st = read_host(g, s, t, direct ? (void *)dev : host, tmp, err)) != KVS_OK)
-            goto fail;
-        if (!direct)
-            b->ops->to_device(b, dev, host, bytes);
-        s->dst->data = dev;
-        off += device_bytes(s, t);
+        b->ops->to_device(b, dev, inv, (size_t)half * sizeof *inv);
+        free(inv);
+        m->rope_inv_freq = (const double *)dev;
+        off += rope_table_bytes(hp);
+    }
+    const kvs_arch_info *ai = kvs_arch_get(hp->arch);
+    int64_t q_dim = (int64_t)hp->n_heads * hp->head_dim, kv_dim = (int64_t)hp->n_kv_heads * hp->head_dim;
+    for (int32_t l = 0; l < hp->n_layers; l++) {
+        kvs_model_layer *L = &m->layers[l];
+        if (ai->fused_qkv) {
+            L->wq = rows_of(&L->wqkv, 0, q_dim);
+            L->wk = rows_of(&L->wqkv, q_dim, kv_dim);
+            L->wv = rows_of(&L->wqkv, q_dim + kv_dim, kv_dim);
+        }
+        if (ai->fused_gate_up) {
+            L->w_gate = rows_of(&L->w_gate_up, 0, hp->hidden_dim);
+            L->w_up = rows_of(&L->w_gate_up, hp->hidden_dim, hp->hidden_dim);
+        }
     }
     if (m->hp.tied_embeddings)
         m->output = m->tok_embd;
 
     free(specs);
+    free(srct);
+    free(order);
     free(host);
     free(tmp);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -252,9 +464,24 @@ kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend 
     return KVS_OK;
 fail:
     free(specs);
+    free(srct);
+    free(order);
     free(host);
     free(tmp);
     kvs_model_free(m);
+    return st;
+}
+
+kvs_status kvs_model_load(kvs_model_model **out, const kvs_gguf *g, kvs_backend *b,
+                          const kvs_model_load_opts *opts, kvs_error *err)
+{
+    *out = NULL;
+    kvs_model_source *src;
+    kvs_status st = kvs_source_from_gguf(&src, g, err);
+    if (st != KVS_OK)
+        return st;
+    st = kvs_model_load_source(out, src, b, opts, err);
+    kvs_source_close(src);
     return st;
 }
 
@@ -262,10 +489,12 @@ void kvs_model_free(kvs_model_model *m)
 {
     if (!m)
         return;
-    if (m->map) {
-        munmap(m->map, m->map_bytes);
+    for (size_t i = 0; i < m->n_maps; i++)
+        munmap(m->maps[i], m->map_sizes[i]);
+    if (m->map_bytes)
         kvs_ledger_sub(&m->backend->ledger, KVS_MEM_WEIGHTS, m->map_bytes);
-    }
+    free(m->maps);
+    free(m->map_sizes);
     kvs_backend_release(m->backend, &m->weights);
     free(m->layers);
     free(m);

@@ -1,4 +1,6 @@
-/* The forward step of the Llama family, written once against the backend ops. */
+/* The forward step of every family in the architecture table, written once
+ * against the backend ops; the family's deviations come from the
+ * hyperparameters (model.h), not from tests of its name. */
 #include "model/runner.h"
 
 #include <math.h>
@@ -163,11 +165,14 @@ kvs_status kvs_runner_forward(kvs_runner *r, const kvs_batch *bt, const kvs_kv_v
         .n_tokens = (int32_t)n, .tok_seq = d_seq, .tok_pos = d_pos, .slots = d_slots,
         .block_tables = d_tables, .max_blocks = r->max_blocks, .max_ctx = max_ctx,
     };
-    const float scale = 1.0f / sqrtf((float)hd);
+    const float scale = hp->attn_scale > 0.0f ? hp->attn_scale : 1.0f / sqrtf((float)hd);
+    meta.softcap = hp->attn_softcap;
 
     float *x;                                   /* [n][dim] the residual stream */
     ALLOC(x, n * dim * 4);
     ops->get_rows(b, x, m->tok_embd.data, m->tok_embd.type, dim, d_tokens, n);
+    if (hp->embed_scale > 0.0f)
+        ops->scale(b, x, n * dim, hp->embed_scale);
 
     for (int32_t l = 0; l < hp->n_layers; l++) {
         const kvs_model_layer *L = &m->layers[l];
@@ -194,13 +199,23 @@ kvs_status kvs_runner_forward(kvs_runner *r, const kvs_batch *bt, const kvs_kv_v
             ops->rms_norm(b, q, q, L->q_norm.data, n * hp->n_heads, hd, hp->norm_eps);
             ops->rms_norm(b, k, k, L->k_norm.data, n * hp->n_kv_heads, hd, hp->norm_eps);
         }
-        ops->rope(b, q, d_pos, n, hp->n_heads, (int32_t)hd, hp->rot_dim, hp->rope_freq_base,
-                  hp->rope_freq_scale, hp->rope_neox);
-        ops->rope(b, k, d_pos, n, hp->n_kv_heads, (int32_t)hd, hp->rot_dim, hp->rope_freq_base,
-                  hp->rope_freq_scale, hp->rope_neox);
+        if (m->rope_inv_freq) {
+            ops->rope_freqs(b, q, d_pos, n, hp->n_heads, (int32_t)hd, hp->rot_dim, m->rope_inv_freq,
+                            m->rope_mscale, hp->rope_neox);
+            ops->rope_freqs(b, k, d_pos, n, hp->n_kv_heads, (int32_t)hd, hp->rot_dim, m->rope_inv_freq,
+                            m->rope_mscale, hp->rope_neox);
+        } else {
+            ops->rope(b, q, d_pos, n, hp->n_heads, (int32_t)hd, hp->rot_dim, hp->rope_freq_base,
+                      hp->rope_freq_scale, hp->rope_neox);
+            ops->rope(b, k, d_pos, n, hp->n_kv_heads, (int32_t)hd, hp->rot_dim, hp->rope_freq_base,
+                      hp->rope_freq_scale, hp->rope_neox);
+        }
         ops->kv_store(b, &kv[l], k, v, d_slots, n);
+        meta.window = kvs_model_layer_window(hp, l);
         ops->attention(b, att, q, &kv[l], &meta, hp->n_heads, scale, scratch);
         ops->matmul(b, xb, att, L->wo.data, L->wo.type, n, q_dim, dim);
+        if (hp->post_norms)
+            ops->rms_norm(b, xb, xb, L->post_attn_norm.data, n, dim, hp->norm_eps);
         ops->add(b, x, x, xb, n * dim);
         kvs_arena_release(&r->arena, ml);
 
@@ -211,8 +226,13 @@ kvs_status kvs_runner_forward(kvs_runner *r, const kvs_batch *bt, const kvs_kv_v
         ops->rms_norm(b, xb, x, L->ffn_norm.data, n, dim, hp->norm_eps);
         ops->matmul(b, hb, xb, L->w_gate.data, L->w_gate.type, n, dim, hp->hidden_dim);
         ops->matmul(b, hb2, xb, L->w_up.data, L->w_up.type, n, dim, hp->hidden_dim);
-        ops->silu_mul(b, hb, hb, hb2, n * hp->hidden_dim);
+        if (hp->act == KVS_ACT_GELU_TANH)
+            ops->gelu_mul(b, hb, hb, hb2, n * hp->hidden_dim);
+        else
+            ops->silu_mul(b, hb, hb, hb2, n * hp->hidden_dim);
         ops->matmul(b, xb, hb, L->w_down.data, L->w_down.type, n, hp->hidden_dim, dim);
+        if (hp->post_norms)
+            ops->rms_norm(b, xb, xb, L->post_ffw_norm.data, n, dim, hp->norm_eps);
         ops->add(b, x, x, xb, n * dim);
         kvs_arena_release(&r->arena, ml);
     }
@@ -224,6 +244,8 @@ kvs_status kvs_runner_forward(kvs_runner *r, const kvs_batch *bt, const kvs_kv_v
         ops->get_rows(b, xl, x, KVS_DTYPE_F32, dim, d_rows, bt->n_logits);
         ops->rms_norm(b, xl, xl, m->output_norm.data, bt->n_logits, dim, hp->norm_eps);
         ops->matmul(b, logits, xl, m->output.data, m->output.type, bt->n_logits, dim, hp->n_vocab);
+        if (hp->final_softcap > 0.0f)
+            ops->softcap(b, logits, (int64_t)bt->n_logits * hp->n_vocab, hp->final_softcap);
         ops->to_host(b, r->logits, logits, (size_t)bt->n_logits * hp->n_vocab * 4);
     }
     if (ops->synchronize)

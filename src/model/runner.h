@@ -1,6 +1,6 @@
 /*
- * runner.h - the model runner: one batched forward step of a Llama-family
- * model over the paged KV cache.
+ * runner.h - the model runner: one batched forward step of a model of any
+ * family in the architecture table (model/arch.h) over the paged KV cache.
  *
  * A step is a flat list of tokens from several sequences at once: prefill
  * chunks and single decode tokens mixed freely (there are no phases).  Each

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -525,10 +526,21 @@ kvs_server_opts kvs_server_defaults(void)
 
 void kvs_server_default_name(const char *model_path, char *buf, size_t cap)
 {
-    const char *base = strrchr(model_path, '/');
-    base = base ? base + 1 : model_path;
-    const char *dot = strrchr(base, '.');
-    size_t n = dot && dot != base ? (size_t)(dot - base) : strlen(base);
+    /* A directory (a Hugging Face checkpoint) keeps its whole name, dots
+     * included ("Qwen2.5-7B-Instruct"), without trailing slashes. */
+    struct stat sb;
+    bool dir = stat(model_path, &sb) == 0 && S_ISDIR(sb.st_mode);
+    size_t len = strlen(model_path);
+    while (dir && len > 1 && model_path[len - 1] == '/')
+        len--;
+    const char *base = model_path;
+    for (size_t i = 0; i < len; i++)
+        if (model_path[i] == '/')
+            base = model_path + i + 1;
+    size_t n = (size_t)(model_path + len - base);
+    const char *dot = dir ? NULL : strrchr(base, '.');
+    if (dot && dot != base)
+        n = (size_t)(dot - base);
     snprintf(buf, cap, "%.*s", (int)n, base);
 }
 

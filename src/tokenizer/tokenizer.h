@@ -96,4 +96,12 @@ size_t kvs_tok_stream_push(const kvs_tokenizer *t, kvs_tok_stream *s, int32_t id
 /* Emit what is left (an incomplete sequence becomes U+FFFD). */
 size_t kvs_tok_stream_flush(kvs_tok_stream *s, char *out, size_t cap);
 
+/* --- Hugging Face tokenizers (tokenizer.json) --- */
+/* Load dir/tokenizer.json (+ tokenizer_config.json for bos/eos/add_bos_token). */
+kvs_status kvs_tok_load_hf(kvs_tokenizer **out, const char *dir, kvs_error *err);
+/* Write tokenizer.json + tokenizer_config.json token fields for a tokenizer loaded from GGUF. */
+kvs_status kvs_tok_write_hf(const kvs_tokenizer *t, const char *dir, kvs_error *err);
+/* Write the tokenizer.ggml.* keys of t. */
+kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, kvs_error *err);
+
 #endif

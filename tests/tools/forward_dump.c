@@ -6,7 +6,7 @@
  *     kvs_forward_dump SPEC.json OUT.bin
  *
  * SPEC:
- *   { "model": "m.gguf", "kv_dtype": "f32" | "f16" | "bf16", "block_size": 16,
+ *   { "model": "m.gguf" or a Hugging Face directory, "mmap": false, "kv_dtype": "f32" | "f16" | "bf16", "block_size": 16,
  *     "threads": 2, "shuffle_seed": 1,
  *     "steps": [ { "seqs": [ { "id": 0, "tokens": [5, 6, 7], "start_pos": 0 }, ... ],
  *                  "rows": [0, 2] }, ... ] }
@@ -31,6 +31,7 @@
 #include "backends/cpu/cpu_backend.h"
 #include "engine/kv_cache.h"
 #include "model/runner.h"
+#include "model/source.h"
 
 #define MAX_SEQS 4096
 
@@ -126,7 +127,7 @@ int main(int argc, char **argv)
         return die(argv[1], jerr.text);
     int rc = 1;
     kvs_error err = {0};
-    kvs_gguf *g = NULL;
+    kvs_model_source *g = NULL;
     kvs_backend *b = NULL;
     kvs_model_model *m = NULL;
     kvs_runner *r = NULL;
@@ -154,8 +155,9 @@ int main(int argc, char **argv)
         goto done;
 
     kvs_cpu_options co = {.n_threads = (int)threads};
-    if (kvs_gguf_open(&g, model, &err) || kvs_cpu_backend_new(&b, &co, &err) ||
-        kvs_model_load(&m, g, b, NULL, &err)) {
+    kvs_model_load_opts lo = {.use_mmap = json_is_true(json_object_get(spec, "mmap"))};
+    if (kvs_source_open(&g, model, &err) || kvs_cpu_backend_new(&b, &co, &err) ||
+        kvs_model_load_source(&m, g, b, &lo, &err)) {
         rc = die(model, err.msg);
         goto done;
     }
@@ -267,7 +269,7 @@ done:
     kvs_runner_free(r);
     kvs_model_free(m);
     kvs_backend_destroy(b);
-    kvs_gguf_close(g);
+    kvs_source_close(g);
     json_decref(spec);
     return rc;
 }

@@ -154,8 +154,14 @@ static float exp_scores(float *sc, int64_t n, float mx)
         const int64_t npos = pos + 1, kvh = h / (j->n_heads / nkv);                           \
         const int32_t *bt = me->block_tables + (int64_t)me->tok_seq[tok] * me->max_blocks;    \
         const ETYPE *K = kv->k, *V = kv->v;                                                   \
+        /* sliding window: positions before lo are masked; whole blocks skipped */          \
+        const int64_t lo = me->window > 0 && npos > me->window ? npos - me->window : 0;      \
+        const int64_t first = lo / bs * bs;                                                   \
+        const float cap = me->softcap;                                                        \
+        for (int64_t p = 0; p < first; p++)                                                   \
+            sc[p] = -INFINITY;                                                                \
         float mx = -INFINITY;                                                                 \
-        for (int64_t p0 = 0; p0 < npos; p0 += bs) {                                           \
+        for (int64_t p0 = first; p0 < npos; p0 += bs) {                                       \
             int64_t bi = p0 / bs, cnt = npos - p0 < bs ? npos - p0 : bs;                      \
             int32_t blk = bi < me->max_blocks ? bt[bi] : -1;                                  \
             if (blk < 0) {                                                                    \
@@ -165,7 +171,13 @@ static float exp_scores(float *sc, int64_t n, float mx)
             }                                                                                 \
             const ETYPE *kb = K + (((int64_t)blk * nkv + kvh) * bs) * hd;                     \
             for (int64_t i = 0; i < cnt; i++) {                                               \
+                if (p0 + i < lo) {                                                            \
+                    sc[p0 + i] = -INFINITY;                                                   \
+                    continue;                                                                 \
+                }                                                                             \
                 float s = dot_##T(qv, kb + i * hd, hd) * j->scale;                            \
+                if (cap > 0.0f)                                                               \
+                    s = cap * tanhf(s / cap);                                                 \
                 sc[p0 + i] = s;                                                               \
                 mx = s > mx ? s : mx;                                                         \
             }                                                                                 \
@@ -173,7 +185,7 @@ static float exp_scores(float *sc, int64_t n, float mx)
         if (mx == -INFINITY)                                                                  \
             return;                                                                           \
         const float sum = exp_scores(sc, npos, mx);                                           \
-        for (int64_t p0 = 0; p0 < npos; p0 += bs) {                                           \
+        for (int64_t p0 = first; p0 < npos; p0 += bs) {                                       \
             int64_t bi = p0 / bs, cnt = npos - p0 < bs ? npos - p0 : bs;                      \
             int32_t blk = bi < me->max_blocks ? bt[bi] : -1;                                  \
             if (blk >= 0)                                                                     \

@@ -4,6 +4,7 @@
  */
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/cpu_internal.h"
+#include "backends/cpu/cpu_ops_ext.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -116,6 +117,21 @@ static size_t cpu_attention_scratch_bytes(kvs_backend *b, int32_t n_heads, int32
     return kvs_cpu_attention_scratch_bytes(ctx_of(b), max_ctx);
 }
 
+static void cpu_scale(kvs_backend *b, float *x, int64_t n, float s) { kvs_cpu_scale(ctx_of(b), x, n, s); }
+
+static void cpu_gelu_mul(kvs_backend *b, float *y, const float *gate, const float *up, int64_t n)
+{
+    kvs_cpu_gelu_mul(ctx_of(b), y, gate, up, n);
+}
+
+static void cpu_softcap(kvs_backend *b, float *x, int64_t n, float cap) { kvs_cpu_softcap(ctx_of(b), x, n, cap); }
+
+static void cpu_rope_freqs(kvs_backend *b, float *x, const int32_t *pos, int64_t n, int32_t n_heads,
+                           int32_t head_dim, int32_t rot_dim, const double *inv_freq, float mscale, bool neox)
+{
+    kvs_cpu_rope_freqs(ctx_of(b), x, pos, n, n_heads, head_dim, rot_dim, inv_freq, mscale, neox);
+}
+
 static const kvs_backend_ops CPU_OPS = {
     .name = "cpu",
     .caps = {
@@ -126,6 +142,7 @@ static const kvs_backend_ops CPU_OPS = {
                      KVS_DTYPE_BIT(KVS_DTYPE_BF16),
         .weight_dtypes = 0, /* every type kvs_dtype_computable() names */
         .meter = "resident set (/proc/self/status)",
+        .attn_window = true,
     },
     .destroy = cpu_destroy,
     .mem_info = cpu_mem_info,
@@ -144,6 +161,10 @@ static const kvs_backend_ops CPU_OPS = {
     .attention = cpu_attention,
     .attention_scratch_bytes = cpu_attention_scratch_bytes,
     .add_rows = cpu_add_rows,
+    .scale = cpu_scale,
+    .gelu_mul = cpu_gelu_mul,
+    .softcap = cpu_softcap,
+    .rope_freqs = cpu_rope_freqs,
     .touch = cpu_touch,
     .graph_bytes = NULL,
 };
