@@ -337,6 +337,7 @@ static enum MHD_Result start_stream(gen *g, struct MHD_Connection *c)
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     kvs_http_decorate(c, r);
+    kvs_http_response_long(c); /* its client may read it slowly */
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r); /* sse_free runs when MHD lets go of it */
     return ret;

@@ -468,7 +468,10 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
     if (!sl)
         return;
-    (void)c;
+    if (sl->long_timeout) { /* back to the idle time-out between requests */
+        sl->long_timeout = false;
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, s->front.idle_timeout_s);
+    }
     if (sl->phase == REQ_DEFERRED && sl->defer_cancel) /* the connection ended while waiting */
         sl->defer_cancel(sl->defer_ctx);
     sl->defer_fn = NULL;

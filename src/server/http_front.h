@@ -44,6 +44,9 @@
 /* Connections over the limit that linger (answered 503, waiting for the
  * peer to close) at once; more are closed right after their answer. */
 #define KVS_HTTP_OVERFLOW_SLOTS 64
+/* A stream's client may stop reading for this long before it is cut off
+ * (the idle time-out is for connections between requests). */
+#define KVS_HTTP_WRITE_TIMEOUT_S 600u
 /* Seconds an answered connection is read from before it is closed. */
 #define KVS_HTTP_LINGER_S 2.0
 /* When every slot is taken, a new connection takes the slot of the oldest
@@ -85,6 +88,7 @@ typedef struct kvs_http_slot {
     char *body;
     size_t len, cap, dropped;
     bool too_large, pool_full, bad_target;
+    bool long_timeout;             /* a stream: KVS_HTTP_WRITE_TIMEOUT_S applies until it ends */
     kvs_http_resume_fn defer_fn;
     kvs_http_cancel_fn defer_cancel;
     void *defer_ctx;
@@ -173,6 +177,10 @@ void kvs_http_unbind(kvs_chan *ch);
  * unless one of those already happened.  Call only from MHD's access
  * handler or a content reader of c. */
 kvs_http_sleep_result kvs_http_sleep(struct MHD_Connection *c);
+/* c answers with a stream that its client may read slowly: until the
+ * request ends, c is closed only after KVS_HTTP_WRITE_TIMEOUT_S without
+ * progress, not after the idle time-out. */
+void kvs_http_response_long(struct MHD_Connection *c);
 /* Whether c's client was seen to hang up. */
 bool kvs_http_gone(struct MHD_Connection *c);
 /* Continue this request later: when c wakes, MHD's access handler calls

@@ -699,6 +699,15 @@ kvs_http_sleep_result kvs_http_sleep(struct MHD_Connection *c)
     return r;
 }
 
+void kvs_http_response_long(struct MHD_Connection *c)
+{
+    kvs_http_slot *sl = kvs_http_slot_of(c);
+    if (!sl)
+        return;
+    sl->long_timeout = true;
+    MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, KVS_HTTP_WRITE_TIMEOUT_S);
+}
+
 bool kvs_http_gone(struct MHD_Connection *c)
 {
     kvs_http_slot *sl = kvs_http_slot_of(c);
