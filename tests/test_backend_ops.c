@@ -13,6 +13,7 @@
  *   f32 reductions (rms_norm, matmul, attention)              2e-5 .. 1e-4
  *   rope (cos/sin in double on both sides, rotation in f32)   1e-6
  *   kv_store of f16/bf16 (the same round-to-nearest-even)     0
+ *   gelu_mul, softcap (tanh in double on both sides)          1e-7
  * Shapes cover odd sizes, GQA ratios 1/4/8, head_dim 64/80/128/256, block
  * sizes 1/16/32, long contexts and mixed prefill + decode batches with
  * shuffled block tables and padding slots (-1).
@@ -301,6 +302,8 @@ typedef struct attn_case {
     int32_t n_heads, n_kv_heads, head_dim, block_size;
     int n_seqs;
     int32_t ctx[4], q_last[4];
+    int32_t window;      /* > 0: sliding window */
+    float softcap;       /* > 0: score soft-capping */
 } attn_case;
 
 static void run_attention(const attn_case *ac, rng *r)
@@ -376,13 +379,15 @@ static void run_attention(const attn_case *ac, rng *r)
     size_t sc_c = P.cpu->ops->attention_scratch_bytes(P.cpu, nh, max_ctx, n_tok);
     size_t sc_d = P.dev->ops->attention_scratch_bytes(P.dev, nh, max_ctx, n_tok);
     twin scr = twin_new(NULL, sc_c > sc_d ? sc_c : sc_d);
-    kvs_attn_meta mc = {(int32_t)n_tok, tseq.c.ptr, tpos.c.ptr, NULL, ttab.c.ptr, max_blocks, max_ctx};
-    kvs_attn_meta md = {(int32_t)n_tok, tseq.d.ptr, tpos.d.ptr, NULL, ttab.d.ptr, max_blocks, max_ctx};
+    kvs_attn_meta mc = {(int32_t)n_tok, tseq.c.ptr, tpos.c.ptr, NULL, ttab.c.ptr, max_blocks, max_ctx,
+                        ac->window, ac->softcap};
+    kvs_attn_meta md = {(int32_t)n_tok, tseq.d.ptr, tpos.d.ptr, NULL, ttab.d.ptr, max_blocks, max_ctx,
+                        ac->window, ac->softcap};
     const float scale = 1.0f / sqrtf((float)hd);
     P.cpu->ops->attention(P.cpu, to.c.ptr, tq.c.ptr, &vcpu, &mc, nh, scale, scr.c.ptr);
     P.dev->ops->attention(P.dev, to.d.ptr, tq.d.ptr, &vdev, &md, nh, scale, scr.d.ptr);
-    CHECK(to, 2e-5, "attention %s heads %d/%d hd %d bs %d ctx %d", kvs_dtype_name(ac->kv), nh, nkv, hd, bs,
-          max_ctx);
+    CHECK(to, 2e-5, "attention %s heads %d/%d hd %d bs %d ctx %d window %d softcap %g", kvs_dtype_name(ac->kv), nh,
+          nkv, hd, bs, max_ctx, ac->window, (double)ac->softcap);
     twin *all[] = {&kc, &vc, &tk, &tv, &ts, &tq, &to, &tseq, &tpos, &ttab, &scr};
     for (size_t i = 0; i < sizeof all / sizeof *all; i++)
         twin_free(all[i]);
@@ -415,6 +420,72 @@ static void test_attention(void **state)
                         ac.ctx[3] = 700; /* keep the block-size-1 tables small */
                     run_attention(&ac, &r);
                 }
+    /* Gemma 2 / Mistral: a sliding window (inside a block and across
+     * blocks) and attention soft-capping, where the backend declares them. */
+    if (!P.dev->ops->caps.attn_window)
+        return;
+    static const int32_t windows[] = {1, 7, 16, 100, 4096};
+    for (size_t wi = 0; wi < sizeof windows / sizeof *windows; wi++)
+        for (int cap = 0; cap < 2; cap++) {
+            attn_case ac = {KVS_DTYPE_F16, 16, 8, 128, 16, 4, {19, 300, 1, 2000}, {19, 64, 1, 1},
+                            windows[wi], cap ? 50.0f : 0.0f};
+            run_attention(&ac, &r);
+        }
+}
+
+/* The kernels of the families beyond Llama, where both backends have them. */
+static void test_ext_ops(void **state)
+{
+    rng r = {0x4242};
+    const kvs_backend_ops *c = P.cpu->ops, *d = P.dev->ops;
+    if (!c->scale || !d->scale || !c->gelu_mul || !d->gelu_mul || !c->softcap || !d->softcap || !c->rope_freqs ||
+        !d->rope_freqs) {
+        printf("ext ops: the device backend lacks one; skipping\n");
+        return;
+    }
+    static const int64_t ns[] = {1, 1000, 300001};
+    for (size_t i = 0; i < sizeof ns / sizeof *ns; i++) {
+        const int64_t n = ns[i];
+        float *a = xcalloc((size_t)n * 4), *u = xcalloc((size_t)n * 4);
+        fill(&r, a, (size_t)n, 60.0f);
+        fill(&r, u, (size_t)n, 2.0f);
+        twin ta = twin_new(a, (size_t)n * 4), tu = twin_new(u, (size_t)n * 4), ty = twin_new(NULL, (size_t)n * 4);
+        c->gelu_mul(P.cpu, ty.c.ptr, ta.c.ptr, tu.c.ptr, n);
+        d->gelu_mul(P.dev, ty.d.ptr, ta.d.ptr, tu.d.ptr, n);
+        CHECK(ty, 1e-7, "gelu_mul n %lld", (long long)n);
+        c->softcap(P.cpu, ta.c.ptr, n, 30.0f);
+        d->softcap(P.dev, ta.d.ptr, n, 30.0f);
+        CHECK(ta, 1e-7, "softcap n %lld", (long long)n);
+        c->scale(P.cpu, ta.c.ptr, n, 0.37f);
+        d->scale(P.dev, ta.d.ptr, n, 0.37f);
+        CHECK(ta, 0.0, "scale n %lld", (long long)n);
+        twin_free(&ta);
+        twin_free(&tu);
+        twin_free(&ty);
+        free(a);
+        free(u);
+    }
+    for (int neox = 0; neox < 2; neox++) {
+        const int32_t hd = 128, rot = 96, nh = 4;
+        const int64_t n = 9;
+        int32_t pos[9];
+        for (int i = 0; i < n; i++)
+            pos[i] = (int32_t)(i * 13007 % 131072);
+        double inv[64];
+        for (int i = 0; i < rot / 2; i++)
+            inv[i] = pow(500000.0, -2.0 * i / rot) / (i < rot / 4 ? 8.0 : 1.0);
+        float *x = xcalloc((size_t)(n * nh * hd * 4));
+        fill(&r, x, (size_t)(n * nh * hd), 1.0f);
+        twin tx = twin_new(x, (size_t)(n * nh * hd * 4)), tp = twin_new(pos, sizeof pos),
+             tf = twin_new(inv, (size_t)(rot / 2) * sizeof(double));
+        c->rope_freqs(P.cpu, tx.c.ptr, tp.c.ptr, n, nh, hd, rot, tf.c.ptr, 1.1f, neox);
+        d->rope_freqs(P.dev, tx.d.ptr, tp.d.ptr, n, nh, hd, rot, tf.d.ptr, 1.1f, neox);
+        CHECK(tx, 1e-6, "rope_freqs neox %d", neox);
+        twin_free(&tx);
+        twin_free(&tp);
+        twin_free(&tf);
+        free(x);
+    }
 }
 
 static int setup(void **state)
@@ -443,6 +514,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_get_rows),  cmocka_unit_test(test_rms_norm),    cmocka_unit_test(test_matmul),
         cmocka_unit_test(test_rope),      cmocka_unit_test(test_elementwise), cmocka_unit_test(test_attention),
+        cmocka_unit_test(test_ext_ops),
     };
     int rc = cmocka_run_group_tests(tests, setup, NULL);
     kvs_backend_destroy(P.dev);

@@ -286,7 +286,48 @@ void cu_attention(kvs_backend *b, float *out, const float *q, const kvs_kv_view 
     const unsigned blocks = (unsigned)((int64_t)meta->n_tokens * n_heads);
     kvs_cu::attention<<<blocks, KVS_CU_ATT_WARPS * KVS_CU_WARP, 0, c->stream>>>(
         out, q, kv->k, kv->v, (int)kv->dtype, kv->block_size, kv->n_kv_heads, kv->head_dim, meta->tok_seq,
-        meta->tok_pos, meta->block_tables, meta->max_blocks, n_heads, scale);
+        meta->tok_pos, meta->block_tables, meta->max_blocks, n_heads, scale, meta->window, meta->softcap);
+    check_launch(c);
+}
+
+void cu_scale(kvs_backend *b, float *x, int64_t n, float s)
+{
+    cuda_ctx *c = ctx_of(b);
+    if (n > 0) {
+        kvs_cu::scale<<<blocks_for(n, 256), 256, 0, c->stream>>>(x, n, s);
+        check_launch(c);
+    }
+}
+
+void cu_gelu_mul(kvs_backend *b, float *y, const float *gate, const float *up, int64_t n)
+{
+    cuda_ctx *c = ctx_of(b);
+    if (n > 0) {
+        kvs_cu::gelu_mul<<<blocks_for(n, 256), 256, 0, c->stream>>>(y, gate, up, n);
+        check_launch(c);
+    }
+}
+
+void cu_softcap(kvs_backend *b, float *x, int64_t n, float cap)
+{
+    cuda_ctx *c = ctx_of(b);
+    if (n > 0 && cap > 0.0f) {
+        kvs_cu::softcap<<<blocks_for(n, 256), 256, 0, c->stream>>>(x, n, cap);
+        check_launch(c);
+    }
+}
+
+void cu_rope_freqs(kvs_backend *b, float *x, const int32_t *pos, int64_t n, int32_t n_heads, int32_t head_dim,
+                   int32_t rot_dim, const double *inv_freq, float mscale, bool neox)
+{
+    cuda_ctx *c = ctx_of(b);
+    if (rot_dim > head_dim)
+        rot_dim = head_dim;
+    const int64_t work = n * n_heads * (rot_dim / 2);
+    if (work <= 0 || n_heads <= 0)
+        return;
+    kvs_cu::rope_freqs<<<blocks_for(work, 256), 256, 0, c->stream>>>(x, pos, n, n_heads, head_dim, rot_dim,
+                                                                    inv_freq, mscale, neox);
     check_launch(c);
 }
 
@@ -326,6 +367,11 @@ void fill_ops(kvs_backend_ops *o, const char *meter)
     o->kv_store = cu_kv_store;
     o->attention = cu_attention;
     o->attention_scratch_bytes = cu_attention_scratch_bytes;
+    o->caps.attn_window = true;
+    o->scale = cu_scale;
+    o->gelu_mul = cu_gelu_mul;
+    o->softcap = cu_softcap;
+    o->rope_freqs = cu_rope_freqs;
     /* touch: device memory is committed by cudaMalloc; graph_bytes: no graphs yet */
 }
 
@@ -350,7 +396,11 @@ cudaError_t warm_up(cuda_ctx *c)
     kvs_cu::add_rows<<<1, 32, 0, c->stream>>>(f, f + 64, 1, 32);
     kvs_cu::kv_store<<<1, 32, 0, c->stream>>>(f + 256, f + 512, 0, 1, 1, 32, f, f + 64, ids, 1);
     kvs_cu::attention<<<1, KVS_CU_ATT_WARPS * KVS_CU_WARP, 0, c->stream>>>(f, f + 64, f + 256, f + 512, 0, 1, 1, 32,
-                                                                          ids, ids, ids, 1, 1, 1.0f);
+                                                                          ids, ids, ids, 1, 1, 1.0f, 0, 0.0f);
+    kvs_cu::scale<<<1, 32, 0, c->stream>>>(f, 32, 1.0f);
+    kvs_cu::gelu_mul<<<1, 32, 0, c->stream>>>(f, f + 64, f + 128, 32);
+    kvs_cu::softcap<<<1, 32, 0, c->stream>>>(f, 32, 30.0f);
+    kvs_cu::rope_freqs<<<1, 32, 0, c->stream>>>(f, ids, 1, 1, 32, 32, (const double *)(f + 1024), 1.0f, false);
     e = cudaGetLastError();
     cudaError_t e2 = cudaStreamSynchronize(c->stream);
     cudaFree(buf);

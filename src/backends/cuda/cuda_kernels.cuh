@@ -294,7 +294,8 @@ __global__ void kv_store(void *kc, void *vc, int t, int block_size, int n_kv_hea
 #define KVS_CU_ATT_WARPS 4
 __global__ void attention(float *out, const float *q, const void *kc, const void *vc, int t, int block_size,
                           int n_kv_heads, int head_dim, const int32_t *tok_seq, const int32_t *tok_pos,
-                          const int32_t *block_tables, int max_blocks, int n_heads, float scale)
+                          const int32_t *block_tables, int max_blocks, int n_heads, float scale, int window,
+                          float softcap)
 {
     __shared__ float s_m[KVS_CU_ATT_WARPS], s_l[KVS_CU_ATT_WARPS];
     __shared__ float s_o[KVS_CU_ATT_WARPS][KVS_CU_MAX_HEAD_DIM];
@@ -305,7 +306,7 @@ __global__ void attention(float *out, const float *q, const void *kc, const void
     const int per_lane = (head_dim + KVS_CU_WARP - 1) / KVS_CU_WARP;
     const float *qh = q + (tok * n_heads + h) * (int64_t)head_dim;
     const int32_t *table = block_tables + (int64_t)tok_seq[tok] * max_blocks;
-    const int32_t pos = tok_pos[tok];
+    const int32_t pos = tok_pos[tok];   /* < 0: nothing to attend to, the output is zeros */
 
     float qr[KVS_CU_MAX_HEAD_DIM / KVS_CU_WARP], o[KVS_CU_MAX_HEAD_DIM / KVS_CU_WARP];
     for (int u = 0; u < per_lane; u++) {
@@ -314,7 +315,9 @@ __global__ void attention(float *out, const float *q, const void *kc, const void
         o[u] = 0.0f;
     }
     float mx = -INFINITY, l = 0.0f;
-    for (int32_t p = warp; p <= pos; p += KVS_CU_ATT_WARPS) {
+    /* Sliding window: a token sees positions lo .. pos only. */
+    const int32_t lo = window > 0 && pos + 1 > window ? pos + 1 - window : 0;
+    for (int32_t p = lo + warp; p <= pos; p += KVS_CU_ATT_WARPS) {
         const int32_t blk = table[p / block_size];
         if (blk < 0)
             continue;
@@ -326,6 +329,8 @@ __global__ void attention(float *out, const float *q, const void *kc, const void
                 s += qr[u] * kv_get(kc, t, base + d);
         }
         s = warp_sum(s);
+        if (softcap > 0.0f)
+            s = softcap * tanhf(s / softcap);   /* Gemma 2's attention soft-capping */
         const float m_new = fmaxf(mx, s);
         const float corr = expf(mx - m_new), e = expf(s - m_new);
         l = l * corr + e;
@@ -360,6 +365,52 @@ __global__ void attention(float *out, const float *q, const void *kc, const void
                 acc += s_o[w][d] * expf(s_m[w] - m_all);
         oh[d] = l_all > 0.0f ? acc / l_all : 0.0f;   /* nothing to attend to: zeros */
     }
+}
+
+/* --- the kernels of the families beyond Llama (model/arch.h); the
+ * transcendental parts in double, as the CPU backend computes them --- */
+__global__ void scale(float *x, int64_t n, float s)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] *= s;
+}
+
+__global__ void gelu_mul(float *y, const float *gate, const float *up, int64_t n)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) {
+        const double g = gate[i];
+        const double v = 0.5 * g * (1.0 + tanh(0.7978845608028654 * (g + 0.044715 * g * g * g)));
+        y[i] = (float)(v * up[i]);
+    }
+}
+
+__global__ void softcap(float *x, int64_t n, float cap)
+{
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n)
+        x[i] = (float)(cap * tanh((double)x[i] / cap));
+}
+
+/* RoPE with per-frequency angles theta_i = pos * inv_freq[i], the rotation
+ * scaled by mscale (yarn); one thread per (token, head, pair). */
+__global__ void rope_freqs(float *x, const int32_t *pos, int64_t n, int n_heads, int head_dim, int rot_dim,
+                           const double *inv_freq, float mscale, bool neox)
+{
+    const int half = rot_dim / 2;
+    const int64_t id = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    if (id >= n * n_heads * half)
+        return;
+    const int i = (int)(id % half);
+    const int64_t th = id / half, tok = th / n_heads;
+    const double theta = (double)pos[tok] * inv_freq[i];
+    const float c = (float)cos(theta) * mscale, s = (float)sin(theta) * mscale;
+    float *h = x + th * head_dim;
+    const int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+    const float x0 = h[a], x1 = h[b];
+    h[a] = x0 * c - x1 * s;
+    h[b] = x0 * s + x1 * c;
 }
 
 } /* namespace kvs_cu */
