@@ -4,6 +4,7 @@
 set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libjansson-dev libmicrohttpd-dev libcmocka-dev
+      libonig-dev libutf8proc-dev
       python3 python3-numpy python3-jinja2 curl ca-certificates nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do

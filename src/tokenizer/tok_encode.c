@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "tokenizer/tok_internal.h"
+#include "tokenizer/tok_hf.h"
 
 kvs_status kvs_tok_ids_push(kvs_tok_ids *ids, int32_t id, kvs_error *err)
 {
@@ -96,6 +96,8 @@ kvs_status kvs_tok_encode(const kvs_tokenizer *t, const char *text, size_t len, 
     *n_ids = 0;
     if (!text && len > 0)
         return kvs_fail(err, KVS_E_INVALID, "kvs_tok_encode: NULL text of length %zu", len);
+    if (t->kind == KVS_TOK_HF)
+        return kvs_tok_hf_encode(t, text, len, add_bos, parse_special, ids, n_ids, err);
     kvs_tok_ids out = {0};
     kvs_tok_work w = {0};
     frags cur = {0}, next = {0};

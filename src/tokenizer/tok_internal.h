@@ -8,6 +8,7 @@
  *   tok_pretok.c  the BPE pre-tokenizer regexes, written by hand
  *   tok_merge.c   the shared merge loop (linked symbols + binary heap)
  *   tok_map.c     open-addressing string -> index hash map
+ *   tok_hf*.c     tokenizer.json: loading, encoding, regexes, export (tok_hf.h)
  * Strings live in pools (one allocation each); spans index into them.
  */
 #ifndef KVS_TOKENIZER_TOK_INTERNAL_H
@@ -31,7 +32,7 @@ enum {
     KVS_TT_BYTE = 6,
 };
 
-enum kvs_tok_kind { KVS_TOK_SPM, KVS_TOK_BPE };
+enum kvs_tok_kind { KVS_TOK_SPM, KVS_TOK_BPE, KVS_TOK_HF /* tokenizer.json: see tok_hf.h */ };
 
 /* Pre-tokenizer regex sets (llama.cpp's LLAMA_VOCAB_PRE_TYPE_* groups). */
 enum kvs_tok_pre {
@@ -57,6 +58,8 @@ typedef struct kvs_tok_map {
     const char *pool;
     const kvs_tok_span *keys;
 } kvs_tok_map;
+
+struct kvs_tok_hf;
 
 struct kvs_tokenizer {
     enum kvs_tok_kind kind;
@@ -87,7 +90,15 @@ struct kvs_tokenizer {
 
     int32_t byte_tok[256];  /* SPM byte fallback id, -1 if absent */
     uint16_t byte_cpt[256]; /* GPT-2 byte -> code point */
+
+    struct kvs_tok_hf *hf;  /* KVS_TOK_HF: the tokenizer.json pipeline */
+    bool strip_space;       /* KVS_TOK_HF: decoding drops the first token's leading space */
 };
+
+/* ---- tokenizer.c ---------------------------------------------------------- */
+/* Mark end-of-generation tokens (EOS/EOT/EOM and llama.cpp's known texts,
+ * which become control tokens). */
+void kvs_tok_mark_eog(kvs_tokenizer *t);
 
 /* ---- tok_decode.c -------------------------------------------------------- */
 /* Fill dec_pool / dec with every token's bytes (control tokens: their text). */

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "tokenizer/tok_hf.h"
 #include "tokenizer/tok_internal.h"
 
 #define KEY_MODEL "tokenizer.ggml.model"
@@ -70,6 +71,7 @@ void kvs_tok_free(kvs_tokenizer *t)
 {
     if (!t)
         return;
+    kvs_tok_hf_free(t->hf);
     kvs_tok_map_free(&t->piece_map);
     kvs_tok_map_free(&t->merge_map);
     free(t->pool);
@@ -263,7 +265,12 @@ static kvs_status load_specials(kvs_tokenizer *t, const kvs_gguf *g, kvs_error *
         st = load_bool(g, "add_space_prefix", &t->add_space_prefix, err);
     if (st != KVS_OK)
         return st;
+    kvs_tok_mark_eog(t);
+    return KVS_OK;
+}
 
+void kvs_tok_mark_eog(kvs_tokenizer *t)
+{
     /* end-of-generation tokens: EOS/EOT/EOM and llama.cpp's known texts,
      * which become control tokens */
     for (size_t i = 0; i < sizeof(EOG_TEXTS) / sizeof(EOG_TEXTS[0]); i++) {
@@ -281,7 +288,6 @@ static kvs_status load_specials(kvs_tokenizer *t, const kvs_gguf *g, kvs_error *
     for (size_t i = 0; i < 3; i++)
         if (ends[i] >= 0)
             t->eog[ends[i]] = 1;
-    return KVS_OK;
 }
 
 typedef struct { uint32_t len; int32_t id; } by_len;
@@ -405,6 +411,11 @@ kvs_status kvs_tok_load(kvs_tokenizer **out, const kvs_gguf *g, kvs_error *err)
 }
 
 int32_t kvs_tok_n_vocab(const kvs_tokenizer *t) { return t->n_vocab; }
+
+const char *kvs_tok_chat_template(const kvs_tokenizer *t)
+{
+    return t->kind == KVS_TOK_HF ? t->hf->chat_template : NULL;
+}
 int32_t kvs_tok_bos(const kvs_tokenizer *t) { return t->bos; }
 int32_t kvs_tok_eos(const kvs_tokenizer *t) { return t->eos; }
 bool kvs_tok_add_bos(const kvs_tokenizer *t) { return t->add_bos && t->bos >= 0; }
@@ -412,6 +423,8 @@ bool kvs_tok_add_eos(const kvs_tokenizer *t) { return t->add_eos && t->eos >= 0;
 
 bool kvs_tok_strip_leading_space(const kvs_tokenizer *t)
 {
+    if (t->kind == KVS_TOK_HF)
+        return t->strip_space;
     return t->kind == KVS_TOK_SPM && t->add_space_prefix;
 }
 

@@ -1,6 +1,7 @@
 /*
  * tokenizer.h - text <-> token ids, built from a GGUF file's
- * `tokenizer.ggml.*` metadata.
+ * `tokenizer.ggml.*` metadata or from a Hugging Face tokenizer.json
+ * (kvs_tok_load_hf; the pipeline is described in tok_hf.h).
  *
  * Two families, chosen by `tokenizer.ggml.model`:
  *   "llama"  SentencePiece (BPE variant with scores): text is normalised
@@ -32,9 +33,49 @@ typedef struct kvs_tokenizer kvs_tokenizer;
 
 /* Build the tokenizer from g's metadata (g may be closed afterwards). */
 kvs_status kvs_tok_load(kvs_tokenizer **out, const kvs_gguf *g, kvs_error *err);
+/* Build the tokenizer of a Hugging Face model directory: dir/tokenizer.json
+ * (the `tokenizers` library's format; BPE models with the normalizers,
+ * pre-tokenizers, post-processors and decoders listed in tok_hf.h) plus,
+ * when present, dir/tokenizer_config.json (bos_token, eos_token,
+ * pad_token, add_bos_token, add_eos_token, added_tokens_decoder,
+ * chat_template) and
+ * dir/generation_config.json (eos_token_id: more end-of-generation ids).
+ * The result works with every kvs_tok_* function; kvs_tok_encode's
+ * add_bos adds the post-processor's template (its BOS and any suffix such
+ * as EOS), and added tokens marked special are control tokens (split out
+ * of text only with parse_special) while the others always split.
+ * Errors name the file and the JSON path of the problem. */
+kvs_status kvs_tok_load_hf(kvs_tokenizer **out, const char *dir, kvs_error *err);
+/* The same from memory: tokenizer.json text (len bytes) and an optional
+ * tokenizer_config.json text (config NULL: none). */
+kvs_status kvs_tok_load_hf_json(kvs_tokenizer **out, const char *json, size_t len,
+                                const char *config, size_t config_len, kvs_error *err);
+/* Write dir/tokenizer.json and dir/tokenizer_config.json (the token fields)
+ * for t, so that kvs_tok_load_hf(dir) encodes as t does.  A GGUF
+ * SentencePiece ("llama") vocabulary becomes a BPE with byte_fallback,
+ * merges ordered by piece score and Prepend/Replace normalizers, as
+ * transformers' LlamaConverter writes it; a "gpt2" one a ByteLevel BPE
+ * whose Split regexes are its pre-tokenizer's.  dir must exist. */
+kvs_status kvs_tok_write_hf(const kvs_tokenizer *t, const char *dir, kvs_error *err);
+/* Set the tokenizer.ggml.* keys of a GGUF file for t (model, pre, tokens,
+ * scores, token_type, merges, special ids, add_bos/add_eos/add_space_prefix).
+ * A tokenizer.json tokenizer maps to "llama" when it is a byte-fallback BPE
+ * without ByteLevel (scores: -rank of the merge that makes each piece), else
+ * to "gpt2", whose pre-tokenizer must be one llama.cpp names (gpt-2,
+ * llama-bpe, qwen2, default, falcon, starcoder, deepseek-coder).  What GGUF
+ * cannot say is refused (KVS_E_UNSUPPORTED), except two losses llama.cpp's
+ * converter makes too: an NFC normalizer is dropped, and Metaspace's
+ * "first"/"always" prefix becomes add_space_prefix (which also prefixes
+ * text that starts with a space, and text after special tokens). */
+kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, kvs_error *err);
 /* Free t (NULL: no-op). */
 void kvs_tok_free(kvs_tokenizer *t);
 
+/* tokenizer_config.json's chat_template (for a list of named templates,
+ * the "default" one) of a kvs_tok_load_hf tokenizer; NULL when there is
+ * none, and always for GGUF tokenizers (whose template is the file's
+ * tokenizer.chat_template key).  Valid until kvs_tok_free. */
+const char *kvs_tok_chat_template(const kvs_tokenizer *t);
 /* Vocabulary size: valid ids are 0 .. n_vocab - 1. */
 int32_t kvs_tok_n_vocab(const kvs_tokenizer *t);
 int32_t kvs_tok_bos(const kvs_tokenizer *t);      /* -1 if none */
@@ -95,13 +136,5 @@ size_t kvs_tok_stream_push(const kvs_tokenizer *t, kvs_tok_stream *s, int32_t id
                            size_t cap);
 /* Emit what is left (an incomplete sequence becomes U+FFFD). */
 size_t kvs_tok_stream_flush(kvs_tok_stream *s, char *out, size_t cap);
-
-/* --- Hugging Face tokenizers (tokenizer.json) --- */
-/* Load dir/tokenizer.json (+ tokenizer_config.json for bos/eos/add_bos_token). */
-kvs_status kvs_tok_load_hf(kvs_tokenizer **out, const char *dir, kvs_error *err);
-/* Write tokenizer.json + tokenizer_config.json token fields for a tokenizer loaded from GGUF. */
-kvs_status kvs_tok_write_hf(const kvs_tokenizer *t, const char *dir, kvs_error *err);
-/* Write the tokenizer.ggml.* keys of t. */
-kvs_status kvs_tok_write_gguf_meta(const kvs_tokenizer *t, kvs_gguf_writer *w, kvs_error *err);
 
 #endif
