@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(build-essential cmake pkg-config clang libclang-rt-14-dev
       libjansson-dev libmicrohttpd-dev libcmocka-dev
       libonig-dev libutf8proc-dev
-      python3 python3-numpy python3-jinja2 curl ca-certificates nodejs npm)
+      python3 python3-numpy python3-jinja2 python3-jsonschema curl ca-certificates nodejs npm)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

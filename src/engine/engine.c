@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "engine/kv_cache.h"
+#include "grammar/matcher.h"
 #include "engine/scheduler.h"
 #include "memory/host.h"
 
@@ -16,6 +17,7 @@ struct kvs_engine {
     kvs_kv_cache *kv;
     kvs_scheduler sched;
     kvs_sampler sampler;
+    kvs_gvocab *gvocab;          /* token trie for structured output, made at the first request that has one */
     uint64_t seed_counter;       /* seeds requests that bring none */
 
     kvs_request **all;           /* live requests (not yet reported finished) */
@@ -58,6 +60,7 @@ static void request_free(kvs_request *r)
         free(r->stop[i]);
     free(r->stop);
     free(r->stop_ids);
+    kvs_gmatcher_free(r->gm);
     free(r->tokens);
     free(r->blocks);
     free(r->text);
@@ -164,6 +167,7 @@ void kvs_engine_free(kvs_engine *e)
         request_free(e->graveyard[i]);
     kvs_sched_destroy(&e->sched);
     kvs_sampler_destroy(&e->sampler);
+    kvs_gvocab_free(e->gvocab);
     kvs_kv_cache_free(e->kv);
     if (e->owns_runner)
         kvs_runner_free(e->runner);
@@ -289,6 +293,13 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     r->n_prompt = r->n_tokens = (int32_t)n_prompt;
     kvs_rng_seed(&r->rng, p->sampling.has_seed ? p->sampling.seed : 0x5eed0000ull + e->seed_counter++);
     kvs_tok_stream_init(&r->stream, p->strip_leading_space && kvs_tok_strip_leading_space(e->tok));
+    r->params.grammar = NULL; /* the matcher holds the request's reference */
+    if (p->grammar && ((!e->gvocab && (st = kvs_gvocab_new(&e->gvocab, e->tok, err)) != KVS_OK) ||
+                       (st = kvs_gmatcher_new(&r->gm, p->grammar, e->gvocab, r->stream.strip_leading_space, NULL,
+                                              err)) != KVS_OK)) {
+        request_free(r);
+        return st;
+    }
     if ((st = kvs_sched_add(&e->sched, r, err)) != KVS_OK) {
         request_free(r);
         return st;
@@ -415,6 +426,10 @@ static bool accept_token(kvs_engine *e, kvs_request *r, int32_t tok)
         r->reason = KVS_FINISH_STOP;
         stop_token = true;
     }
+    if (r->gm && !stop_token) /* structured output: a complete sentence stops (and wins over length) */
+        r->reason = !kvs_gmatcher_accept_token(r->gm, tok) ? KVS_FINISH_ABORT
+                    : kvs_gmatcher_done(r->gm)             ? KVS_FINISH_STOP
+                                                           : r->reason;
     size_t old_len = r->text_len;
     if (!stop_token) {
         size_t np = kvs_tok_stream_push(e->tok, &r->stream, tok, e->piece, e->piece_cap);
@@ -524,6 +539,12 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
             if (r->params.logprobs >= 0) { /* sample on a copy: logprobs are of the raw logits */
                 memcpy(e->logits_copy, logits, (size_t)V * 4);
                 logits = e->logits_copy;
+            }
+            if (r->gm && kvs_gmatcher_mask_logits(r->gm, logits, V) == 0) { /* the grammar has a dead end */
+                r->reason = KVS_FINISH_ABORT;
+                kvs_sched_remove(s, r);
+                emit(e, n_outs, r, -1);
+                continue;
             }
             int32_t tok = kvs_sample(&e->sampler, &r->params.sampling, &r->rng, logits, r->tokens,
                                      (size_t)r->n_prompt, r->tokens + r->n_prompt, (size_t)out_prefix);

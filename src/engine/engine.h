@@ -60,6 +60,8 @@ const char *kvs_finish_reason_name(kvs_finish_reason r);  /* "length", "stop", "
  * stop string (the longest suffix that is a proper prefix of one) is held
  * back; outputs never split a UTF-8 character.  At the end an incomplete
  * character left in the detokenizer comes out as U+FFFD. */
+struct kvs_grammar;
+
 typedef struct kvs_request_params {
     kvs_sampling_params sampling;
     int32_t max_tokens;              /* output tokens; <= 0: until max_model_len */
@@ -70,6 +72,9 @@ typedef struct kvs_request_params {
     size_t n_stop_token_ids;
     int32_t logprobs;                /* -1: none; 0..KVS_MAX_LOGPROBS: sampled + top n */
     bool strip_leading_space;        /* detokenize the first output token without its leading space */
+    struct kvs_grammar *grammar;     /* structured output (grammar/matcher.h): only tokens that keep the output
+                                        in this grammar are sampled, and the request stops when it is complete;
+                                        NULL: none.  The request takes its own reference. */
 } kvs_request_params;
 
 kvs_request_params kvs_request_defaults(void);

@@ -31,6 +31,7 @@ typedef struct kvs_request {
     int32_t *stop_ids;
     size_t max_stop_len;
     kvs_rng rng;
+    struct kvs_gmatcher *gm;    /* structured output state, or NULL */
 
     kvs_tok_stream stream;      /* incremental detokenizer */
     char *text;                 /* output text so far */

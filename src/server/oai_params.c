@@ -1,4 +1,6 @@
 #include "server/oai_params.h"
+#include "grammar/grammar.h"
+#include "server/oai_structured.h"
 #include "tokenizer/tokenizer.h"
 
 #include <math.h>
@@ -210,7 +212,8 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
     json_t *val;
     json_object_foreach(body, key, val)
     {
-        if (!in_list(COMMON_FIELDS, key) && !in_list(kind == KVS_OAI_CHAT ? CHAT_FIELDS : COMPLETION_FIELDS, key))
+        if (!in_list(COMMON_FIELDS, key) && !in_list(kind == KVS_OAI_CHAT ? CHAT_FIELDS : COMPLETION_FIELDS, key) &&
+            !kvs_oai_structured_field(key))
             return bad(e, key, "'%s' is not supported by kvserve", key);
     }
     json_t *model = json_object_get(body, "model");
@@ -311,13 +314,17 @@ kvs_status kvs_oai_parse(json_t *body, kvs_oai_kind kind, kvs_oai_request *r, kv
         if ((st = parse_messages(body, r, e)))
             return st;
     }
-    return parse_stop(body, r, e);
+    if ((st = parse_stop(body, r, e)))
+        return st;
+    return kvs_oai_structured_parse(body, r, e); /* response_format, structured_outputs, guided_* */
 }
 
 void kvs_oai_request_free(kvs_oai_request *r)
 {
     free(r->prompt_ids);
     r->prompt_ids = NULL;
+    kvs_grammar_unref(r->params.grammar);
+    r->params.grammar = NULL;
 }
 
 kvs_status kvs_oai_prompt_tokens(kvs_oai_request *r, const kvs_tokenizer *t, int32_t **ids, size_t *n,
