@@ -5,11 +5,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/grammar.h"
 #include "server/server_internal.h"
 
 #define POLL_MS 250   /* stopping: the wait for the stopped loop's answer to a submission */
 /* sizeof(kvs_request_params) as gen_sub_new knows it (see there). */
-#define KVS_GEN_PARAMS_SIZE 88
+#define KVS_GEN_PARAMS_SIZE 96
 
 typedef struct gen_choice {
     char *text;                    /* non-streaming: the text so far */
@@ -66,6 +67,7 @@ static void gen_sub_free(void *arg)
         free(gs->stops[i]);
     free(gs->stops);
     free(gs->stop_ids);
+    kvs_grammar_unref(gs->params.grammar);
     free(gs);
 }
 
@@ -482,6 +484,7 @@ static gen_sub *gen_sub_new(const kvs_oai_request *r, const int32_t *prompt, siz
     gs->params.n_stop = 0;
     gs->params.stop_token_ids = NULL;
     gs->params.n_stop_token_ids = 0;
+    gs->params.grammar = kvs_grammar_ref(r->params.grammar); /* (NULL stays NULL) */
     if (!(gs->prompt = malloc((n_prompt ? n_prompt : 1) * sizeof *gs->prompt)))
         goto fail;
     if (n_prompt)
