@@ -12,6 +12,7 @@ int kvs_cmd_info(int argc, char **argv);
 int kvs_cmd_synth(int argc, char **argv);
 int kvs_cmd_plan(int argc, char **argv);
 int kvs_cmd_serve(int argc, char **argv);
+int kvs_cmd_chat_template(int argc, char **argv);
 int kvs_cmd_convert(int argc, char **argv);
 
 /* Print "kvserve CMD: error: MSG" to stderr and return the exit code. */

@@ -24,6 +24,8 @@ typedef struct serve_opts {
     uint64_t body_pool;
     const char *allowed_origins;
     bool seen_threads, seen_conns, seen_idle, seen_header;
+    const char *chat_template, *reasoning_parser, *tool_call_parser;
+    bool auto_tool_choice;
 } serve_opts;
 
 static void build_spec(kvs_cmd_spec *c, serve_opts *o)
@@ -52,6 +54,14 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
                              "write the start-up memory table as JSON"});
     kvs_cmd_add(c, (kvs_opt){"--memory-report-svg", NULL, KVS_OPT_STR, &o->memory_report_svg, "FILE.svg",
                              "draw the memory budget as a stacked bar"});
+    kvs_cmd_add(c, (kvs_opt){"--chat-template", NULL, KVS_OPT_STR, &o->chat_template, "FILE",
+                             "chat template to use instead of the model's (.jinja, or a tokenizer_config.json)"});
+    kvs_cmd_add(c, (kvs_opt){"--reasoning-parser", NULL, KVS_OPT_STR, &o->reasoning_parser, "NAME",
+                             "deepseek_r1 or qwen3: <think>...</think> to message.reasoning_content"});
+    kvs_cmd_add(c, (kvs_opt){"--enable-auto-tool-choice", NULL, KVS_OPT_FLAG, &o->auto_tool_choice, NULL,
+                             "let the model call tools when tool_choice is auto (needs --tool-call-parser)"});
+    kvs_cmd_add(c, (kvs_opt){"--tool-call-parser", NULL, KVS_OPT_STR, &o->tool_call_parser, "NAME",
+                             "hermes, llama3_json or mistral: the model's tool-call format"});
     kvs_cmd_add(c, (kvs_opt){"--quiet", "-q", KVS_OPT_FLAG, &o->quiet, NULL, "no start-up lines"});
     /* HTTP front end (docs/serving.md, "Connections and limits") */
     kvs_cmd_add(c, (kvs_opt){"--http-threads", NULL, KVS_OPT_INT, &o->http_threads, "N",
@@ -156,6 +166,10 @@ int kvs_cmd_serve(int argc, char **argv)
     so.body_pool_bytes = (size_t)o.body_pool;
     so.allowed_origins = o.allowed_origins;
     so.log = stderr;
+    so.chat_template_path = o.chat_template;
+    so.reasoning_parser = o.reasoning_parser;
+    so.tool_call_parser = o.tool_call_parser;
+    so.enable_auto_tool_choice = o.auto_tool_choice;
     kvs_server *srv;
     if (kvs_server_start(&srv, in, &so, &err) != KVS_OK) {
         kvs_instance_free(in);

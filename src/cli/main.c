@@ -13,6 +13,7 @@ static const struct {
     {"serve", kvs_cmd_serve, "run the OpenAI-compatible HTTP server"},
     {"plan", kvs_cmd_plan, "predict the memory split without loading weights"},
     {"tokenize", kvs_cmd_tokenize, "print the token ids of a text"},
+    {"chat-template", kvs_cmd_chat_template, "print what a chat template makes of a conversation"},
     {"info", kvs_cmd_info, "print a GGUF file's or HF directory's metadata and tensors"},
     {"synth", kvs_cmd_synth, "write a GGUF model with random weights of a given shape"},
     {"convert", kvs_cmd_convert, "convert a Hugging Face directory to GGUF (or back)"},

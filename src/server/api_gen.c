@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "chat/chat_parse.h"
 #include "grammar/grammar.h"
 #include "server/server_internal.h"
 
@@ -20,6 +21,7 @@ typedef struct gen_choice {
     int32_t n_output;
     kvs_finish_reason reason;
     bool finished;
+    kvs_chat_stream *cs;           /* chat with parsers, streaming: the parser state */
 } gen_choice;
 
 typedef struct gen {
@@ -39,6 +41,8 @@ typedef struct gen {
     size_t out_len, out_off, out_cap;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
+    bool parse;                    /* chat: reasoning / tool-call parsing per pcfg (api_chat.c) */
+    kvs_chat_parse_cfg pcfg;
     struct gen_sub *gs;            /* the submission, until its first event */
     bool stream, accepted;         /* accepted: the submission's first event came */
 } gen;
@@ -78,6 +82,7 @@ static void gen_free(gen *g)
     for (int32_t i = 0; g->ch && i < g->n; i++) {
         free(g->ch[i].text);
         json_decref(g->ch[i].lp);
+        kvs_chat_stream_free(g->ch[i].cs);
     }
     free(g->ch);
     free(g->out);
@@ -237,16 +242,33 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     gen_choice *c = &g->ch[ev->index];
     bool want_lp = g->logprobs >= 0 && ev->token >= 0;
     bool ok = true;
-    if (ev->text_len > 0 || ev->finished || want_lp) {
+    json_t *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
+    if (g->kind == KVS_OAI_CHAT && g->parse && (ev->text_len > 0 || ev->finished)) {
+        if ((!c->cs && !(c->cs = kvs_chat_stream_new(&g->pcfg))) ||
+            !(deltas = kvs_chat_stream_feed(c->cs, ev->text, ev->text_len, ev->finished)))
+            return false;
+        while (ok && json_array_size(deltas) > 1) { /* all but the last in chunks of their own */
+            json_t *chunk = envelope(g, "chat.completion.chunk");
+            json_object_set_new(chunk, "choices", json_pack("[{s:i, s:O, s:n, s:n}]", "index", ev->index, "delta",
+                                                            json_array_get(deltas, 0), "logprobs", "finish_reason"));
+            ok = sse_json(g, chunk);
+            json_array_remove(deltas, 0);
+        }
+    }
+    if (ok && (deltas ? json_array_size(deltas) > 0 || ev->finished || want_lp
+                      : ev->text_len > 0 || ev->finished || want_lp)) {
         bool chat = g->kind == KVS_OAI_CHAT;
         json_t *chunk = envelope(g, chat ? "chat.completion.chunk" : "text_completion");
         json_t *choice = json_pack("{s:i}", "index", ev->index);
         json_t *text = kvs_api_text_json(ev->text, ev->text_len);
-        if (chat)
+        if (chat && deltas)
+            json_object_set_new(choice, "delta",
+                                json_array_size(deltas) ? json_incref(json_array_get(deltas, 0)) : json_object());
+        else if (chat)
             json_object_set_new(choice, "delta", ev->text_len > 0 ? json_pack("{s:o}", "content", text) : json_object());
         else
             json_object_set_new(choice, "text", text);
-        if (chat && ev->text_len == 0)
+        if (chat && (ev->text_len == 0 || deltas))
             json_decref(text);
         json_t *lp = json_null();
         if (want_lp) {
@@ -254,10 +276,14 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
             lp_add(g, lp, ev, c->offset);
         }
         json_object_set_new(choice, "logprobs", lp);
-        json_object_set_new(choice, "finish_reason", ev->finished ? json_string(finish_name(ev->reason)) : json_null());
+        const char *fin = finish_name(ev->reason);
+        if (kvs_chat_stream_has_tool_calls(c->cs) && strcmp(fin, "stop") == 0)
+            fin = "tool_calls";
+        json_object_set_new(choice, "finish_reason", ev->finished ? json_string(fin) : json_null());
         json_object_set_new(chunk, "choices", json_pack("[o]", choice));
         ok = sse_json(g, chunk);
     }
+    json_decref(deltas);
     note_event(g, ev, c);
     if (ok && g->n_finished == g->n) {
         if (g->include_usage) {
@@ -384,6 +410,19 @@ static json_t *final_json(gen *g)
         gen_choice *c = &g->ch[i];
         json_t *text = kvs_api_text_json(c->text ? c->text : "", c->len);
         json_t *lp = c->lp ? json_incref(c->lp) : (g->logprobs >= 0 ? lp_new(g) : json_null());
+        if (chat && g->parse) { /* reasoning_content, tool_calls (api_chat.c's parsers) */
+            json_decref(text);
+            json_t *m = json_pack("{s:s}", "role", "assistant");
+            json_t *pm = kvs_chat_parse_message(&g->pcfg, c->text ? c->text : "", c->len);
+            json_object_update(m, pm);
+            json_decref(pm);
+            const char *fin = finish_name(c->reason);
+            if (json_object_get(m, "tool_calls") && strcmp(fin, "stop") == 0)
+                fin = "tool_calls";
+            json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:s}", "index", i, "message", m, "logprobs", lp,
+                                                     "finish_reason", fin));
+            continue;
+        }
         json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s}", "index", i, "message", "role", "assistant",
                                       "content", text, "logprobs", lp, "finish_reason", finish_name(c->reason))
                           : json_pack("{s:i, s:o, s:o, s:s, s:n}", "index", i, "text", text, "logprobs", lp,
@@ -551,6 +590,13 @@ static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
 enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                             const int32_t *prompt, size_t n_prompt, const char *prompt_param)
 {
+    return kvs_gen_run_chat(s, c, r, prompt, n_prompt, prompt_param, NULL);
+}
+
+enum MHD_Result kvs_gen_run_chat(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                 const int32_t *prompt, size_t n_prompt, const char *prompt_param,
+                                 const kvs_chat_parse_cfg *pcfg)
+{
     bool failed;
     enum MHD_Result ret = length_error(s, c, r, n_prompt, prompt_param, &failed);
     if (failed)
@@ -571,6 +617,11 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
     g->created = (json_int_t)time(NULL);
     g->fd = kvs_http_fd(c);
     g->n_prompt = (int32_t)n_prompt;
+    if (pcfg && r->kind == KVS_OAI_CHAT) {
+        g->parse = true;
+        g->pcfg = *pcfg;
+        g->pcfg.id_seed ^= s->salt;
+    }
     g->stream = r->stream;
     g->conn = c;
     kvs_http_bind(c, g->chan); /* its events wake this connection */
@@ -589,6 +640,7 @@ enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_o
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
     }
     g->base = g->gs->sub.base_id;
+    g->pcfg.id_seed ^= g->base * 0xD6E8FEB86659FD93ull; /* tool-call ids differ between requests */
     snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
              (uint64_t)(s->salt ^ (g->base * (uint64_t)0x9E3779B97F4A7C15ull)));
     return gen_accept(g, c);

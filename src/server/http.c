@@ -613,6 +613,8 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
+    if ((st = kvs_api_chat_init(s, o, err)) != KVS_OK)
+        goto fail;
     st = kvs_http_front_init(&s->front, s, o->host ? o->host : "127.0.0.1", o->port, &lim, idle, header_timeout, err);
     s->front_ready = true;
     if (st != KVS_OK)
@@ -701,6 +703,7 @@ void kvs_server_stop(kvs_server *s)
     if (s->front_ready)
         kvs_http_front_free(&s->front);
     kvs_loop_free(s->loop);
+    kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
     pthread_cond_destroy(&s->cv);
     pthread_mutex_destroy(&s->mu);

@@ -50,6 +50,10 @@ typedef struct kvs_server_opts {
     size_t connection_memory;        /* libmicrohttpd's per-connection memory (default 32 KiB) */
     const char *allowed_origins;     /* CORS: comma-separated origins or "*" (NULL: none) */
     FILE *log;                       /* access and error lines (NULL: silent) */
+    const char *chat_template_path;  /* --chat-template FILE (.jinja or tokenizer_config.json); NULL: the model's */
+    const char *reasoning_parser;    /* --reasoning-parser deepseek_r1|qwen3, or NULL */
+    const char *tool_call_parser;    /* --tool-call-parser hermes|llama3_json|mistral, or NULL */
+    bool enable_auto_tool_choice;    /* --enable-auto-tool-choice */
 } kvs_server_opts;
 
 /* Options with every default filled in (127.0.0.1:8000, 8 MiB bodies, 5 s

@@ -35,6 +35,9 @@ struct kvs_server {
     uint64_t salt;                 /* makes response ids differ between runs */
     char mhd_error[256];           /* libmicrohttpd's last log line */
 
+    struct kvs_chat_state *chat;     /* the chat template and parsers (api_chat.c) */
+    bool chat_auto_tools;          /* --enable-auto-tool-choice */
+
     pthread_mutex_t mu;            /* guards what follows */
     pthread_cond_t cv;
     int n_active;                  /* generation requests in flight */
@@ -92,6 +95,14 @@ enum MHD_Result kvs_api_metrics(kvs_server *s, struct MHD_Connection *c);
 enum MHD_Result kvs_api_tokenize(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
 enum MHD_Result kvs_api_detokenize(kvs_server *s, struct MHD_Connection *c, const char *body, size_t len);
 
+/* Chat start-up (api_chat.c): load the template (o->chat_template_path or
+ * the model's) and probe it; a template that cannot render is an error. */
+typedef struct kvs_chat_state kvs_chat_state;
+kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error *err);
+void kvs_api_chat_free(kvs_server *s);
+/* Grammar hook for tool_choice "required" / named (see api_chat.c). */
+kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r);
+
 /* Chat: render body's messages with the model's template and tokenize them
  * as the chat endpoint does.  On failure queue the error and return false. */
 bool kvs_api_chat_prompt(kvs_server *s, struct MHD_Connection *c, json_t *messages, bool add_generation_prompt,
@@ -104,6 +115,13 @@ bool kvs_api_chat_prompt(kvs_server *s, struct MHD_Connection *c, json_t *messag
  * names the field errors about the prompt point at ("prompt", "messages"). */
 enum MHD_Result kvs_gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                             const int32_t *prompt, size_t n_prompt, const char *prompt_param);
+
+/* The same for a chat request whose output goes through the reasoning and
+ * tool-call parsers of `pcfg` (chat/chat_parse.h; copied; NULL: plain content). */
+struct kvs_chat_parse_cfg;
+enum MHD_Result kvs_gen_run_chat(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                                 const int32_t *prompt, size_t n_prompt, const char *prompt_param,
+                                 const struct kvs_chat_parse_cfg *pcfg);
 
 /* ---- logprobs formatting (api_logprobs.c) ---- */
 

@@ -1,5 +1,6 @@
 #!/bin/sh
-# ctest entry for the openai-npm test: install the locked client if needed, run it.
+# ctest entry for the openai-npm tests: install the locked client if needed, run one
+# (test_openai.mjs, or the file named by $1).
 set -e
 cd "$(dirname "$0")"
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
@@ -9,4 +10,4 @@ fi
 if [ ! -d node_modules/openai ]; then
     npm ci --no-audit --no-fund --loglevel=error
 fi
-exec node test_openai.mjs
+exec node "${1:-test_openai.mjs}"

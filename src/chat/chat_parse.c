@@ -1,0 +1,764 @@
+/* chat_parse.c - reasoning and tool-call parsers of model output (see chat_parse.h). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "chat/chat_parse.h"
+#include "chat/jinja.h"
+
+#define THINK_OPEN "<think>"
+#define THINK_CLOSE "</think>"
+#define HERMES_OPEN "<tool_call>"
+#define HERMES_CLOSE "</tool_call>"
+#define PYTHON_TAG "<|python_tag|>"
+#define MISTRAL_TAG "[TOOL_CALLS]"
+#define MISTRAL_ARGS "[ARGS]"
+
+kvs_status kvs_reasoning_kind_from_name(const char *name, kvs_reasoning_kind *out, kvs_error *err)
+{
+    if (!name || !*name)
+        *out = KVS_REASONING_NONE;
+    else if (strcmp(name, "deepseek_r1") == 0)
+        *out = KVS_REASONING_DEEPSEEK_R1;
+    else if (strcmp(name, "qwen3") == 0)
+        *out = KVS_REASONING_QWEN3;
+    else
+        return kvs_fail(err, KVS_E_INVALID, "--reasoning-parser '%s' is not one of deepseek_r1, qwen3", name);
+    return KVS_OK;
+}
+
+kvs_status kvs_tool_kind_from_name(const char *name, kvs_tool_kind *out, kvs_error *err)
+{
+    if (!name || !*name)
+        *out = KVS_TOOLS_NONE;
+    else if (strcmp(name, "hermes") == 0)
+        *out = KVS_TOOLS_HERMES;
+    else if (strcmp(name, "llama3_json") == 0)
+        *out = KVS_TOOLS_LLAMA3_JSON;
+    else if (strcmp(name, "mistral") == 0)
+        *out = KVS_TOOLS_MISTRAL;
+    else
+        return kvs_fail(err, KVS_E_INVALID, "--tool-call-parser '%s' is not one of hermes, llama3_json, mistral",
+                        name);
+    return KVS_OK;
+}
+
+static const char *find(const char *t, size_t from, size_t len, const char *m)
+{
+    size_t ml = strlen(m);
+    for (size_t i = from; i + ml <= len; i++)
+        if (t[i] == m[0] && memcmp(t + i, m, ml) == 0)
+            return t + i;
+    return NULL;
+}
+
+/* Length of the longest suffix of t[from, len) that is a proper prefix of m. */
+static size_t partial(const char *t, size_t from, size_t len, const char *m)
+{
+    size_t ml = strlen(m);
+    for (size_t k = ml - 1; k > 0; k--)
+        if (len >= from + k && memcmp(t + len - k, m, k) == 0)
+            return k;
+    return 0;
+}
+
+static bool is_prefix_of(const char *t, size_t n, const char *m)
+{
+    return n < strlen(m) && memcmp(t, m, n) == 0;
+}
+
+static bool ws(char c)
+{
+    return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+}
+
+/* Back off an incomplete UTF-8 sequence at the end of t[from, end). */
+static size_t utf8_boundary(const char *t, size_t from, size_t end)
+{
+    size_t i = end, k = 0;
+    while (i > from && k < 4 && ((unsigned char)t[i - 1] & 0xc0) == 0x80) {
+        i--;
+        k++;
+    }
+    if (i > from) {
+        unsigned char b = (unsigned char)t[i - 1];
+        size_t need = b >= 0xf0 ? 3 : b >= 0xe0 ? 2 : b >= 0xc0 ? 1 : 0;
+        if (need > k)
+            return i - 1;
+    }
+    return end;
+}
+
+typedef struct parsed {
+    bool reasoning;
+    size_t r0, r1;  /* reasoning text */
+    size_t c0, c1;  /* content text */
+    json_t *calls;  /* [{"name", "arguments"}] of complete calls */
+} parsed;
+
+/* a {"name": N, "arguments"|"parameters": A} object -> a call, or NULL */
+static json_t *call_of(json_t *o, const char *args_key2)
+{
+    json_t *name = json_object_get(o, "name");
+    if (!json_is_object(o) || !json_is_string(name))
+        return NULL;
+    json_t *args = json_object_get(o, "arguments");
+    if (!args && args_key2)
+        args = json_object_get(o, args_key2);
+    if (!args)
+        args = json_object();
+    else
+        json_incref(args);
+    return json_pack("{s:O, s:o}", "name", name, "arguments", args);
+}
+
+
+static size_t skip_ws(const char *t, size_t i, size_t len)
+{
+    while (i < len && ws(t[i]))
+        i++;
+    return i;
+}
+
+/* Where the top-level "name" and "arguments" (or "parameters") of the JSON
+ * object text t[from, to) are, as far as the text goes: the name once its
+ * string is complete, the arguments' raw text [a0, a1) (complete when
+ * args_done). */
+typedef struct objscan {
+    bool has_name, has_args, args_done, args_structured;
+    char name[256];
+    size_t a0, a1;
+} objscan;
+
+/* End of the JSON value starting at t[i] (scalars end before , } ] or space), or `to` when it does not end there. */
+static size_t value_end(const char *t, size_t i, size_t to, bool *done)
+{
+    *done = false;
+    if (i >= to)
+        return to;
+    if (t[i] == '"') {
+        for (size_t k = i + 1; k < to; k++) {
+            if (t[k] == '\\') {
+                k++;
+                continue;
+            }
+            if (t[k] == '"') {
+                *done = true;
+                return k + 1;
+            }
+        }
+        return to;
+    }
+    if (t[i] == '{' || t[i] == '[') {
+        int depth = 0;
+        bool str = false;
+        for (size_t k = i; k < to; k++) {
+            char ch = t[k];
+            if (str) {
+                if (ch == '\\')
+                    k++;
+                else if (ch == '"')
+                    str = false;
+            } else if (ch == '"') {
+                str = true;
+            } else if (ch == '{' || ch == '[') {
+                depth++;
+            } else if (ch == '}' || ch == ']') {
+                if (--depth == 0) {
+                    *done = true;
+                    return k + 1;
+                }
+            }
+        }
+        return to;
+    }
+    size_t k = i;
+    while (k < to && t[k] != ',' && t[k] != '}' && t[k] != ']' && !ws(t[k]))
+        k++;
+    *done = k < to;
+    return k;
+}
+
+static void scan_obj(const char *t, size_t from, size_t to, objscan *o)
+{
+    memset(o, 0, sizeof *o);
+    size_t i = skip_ws(t, from, to);
+    if (i >= to || t[i] != '{')
+        return;
+    i++;
+    for (;;) {
+        i = skip_ws(t, i, to);
+        if (i >= to || t[i] != '"')
+            return;
+        bool done;
+        size_t k0 = i, k1 = value_end(t, i, to, &done);
+        if (!done)
+            return;
+        i = skip_ws(t, k1, to);
+        if (i >= to || t[i] != ':')
+            return;
+        i = skip_ws(t, i + 1, to);
+        size_t v0 = i, v1 = value_end(t, i, to, &done);
+        size_t kl = k1 - k0;
+        bool is_name = kl == 6 && memcmp(t + k0, "\"name\"", 6) == 0;
+        bool is_args = (kl == 11 && memcmp(t + k0, "\"arguments\"", 11) == 0) ||
+                       (kl == 12 && memcmp(t + k0, "\"parameters\"", 12) == 0);
+        if (is_name && done && t[v0] == '"') {
+            json_t *s = json_loadb(t + v0, v1 - v0, JSON_DECODE_ANY, NULL);
+            if (json_is_string(s) && json_string_length(s) < sizeof o->name) {
+                o->has_name = true;
+                snprintf(o->name, sizeof o->name, "%s", json_string_value(s));
+            }
+            json_decref(s);
+        } else if (is_args && !o->has_args) {
+            o->has_args = true;
+            o->args_done = done;
+            o->args_structured = v0 < to && (t[v0] == '{' || t[v0] == '[');
+            o->a0 = v0;
+            o->a1 = v1;
+        }
+        if (!done)
+            return;
+        i = skip_ws(t, v1, to);
+        if (i >= to || t[i] != ',')
+            return;
+        i++;
+    }
+}
+
+static json_t *load_prefix(const char *t, size_t len, size_t *used)
+{
+    json_error_t je;
+    json_t *j = json_loadb(t, len, JSON_DISABLE_EOF_CHECK | JSON_DECODE_ANY, &je);
+    *used = j ? (size_t)je.position : 0;
+    return j;
+}
+
+
+/* Keep the arguments' own text of the call object t[o0, o1) in call c ("raw"), when they are an
+ * object or array that parses to c's arguments: what streaming sends as it arrives. */
+static void add_raw(json_t *c, const char *t, size_t o0, size_t o1)
+{
+    objscan sc;
+    scan_obj(t, o0, o1, &sc);
+    if (!sc.has_args || !sc.args_done || !sc.args_structured)
+        return;
+    json_t *raw = json_loadb(t + sc.a0, sc.a1 - sc.a0, JSON_DECODE_ANY, NULL);
+    if (raw && json_equal(raw, json_object_get(c, "arguments")))
+        json_object_set_new(c, "raw", json_stringn(t + sc.a0, sc.a1 - sc.a0));
+    json_decref(raw);
+}
+
+/* Parse t[from, len) as complete tool calls of kind k (final); NULL if it does not parse. */
+static json_t *parse_calls_final(const kvs_chat_parse_cfg *cfg, const char *t, size_t from, size_t len)
+{
+    json_t *calls = json_array();
+    size_t q = skip_ws(t, from, len), used;
+    if (cfg->mode == KVS_TOOL_MODE_NAMED) {
+        json_t *args = load_prefix(t + q, len - q, &used);
+        if (!args || skip_ws(t, q + used, len) != len)
+            goto fail_args;
+        json_array_append_new(calls, json_pack("{s:s, s:o}", "name", cfg->named, "arguments", args));
+        return calls;
+    fail_args:
+        json_decref(args);
+        goto fail;
+    }
+    if (cfg->mode == KVS_TOOL_MODE_REQUIRED) {
+        json_t *arr = load_prefix(t + q, len - q, &used);
+        if (!json_is_array(arr) || skip_ws(t, q + used, len) != len) {
+            json_decref(arr);
+            goto fail;
+        }
+        size_t i;
+        json_t *o;
+        json_array_foreach(arr, i, o)
+        {
+            json_t *c = call_of(o, "parameters");
+            if (!c) {
+                json_decref(arr);
+                goto fail;
+            }
+            json_array_append_new(calls, c);
+        }
+        json_decref(arr);
+        return json_array_size(calls) ? calls : (json_decref(calls), NULL);
+    }
+    if (cfg->tools == KVS_TOOLS_LLAMA3_JSON) {
+        if (len - q >= strlen(PYTHON_TAG) && memcmp(t + q, PYTHON_TAG, strlen(PYTHON_TAG)) == 0)
+            q += strlen(PYTHON_TAG);
+        for (;;) {
+            q = skip_ws(t, q, len);
+            json_t *o = load_prefix(t + q, len - q, &used);
+            json_t *c = o ? call_of(o, "parameters") : NULL;
+            json_decref(o);
+            if (!c)
+                goto fail;
+            add_raw(c, t, q, q + used);
+            json_array_append_new(calls, c);
+            q = skip_ws(t, q + used, len);
+            if (q < len && t[q] == ';') {
+                q++;
+                continue;
+            }
+            if (q != len)
+                goto fail;
+            return calls;
+        }
+    }
+    if (cfg->tools == KVS_TOOLS_MISTRAL) {
+        /* after [TOOL_CALLS]: a JSON array, or name[ARGS]{...} / name{...}, repeated */
+        for (;;) {
+            q = skip_ws(t, q, len);
+            if (q < len && t[q] == '[') {
+                json_t *arr = load_prefix(t + q, len - q, &used);
+                if (!json_is_array(arr)) {
+                    json_decref(arr);
+                    goto fail;
+                }
+                size_t i;
+                json_t *o;
+                json_array_foreach(arr, i, o)
+                {
+                    json_t *c = call_of(o, "parameters");
+                    if (!c) {
+                        json_decref(arr);
+                        goto fail;
+                    }
+                    json_array_append_new(calls, c);
+                }
+                json_decref(arr);
+                return calls; /* vLLM ignores what follows the array */
+            } else {
+                size_t n0 = q;
+                while (q < len && t[q] != '[' && t[q] != '{' && !ws(t[q]))
+                    q++;
+                if (q == n0 || q - n0 > 120)
+                    goto fail;
+                char name[128];
+                snprintf(name, sizeof name, "%.*s", (int)(q - n0), t + n0);
+                if (len - q >= strlen(MISTRAL_ARGS) && memcmp(t + q, MISTRAL_ARGS, strlen(MISTRAL_ARGS)) == 0)
+                    q += strlen(MISTRAL_ARGS);
+                json_t *args = load_prefix(t + q, len - q, &used);
+                if (!json_is_object(args)) {
+                    json_decref(args);
+                    goto fail;
+                }
+                json_array_append_new(calls, json_pack("{s:s, s:o}", "name", name, "arguments", args));
+                q += used;
+            }
+            q = skip_ws(t, q, len);
+            if (q == len)
+                return calls;
+            if (len - q >= strlen(MISTRAL_TAG) && memcmp(t + q, MISTRAL_TAG, strlen(MISTRAL_TAG)) == 0) {
+                q += strlen(MISTRAL_TAG);
+                continue;
+            }
+            goto fail;
+        }
+    }
+fail:
+    json_decref(calls);
+    return NULL;
+}
+
+/* Llama 3 JSON calls written so far from t[q, len) (streaming): the complete ones, then the one being
+ * written once its name is known and its arguments object has begun. */
+static void llama3_partial(const char *t, size_t q, size_t len, json_t *calls)
+{
+    size_t tl = strlen(PYTHON_TAG);
+    if (len - q >= tl && memcmp(t + q, PYTHON_TAG, tl) == 0)
+        q += tl;
+    for (;;) {
+        q = skip_ws(t, q, len);
+        if (q >= len || t[q] != '{')
+            return;
+        bool done;
+        size_t end = value_end(t, q, len, &done);
+        if (!done) {
+            objscan sc;
+            scan_obj(t, q, len, &sc);
+            if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
+                size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
+                json_array_append_new(calls, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw", t + sc.a0,
+                                                       a1 - sc.a0, "partial", 1));
+            }
+            return;
+        }
+        json_t *o = json_loadb(t + q, end - q, 0, NULL);
+        json_t *c = o ? call_of(o, "parameters") : NULL;
+        json_decref(o);
+        if (!c)
+            return;
+        add_raw(c, t, q, end);
+        json_array_append_new(calls, c);
+        q = skip_ws(t, end, len);
+        if (q >= len || t[q] != ';')
+            return;
+        q++;
+    }
+}
+
+/* What of t[0, len) is decided: reasoning, content, complete calls. */
+static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bool final, parsed *p)
+{
+    memset(p, 0, sizeof *p);
+    p->calls = json_array();
+    size_t rest = 0;
+    const size_t ol = strlen(THINK_OPEN), cl = strlen(THINK_CLOSE);
+    if (cfg->reasoning != KVS_REASONING_NONE) {
+        bool opens = len >= ol && memcmp(t, THINK_OPEN, ol) == 0;
+        if (!opens && !final && is_prefix_of(t, len, THINK_OPEN))
+            return; /* undecided */
+        if (opens || cfg->reasoning == KVS_REASONING_DEEPSEEK_R1) {
+            size_t s = opens ? ol : 0;
+            const char *end = find(t, s, len, THINK_CLOSE);
+            p->reasoning = true;
+            p->r0 = s;
+            if (end) {
+                p->r1 = (size_t)(end - t);
+                rest = p->r1 + cl;
+            } else {
+                p->r1 = final ? len : utf8_boundary(t, s, len - partial(t, s, len, THINK_CLOSE));
+                p->c0 = p->c1 = len;
+                return;
+            }
+        }
+    }
+    p->c0 = rest;
+    bool tools = cfg->mode != KVS_TOOL_MODE_OFF && (cfg->mode != KVS_TOOL_MODE_AUTO || cfg->tools != KVS_TOOLS_NONE);
+    if (!tools) {
+        p->c1 = final ? len : utf8_boundary(t, rest, len);
+        return;
+    }
+    if (cfg->mode == KVS_TOOL_MODE_NAMED || cfg->mode == KVS_TOOL_MODE_REQUIRED ||
+        cfg->tools == KVS_TOOLS_LLAMA3_JSON) {
+        size_t q = skip_ws(t, rest, len);
+        bool maybe = cfg->mode != KVS_TOOL_MODE_AUTO || q == len || t[q] == '{' ||
+                     is_prefix_of(t + q, len - q, PYTHON_TAG) ||
+                     (len - q >= strlen(PYTHON_TAG) && memcmp(t + q, PYTHON_TAG, strlen(PYTHON_TAG)) == 0);
+        if (!maybe) {
+            p->c1 = final ? len : utf8_boundary(t, rest, len);
+            return;
+        }
+        if (!final) {
+            p->c1 = rest;
+            if (cfg->mode == KVS_TOOL_MODE_AUTO && cfg->tools == KVS_TOOLS_LLAMA3_JSON)
+                llama3_partial(t, q, len, p->calls);
+            return;
+        }
+        json_t *calls = parse_calls_final(cfg, t, rest, len);
+        if (calls) {
+            json_decref(p->calls);
+            p->calls = calls;
+            p->c1 = rest;
+        } else {
+            p->c1 = len;
+        }
+        return;
+    }
+    const char *open = cfg->tools == KVS_TOOLS_HERMES ? HERMES_OPEN : MISTRAL_TAG;
+    const char *tc = find(t, rest, len, open);
+    if (!tc) {
+        p->c1 = final ? len : utf8_boundary(t, rest, len - partial(t, rest, len, open));
+        return;
+    }
+    p->c1 = (size_t)(tc - t);
+    bool failed = false;
+    if (cfg->tools == KVS_TOOLS_MISTRAL) {
+        if (!final)
+            return;
+        json_t *calls = parse_calls_final(cfg, t, p->c1 + strlen(MISTRAL_TAG), len);
+        if (calls) {
+            json_decref(p->calls);
+            p->calls = calls;
+        } else {
+            failed = true;
+        }
+    } else {
+        size_t pos = p->c1;
+        while (pos < len) {
+            const char *o = find(t, pos, len, HERMES_OPEN);
+            if (!o) {
+                break;
+            }
+            size_t b0 = (size_t)(o - t) + strlen(HERMES_OPEN);
+            const char *cl2 = find(t, b0, len, HERMES_CLOSE);
+            objscan sc;
+            if (!cl2 && !final) {
+                /* a call still being written: its name and the arguments so far (streaming) */
+                size_t end = len - partial(t, b0, len, HERMES_CLOSE);
+                scan_obj(t, b0, end, &sc);
+                if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
+                    size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
+                    json_array_append_new(p->calls, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw",
+                                                              t + sc.a0, a1 - sc.a0, "partial", 1));
+                }
+                break;
+            }
+            size_t b1 = cl2 ? (size_t)(cl2 - t) : len, used;
+            size_t q = skip_ws(t, b0, b1);
+            json_t *obj = load_prefix(t + q, b1 - q, &used);
+            json_t *c = obj && skip_ws(t, q + used, b1) == b1 ? call_of(obj, "parameters") : NULL;
+            json_decref(obj);
+            if (!c) {
+                failed = true;
+                break;
+            }
+            add_raw(c, t, q, b1); /* the arguments as the model wrote them (what streaming sent) */
+            json_array_append_new(p->calls, c);
+            pos = cl2 ? b1 + strlen(HERMES_CLOSE) : len;
+        }
+    }
+    if (failed && final) {
+        json_array_clear(p->calls);
+        p->c1 = len;
+    }
+}
+
+static uint64_t splitmix(uint64_t *x)
+{
+    uint64_t z = (*x += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+static json_t *call_id(const kvs_chat_parse_cfg *cfg, size_t index)
+{
+    uint64_t st = cfg->id_seed ^ (index * 0xD1B54A32D192ED03ull);
+    char id[64];
+    if (cfg->tools == KVS_TOOLS_MISTRAL && cfg->mode == KVS_TOOL_MODE_AUTO) {
+        static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+        uint64_t r = splitmix(&st);
+        for (int i = 0; i < 9; i++) {
+            id[i] = al[r % 62];
+            r /= 62;
+        }
+        id[9] = '\0';
+    } else {
+        uint64_t a = splitmix(&st), b = splitmix(&st);
+        snprintf(id, sizeof id, "chatcmpl-tool-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+    }
+    return json_string(id);
+}
+
+/* A call's arguments as the JSON string of the API: the model's own text
+ * when the parser kept it (Hermes), else json.dumps of the parsed value. */
+static char *call_args(json_t *call)
+{
+    json_t *raw = json_object_get(call, "raw");
+    if (json_is_string(raw))
+        return strdup(json_string_value(raw));
+    return kvs_jinja_json_dumps(json_object_get(call, "arguments"));
+}
+
+static json_t *format_call(const kvs_chat_parse_cfg *cfg, size_t index, json_t *call, bool with_index)
+{
+    char *args = call_args(call);
+    json_t *o = json_pack("{s:o, s:s, s:{s:O, s:s}}", "id", call_id(cfg, index), "type", "function", "function",
+                          "name", json_object_get(call, "name"), "arguments", args ? args : "{}");
+    if (with_index)
+        json_object_set_new(o, "index", json_integer((json_int_t)index));
+    free(args);
+    return o;
+}
+
+static json_t *str_json(const char *t, size_t n)
+{
+    json_t *s = json_stringn(t, n);
+    if (s)
+        return s;
+    /* not UTF-8: replace bad bytes, as the rest of the server does */
+    char *buf = malloc(n * 3 + 1);
+    size_t k = 0;
+    if (!buf)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char b = (unsigned char)t[i];
+        if (b < 0x80) {
+            buf[k++] = (char)b;
+        } else {
+            buf[k++] = (char)0xef;
+            buf[k++] = (char)0xbf;
+            buf[k++] = (char)0xbd;
+        }
+    }
+    s = json_stringn(buf, k);
+    free(buf);
+    return s;
+}
+
+json_t *kvs_chat_parse_message(const kvs_chat_parse_cfg *cfg, const char *text, size_t len)
+{
+    parsed p;
+    analyze(cfg, text, len, true, &p);
+    json_t *m = json_object();
+    if (p.reasoning)
+        json_object_set_new(m, "reasoning_content", str_json(text + p.r0, p.r1 - p.r0));
+    json_object_set_new(m, "content", p.c1 > p.c0 ? str_json(text + p.c0, p.c1 - p.c0) : json_null());
+    if (json_array_size(p.calls)) {
+        json_t *calls = json_array();
+        size_t i;
+        json_t *c;
+        json_array_foreach(p.calls, i, c)
+        {
+            json_array_append_new(calls, format_call(cfg, i, c, false));
+        }
+        json_object_set_new(m, "tool_calls", calls);
+    }
+    json_decref(p.calls);
+    return m;
+}
+
+static json_t *params_of(json_t *fn)
+{
+    json_t *p = json_object_get(fn, "parameters");
+    return json_is_object(p) && json_object_size(p) ? json_incref(p) : json_pack("{s:s, s:{}}", "type", "object", "properties");
+}
+
+json_t *kvs_chat_tool_choice_schema(const kvs_chat_parse_cfg *cfg, json_t *tools)
+{
+    size_t i;
+    json_t *t;
+    if (cfg->mode == KVS_TOOL_MODE_NAMED) {
+        json_array_foreach(tools, i, t)
+        {
+            json_t *fn = json_object_get(t, "function");
+            if (strcmp(json_string_value(json_object_get(fn, "name")) ? json_string_value(json_object_get(fn, "name")) : "",
+                       cfg->named) == 0)
+                return params_of(fn);
+        }
+        return NULL;
+    }
+    if (cfg->mode != KVS_TOOL_MODE_REQUIRED)
+        return NULL;
+    json_t *any = json_array();
+    json_array_foreach(tools, i, t)
+    {
+        json_t *fn = json_object_get(t, "function");
+        json_array_append_new(any, json_pack("{s:{s:{s:s, s:[O]}, s:o}, s:[s, s]}", "properties", "name", "type",
+                                             "string", "enum", json_object_get(fn, "name"), "parameters",
+                                             params_of(fn), "required", "name", "parameters"));
+    }
+    return json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "array", "minItems", 1, "items", "type", "object", "anyOf", any);
+}
+
+struct kvs_chat_stream {
+    kvs_chat_parse_cfg cfg;
+    char *text;
+    size_t len, cap;
+    size_t sent_r, sent_c; /* bytes of reasoning / content sent */
+    size_t sent_calls;     /* calls whose id and name were sent */
+    size_t *sent_args;     /* per call: bytes of its arguments sent */
+    size_t args_cap;
+    bool done;
+};
+
+kvs_chat_stream *kvs_chat_stream_new(const kvs_chat_parse_cfg *cfg)
+{
+    kvs_chat_stream *s = calloc(1, sizeof *s);
+    if (s)
+        s->cfg = *cfg;
+    return s;
+}
+
+void kvs_chat_stream_free(kvs_chat_stream *s)
+{
+    if (!s)
+        return;
+    free(s->text);
+    free(s->sent_args);
+    free(s);
+}
+
+bool kvs_chat_stream_has_tool_calls(const kvs_chat_stream *s)
+{
+    return s && s->sent_calls > 0;
+}
+
+/* Append the deltas of arguments text args[from, n) in pieces cut at UTF-8 boundaries. */
+static void args_pieces(json_t *out, size_t index, const char *args, size_t from, size_t n)
+{
+    for (size_t a = from; a < n;) {
+        size_t b = a + 24 < n ? a + 24 : n;
+        while (b < n && ((unsigned char)args[b] & 0xc0) == 0x80)
+            b++;
+        json_array_append_new(out, json_pack("{s:[{s:I, s:{s:s%}}]}", "tool_calls", "index", (json_int_t)index,
+                                             "function", "arguments", args + a, b - a));
+        a = b;
+    }
+}
+
+json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, bool final)
+{
+    json_t *out = json_array();
+    if (!out || s->done)
+        return out;
+    if (s->len + len + 1 > s->cap) {
+        size_t cap = s->cap ? s->cap : 256;
+        while (cap < s->len + len + 1)
+            cap *= 2;
+        char *t = realloc(s->text, cap);
+        if (!t) {
+            json_decref(out);
+            return NULL;
+        }
+        s->text = t;
+        s->cap = cap;
+    }
+    if (len)
+        memcpy(s->text + s->len, text, len);
+    s->len += len;
+    s->text[s->len] = '\0';
+    parsed p;
+    analyze(&s->cfg, s->text, s->len, final, &p);
+    if (p.reasoning && p.r1 > p.r0 + s->sent_r) {
+        json_array_append_new(out, json_pack("{s:o}", "reasoning_content",
+                                             str_json(s->text + p.r0 + s->sent_r, p.r1 - p.r0 - s->sent_r)));
+        s->sent_r = p.r1 - p.r0;
+    }
+    if (p.c1 > p.c0 + s->sent_c) {
+        json_array_append_new(out, json_pack("{s:o}", "content",
+                                             str_json(s->text + p.c0 + s->sent_c, p.c1 - p.c0 - s->sent_c)));
+        s->sent_c = p.c1 - p.c0;
+    }
+    size_t nc = json_array_size(p.calls);
+    if (nc > s->args_cap) {
+        size_t cap = nc + 8;
+        size_t *na = realloc(s->sent_args, cap * sizeof *na);
+        if (!na) {
+            json_decref(p.calls);
+            json_decref(out);
+            return NULL;
+        }
+        memset(na + s->args_cap, 0, (cap - s->args_cap) * sizeof *na);
+        s->sent_args = na;
+        s->args_cap = cap;
+    }
+    for (size_t i = 0; i < nc; i++) {
+        json_t *call = json_array_get(p.calls, i);
+        if (i >= s->sent_calls) { /* the call's id and name first, arguments "" */
+            json_t *full = format_call(&s->cfg, i, call, true);
+            json_array_append_new(out, json_pack("{s:[{s:I, s:O, s:s, s:{s:O, s:s}}]}", "tool_calls", "index",
+                                                 (json_int_t)i, "id", json_object_get(full, "id"), "type",
+                                                 "function", "function", "name", json_object_get(call, "name"),
+                                                 "arguments", ""));
+            json_decref(full);
+            s->sent_calls = i + 1;
+        }
+        char *args = call_args(call);
+        if (!args)
+            continue;
+        size_t an = strlen(args);
+        if (an > s->sent_args[i]) {
+            args_pieces(out, i, args, s->sent_args[i], an);
+            s->sent_args[i] = an;
+        }
+        free(args);
+    }
+    json_decref(p.calls);
+    if (final)
+        s->done = true;
+    return out;
+}
