@@ -274,10 +274,10 @@ static void test_tool_choice_schema(void **state)
     kvs_chat_parse_cfg c = cfg_of(KVS_REASONING_NONE, KVS_TOOLS_NONE, KVS_TOOL_MODE_REQUIRED);
     json_t *s = kvs_chat_tool_choice_schema(&c, tools);
     json_t *want = json_loads(
-        "{\"type\": \"array\", \"minItems\": 1, \"items\": {\"type\": \"object\", \"anyOf\": ["
-        "{\"properties\": {\"name\": {\"type\": \"string\", \"enum\": [\"a\"]}, \"parameters\": {\"type\": "
+        "{\"type\": \"array\", \"minItems\": 1, \"items\": {\"anyOf\": ["
+        "{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"enum\": [\"a\"]}, \"parameters\": {\"type\": "
         "\"object\", \"properties\": {\"q\": {\"type\": \"string\"}}}}, \"required\": [\"name\", \"parameters\"]},"
-        "{\"properties\": {\"name\": {\"type\": \"string\", \"enum\": [\"b\"]}, \"parameters\": {\"type\": "
+        "{\"type\": \"object\", \"properties\": {\"name\": {\"type\": \"string\", \"enum\": [\"b\"]}, \"parameters\": {\"type\": "
         "\"object\", \"properties\": {}}}, \"required\": [\"name\", \"parameters\"]}]}}",
         0, NULL);
     assert_non_null(want);

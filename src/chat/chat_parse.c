@@ -637,11 +637,14 @@ json_t *kvs_chat_tool_choice_schema(const kvs_chat_parse_cfg *cfg, json_t *tools
     json_array_foreach(tools, i, t)
     {
         json_t *fn = json_object_get(t, "function");
-        json_array_append_new(any, json_pack("{s:{s:{s:s, s:[O]}, s:o}, s:[s, s]}", "properties", "name", "type",
-                                             "string", "enum", json_object_get(fn, "name"), "parameters",
-                                             params_of(fn), "required", "name", "parameters"));
+        json_array_append_new(any, json_pack("{s:s, s:{s:{s:s, s:[O]}, s:o}, s:[s, s]}", "type", "object", "properties",
+                                             "name", "type", "string", "enum", json_object_get(fn, "name"),
+                                             "parameters", params_of(fn), "required", "name", "parameters"));
     }
-    return json_pack("{s:s, s:i, s:{s:s, s:o}}", "type", "array", "minItems", 1, "items", "type", "object", "anyOf", any);
+    /* vLLM puts "type": "object" beside the anyOf; each branch carries it
+     * here instead (the same set of values), which the grammar compiler
+     * takes as plain alternatives. */
+    return json_pack("{s:s, s:i, s:{s:o}}", "type", "array", "minItems", 1, "items", "anyOf", any);
 }
 
 struct kvs_chat_stream {

@@ -9,6 +9,7 @@
 #include "chat/chat.h"
 #include "chat/chat_parse.h"
 #include "formats/gguf.h"
+#include "grammar/grammar.h"
 #include "server/server_internal.h"
 
 struct kvs_chat_state {
@@ -405,12 +406,11 @@ enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char
     }
     if (!kvs_api_check_model(s, c, r.model, &ret) || !check_tool_choice(s, c, j, &ret))
         goto done;
-    /* Hook for grammar-constrained decoding: with tool_choice "required" or a
-     * named function, vLLM constrains the output to the tool-call JSON.  Once
-     * src/grammar exists, kvs_api_chat_tool_constraint() turns the request's
-     * tools into that grammar; until then the output is parsed, not forced. */
-    if (kvs_api_chat_tool_constraint(s, j, &r) != KVS_OK) {
-        ret = kvs_http_error(c, 400, "tool_choice", NULL, "tool_choice cannot be constrained");
+    /* With tool_choice "required" or a named function the output is
+     * constrained to the tool-call JSON, as vLLM does. */
+    char why[256] = "";
+    if (kvs_api_chat_tool_constraint(s, j, &r, why, sizeof why) != KVS_OK) {
+        ret = kvs_http_error(c, 400, "tool_choice", NULL, "%s", why);
         goto done;
     }
     if (chat_prompt(s, c, json_object_get(j, "messages"), j, r.add_generation_prompt, true, &ids, &n, &ret)) {
@@ -428,22 +428,40 @@ done:
     return ret;
 }
 
-kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r)
+kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r, char *why, size_t cap)
 {
-    /* The grammar hook.  With tool_choice "required" or a named function,
-     * vLLM constrains decoding to the JSON schema below (an array of
-     * {"name", "parameters"} over the tools, or the named function's
-     * parameters), so that the output always parses as tool calls.  The
-     * structured-output grammar (src/grammar) is being built separately:
-     * once it exists, compile `schema` and attach it to r->params here.
-     * Until then the schema is built (and checked) but decoding is free, and
-     * the output is parsed as the constrained output would be
+    /* With tool_choice "required" or a named function, decoding is
+     * constrained to vLLM's JSON schema (an array of {"name", "parameters"}
+     * over the tools, or the named function's parameters), compiled to a
+     * grammar (src/grammar), so that the output always parses as tool calls
      * (KVS_TOOL_MODE_REQUIRED / NAMED in chat/chat_parse.h). */
     kvs_chat_parse_cfg pc = {0};
     pc.mode = tool_mode(s, body, pc.named, sizeof pc.named);
+    if (pc.mode != KVS_TOOL_MODE_REQUIRED && pc.mode != KVS_TOOL_MODE_NAMED)
+        return KVS_OK;
+    if (r->params.grammar) {
+        snprintf(why, cap, "tool_choice \"required\" or a named function cannot be combined with response_format "
+                           "or guided decoding");
+        return KVS_E_INVALID;
+    }
     json_t *schema = kvs_chat_tool_choice_schema(&pc, json_object_get(body, "tools"));
-    bool want = pc.mode == KVS_TOOL_MODE_REQUIRED || pc.mode == KVS_TOOL_MODE_NAMED;
+    if (!schema) {
+        snprintf(why, cap, "tool_choice cannot be constrained: no tool matches it");
+        return KVS_E_INVALID;
+    }
+    char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY), *gbnf = NULL;
     json_decref(schema);
-    (void)r;
-    return want && !schema ? KVS_E_INVALID : KVS_OK;
+    if (!text) {
+        snprintf(why, cap, "out of memory");
+        return KVS_E_NOMEM;
+    }
+    kvs_error err;
+    kvs_status st = kvs_json_schema_to_gbnf(text, strlen(text), &gbnf, &err);
+    free(text);
+    if (st == KVS_OK)
+        st = kvs_grammar_parse(&r->params.grammar, gbnf, strlen(gbnf), &err);
+    free(gbnf);
+    if (st != KVS_OK)
+        snprintf(why, cap, "tool_choice cannot be constrained: the tools' parameter schema: %s", err.msg);
+    return st;
 }

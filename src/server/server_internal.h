@@ -100,8 +100,10 @@ enum MHD_Result kvs_api_detokenize(kvs_server *s, struct MHD_Connection *c, cons
 typedef struct kvs_chat_state kvs_chat_state;
 kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error *err);
 void kvs_api_chat_free(kvs_server *s);
-/* Grammar hook for tool_choice "required" / named (see api_chat.c). */
-kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r);
+/* tool_choice "required" / named: constrain r's decoding to the tool-call
+ * JSON (r->params.grammar).  No-op for other tool_choice values; on failure
+ * `why` (cap bytes) says what the client should change (a 400). */
+kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r, char *why, size_t cap);
 
 /* Chat: render body's messages with the model's template and tokenize them
  * as the chat endpoint does.  On failure queue the error and return false. */
