@@ -23,9 +23,10 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
                              "without --device-memory, lowered to what is free, with a warning)",
                              &lo->gpu_memory_utilization_set});
     kvs_cmd_add(c, (kvs_opt){"--device-memory", NULL, KVS_OPT_SIZE, &lo->device_memory, "SIZE",
-                             "CPU backend: treat the device as having SIZE (e.g. 8GiB) of memory"});
+                             "CPU backend: treat the device as having SIZE (e.g. 8GiB) of memory",
+                             &lo->device_memory_set});
     kvs_cmd_add(c, (kvs_opt){"--kv-cache-memory", NULL, KVS_OPT_SIZE, &lo->kv_cache_memory, "BYTES",
-                             "size the KV cache directly (still inside the budget)"});
+                             "size the KV cache directly (still inside the budget)", &lo->kv_cache_memory_set});
     kvs_cmd_add(c, (kvs_opt){"--max-model-len", NULL, KVS_OPT_LEN_AUTO, &lo->max_model_len, "N|auto",
                              "longest request, prompt + output (default: the model's; auto: largest that fits)"});
     kvs_cmd_add(c, (kvs_opt){"--max-num-seqs", NULL, KVS_OPT_INT, &lo->max_num_seqs, "N",
@@ -41,6 +42,14 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
                              "turn prefix caching off"});
     kvs_cmd_add(c, (kvs_opt){"--mmap", NULL, KVS_OPT_FLAG, &lo->use_mmap, NULL,
                              "use the model file's pages in place instead of loading the weights"});
+    kvs_cmd_add(c, (kvs_opt){"--max-requests", NULL, KVS_OPT_INT, &lo->max_requests, "N",
+                             "request slots, running and waiting (default max-num-seqs + 64; more wait for a "
+                             "slot)"});
+    kvs_cmd_add(c, (kvs_opt){"--max-connections", NULL, KVS_OPT_INT, &lo->max_connections, "N",
+                             "serve: concurrent HTTP connections (default 64; sizes the serving reserve)"});
+    kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &lo->max_request_bytes, "SIZE",
+                             "serve: largest request body accepted (default 1MiB; larger gets 413; sizes the "
+                             "serving reserve)"});
 }
 
 static const kvs_opt *find_opt(const kvs_cmd_spec *c, const char *name, size_t len)

@@ -7,6 +7,7 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
+#include "memory/host.h"
 
 typedef struct gen_opts {
     kvs_launch_opts lo;
@@ -154,12 +155,19 @@ int kvs_cmd_generate(int argc, char **argv)
     if (g.input_file && g.prompt)
         return kvs_cli_error("generate", 2, "give either -p PROMPT or --input-file, not both");
     g.lo.log = g.verbose ? stderr : NULL;
+    kvs_cli_prepare_launch("generate", &g.lo);
     kvs_instance *in;
     if (kvs_launch(&in, &g.lo, &err) != KVS_OK)
         return kvs_cli_error("generate", 1, err.msg);
-    int rc = kvs_cli_write_reports(in, g.memory_report, g.memory_report_svg);
+    int rc = g.input_file ? kvs_cli_run_batch_file(in, g.input_file, g.output_file) : run_one(in, &g);
+    /* The report is written at the end: its peak_process_bytes is the
+     * peak this run observed (VmHWM), beside the projection. */
+    uint64_t rss, hwm;
+    if (kvs_launch_host_is_device(in->backend) && kvs_host_rss(&rss, &hwm))
+        in->report.peak_process_bytes = hwm;
+    int rrc = kvs_cli_write_reports(in, g.memory_report, g.memory_report_svg);
     if (rc == 0)
-        rc = g.input_file ? kvs_cli_run_batch_file(in, g.input_file, g.output_file) : run_one(in, &g);
+        rc = rrc;
     kvs_instance_free(in);
     return rc;
 }

@@ -5,6 +5,7 @@
 
 #include "cli/args.h"
 #include "cli/cli.h"
+#include "cli/common.h"
 #include "engine/plan.h"
 
 int kvs_cmd_plan(int argc, char **argv)
@@ -41,6 +42,7 @@ int kvs_cmd_plan(int argc, char **argv)
     if (target_given && !(po.target_concurrency > 0))
         return kvs_cli_error("plan", 2, "--target-concurrency must be positive");
     kvs_plan_result r;
+    kvs_cli_prepare_launch("plan", &po.launch);
     if (kvs_plan(&po, &r, &err) != KVS_OK)
         return kvs_cli_error("plan", 1, err.msg);
     if (svg && kvs_report_write_svg(&r.report, svg, &err) != KVS_OK)

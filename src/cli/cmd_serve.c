@@ -8,22 +8,22 @@
 #include "cli/args.h"
 #include "cli/cli.h"
 #include "cli/common.h"
+#include "memory/host.h"
 #include "server/server.h"
 
 typedef struct serve_opts {
     kvs_launch_opts lo;
     const char *host, *api_key, *served_model_name;
     int32_t port;
-    uint64_t max_body;
     double drain_timeout;
     const char *memory_report, *memory_report_svg;
     bool quiet;
     /* the HTTP front end */
-    int32_t http_threads, max_connections;
+    int32_t http_threads;
     double idle_timeout, header_timeout;
     uint64_t body_pool;
     const char *allowed_origins;
-    bool seen_threads, seen_conns, seen_idle, seen_header;
+    bool seen_threads, seen_idle, seen_header;
     const char *chat_template, *reasoning_parser, *tool_call_parser;
     bool auto_tool_choice;
 } serve_opts;
@@ -46,8 +46,6 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
                              "require 'Authorization: Bearer KEY' on /v1 (default $KVSERVE_API_KEY)"});
     kvs_cmd_add(c, (kvs_opt){"--served-model-name", NULL, KVS_OPT_STR, &o->served_model_name, "NAME",
                              "the model name clients use (default: the model file's name without extension)"});
-    kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &o->max_body, "SIZE",
-                             "largest request body accepted (default 8MiB; larger gets 413)"});
     kvs_cmd_add(c, (kvs_opt){"--shutdown-timeout", NULL, KVS_OPT_FLOAT, &o->drain_timeout, "S",
                              "on SIGINT/SIGTERM, wait this long for running requests (default 30)"});
     kvs_cmd_add(c, (kvs_opt){"--memory-report", NULL, KVS_OPT_STR, &o->memory_report, "FILE.json",
@@ -66,8 +64,6 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
     /* HTTP front end (docs/serving.md, "Connections and limits") */
     kvs_cmd_add(c, (kvs_opt){"--http-threads", NULL, KVS_OPT_INT, &o->http_threads, "N",
                              "HTTP worker threads (libmicrohttpd's epoll loop; default 2)", &o->seen_threads});
-    kvs_cmd_add(c, (kvs_opt){"--max-connections", NULL, KVS_OPT_INT, &o->max_connections, "N",
-                             "open connections at most; more get a 503 (default 256)", &o->seen_conns});
     kvs_cmd_add(c, (kvs_opt){"--http-idle-timeout", NULL, KVS_OPT_FLOAT, &o->idle_timeout, "S",
                              "close a connection idle this long, e.g. kept alive between requests (default 5)",
                              &o->seen_idle});
@@ -119,9 +115,7 @@ int kvs_cmd_serve(int argc, char **argv)
                              "authentication would be off; give a non-empty key, or unset it to serve without one");
     if (o.http_threads < 0 || o.http_threads > 1024 || (o.http_threads == 0 && o.seen_threads))
         return kvs_cli_error("serve", 2, "--http-threads must be in 1..1024");
-    if (o.max_connections == 0 && o.seen_conns)
-        return kvs_cli_error("serve", 2, "--max-connections must be at least 1");
-    if (o.body_pool && o.body_pool < (o.max_body ? o.max_body : (uint64_t)KVS_HTTP_DEFAULT_MAX_REQUEST) + 1)
+    if (o.body_pool && o.body_pool < o.lo.max_request_bytes + 1)
         return kvs_cli_error("serve", 2, "--http-body-pool must be larger than --max-request-bytes (it holds the "
                              "bodies being read at once)");
     if (!(o.idle_timeout >= 0) || o.idle_timeout > 86400 || (o.idle_timeout == 0 && o.seen_idle))
@@ -140,6 +134,8 @@ int kvs_cmd_serve(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     o.lo.log = o.quiet ? NULL : stderr;
+    if (kvs_cli_prepare_launch("serve", &o.lo) != 0)
+        return 2;
     kvs_instance *in;
     if (kvs_launch(&in, &o.lo, &err) != KVS_OK)
         return kvs_cli_error("serve", 1, err.msg);
@@ -153,12 +149,10 @@ int kvs_cmd_serve(int argc, char **argv)
     so.api_key = o.api_key;
     so.served_model_name = o.served_model_name;
     so.model_path = o.lo.model_path;
-    if (o.max_body)
-        so.max_body_bytes = (size_t)o.max_body;
+    so.max_body_bytes = (size_t)o.lo.max_request_bytes; /* inside the serving reserve */
+    so.max_connections = (unsigned)o.lo.max_connections;
     if (o.http_threads)
         so.http_threads = (unsigned)o.http_threads;
-    if (o.max_connections)
-        so.max_connections = (unsigned)o.max_connections;
     if (o.idle_timeout > 0)
         so.connection_timeout_s = o.idle_timeout < 1 ? 1u : (unsigned)(o.idle_timeout + 0.5);
     if (o.header_timeout > 0)
@@ -196,6 +190,14 @@ int kvs_cmd_serve(int argc, char **argv)
         }
     }
     kvs_server_stop(srv);
+    /* The reports again, with the peak this run observed (VmHWM). */
+    uint64_t rss, hwm;
+    if ((o.memory_report || o.memory_report_svg) && kvs_launch_host_is_device(in->backend) && kvs_host_rss(&rss, &hwm)) {
+        in->report.peak_process_bytes = hwm;
+        kvs_cli_write_reports(in, o.memory_report, o.memory_report_svg);
+        fprintf(stderr, "INFO kvserve: peak process memory %.2f MiB of the %.2f MiB budget\n", hwm / 1048576.0,
+                in->report.budget_bytes / 1048576.0);
+    }
     kvs_instance_free(in);
     fprintf(stderr, "INFO kvserve: stopped\n");
     return 0;

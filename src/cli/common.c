@@ -2,12 +2,27 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "server/engine_loop.h"
 #include "server/oai_params.h"
+
+int kvs_cli_prepare_launch(const char *cmd, kvs_launch_opts *lo)
+{
+    (void)cmd;
+    /* One arena per thread would give every HTTP thread its own heap, each
+     * with its own free pages; fixed thresholds stop glibc from moving them
+     * with the load, so the heap grows the same way on every run. */
+    mallopt(M_ARENA_MAX, 2);
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    mallopt(M_TRIM_THRESHOLD, 128 * 1024);
+    lo->serving_reserve = kvs_serving_reserve_bytes(lo);
+    return 0;
+}
 
 int kvs_cli_write_reports(const kvs_instance *in, const char *json_path, const char *svg_path)
 {
@@ -19,18 +34,21 @@ int kvs_cli_write_reports(const kvs_instance *in, const char *json_path, const c
     return 0;
 }
 
-/* One line of a batch file and what became of it. */
+/* One line of a batch file and what became of it.  Its output buffers
+ * are sized when the line is read (max_tokens, the longest token), so
+ * that running the batch allocates nothing per token. */
 typedef struct batch_item {
     json_t *body;
     kvs_oai_request req;
     int32_t *prompt;
     size_t n_prompt;
-    json_t *out_ids;
+    int32_t *out_ids;
+    size_t n_out, cap_out;
     char *text;
-    size_t text_len;
-    FILE *text_f;
+    size_t text_len, text_cap;
     const char *finish;
     json_t *error;
+    bool added, done;
 } batch_item;
 
 static json_t *error_obj(const char *msg, const char *param)
@@ -42,7 +60,6 @@ static json_t *error_obj(const char *msg, const char *param)
 static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *line)
 {
     json_error_t jerr;
-    kvs_error err;
     it->body = json_loads(line, 0, &jerr);
     if (!it->body) {
         char msg[300];
@@ -63,36 +80,86 @@ static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *li
         it->error = error_obj(oe.message, oe.param);
         return;
     }
-    if (kvs_engine_add(in->engine, idx, it->prompt, it->n_prompt, &it->req.params, &err) != KVS_OK) {
-        it->error = error_obj(err.msg, "prompt");
-        return;
-    }
-    it->out_ids = json_array();
+    const kvs_engine_config *cfg = kvs_engine_get_config(in->engine);
+    size_t L = (size_t)cfg->max_model_len;
+    size_t cap = it->req.params.max_tokens > 0 && (size_t)it->req.params.max_tokens < L
+                     ? (size_t)it->req.params.max_tokens : L;
+    it->cap_out = cap + 1;
+    it->text_cap = it->cap_out * (kvs_tok_max_token_bytes(in->tok) + 4) + 16;
+    it->out_ids = malloc(it->cap_out * sizeof *it->out_ids);
+    it->text = malloc(it->text_cap);
+    if (!it->out_ids || !it->text)
+        it->error = error_obj("out of memory", NULL);
 }
 
+/* One JSON value to out (jansson writes it through stdio, in pieces). */
+static bool dump_value(json_t *v, FILE *out)
+{
+    bool ok = v && json_dumpf(v, out, JSON_ENSURE_ASCII | JSON_COMPACT | JSON_ENCODE_ANY) == 0;
+    json_decref(v);
+    return ok;
+}
+
+static void dump_ids(const int32_t *ids, size_t n, FILE *out)
+{
+    fputc('[', out);
+    for (size_t j = 0; j < n; j++)
+        fprintf(out, j ? ",%d" : "%d", ids[j]);
+    fputc(']', out);
+}
+
+/* The results, one JSON object a line, in input order: written straight to
+ * out, so that the allocations do not grow with the outputs. */
 static int write_results(batch_item *items, size_t n, FILE *out)
 {
     for (size_t i = 0; i < n; i++) {
         batch_item *it = &items[i];
-        json_t *o;
+        bool ok = true;
+        fprintf(out, "{\"id\":%zu,", i);
         if (it->error) {
-            o = json_pack("{s:I, s:O}", "id", (json_int_t)i, "error", it->error);
+            fputs("\"error\":", out);
+            ok = dump_value(json_incref(it->error), out);
         } else {
-            json_t *pids = json_array();
-            for (size_t j = 0; j < it->n_prompt; j++)
-                json_array_append_new(pids, json_integer(it->prompt[j]));
-            o = json_pack("{s:I, s:o, s:O, s:s%, s:s?}", "id", (json_int_t)i, "prompt_token_ids", pids,
-                          "output_token_ids", it->out_ids, "text", it->text ? it->text : "",
-                          it->text ? it->text_len : (size_t)0, "finish_reason", it->finish);
+            fputs("\"prompt_token_ids\":", out);
+            dump_ids(it->prompt, it->n_prompt, out);
+            fputs(",\"output_token_ids\":", out);
+            dump_ids(it->out_ids, it->n_out, out);
+            fputs(",\"text\":", out);
+            ok = dump_value(json_stringn(it->text ? it->text : "", it->text_len), out);
+            fputs(",\"finish_reason\":", out);
+            if (it->finish)
+                fprintf(out, "\"%s\"", it->finish);
+            else
+                fputs("null", out);
         }
-        char *s = o ? json_dumps(o, JSON_ENSURE_ASCII | JSON_COMPACT) : NULL;
-        json_decref(o);
-        if (!s)
+        fputs("}\n", out);
+        if (!ok)
             return kvs_cli_error("generate", 1, "cannot render a result as JSON");
-        fprintf(out, "%s\n", s);
-        free(s);
     }
     return 0;
+}
+
+/* Queue the next lines while the engine has request slots (a line whose
+ * request the engine refuses gets its error now). */
+static void feed(kvs_instance *in, batch_item *items, size_t n, size_t *next)
+{
+    kvs_error err;
+    while (*next < n && kvs_engine_free_slots(in->engine) > 0) {
+        batch_item *it = &items[*next];
+        if (!it->error && kvs_engine_add(in->engine, *next, it->prompt, it->n_prompt, &it->req.params, &err) != KVS_OK)
+            it->error = error_obj(err.msg, "prompt");
+        it->added = !it->error;
+        (*next)++;
+    }
+}
+
+/* The engine failed: every line not finished gets the error; what finished
+ * is kept and written. */
+static void fail_unfinished(batch_item *items, size_t n, const char *msg)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!items[i].error && !items[i].done)
+            items[i].error = json_pack("{s:s, s:s, s:n}", "message", msg, "type", "server_error", "param");
 }
 
 int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_path)
@@ -125,34 +192,37 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
         prepare(in, &items[n], n, line);
         n++;
     }
-    /* The streams point into items[]: open them once it no longer moves. */
-    for (size_t i = 0; i < n; i++)
-        if (!items[i].error && !(items[i].text_f = open_memstream(&items[i].text, &items[i].text_len))) {
-            rc = kvs_cli_error("generate", 1, "out of memory");
-            goto done;
-        }
     kvs_error err;
+    size_t next = 0;
+    feed(in, items, n, &next);
     while (kvs_engine_has_work(in->engine)) {
         const kvs_output *outs;
         size_t no;
         if (kvs_engine_step(in->engine, &outs, &no, &err) != KVS_OK) {
-            rc = kvs_cli_error("generate", 1, err.msg);
-            goto done;
+            char msg[600];
+            snprintf(msg, sizeof msg, "engine step failed: %s", err.msg);
+            rc = kvs_cli_error("generate", 1, msg);
+            fail_unfinished(items, n, msg);
+            break;
         }
         for (size_t i = 0; i < no; i++) {
             batch_item *it = &items[outs[i].id];
-            if (outs[i].token >= 0)
-                json_array_append_new(it->out_ids, json_integer(outs[i].token));
-            fwrite(outs[i].text, 1, outs[i].text_len, it->text_f);
-            if (outs[i].finished)
+            if (outs[i].token >= 0 && it->n_out < it->cap_out)
+                it->out_ids[it->n_out++] = outs[i].token;
+            size_t room = it->text_cap - 1 - it->text_len, m = outs[i].text_len < room ? outs[i].text_len : room;
+            memcpy(it->text + it->text_len, outs[i].text, m);
+            it->text_len += m;
+            it->text[it->text_len] = '\0';
+            if (outs[i].finished) {
                 it->finish = kvs_finish_reason_name(outs[i].reason);
+                it->done = true;
+                if (outs[i].error)
+                    it->error = json_pack("{s:s, s:s, s:n}", "message", outs[i].error, "type", "server_error",
+                                          "param");
+            }
         }
+        feed(in, items, n, &next);
     }
-    for (size_t i = 0; i < n; i++)
-        if (items[i].text_f) {
-            fclose(items[i].text_f);
-            items[i].text_f = NULL;
-        }
     FILE *out = out_path ? fopen(out_path, "w") : stdout;
     if (!out) {
         char msg[512];
@@ -160,7 +230,9 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
         rc = kvs_cli_error("generate", 1, msg);
         goto done;
     }
-    rc = write_results(items, n, out);
+    int wrc = write_results(items, n, out);
+    if (wrc != 0)
+        rc = wrc;
     if (out != stdout && fclose(out) != 0) {
         char msg[512];
         snprintf(msg, sizeof msg, "cannot write '%s': %s", out_path, strerror(errno));
@@ -168,10 +240,8 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
     }
 done:
     for (size_t i = 0; i < n; i++) {
-        if (items[i].text_f)
-            fclose(items[i].text_f);
         free(items[i].text);
-        json_decref(items[i].out_ids);
+        free(items[i].out_ids);
         json_decref(items[i].error);
         free(items[i].prompt);
         kvs_oai_request_free(&items[i].req);

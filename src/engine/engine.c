@@ -1,5 +1,6 @@
 #include "engine/engine.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,9 +22,17 @@ struct kvs_engine {
     uint64_t seed_counter;       /* seeds requests that bring none */
 
     kvs_request **all;           /* live requests (not yet reported finished) */
-    int32_t n_all, cap_all;      /* cap_all sizes all, graveyard and outs */
+    int32_t n_all, cap_all;      /* cap_all = max_requests sizes all, graveyard and outs */
     kvs_request **graveyard;     /* reported finished last step: freed at the next */
     int32_t n_grave;
+
+    /* the request pool: cap_all slots, their buffers in one allocation */
+    kvs_request *slots;
+    int32_t *free_slot;          /* stack of free slot indices */
+    int32_t n_free, high_water;
+    unsigned char *slot_mem;
+    size_t slot_bytes, text_cap;
+    uint64_t n_failed;           /* requests ended by a broken invariant */
 
     /* step buffers, sized once */
     int32_t *b_tokens, *b_pos, *b_seq, *b_tables, *b_rows;
@@ -47,24 +56,70 @@ const char *kvs_finish_reason_name(kvs_finish_reason r)
     return NULL;
 }
 
+int32_t kvs_engine_default_max_requests(int32_t max_num_seqs)
+{
+    int64_t n = (int64_t)max_num_seqs + 64;
+    return n > INT32_MAX / 2 ? INT32_MAX / 2 : (int32_t)n;
+}
+
+/* The buffers of one request slot, each rounded to 16 bytes. */
+typedef struct slot_layout {
+    size_t tokens, blocks, text, stop, total;
+} slot_layout;
+
+static size_t round16(size_t x) { return (x + 15) & ~(size_t)15; }
+
+/* The text window: the max_stop_len bytes before what is unreported, what
+ * is held back (under max_stop_len, plus a split UTF-8 character), one
+ * token's piece and the detokenizer's flush. */
+static size_t text_window_bytes(size_t max_token_bytes)
+{
+    return 2 * KVS_MAX_STOP_BYTES + 4 + (max_token_bytes + 16) + 16 + 1;
+}
+
+static slot_layout layout_for(int32_t max_model_len, int32_t max_blocks, size_t max_token_bytes)
+{
+    slot_layout l;
+    l.tokens = round16((size_t)max_model_len * 4);
+    l.blocks = round16((size_t)max_blocks * 4);
+    l.text = round16(text_window_bytes(max_token_bytes));
+    l.stop = round16(KVS_MAX_STOP_BYTES + KVS_MAX_STOP_STRINGS);
+    l.total = l.tokens + l.blocks + l.text + l.stop;
+    return l;
+}
+
+static int32_t max_requests_of(const kvs_engine_config *cfg)
+{
+    return cfg->max_requests > 0 ? cfg->max_requests : kvs_engine_default_max_requests(cfg->max_num_seqs);
+}
+
+static int32_t blocks_of(const kvs_engine_config *cfg)
+{
+    return (int32_t)(((int64_t)cfg->max_model_len + cfg->block_size - 1) / cfg->block_size);
+}
+
+uint64_t kvs_engine_request_pool_bytes(const kvs_engine_config *cfg, size_t max_token_bytes)
+{
+    uint64_t R = (uint64_t)max_requests_of(cfg);
+    slot_layout l = layout_for(cfg->max_model_len, blocks_of(cfg), max_token_bytes);
+    /* the slots' buffers, the kvs_request structs, the free list, and the
+     * all / graveyard / outs lists */
+    return R * (l.total + sizeof(kvs_request) + 4 + 2 * sizeof(kvs_request *) + sizeof(kvs_output));
+}
+
 kvs_request_params kvs_request_defaults(void)
 {
     return (kvs_request_params){.sampling = kvs_sampling_defaults(), .max_tokens = 16, .logprobs = -1};
 }
 
-static void request_free(kvs_request *r)
+/* Give a request's slot back to the pool. */
+static void request_release(kvs_engine *e, kvs_request *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; r->stop && i < r->params.n_stop; i++)
-        free(r->stop[i]);
-    free(r->stop);
-    free(r->stop_ids);
     kvs_gmatcher_free(r->gm);
-    free(r->tokens);
-    free(r->blocks);
-    free(r->text);
-    free(r);
+    r->gm = NULL;
+    e->free_slot[e->n_free++] = r->slot;
 }
 
 kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_tokenizer *tok,
@@ -93,6 +148,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     }
     if ((st = kvs_sampler_init(&e->sampler, model->hp.n_vocab, err)) != KVS_OK)
         goto fail;
+    e->cfg.max_requests = max_requests_of(cfg);
     int32_t T = cfg->max_num_batched_tokens, S = cfg->max_num_seqs;
     e->b_tokens = calloc((size_t)T, 4);
     e->b_pos = calloc((size_t)T, 4);
@@ -103,15 +159,40 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     e->piece = malloc(e->piece_cap);
     /* The runner's block tables are sized for its profiled length. */
     e->b_tables = calloc((size_t)S * (size_t)e->runner->max_blocks, 4);
-    e->cap_all = 64;
+    e->cap_all = e->cfg.max_requests;
     e->all = malloc((size_t)e->cap_all * sizeof *e->all);
     e->graveyard = malloc((size_t)e->cap_all * sizeof *e->graveyard);
     e->outs = malloc((size_t)e->cap_all * sizeof *e->outs);
+    /* The request pool: the profiled length and the runner's block-table width. */
+    slot_layout sl = layout_for(cfg->max_model_len, e->runner->max_blocks, e->piece_cap - 16);
+    e->slot_bytes = sl.total;
+    e->text_cap = sl.text;
+    e->slots = calloc((size_t)e->cap_all, sizeof *e->slots);
+    e->free_slot = malloc((size_t)e->cap_all * sizeof *e->free_slot);
+    e->slot_mem = malloc((size_t)e->cap_all * sl.total);
     if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->piece || !e->b_tables ||
-        !e->all || !e->graveyard || !e->outs) {
+        !e->all || !e->graveyard || !e->outs || !e->slots || !e->free_slot || !e->slot_mem) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
+    /* Resident first (kvs_host_touch writes a zero into each page), then filled. */
+    kvs_host_touch(e->slot_mem, (size_t)e->cap_all * sl.total);
+    kvs_host_touch(e->slots, (size_t)e->cap_all * sizeof *e->slots);
+    kvs_host_touch(e->free_slot, (size_t)e->cap_all * sizeof *e->free_slot);
+    for (int32_t i = 0; i < e->cap_all; i++) {
+        unsigned char *m = e->slot_mem + (size_t)i * sl.total;
+        kvs_request *r = &e->slots[i];
+        r->slot = i;
+        r->tokens = (int32_t *)m;
+        r->blocks = (int32_t *)(m + sl.tokens);
+        r->text = (char *)(m + sl.tokens + sl.blocks);
+        r->stop_chars = (char *)(m + sl.tokens + sl.blocks + sl.text);
+        e->free_slot[i] = e->cap_all - 1 - i; /* slot 0 first */
+    }
+    e->n_free = e->cap_all;
+    kvs_host_touch(e->all, (size_t)e->cap_all * sizeof *e->all);
+    kvs_host_touch(e->graveyard, (size_t)e->cap_all * sizeof *e->graveyard);
+    kvs_host_touch(e->outs, (size_t)e->cap_all * sizeof *e->outs);
     /* Make the host buffers resident now (see kvs_engine_host_bytes). */
     kvs_host_touch(e->b_tokens, (size_t)T * 4);
     kvs_host_touch(e->b_pos, (size_t)T * 4);
@@ -161,10 +242,9 @@ void kvs_engine_free(kvs_engine *e)
 {
     if (!e)
         return;
-    for (int32_t i = 0; i < e->n_all; i++)
-        request_free(e->all[i]);
-    for (int32_t i = 0; i < e->n_grave; i++)
-        request_free(e->graveyard[i]);
+    for (int32_t i = 0; i < e->n_all; i++) /* live and unreleased requests' matchers */
+        request_release(e, e->all[i]);
+    kvs_engine_release_finished(e);
     kvs_sched_destroy(&e->sched);
     kvs_sampler_destroy(&e->sampler);
     kvs_gvocab_free(e->gvocab);
@@ -181,66 +261,73 @@ void kvs_engine_free(kvs_engine *e)
     free(e->all);
     free(e->graveyard);
     free(e->outs);
+    free(e->slots);
+    free(e->free_slot);
+    free(e->slot_mem);
     free(e);
 }
 
-uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_config *cfg)
+uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_config *cfg, size_t max_token_bytes)
 {
     uint64_t T = (uint64_t)cfg->max_num_batched_tokens, S = (uint64_t)cfg->max_num_seqs, V = (uint64_t)hp->n_vocab;
-    uint64_t max_blocks = ((uint64_t)cfg->max_model_len + (uint64_t)cfg->block_size - 1) / (uint64_t)cfg->block_size;
-    return 12 * T + 4 * S + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab);
+    uint64_t max_blocks = (uint64_t)blocks_of(cfg);
+    return 12 * T + 4 * S + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab) +
+           (max_token_bytes + 16) + kvs_engine_request_pool_bytes(cfg, max_token_bytes);
+}
+
+int32_t kvs_engine_free_slots(const kvs_engine *e) { return e->n_free; }
+
+void kvs_engine_pause(kvs_engine *e, bool (*paused)(void *ctx, uint64_t id), void *ctx)
+{
+    for (int32_t i = 0; i < e->n_all; i++)
+        e->all[i]->paused = paused(ctx, e->all[i]->id);
 }
 
 const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e) { return &e->cfg; }
 
 bool kvs_engine_has_work(const kvs_engine *e) { return e->n_all > 0; }
 
-static kvs_status grow_lists(kvs_engine *e, kvs_error *err)
+/* Check the stop lists against the slot's room (before taking a slot). */
+static kvs_status check_stops(const kvs_request_params *p, kvs_error *err)
 {
-    if (e->n_all < e->cap_all)
-        return KVS_OK;
-    int32_t cap = e->cap_all * 2;
-    kvs_request **all = realloc(e->all, (size_t)cap * sizeof *all);
-    if (all)
-        e->all = all;
-    kvs_request **grave = realloc(e->graveyard, (size_t)cap * sizeof *grave);
-    if (grave)
-        e->graveyard = grave;
-    kvs_output *outs = realloc(e->outs, (size_t)cap * sizeof *outs);
-    if (outs)
-        e->outs = outs;
-    if (!all || !grave || !outs)
-        return kvs_fail(err, KVS_E_NOMEM, "out of memory for requests");
-    e->cap_all = cap;
+    if ((p->n_stop && !p->stop) || (p->n_stop_token_ids && !p->stop_token_ids))
+        return kvs_fail(err, KVS_E_INVALID, "stop lists with a count need their arrays");
+    if (p->n_stop > KVS_MAX_STOP_STRINGS)
+        return kvs_fail(err, KVS_E_INVALID, "at most %d stop strings are supported, got %zu", KVS_MAX_STOP_STRINGS,
+                        p->n_stop);
+    if (p->n_stop_token_ids > KVS_MAX_STOP_TOKEN_IDS)
+        return kvs_fail(err, KVS_E_INVALID, "at most %d stop_token_ids are supported, got %zu",
+                        KVS_MAX_STOP_TOKEN_IDS, p->n_stop_token_ids);
+    size_t total = 0;
+    for (size_t i = 0; i < p->n_stop; i++) {
+        if (!p->stop[i] || !p->stop[i][0])
+            return kvs_fail(err, KVS_E_INVALID, "stop strings must not be empty");
+        total += strlen(p->stop[i]);
+        if (total > KVS_MAX_STOP_BYTES)
+            return kvs_fail(err, KVS_E_INVALID, "the stop strings may hold at most %d bytes together",
+                            KVS_MAX_STOP_BYTES);
+    }
     return KVS_OK;
 }
 
-static kvs_status copy_params(kvs_request *r, const kvs_request_params *p, kvs_error *err)
+/* Copy the parameters and stop lists (checked) into the slot. */
+static void copy_params(kvs_request *r, const kvs_request_params *p)
 {
     r->params = *p;
     r->params.stop = NULL;
     r->params.stop_token_ids = NULL;
-    if ((p->n_stop && !p->stop) || (p->n_stop_token_ids && !p->stop_token_ids))
-        return kvs_fail(err, KVS_E_INVALID, "stop lists with a count need their arrays");
-    if (p->n_stop) {
-        if (!(r->stop = calloc(p->n_stop, sizeof *r->stop)))
-            return kvs_fail(err, KVS_E_NOMEM, "out of memory");
-        for (size_t i = 0; i < p->n_stop; i++) {
-            if (!p->stop[i] || !p->stop[i][0])
-                return kvs_fail(err, KVS_E_INVALID, "stop strings must not be empty");
-            if (!(r->stop[i] = strdup(p->stop[i])))
-                return kvs_fail(err, KVS_E_NOMEM, "out of memory");
-            size_t n = strlen(r->stop[i]);
-            if (n > r->max_stop_len)
-                r->max_stop_len = n;
-        }
+    r->max_stop_len = 0;
+    char *dst = r->stop_chars;
+    for (size_t i = 0; i < p->n_stop; i++) {
+        size_t n = strlen(p->stop[i]);
+        memcpy(dst, p->stop[i], n + 1);
+        r->stop[i] = dst;
+        dst += n + 1;
+        if (n > r->max_stop_len)
+            r->max_stop_len = n;
     }
-    if (p->n_stop_token_ids) {
-        if (!(r->stop_ids = malloc(p->n_stop_token_ids * sizeof *r->stop_ids)))
-            return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    if (p->n_stop_token_ids)
         memcpy(r->stop_ids, p->stop_token_ids, p->n_stop_token_ids * sizeof *r->stop_ids);
-    }
-    return KVS_OK;
 }
 
 kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, size_t n_prompt,
@@ -261,7 +348,7 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     if (p->logprobs > KVS_MAX_LOGPROBS)
         return kvs_fail(err, KVS_E_INVALID, "logprobs must be at most %d", KVS_MAX_LOGPROBS);
     kvs_status st = kvs_sampling_validate(&p->sampling, err);
-    if (st != KVS_OK)
+    if (st != KVS_OK || (st = check_stops(p, err)) != KVS_OK)
         return st;
     int32_t total = p->max_tokens > 0 && (int64_t)n_prompt + p->max_tokens < L ? (int32_t)n_prompt + p->max_tokens : L;
     int32_t need = kvs_sched_blocks_for(&e->sched, total);
@@ -269,26 +356,23 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
         return kvs_fail(err, KVS_E_BUDGET,
                         "the request needs %d KV blocks (%d tokens) but the cache has %d blocks (%d tokens)",
                         need, total, e->cfg.num_blocks, e->cfg.num_blocks * e->cfg.block_size);
-    if ((st = grow_lists(e, err)) != KVS_OK)
-        return st;
+    if (e->n_free == 0)
+        return kvs_fail(err, KVS_E_BUDGET, "all %d request slots are in use (--max-num-seqs %d running, the rest "
+                        "waiting)", e->cap_all, e->cfg.max_num_seqs);
 
-    kvs_request *r = calloc(1, sizeof *r);
-    if (!r)
-        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+    kvs_request *r = &e->slots[e->free_slot[e->n_free - 1]];
+    int32_t *tokens = r->tokens, *blocks = r->blocks, slot = r->slot;
+    char *text = r->text, *stop_chars = r->stop_chars;
+    memset(r, 0, sizeof *r);
+    r->slot = slot;
+    r->tokens = tokens;
+    r->blocks = blocks;
+    r->text = text;
+    r->stop_chars = stop_chars;
+    r->text_cap = e->text_cap;
     r->id = id;
     r->cap = total;
-    r->tokens = malloc((size_t)r->cap * 4);
-    r->blocks = malloc((size_t)e->sched.max_blocks * 4);
-    r->text_cap = 256;
-    r->text = malloc(r->text_cap);
-    if (!r->tokens || !r->blocks || !r->text) {
-        request_free(r);
-        return kvs_fail(err, KVS_E_NOMEM, "out of memory");
-    }
-    if ((st = copy_params(r, p, err)) != KVS_OK) {
-        request_free(r);
-        return st;
-    }
+    copy_params(r, p);
     memcpy(r->tokens, prompt, n_prompt * 4);
     r->n_prompt = r->n_tokens = (int32_t)n_prompt;
     kvs_rng_seed(&r->rng, p->sampling.has_seed ? p->sampling.seed : 0x5eed0000ull + e->seed_counter++);
@@ -297,14 +381,20 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     if (p->grammar && ((!e->gvocab && (st = kvs_gvocab_new(&e->gvocab, e->tok, err)) != KVS_OK) ||
                        (st = kvs_gmatcher_new(&r->gm, p->grammar, e->gvocab, r->stream.strip_leading_space, NULL,
                                               err)) != KVS_OK)) {
-        request_free(r);
+        kvs_gmatcher_free(r->gm); /* the slot stays free */
+        r->gm = NULL;
         return st;
     }
     if ((st = kvs_sched_add(&e->sched, r, err)) != KVS_OK) {
-        request_free(r);
+        kvs_gmatcher_free(r->gm);
+        r->gm = NULL;
         return st;
     }
+    e->n_free--;
     e->all[e->n_all++] = r;
+    int32_t used = e->cap_all - e->n_free;
+    if (used > e->high_water)
+        e->high_water = used;
     return KVS_OK;
 }
 
@@ -321,6 +411,50 @@ void kvs_engine_abort(kvs_engine *e, uint64_t id)
 }
 
 /* ---- one step ---- */
+
+/* End r for a broken invariant: its blocks are freed, it is reported once
+ * (token -1, reason abort, with `error` set), and counted. */
+static void fail_request(kvs_engine *e, kvs_request *r, const char *why)
+{
+    kvs_sched_remove(&e->sched, r);
+    r->aborted = true;
+    r->reason = KVS_FINISH_ABORT;
+    r->error = why;
+    e->n_failed++;
+}
+
+/* The scheduler must never plan a step larger than the profiled shape (the
+ * activation arena is sized for it) or a request past its own buffers.  If
+ * it ever does, the entries that break a request's limits fail that
+ * request, an entry past the step's token limit is cut to what is left
+ * (the rest of its chunk comes in a later step) and entries past the
+ * sequence limit wait for a later step (nothing computed, nothing lost);
+ * the rest of the step runs. */
+static void check_plan(kvs_engine *e)
+{
+    kvs_scheduler *s = &e->sched;
+    const kvs_runner_limits *lim = &e->runner->lim;
+    int32_t k = 0, n_tok = 0;
+    for (int32_t i = 0; i < s->n_plan; i++) {
+        kvs_sched_entry pe = s->plan[i];
+        kvs_request *r = pe.req;
+        if (pe.n_new < 1 || r->n_computed + pe.n_new > r->n_tokens || r->n_tokens > r->cap ||
+            r->n_blocks > e->runner->max_blocks || r->n_computed + pe.n_new > lim->max_model_len ||
+            (int64_t)r->n_blocks * e->cfg.block_size < r->n_computed + pe.n_new) {
+            fail_request(e, r, "internal error: the scheduler planned a step past this request's limits");
+            continue;
+        }
+        if (k >= lim->max_seqs || n_tok >= lim->max_tokens)
+            continue; /* over the profiled shape: left for a later step */
+        if (n_tok + pe.n_new > lim->max_tokens) { /* a shorter chunk now, the rest later */
+            pe.n_new = lim->max_tokens - n_tok;
+            pe.sample = r->n_computed + pe.n_new == r->n_tokens;
+        }
+        n_tok += pe.n_new;
+        s->plan[k++] = pe;
+    }
+    s->n_plan = k;
+}
 
 static int32_t build_batch(kvs_engine *e, kvs_batch *bt)
 {
@@ -347,16 +481,26 @@ static int32_t build_batch(kvs_engine *e, kvs_batch *bt)
     return n;
 }
 
+/* Drop the reported text that no stop string can still reach: keep the
+ * max_stop_len bytes before text_sent.  Runs before a step appends, when
+ * the previous step's outputs (which point into the window) are spent. */
+static void text_compact(kvs_request *r)
+{
+    size_t keep = r->text_sent < r->max_stop_len ? r->text_sent : r->max_stop_len;
+    size_t d = r->text_sent - keep;
+    if (d == 0)
+        return;
+    memmove(r->text, r->text + d, r->text_len - d);
+    r->text_len -= d;
+    r->text_sent -= d;
+    r->text[r->text_len] = '\0';
+}
+
+/* False when the window has no room (it is sized so that it always has). */
 static bool text_append(kvs_request *r, const char *s, size_t n)
 {
-    if (r->text_len + n + 1 > r->text_cap) {
-        size_t cap = (r->text_len + n + 1) * 2;
-        char *t = realloc(r->text, cap);
-        if (!t)
-            return false;
-        r->text = t;
-        r->text_cap = cap;
-    }
+    if (r->text_len + n + 1 > r->text_cap)
+        return false;
     memcpy(r->text + r->text_len, s, n);
     r->text_len += n;
     r->text[r->text_len] = '\0';
@@ -417,6 +561,7 @@ static size_t stop_holdback(const kvs_request *r)
  * text cannot grow (out of memory). */
 static bool accept_token(kvs_engine *e, kvs_request *r, int32_t tok)
 {
+    text_compact(r);
     r->tokens[r->n_tokens++] = tok;
     int32_t n_out = r->n_tokens - r->n_prompt;
     bool stop_token = false;
@@ -475,6 +620,7 @@ static void emit(kvs_engine *e, size_t *n_outs, kvs_request *r, int32_t tok)
         .logprob = sampled ? r->logprob : 0.0f, .n_top = sampled ? r->n_top : 0, .top_ids = r->top_ids,
         .top_logprobs = r->top_logprobs, .finished = done, .reason = r->reason, .n_prompt_tokens = r->n_prompt,
         .n_output_tokens = r->n_tokens - r->n_prompt, .n_cached_tokens = r->n_cached > 0 ? r->n_cached : 0,
+        .error = r->error,
     };
     r->text_sent = upto;
 }
@@ -493,11 +639,16 @@ static void reap(kvs_engine *e)
     e->n_all = k;
 }
 
-kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err)
+void kvs_engine_release_finished(kvs_engine *e)
 {
     for (int32_t i = 0; i < e->n_grave; i++)
-        request_free(e->graveyard[i]);
+        request_release(e, e->graveyard[i]);
     e->n_grave = 0;
+}
+
+kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err)
+{
+    kvs_engine_release_finished(e);
     *n_outs = 0;
     *outs = e->outs;
     if (!e->kv)
@@ -506,6 +657,7 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
     kvs_scheduler *s = &e->sched;
     const int32_t V = e->model->hp.n_vocab;
     kvs_sched_schedule(s);
+    check_plan(e);
     e->last_step_tokens = 0;
     if (s->n_plan > 0) {
         kvs_batch bt;
@@ -552,8 +704,11 @@ kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_out
             if (r->params.logprobs >= 0)
                 r->logprob = kvs_logprobs(&e->sampler, raw, tok, r->n_top, r->top_ids, r->top_logprobs);
             e->gen_tokens++;
-            if (!accept_token(e, r, tok)) /* out of memory for the text: end it rather than lose text */
+            if (!accept_token(e, r, tok)) { /* the text window is sized so that this cannot happen */
                 r->reason = KVS_FINISH_ABORT;
+                r->error = "internal error: the output text passed its window";
+                e->n_failed++;
+            }
             if (r->reason != KVS_FINISH_NONE)
                 kvs_sched_remove(s, r);
             emit(e, n_outs, r, tok);
@@ -567,7 +722,7 @@ void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st)
 {
     const kvs_scheduler *s = &e->sched;
     if (!s->pool) { /* no KV cache yet */
-        *st = (kvs_engine_stats){.n_steps = e->n_steps};
+        *st = (kvs_engine_stats){.n_steps = e->n_steps, .requests_cap = e->cap_all};
         return;
     }
     *st = (kvs_engine_stats){
@@ -578,5 +733,7 @@ void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st)
         .prompt_tokens_computed = e->prompt_tokens, .generation_tokens = e->gen_tokens,
         .prefix_queries = s->prefix_queries, .prefix_hits = s->prefix_hits,
         .last_step_tokens = e->last_step_tokens,
+        .requests_live = e->cap_all - e->n_free, .requests_cap = e->cap_all, .requests_high_water = e->high_water,
+        .n_failed_invariant = e->n_failed, .arena_high_water = e->runner->arena.high_water,
     };
 }

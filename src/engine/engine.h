@@ -36,7 +36,19 @@ typedef struct kvs_engine_config {
     int32_t num_blocks;              /* KV blocks (from the memory budget) */
     kvs_dtype kv_dtype;
     bool prefix_caching;
+    int32_t max_requests;            /* live requests (running + waiting): the request pool's
+                                        slots; 0: kvs_engine_default_max_requests() */
 } kvs_engine_config;
+
+/* The request pool's slots when the config leaves it 0: room for
+ * max_num_seqs running and 64 waiting (preempted or not yet admitted;
+ * further submissions wait outside the engine, in the server's inbox). */
+int32_t kvs_engine_default_max_requests(int32_t max_num_seqs);
+
+/* Per-request limits that fix the size of a request slot. */
+#define KVS_MAX_STOP_STRINGS 16      /* stop strings per request */
+#define KVS_MAX_STOP_BYTES 512       /* their bytes together */
+#define KVS_MAX_STOP_TOKEN_IDS 64    /* stop_token_ids per request */
 
 typedef enum kvs_finish_reason {
     KVS_FINISH_NONE = 0,
@@ -95,6 +107,8 @@ typedef struct kvs_output {
     int32_t n_prompt_tokens;
     int32_t n_output_tokens;
     int32_t n_cached_tokens;         /* prompt tokens the prefix cache held at the first admission */
+    const char *error;               /* NULL, or why the engine ended this request (a broken
+                                        invariant, reason abort): the request failed, others go on */
 } kvs_output;
 
 typedef struct kvs_engine_stats {
@@ -106,6 +120,10 @@ typedef struct kvs_engine_stats {
     uint64_t generation_tokens;          /* tokens sampled */
     uint64_t prefix_queries, prefix_hits;   /* in tokens, at each admission (resumptions too) */
     int32_t last_step_tokens;
+    int32_t requests_live, requests_cap;     /* request pool slots in use, and all of them */
+    int32_t requests_high_water;             /* most slots ever in use at once */
+    uint64_t n_failed_invariant;             /* requests ended by a broken invariant (see step) */
+    uint64_t arena_high_water;               /* the activation arena's most bytes at once */
 } kvs_engine_stats;
 
 typedef struct kvs_engine kvs_engine;
@@ -125,7 +143,10 @@ void kvs_engine_free(kvs_engine *e);
 
 /* Queue a request.  Fails (and queues nothing) if the prompt is empty,
  * has ids outside the vocabulary, does not fit max_model_len, or could
- * never fit the KV cache alone. */
+ * never fit the KV cache alone, if its stop lists pass the KVS_MAX_STOP_*
+ * limits (KVS_E_INVALID), or when every request slot is taken
+ * (KVS_E_BUDGET; kvs_engine_free_slots says beforehand).  Allocates
+ * nothing: the request takes a slot of the pool. */
 kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, size_t n_prompt,
                           const kvs_request_params *params, kvs_error *err);
 /* Abort a request (every live request with that id): its blocks are freed
@@ -134,6 +155,17 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
  * already finished ids are ignored. */
 void kvs_engine_abort(kvs_engine *e, uint64_t id);
 bool kvs_engine_has_work(const kvs_engine *e);
+/* Pause or resume every live request: `paused(ctx, id)` says which; a
+ * paused request is not scheduled (it keeps its KV blocks), so a reader
+ * that falls behind holds its own request back and no one else's. */
+void kvs_engine_pause(kvs_engine *e, bool (*paused)(void *ctx, uint64_t id), void *ctx);
+/* Request slots free now (a request leaves its slot at the step after the
+ * one that reported it finished, or at kvs_engine_release_finished). */
+int32_t kvs_engine_free_slots(const kvs_engine *e);
+/* The caller is done with the last step's outputs: give the slots of the
+ * requests it reported finished back now (else the next step does).  The
+ * outputs' text pointers are invalid afterwards. */
+void kvs_engine_release_finished(kvs_engine *e);
 
 /* One iteration.  *outs points to *n_outs events (engine-owned).  On an
  * error nothing is reported and no request advanced: a later step
@@ -141,8 +173,12 @@ bool kvs_engine_has_work(const kvs_engine *e);
 kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err);
 
 /* Host memory the engine makes resident when it is made (step buffers,
- * block tables, sampler), before the KV cache is attached. */
-uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_config *cfg);
+ * block tables, sampler, the request pool), before the KV cache is
+ * attached; max_token_bytes is kvs_tok_max_token_bytes() of its
+ * tokenizer. */
+uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_config *cfg, size_t max_token_bytes);
+/* The request pool alone (part of the above). */
+uint64_t kvs_engine_request_pool_bytes(const kvs_engine_config *cfg, size_t max_token_bytes);
 
 void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st);
 const kvs_engine_config *kvs_engine_get_config(const kvs_engine *e);

@@ -4,10 +4,50 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/cpu_internal.h"
 #include "backends/registry.h"
 #include "model/source.h"
 #include "engine/block_pool.h"
 #include "engine/kv_cache.h"
+#include "memory/host.h"
+#include "tokenizer/tok_internal.h" /* the tables' sizes, for the reserve */
+
+/* The runtime reserve's constants (launch.h), calibrated on x86-64 Debian 12
+ * (glibc 2.36, gcc 12 and clang 14): a release kvserve measured 4.6 to
+ * 4.9 MiB resident before kvs_launch (program, libc, libjansson,
+ * libmicrohttpd and its TLS libraries, stdio); the first load and profile
+ * page in 0.2 to 0.5 MiB of kernel code.  Under AddressSanitizer every
+ * figure grows (shadow memory, the allocator's own tables, redzones): a
+ * start of stories260K measured 18 to 21 MiB of overhead where a release
+ * build measures 6 to 9.5. */
+#if defined(__SANITIZE_ADDRESS__)
+#define KVS_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KVS_ASAN 1
+#endif
+#endif
+#ifdef KVS_ASAN
+#define RESERVE_BASE (20ull << 20)
+#define RESERVE_CODE (2ull << 20)
+#define RESERVE_PER_THREAD (512ull << 10)
+#define RESERVE_HEAP_FACTOR 2
+#else
+#define RESERVE_BASE (5376ull << 10)
+#define RESERVE_CODE (512ull << 10)
+#define RESERVE_PER_THREAD (128ull << 10)
+#define RESERVE_HEAP_FACTOR 1
+#endif
+/* A build with the CUDA backend also maps libcudart and libstdc++ and runs
+ * their initializers (measured +1.5 MiB resident with --device cpu, a
+ * little more when the default device is probed on a machine without a
+ * GPU). */
+#ifdef KVS_HAVE_CUDA
+#define RESERVE_CUDA_RUNTIME (2ull << 20)
+#else
+#define RESERVE_CUDA_RUNTIME 0ull
+#endif
 
 bool kvs_launch_host_is_device(const kvs_backend *b) { return b->ops->caps.host_memory; }
 
@@ -46,6 +86,8 @@ void kvs_launch_fill_report(kvs_memory_report *rep, const kvs_budget_in *bi, con
     rep->activation_peak_bytes = bi->activation_peak;
     rep->graph_bytes = bi->graphs;
     rep->overhead_bytes = bud->overhead;
+    rep->overhead_reserve_bytes = bi->overhead;
+    rep->serving_reserve_bytes = bi->serving;
     rep->kv_cache_bytes = bud->kv_cache_bytes;
     rep->block_size = bi->block_size;
     rep->kv_bytes_per_token = bi->block_bytes / (uint64_t)bi->block_size;
@@ -55,6 +97,116 @@ void kvs_launch_fill_report(kvs_memory_report *rep, const kvs_budget_in *bi, con
     rep->max_concurrency = bud->max_concurrency;
     rep->slack_inside_bytes = bud->slack_inside;
     rep->slack_outside_bytes = bud->slack_outside;
+}
+
+kvs_engine_config kvs_launch_engine_config(const kvs_launch_opts *o, const kvs_runner_limits *lim,
+                                           kvs_dtype kv_dtype)
+{
+    return (kvs_engine_config){
+        .max_num_seqs = o->max_num_seqs, .max_num_batched_tokens = lim->max_tokens,
+        .max_model_len = lim->max_model_len, .block_size = o->block_size, .num_blocks = 0,
+        .kv_dtype = kv_dtype, .prefix_caching = !o->no_prefix_caching, .max_requests = o->max_requests,
+    };
+}
+
+uint64_t kvs_launch_tokenizer_reserve(const kvs_tokenizer *t)
+{
+    uint64_t n = (uint64_t)t->n_vocab, bytes = 0, merge_bytes = 0;
+    for (int32_t i = 0; i < t->n_vocab; i++)
+        bytes += t->piece[i].len;
+    for (size_t i = 0; i < t->n_merges; i++)
+        merge_bytes += t->merge[i].len;
+    /* Per token: its score, type and flags, its span and hash slot and its
+     * decoded form (measured 83 bytes a token for a 32000-token
+     * SentencePiece vocabulary); the text twice (the pool and the decoded
+     * pool); per merge: its pair and rank in a hash table. */
+    return 72 * n + 2 * bytes + 48 * (uint64_t)t->n_merges + 2 * merge_bytes + (128u << 10);
+}
+
+void kvs_launch_runtime_reserve(const kvs_launch_opts *o, const kvs_model_hparams *hp, const kvs_runner_limits *lim,
+                                kvs_dtype kv_dtype, const kvs_backend *b, uint64_t tok_bytes,
+                                size_t max_token_bytes, kvs_runtime_reserve *out)
+{
+    kvs_engine_config cfg = kvs_launch_engine_config(o, lim, kv_dtype);
+    memset(out, 0, sizeof *out);
+    out->base = RESERVE_BASE + RESERVE_CUDA_RUNTIME;
+    out->code = RESERVE_CODE;
+    out->threads = (uint64_t)kvs_cpu_backend_threads(b) * RESERVE_PER_THREAD + kvs_cpu_backend_overhead_bytes(b);
+    out->tokenizer = RESERVE_HEAP_FACTOR * tok_bytes;
+    out->host_buffers = RESERVE_HEAP_FACTOR * (kvs_runner_host_bytes(hp, lim) +
+                                               kvs_engine_host_bytes(hp, &cfg, max_token_bytes) +
+                                               (uint64_t)hp->n_layers * 512 + 64 * 1024);
+    uint64_t sum = out->base + out->code + out->threads + out->tokenizer + out->host_buffers;
+    out->margin = sum / 32;
+    out->total = sum + out->margin;
+}
+
+static uint64_t round_to(uint64_t x, uint64_t g) { return g > 1 ? (x + g - 1) / g * g : x; }
+
+bool kvs_launch_solve_at_len(const kvs_len_fit *f, int32_t len, kvs_budget *bud)
+{
+    kvs_budget_in bi = f->bi;
+    kvs_runner_limits lim = f->lim;
+    lim.max_model_len = len;
+    bi.max_model_len = len;
+    bi.activation_peak = round_to(kvs_runner_activation_bytes(f->hp, &lim, (kvs_backend *)f->b), f->granularity);
+    if (f->host) {
+        kvs_runtime_reserve rr;
+        kvs_launch_runtime_reserve(f->o, f->hp, &lim, f->kv_dtype, f->b, f->tok_bytes, f->max_token_bytes, &rr);
+        bi.overhead = rr.total;
+    }
+    bi.fit_len_hint = 0;
+    kvs_error e;
+    return kvs_budget_solve(&bi, bud, &e) == KVS_OK;
+}
+
+int32_t kvs_launch_largest_len(const kvs_len_fit *f, int32_t limit)
+{
+    /* fits(len) only falls as len grows (more KV, larger reserve and peak) */
+    int32_t lo = 0, hi = limit > 0 ? limit : (f->hp->n_ctx_train > 0 ? f->hp->n_ctx_train : 1 << 20);
+    while (lo < hi) {
+        int32_t mid = lo + (hi - lo + 1) / 2;
+        kvs_budget t;
+        if (kvs_launch_solve_at_len(f, mid, &t))
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return lo;
+}
+
+kvs_status kvs_launch_solve(kvs_len_fit *f, kvs_budget_in *bi, kvs_budget *bud, kvs_error *err)
+{
+    kvs_status st = kvs_budget_solve(bi, bud, err);
+    if (st == KVS_E_BUDGET && bi->max_model_len > 0) { /* name the largest length a start fits */
+        f->bi = *bi;
+        int32_t L = kvs_launch_largest_len(f, f->hp->n_ctx_train);
+        if (L > 0) {
+            bi->fit_len_hint = L;
+            st = kvs_budget_solve(bi, bud, err);
+            bi->fit_len_hint = 0;
+        }
+    }
+    return st;
+}
+
+void kvs_launch_pick_auto_len(kvs_len_fit *f, kvs_budget_in *bi, kvs_runner_limits *lim)
+{
+    f->bi = *bi;
+    f->lim = *lim;
+    int32_t L = kvs_launch_largest_len(f, lim->max_model_len);
+    if (L < 1)
+        return; /* nothing fits: the solve says why */
+    lim->max_model_len = L;
+    bi->model_max_len = L;
+    bi->activation_peak = round_to(kvs_runner_activation_bytes(f->hp, lim, (kvs_backend *)f->b), f->granularity);
+    if (f->host) {
+        kvs_runtime_reserve rr;
+        kvs_launch_runtime_reserve(f->o, f->hp, lim, f->kv_dtype, f->b, f->tok_bytes, f->max_token_bytes, &rr);
+        bi->overhead = rr.total;
+    }
+    f->lim = *lim;
+    f->bi = *bi;
 }
 
 int32_t kvs_launch_default_batched_tokens(const char *device)
@@ -71,7 +223,42 @@ kvs_launch_opts kvs_launch_defaults(void)
     return (kvs_launch_opts){
         .device = NULL, .gpu_memory_utilization = 0.92, .max_num_seqs = 256,
         .max_num_batched_tokens = -1, .block_size = 16, .kv_cache_dtype = "auto", .warn = stderr,
+        .max_connections = 64, .max_request_bytes = 1u << 20,
     };
+}
+
+kvs_status kvs_launch_check_memory_flags(const kvs_launch_opts *o, kvs_error *err)
+{
+    if (o->device_memory_set && o->device_memory == 0)
+        return kvs_fail(err, KVS_E_INVALID, "--device-memory must be more than 0 bytes (leave it out to use the "
+                        "host's memory)");
+    if (o->kv_cache_memory_set && o->kv_cache_memory == 0)
+        return kvs_fail(err, KVS_E_INVALID, "--kv-cache-memory must be more than 0 bytes (leave it out to give "
+                        "the KV cache what the budget leaves)");
+    if (o->max_requests < 0)
+        return kvs_fail(err, KVS_E_INVALID, "--max-requests must be positive, got %d", o->max_requests);
+    if (o->max_requests > 0 && o->max_requests < o->max_num_seqs)
+        return kvs_fail(err, KVS_E_INVALID, "--max-requests %d is less than --max-num-seqs %d", o->max_requests,
+                        o->max_num_seqs);
+    if (o->max_connections < 1)
+        return kvs_fail(err, KVS_E_INVALID, "--max-connections must be positive, got %d", o->max_connections);
+    if (o->max_request_bytes < 1024)
+        return kvs_fail(err, KVS_E_INVALID, "--max-request-bytes must be at least 1KiB, got %llu",
+                        (unsigned long long)o->max_request_bytes);
+    const char *dev = o->device ? o->device : "cpu";
+    if (o->device_memory > 0 && strcmp(dev, "cpu") == 0) {
+        kvs_mem_info host;
+        kvs_status st = kvs_cpu_mem_info(0, &host, err);
+        if (st != KVS_OK)
+            return st;
+        if (o->device_memory > host.total)
+            return kvs_fail(err, KVS_E_INVALID,
+                            "--device-memory %.2f GiB (%llu bytes) is more than this host has: %.2f GiB (%llu "
+                            "bytes, MemTotal or the cgroup's memory limit); give at most that",
+                            o->device_memory / 1073741824.0, (unsigned long long)o->device_memory,
+                            host.total / 1073741824.0, (unsigned long long)host.total);
+    }
+    return KVS_OK;
 }
 
 kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_model_hparams *hp,
@@ -181,6 +368,8 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     if (!in)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
     kvs_memory_report *rep = &in->report;
+    if ((st = kvs_launch_check_memory_flags(o, err)) != KVS_OK)
+        goto fail;
 
     /* 1: the device: its total, and what others hold. */
     if ((st = open_backend(o, &in->backend, err)) != KVS_OK)
@@ -222,25 +411,40 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     if ((st = kvs_launch_weight_bytes(src, o->use_mmap, &weights0, err)) != KVS_OK ||
         (st = kvs_launch_limits(o, &hp0, &lim, &kv_dtype, err)) != KVS_OK)
         goto fail;
+    bool host_dev = kvs_launch_host_is_device(b);
     if (!o->kv_cache_dtype || strcmp(o->kv_cache_dtype, "auto") == 0)
-        kv_dtype = kvs_launch_auto_kv_dtype(&hp0, kvs_launch_host_is_device(b));
+        kv_dtype = kvs_launch_auto_kv_dtype(&hp0, host_dev);
     kvs_budget_in bi;
     kvs_budget bud;
-    kvs_launch_budget_inputs(o, &hp0, &lim, kv_dtype, kvs_launch_host_is_device(b), &bi);
+    kvs_launch_budget_inputs(o, &hp0, &lim, kv_dtype, host_dev, &bi);
     bi.utilization = rep->utilization;
     bi.total = m0.total;
     bi.free = free0;
     bi.used_by_others = rep->used_by_others_bytes;
     bi.weights = weights0;
     bi.activation_peak = kvs_runner_activation_bytes(&hp0, &lim, b);
-    bi.overhead_unknown = true;
-    if ((st = kvs_budget_solve(&bi, &bud, err)) != KVS_OK)
-        goto fail;
-    bi.overhead_unknown = false;
-
-    /* 4: the weights. */
+    /* The tokenizer is small and fixes the last input of the reserve. */
     if ((st = kvs_source_tokenizer(src, &in->tok, err)) != KVS_OK)
         goto fail;
+    kvs_runtime_reserve rr = {0};
+    kvs_len_fit fit = {.o = o, .hp = &hp0, .lim = lim, .kv_dtype = kv_dtype, .b = b, .host = host_dev,
+                       .granularity = 1};
+    if (host_dev) {
+        fit.tok_bytes = kvs_launch_tokenizer_reserve(in->tok);
+        fit.max_token_bytes = kvs_tok_max_token_bytes(in->tok);
+        kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, fit.tok_bytes, fit.max_token_bytes, &rr);
+        bi.serving = o->serving_reserve;
+    }
+    bi.overhead = rr.total;
+    if (o->max_model_len == -1) { /* auto: the largest length a start fits, profiled for itself */
+        kvs_launch_pick_auto_len(&fit, &bi, &lim);
+        if (host_dev)
+            kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, fit.tok_bytes, fit.max_token_bytes, &rr);
+    }
+    if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
+        goto fail;
+
+    /* 4: the weights. */
     if (src->chat_template && !(in->chat_template = strdup(src->chat_template))) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
@@ -283,11 +487,7 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     rep->graph_bytes = (!o->enforce_eager && b->ops->graph_bytes) ? b->ops->graph_bytes(b) : 0;
 
     /* The engine's host buffers exist before the measurement, its cache after. */
-    kvs_engine_config cfg = {
-        .max_num_seqs = o->max_num_seqs, .max_num_batched_tokens = lim.max_tokens,
-        .max_model_len = lim.max_model_len, .block_size = o->block_size, .num_blocks = 0,
-        .kv_dtype = kv_dtype, .prefix_caching = !o->no_prefix_caching,
-    };
+    kvs_engine_config cfg = kvs_launch_engine_config(o, &lim, kv_dtype);
     if ((st = kvs_engine_new(&in->engine, in->model, in->tok, in->runner, &cfg, err)) != KVS_OK)
         goto fail;
 
@@ -296,21 +496,48 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     if ((st = b->ops->mem_info(b, &m1, err)) != KVS_OK)
         goto fail;
     kvs_ledger_snapshot(&b->ledger, &led);
-    uint64_t overhead = m1.process_used > led.cur_total ? m1.process_used - led.cur_total : 0;
+    uint64_t measured = m1.process_used > led.cur_total ? m1.process_used - led.cur_total : 0;
+    rep->overhead_measured_bytes = measured;
+    if (host_dev && measured > rr.total) {
+        char msg[640];
+        snprintf(msg, sizeof msg,
+                 "the runtime overhead measured at start-up (%.2f MiB of host memory beyond the ledger; the "
+                 "process held %.2f MiB before start-up) does not fit its reserve (%.2f MiB: program %.2f + "
+                 "kernel code %.2f + %d threads %.2f + tokenizer %.2f + host buffers %.2f + margin %.2f MiB); "
+                 "memory the process held before start-up counts too, else the reserve's constants are off "
+                 "(worth reporting); fewer --threads or a smaller --max-num-seqs lower both",
+                 measured / 1048576.0, mine0 / 1048576.0, rr.total / 1048576.0, rr.base / 1048576.0,
+                 rr.code / 1048576.0, kvs_cpu_backend_threads(b), rr.threads / 1048576.0,
+                 rr.tokenizer / 1048576.0, rr.host_buffers / 1048576.0, rr.margin / 1048576.0);
+#ifdef KVS_ASAN
+        /* The sanitizers keep freed blocks resident (their quarantine): the
+         * reading says nothing about kvserve's own memory. */
+        if (o->warn)
+            fprintf(o->warn, "WARNING kvserve: %s (not enforced under AddressSanitizer)\n", msg);
+#else
+        st = kvs_fail(err, KVS_E_BUDGET, "%s", msg);
+        goto fail;
+#endif
+    }
+    if (!host_dev)
+        rr.total = measured; /* a device that counts its own: the reading is the term */
 
     /* 8: the KV cache gets the rest. */
     bi.weights = rep->weights_bytes;
     bi.activation_peak = rep->activation_peak_bytes;
     bi.graphs = rep->graph_bytes;
-    bi.overhead = overhead;
-    if ((st = kvs_budget_solve(&bi, &bud, err)) != KVS_OK)
+    bi.overhead = rr.total;
+    if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto fail;
     if ((st = kvs_engine_set_cache(in->engine, bud.num_blocks, bud.max_model_len, err)) != KVS_OK)
         goto fail;
     kvs_ledger_snapshot(&b->ledger, &led);
     kvs_launch_fill_report(rep, &bi, &bud);
+    rep->overhead_measured_bytes = measured;
     rep->kv_cache_bytes = led.cur[KVS_MEM_KV_CACHE];
-    rep->peak_process_bytes = led.peak_total + rep->overhead_bytes;
+    rep->projected_peak_bytes = bud.non_kv + bud.kv_cache_bytes;
+    uint64_t rss = 0, hwm = 0;
+    rep->peak_process_bytes = host_dev && kvs_host_rss(&rss, &hwm) ? hwm : rep->projected_peak_bytes;
     if (o->log)
         kvs_report_log(rep, o->log);
     *out = in;

@@ -12,8 +12,32 @@
  *   6. capture graphs, if the backend has any (graphs; before the KV cache)
  *   7. measure the runtime overhead: the device's count of this process's
  *      memory beyond the ledger, with every host buffer the serving loop
- *      uses already resident
+ *      uses already resident, and check that it fits the runtime reserve
  *   8. solve the budget (memory/budget.h) and allocate the KV cache
+ *
+ * The runtime overhead in the budget is a reserve computed from known
+ * sizes, never the noisy reading itself, so that the KV cache is a
+ * function of the model header, the flags and the device's total alone:
+ * `plan` and every start of the same settings give the same block count.
+ * On the CPU (kvs_launch_runtime_reserve):
+ *
+ *   reserve = program, libraries and C runtime   (a calibrated constant)
+ *           + kernel code paged in by the first steps (a constant)
+ *           + per worker thread: its stack and scratch
+ *           + the tokenizer's tables               (from the vocabulary's size)
+ *           + the runner's and engine's host buffers, the request pool
+ *                                                  (exact, from the limits)
+ *           + 1/32 of the above as margin
+ *
+ * A start measures the real overhead (RSS beyond the ledger) and fails,
+ * naming both figures, if it does not fit.  The serving reserve (the
+ * front end and the serving pools, engine_loop.h) is the caller's figure
+ * (serving_reserve), its own term.  On a GPU profile the runtime reserve
+ * is the CUDA context and library handles, as measured.
+ *
+ * Step 3 now knows every term but the measured ones, which equal the
+ * header's (weights, activation peak): the split is solved exactly before
+ * any weight is loaded, and its advice is the same as `plan`'s.
  * The result is a ready engine plus the memory report of what was measured.
  *
  * The default utilization: 0.92, as asked.  Only where the device is this
@@ -39,9 +63,11 @@ typedef struct kvs_launch_opts {
     const char *device;                 /* "cpu", "cuda[:N]"; NULL: kvs_backend_default_device() */
     int n_threads;                      /* 0: all cores */
     uint64_t device_memory;             /* CPU: --device-memory (0: physical / cgroup) */
+    bool device_memory_set;             /* given: then 0 is an error, not "unset" */
     double gpu_memory_utilization;      /* default 0.92 */
     bool gpu_memory_utilization_set;    /* given explicitly: never lowered */
     uint64_t kv_cache_memory;           /* 0: from the budget */
+    bool kv_cache_memory_set;           /* given: then 0 is an error */
     int32_t max_model_len;              /* 0: the model's context; -1: auto (largest that fits) */
     int32_t max_num_seqs;               /* default 256 */
     int32_t max_num_batched_tokens;     /* -1: kvs_launch_default_batched_tokens(device) */
@@ -50,6 +76,10 @@ typedef struct kvs_launch_opts {
     bool enforce_eager;
     bool no_prefix_caching;             /* --no-prefix-caching */
     bool use_mmap;
+    int32_t max_requests;               /* engine request slots (running + waiting); 0: default */
+    int32_t max_connections;            /* serving limits (the server layer sizes serving_reserve */
+    uint64_t max_request_bytes;         /*   from them): --max-connections, --max-request-bytes */
+    uint64_t serving_reserve;           /* bytes of the serving reserve (0: none, e.g. a library user) */
     FILE *log;                          /* start-up lines (NULL: silent) */
     FILE *warn;                         /* warnings (default stderr; NULL: none) */
 } kvs_launch_opts;
@@ -71,6 +101,12 @@ typedef struct kvs_instance {
 
 kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *err);
 void kvs_instance_free(kvs_instance *inst);
+
+/* Check the memory flags: --device-memory and --kv-cache-memory given as 0
+ * are errors (not "unset"), a --device-memory larger than the host's
+ * memory is refused naming it, and the serving limits must be positive.
+ * Start-up and `plan` both call it. */
+kvs_status kvs_launch_check_memory_flags(const kvs_launch_opts *o, kvs_error *err);
 
 /* The engine limits the options imply for a model (before the budget). */
 kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_model_hparams *hp,
@@ -97,5 +133,50 @@ bool kvs_launch_host_is_device(const kvs_backend *b);
  * host memory (the CPU computes in f32), else bf16 for bf16 weights and f16
  * otherwise.  plan and a start use this one rule. */
 kvs_dtype kvs_launch_auto_kv_dtype(const kvs_model_hparams *hp, bool host_memory);
+
+/* The engine config a start builds for these options and limits. */
+kvs_engine_config kvs_launch_engine_config(const kvs_launch_opts *o, const kvs_runner_limits *lim,
+                                           kvs_dtype kv_dtype);
+
+/* The CPU runtime reserve's parts (see above). */
+typedef struct kvs_runtime_reserve {
+    uint64_t base, code, threads, tokenizer, host_buffers, margin, total;
+} kvs_runtime_reserve;
+/* The tokenizer's tables for the model's vocabulary (an upper bound from
+ * the counts and bytes of its pieces and merges; the same for a GGUF and a
+ * tokenizer.json). */
+uint64_t kvs_launch_tokenizer_reserve(const kvs_tokenizer *t);
+/* The reserve for a CPU backend b, model hp and these options; tok_bytes
+ * from kvs_launch_tokenizer_reserve, max_token_bytes from the tokenizer. */
+void kvs_launch_runtime_reserve(const kvs_launch_opts *o, const kvs_model_hparams *hp, const kvs_runner_limits *lim,
+                                kvs_dtype kv_dtype, const kvs_backend *b, uint64_t tok_bytes,
+                                size_t max_token_bytes, kvs_runtime_reserve *out);
+
+/* Solving at another --max-model-len: a start with that length profiles
+ * for it and sizes its reserve for it, so the KV cache it gets differs.
+ * kvs_launch_largest_len finds the largest length a start fits, which is
+ * what the fit error suggests and what --max-model-len auto picks. */
+typedef struct kvs_len_fit {
+    const kvs_launch_opts *o;
+    const kvs_model_hparams *hp;
+    kvs_runner_limits lim;       /* as for the asked length */
+    kvs_dtype kv_dtype;
+    const kvs_backend *b;        /* for the activation formula and the threads */
+    kvs_budget_in bi;            /* every other input */
+    uint64_t tok_bytes;          /* kvs_launch_tokenizer_reserve */
+    size_t max_token_bytes;
+    bool host;                   /* CPU: the runtime reserve follows the length */
+    uint64_t granularity;        /* GPU profiles: activations round to this (else 1) */
+} kvs_len_fit;
+/* Solve as a start with --max-model-len len would; false if it does not fit. */
+bool kvs_launch_solve_at_len(const kvs_len_fit *f, int32_t len, kvs_budget *bud);
+/* The largest len <= limit (<= 0: the model's context) that fits; 0 if none. */
+int32_t kvs_launch_largest_len(const kvs_len_fit *f, int32_t limit);
+/* kvs_budget_solve, but a max_model_len that does not fit is answered
+ * with the largest length a start fits (f->bi is overwritten). */
+kvs_status kvs_launch_solve(kvs_len_fit *f, kvs_budget_in *bi, kvs_budget *bud, kvs_error *err);
+/* --max-model-len auto: set lim and bi to the largest length that fits
+ * (with its own activation peak and reserve); unchanged if none does. */
+void kvs_launch_pick_auto_len(kvs_len_fit *f, kvs_budget_in *bi, kvs_runner_limits *lim);
 
 #endif

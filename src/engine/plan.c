@@ -19,13 +19,13 @@ static uint64_t graph_estimate(const kvs_device_profile *d, const kvs_model_hpar
 
 static uint64_t round_up(uint64_t x, uint64_t g) { return g ? (x + g - 1) / g * g : x; }
 
-/* What a CPU start holds beyond the ledger when it measures the overhead:
- * the program and its libraries, the tokenizer, the backend's threads and
- * matmul scratch, and the model's, runner's and engine's host structures.
- * The same structures are built here for real (on a model shell without
- * weights), so that this process's resident memory is the start's, but
- * for what only loading and running the kernels touches: the matmul
- * scratch (known) and the pages of code and thread stacks they run
+/* The runtime reserve is computed (kvs_launch_runtime_reserve), exactly as
+ * a start computes it.  Beside it, `plan` estimates what a start will
+ * measure (overhead_measured_bytes, marked an estimate): the same host
+ * structures are built here for real (on a model shell without weights),
+ * so that this process's resident memory is the start's, but for what
+ * only loading and running the kernels touches: the matmul scratch
+ * (known) and the pages of code and thread stacks they run
  * (KVS_PLAN_CPU_CODE_BYTES, calibrated: measured 0.3 to 0.5 MiB on x86-64
  * release builds, about 0.7 MiB with AddressSanitizer). */
 #define KVS_PLAN_CPU_CODE_BYTES (448ull * 1024)
@@ -44,11 +44,7 @@ static kvs_status cpu_overhead(const kvs_launch_opts *lo, const kvs_model_hparam
     }
     m->hp = *hp;
     m->backend = b;
-    kvs_engine_config cfg = {
-        .max_num_seqs = lo->max_num_seqs, .max_num_batched_tokens = lim->max_tokens,
-        .max_model_len = lim->max_model_len, .block_size = lo->block_size, .num_blocks = 0,
-        .kv_dtype = kv_dtype, .prefix_caching = !lo->no_prefix_caching,
-    };
+    kvs_engine_config cfg = kvs_launch_engine_config(lo, lim, kv_dtype);
     if ((st = kvs_runner_new(&r, m, lim, err)) != KVS_OK ||
         (st = kvs_engine_new(&e, m, tok, r, &cfg, err)) != KVS_OK)
         goto done;
@@ -65,33 +61,14 @@ done:
     return st;
 }
 
-/* What the plan is for one max_model_len: everything but the length-dependent
- * terms is fixed; kvs_plan fills it. */
 typedef struct plan_ctx {
-    kvs_budget_in bi;             /* as solved for lim */
-    kvs_runner_limits lim;
+    kvs_len_fit fit;              /* everything a start with another length would redo */
     kvs_model_hparams hp;
-    kvs_backend *b;               /* for the activation formula */
-    uint64_t granularity;         /* GPU: allocations round to this; CPU: 1 */
-    bool host;                    /* CPU: the engine's block tables count in the overhead */
 } plan_ctx;
 
-static int32_t blocks_for(int64_t len, int32_t bs) { return (int32_t)((len + bs - 1) / bs); }
-
-/* Solve as a start with --max-model-len len would; false if it does not fit. */
 static bool solve_at_len(const plan_ctx *c, int32_t len, kvs_budget *bud)
 {
-    kvs_budget_in bi = c->bi;
-    kvs_runner_limits lim = c->lim;
-    lim.max_model_len = len;
-    bi.max_model_len = len;
-    bi.activation_peak = round_up(kvs_runner_activation_bytes(&c->hp, &lim, c->b), c->granularity);
-    if (c->host) {
-        int64_t d = (int64_t)blocks_for(len, lim.block_size) - blocks_for(c->lim.max_model_len, lim.block_size);
-        bi.overhead = (uint64_t)((int64_t)bi.overhead + d * 4 * (int64_t)lim.max_seqs);
-    }
-    kvs_error e;
-    return kvs_budget_solve(&bi, bud, &e) == KVS_OK;
+    return kvs_launch_solve_at_len(&c->fit, len, bud);
 }
 
 /* The inverse questions for C requests of the plan's max_model_len tokens:
@@ -100,10 +77,10 @@ static bool solve_at_len(const plan_ctx *c, int32_t len, kvs_budget *bud)
 static void solve_inverse(const plan_ctx *c, double conc, const kvs_budget *bud, kvs_plan_result *out)
 {
     out->has_target = true;
-    const kvs_budget_in *bi = &c->bi;
+    const kvs_budget_in *bi = &c->fit.bi;
     double tokens = conc * (double)bud->max_model_len;
     uint64_t blocks = (uint64_t)ceil(tokens / bi->block_size);
-    uint64_t need = bi->weights + bi->activation_peak + bi->graphs + bi->overhead +
+    uint64_t need = bi->weights + bi->activation_peak + bi->graphs + bi->overhead + bi->serving +
                     blocks * (bi->block_bytes + bi->overhead_per_block);
     double u = ceil((double)need / (double)bi->total * 10000.0) / 10000.0;
     while (u <= 1.0 && kvs_budget_bytes(bi->total, u) < need)
@@ -138,6 +115,8 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         if (!gpu)
             return kvs_fail(err, KVS_E_INVALID, "unknown device '%s' (known: %s)", dev, kvs_device_names());
     }
+    if ((st = kvs_launch_check_memory_flags(lo, err)) != KVS_OK)
+        return st;
     if ((st = kvs_source_open(&src, lo->model_path, err)) != KVS_OK)
         goto done;
     kvs_model_hparams hp = src->hp;
@@ -155,7 +134,8 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     kvs_launch_budget_inputs(lo, &hp, &lim, kv_dtype, gpu == NULL, &bi);
     bi.utilization = lo->gpu_memory_utilization;
     bi.weights = weights;
-    uint64_t granularity = 1;
+    uint64_t granularity = 1, tok_bytes = 0;
+    size_t max_token_bytes = 0;
     if (gpu) {
         snprintf(rep->device, sizeof rep->device, "%s (%s)", gpu->name, gpu->full_name);
         rep->estimate = true;
@@ -173,6 +153,7 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         bi.graphs = lo->enforce_eager ? 0
                                       : graph_estimate(gpu, &hp, o->n_cuda_graph_sizes > 0 ? o->n_cuda_graph_sizes : 67);
         bi.overhead = gpu->context_bytes + gpu->cublas_bytes;
+        rep->overhead_measured_bytes = bi.overhead;
     } else {
         kvs_cpu_options co = {.n_threads = lo->n_threads, .device_memory = lo->device_memory};
         if ((st = kvs_cpu_backend_new(&b, &co, err)) != KVS_OK)
@@ -196,19 +177,33 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         bi.graphs = 0;
         if ((st = kvs_source_tokenizer(src, &tok, err)) != KVS_OK)
             goto done;
+        kvs_runtime_reserve rr;
+        tok_bytes = kvs_launch_tokenizer_reserve(tok);
+        max_token_bytes = kvs_tok_max_token_bytes(tok);
+        kvs_launch_runtime_reserve(lo, &hp, &lim, kv_dtype, b, tok_bytes, max_token_bytes, &rr);
+        bi.overhead = rr.total;
+        bi.serving = lo->serving_reserve;
         kvs_source_close(src);
         src = NULL;
-        if ((st = cpu_overhead(lo, &hp, &lim, kv_dtype, tok, b, &bi.overhead, err)) != KVS_OK)
+        if ((st = cpu_overhead(lo, &hp, &lim, kv_dtype, tok, b, &rep->overhead_measured_bytes, err)) != KVS_OK)
             goto done;
     }
+    kvs_len_fit fit = {.o = lo, .hp = &hp, .lim = lim, .kv_dtype = kv_dtype, .b = b, .bi = bi,
+                       .tok_bytes = tok_bytes, .max_token_bytes = max_token_bytes, .host = !gpu,
+                       .granularity = granularity};
+    if (lo->max_model_len == -1) /* auto: as a start picks it */
+        kvs_launch_pick_auto_len(&fit, &bi, &lim);
     rep->activation_formula_bytes = bi.activation_peak;
     kvs_budget bud;
-    if ((st = kvs_budget_solve(&bi, &bud, err)) != KVS_OK)
+    if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto done;
     kvs_launch_fill_report(rep, &bi, &bud);
-    rep->peak_process_bytes = bud.non_kv + bud.kv_cache_bytes;
+    rep->projected_peak_bytes = bud.non_kv + bud.kv_cache_bytes;
+    rep->peak_process_bytes = rep->projected_peak_bytes; /* a plan observes nothing: the projection */
     if (o->target_concurrency > 0.0) {
-        plan_ctx c = {.bi = bi, .lim = lim, .hp = hp, .b = b, .granularity = granularity, .host = !gpu};
+        fit.bi = bi;
+        fit.lim = lim;
+        plan_ctx c = {.fit = fit, .hp = hp};
         solve_inverse(&c, o->target_concurrency, &bud, out);
     }
 done:

@@ -7,6 +7,12 @@
  * [i * block_size, (i + 1) * block_size).  Preemption frees the blocks and
  * sets n_computed to 0; the tokens stay, so the request resumes by
  * recomputing them (and the prefix cache may give most of them back).
+ *
+ * Requests live in the engine's pool (max_requests slots, sized when the
+ * engine is made): every buffer a request needs (tokens up to
+ * max_model_len, its block table, its text window, its stop lists) is a
+ * fixed slice of one allocation, so adding a request or running a step
+ * allocates nothing.
  */
 #ifndef KVS_ENGINE_REQUEST_H
 #define KVS_ENGINE_REQUEST_H
@@ -27,18 +33,24 @@ typedef struct kvs_request {
     uint64_t arrival;           /* admission order (FCFS) */
 
     kvs_request_params params;  /* stop / stop_token_ids point into owned copies */
-    char **stop;
-    int32_t *stop_ids;
+    char *stop[KVS_MAX_STOP_STRINGS];     /* into stop_chars */
+    char *stop_chars;           /* [KVS_MAX_STOP_BYTES + KVS_MAX_STOP_STRINGS] */
+    int32_t stop_ids[KVS_MAX_STOP_TOKEN_IDS];
     size_t max_stop_len;
+    int32_t slot;               /* index in the engine's request pool */
     kvs_rng rng;
     struct kvs_gmatcher *gm;    /* structured output state, or NULL */
 
     kvs_tok_stream stream;      /* incremental detokenizer */
-    char *text;                 /* output text so far */
+    char *text;                 /* [text_cap] a window on the output text: what is not
+                                   yet reported, and the max_stop_len bytes before it
+                                   (all a stop string can still span) */
     size_t text_len, text_cap, text_sent;
     kvs_finish_reason reason;
     bool aborted;
     bool stop_string_hit;       /* finished on a stop string (text cut there) */
+    const char *error;          /* ended by a broken invariant: why (static text) */
+    bool paused;                /* not scheduled while set (kvs_engine_pause) */
 
     /* last step's output (for kvs_output) */
     float logprob;

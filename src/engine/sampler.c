@@ -167,6 +167,25 @@ static void sift_down(int32_t *idx, int32_t k, int32_t i, const float *prob)
     }
 }
 
+/* Sift idx[i] down the heap idx[0..k) whose root is the candidate that
+ * cmp_desc puts first (the best). */
+static void sift_best(int32_t *idx, int32_t k, int32_t i, const float *prob)
+{
+    for (;;) {
+        int32_t best = i, l = 2 * i + 1, r = l + 1;
+        if (l < k && cmp_desc(&idx[l], &idx[best], (void *)prob) < 0)
+            best = l;
+        if (r < k && cmp_desc(&idx[r], &idx[best], (void *)prob) < 0)
+            best = r;
+        if (best == i)
+            return;
+        int32_t t = idx[i];
+        idx[i] = idx[best];
+        idx[best] = t;
+        i = best;
+    }
+}
+
 /* Move the k candidates that come first under cmp_desc into idx[0..k), in
  * no particular order; returns k.  cmp_desc is a total order (ties by id),
  * so this keeps exactly the set a full sort would keep, in O(n log k). */
@@ -180,6 +199,31 @@ static int32_t select_top(int32_t *idx, int32_t n, int32_t k, const float *prob)
             sift_down(idx, k, 0, prob);
         }
     return k;
+}
+
+/* Sort idx[0..n) in cmp_desc's order, in place: a heapsort over the heap
+ * whose root is the worst candidate, so that each step moves the worst
+ * left to the end.  cmp_desc is a total order, so the result is the one
+ * any correct sort gives; unlike qsort_r (which glibc may back with a
+ * malloc'ed merge buffer of n elements) it allocates nothing. */
+static void sort_desc(int32_t *idx, int32_t n, const float *prob)
+{
+    /* A heap whose root is the *best*: sift with the order reversed. */
+    for (int32_t i = n / 2 - 1; i >= 0; i--)
+        sift_best(idx, n, i, prob);
+    for (int32_t end = n - 1; end > 0; end--) {
+        int32_t t = idx[0];
+        idx[0] = idx[end];
+        idx[end] = t;
+        sift_best(idx, end, 0, prob);
+    }
+    /* idx is now ascending under "best at the root, moved to the end":
+     * reverse to put the best first. */
+    for (int32_t i = 0, j = n - 1; i < j; i++, j--) {
+        int32_t t = idx[i];
+        idx[i] = idx[j];
+        idx[j] = t;
+    }
 }
 
 int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, float *logits,
@@ -206,7 +250,7 @@ int32_t kvs_sample(kvs_sampler *s, const kvs_sampling_params *p, kvs_rng *rng, f
         return argmax(logits, V);
     if (p->top_k > 0 && p->top_k < n)
         n = select_top(s->idx, n, p->top_k, s->prob);
-    qsort_r(s->idx, (size_t)n, sizeof *s->idx, cmp_desc, s->prob);
+    sort_desc(s->idx, n, s->prob);
     double kept = 0.0;
     for (int32_t i = 0; i < n; i++)
         kept += s->prob[s->idx[i]];

@@ -13,7 +13,7 @@ kvs_status kvs_sched_init(kvs_scheduler *s, const kvs_engine_config *cfg, kvs_er
     memset(s, 0, sizeof *s);
     s->cfg = *cfg;
     s->max_blocks = kvs_sched_blocks_for(s, cfg->max_model_len);
-    s->waiting_cap = 64;
+    s->waiting_cap = cfg->max_requests > 0 ? cfg->max_requests : 64; /* never grows for an engine */
     s->running = calloc((size_t)cfg->max_num_seqs, sizeof *s->running);
     s->plan = calloc((size_t)cfg->max_num_seqs, sizeof *s->plan);
     s->waiting = calloc((size_t)s->waiting_cap, sizeof *s->waiting);
@@ -160,6 +160,10 @@ void kvs_sched_schedule(kvs_scheduler *s)
 
     for (int32_t i = 0; i < s->n_running && budget > 0;) {
         kvs_request *r = s->running[i];
+        if (r->paused) { /* its reader is behind: it keeps its blocks and waits */
+            i++;
+            continue;
+        }
         int32_t n_new = r->n_tokens - r->n_computed;
         if (n_new > budget)
             n_new = budget;

@@ -14,6 +14,9 @@
  * prefix cache holds, and computes the rest, in chunks if the budget is
  * smaller (chunked prefill).
  *
+ * A running request that is paused (its reader is behind) gets no tokens
+ * and keeps its blocks until it is resumed.
+ *
  * A request samples in a step exactly when that step's tokens bring its
  * computed count up to all of its tokens.
  */

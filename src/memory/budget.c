@@ -99,7 +99,7 @@ kvs_status kvs_budget_check_free(uint64_t total, uint64_t free, uint64_t used_by
 kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error *err)
 {
     memset(out, 0, sizeof *out);
-    char b1[64], b2[64], b3[64], b4[64], b5[64], b6[64], b7[64], adv[160];
+    char b1[64], b2[64], b3[64], b4[64], b5[64], b6[64], b7[64], b8[64], adv[160];
     if (in->total == 0)
         return kvs_fail(err, KVS_E_INVALID, "the device reports no memory");
     kvs_status st = kvs_budget_check_free(in->total, in->free, in->used_by_others, in->utilization, err);
@@ -108,7 +108,7 @@ kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error 
     if (in->block_bytes == 0 || in->block_size < 1)
         return kvs_fail(err, KVS_E_INVALID, "block size must be positive");
     out->budget = kvs_budget_bytes(in->total, in->utilization);
-    uint64_t fixed = in->weights + in->activation_peak + in->graphs + in->overhead;
+    uint64_t fixed = in->weights + in->activation_peak + in->graphs + in->overhead + in->serving;
     out->non_kv = fixed;
     uint64_t avail_dev = in->total > in->used_by_others ? in->total - in->used_by_others : 0;
     out->slack_outside = avail_dev > out->budget ? avail_dev - out->budget : 0;
@@ -130,7 +130,7 @@ kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error 
             util_advice(in, fixed + asked * per_block, adv, sizeof adv);
             return kvs_fail(err, KVS_E_BUDGET,
                             "--kv-cache-memory %s does not fit the budget: %s budget - %s for weights, "
-                            "activations, graphs and overhead leaves %s%s; it needs %s",
+                            "activations, graphs, overhead and serving reserve leaves %s%s; it needs %s",
                             GIB_S(in->kv_cache_memory, b1), GIB_S(out->budget, b2), GIB_S(fixed, b3),
                             kv_avail > 0 ? GIB_S((uint64_t)kv_avail, b4) : "nothing",
                             in->overhead_per_block ? " (each block also costs host bookkeeping)" : "", adv);
@@ -150,14 +150,14 @@ kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error 
         if (kv_avail < 0)
             return kvs_fail(err, KVS_E_BUDGET,
                             "the budget %s (%.4g x %s) does not hold the model: weights %s + activation peak "
-                            "%s + graphs %s + runtime overhead %s = %s, leaving no KV cache; one request of "
-                            "%lld tokens needs %s",
+                            "%s + graphs %s + runtime overhead %s + serving reserve %s = %s, leaving no KV cache; "
+                            "one request of %lld tokens needs %s",
                             GIB_S(out->budget, b1), in->utilization, GIB_S(in->total, b2), GIB_S(in->weights, b3),
                             GIB_S(in->activation_peak, b4), GIB_S(in->graphs, b5), GIB_S(in->overhead, b6),
-                            GIB_S(fixed, b7), (long long)want_len, adv);
+                            GIB_S(in->serving, b8), GIB_S(fixed, b7), (long long)want_len, adv);
         return kvs_fail(err, KVS_E_BUDGET,
                         "no memory is left for the KV cache: the budget %s - %s for weights, activations, "
-                        "graphs and overhead leaves %s, less than one KV block (%s); one request of %lld "
+                        "graphs, overhead and serving reserve leaves %s, less than one KV block (%s); one request of %lld "
                         "tokens needs %s",
                         GIB_S(out->budget, b1), GIB_S(fixed, b2), GIB_S((uint64_t)kv_avail, b3),
                         GIB_S(per_block, b4), (long long)want_len, adv);
@@ -166,7 +166,7 @@ kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error 
         blocks = INT32_MAX;
     out->num_blocks = (int32_t)blocks;
     out->overhead = in->overhead + (uint64_t)blocks * in->overhead_per_block;
-    out->non_kv = in->weights + in->activation_peak + in->graphs + out->overhead;
+    out->non_kv = in->weights + in->activation_peak + in->graphs + out->overhead + in->serving;
     out->kv_cache_bytes = (uint64_t)blocks * in->block_bytes;
     out->kv_cache_tokens = blocks * (int64_t)in->block_size;
     out->slack_inside = out->budget - out->non_kv - out->kv_cache_bytes;
@@ -187,7 +187,8 @@ kvs_status kvs_budget_solve(const kvs_budget_in *in, kvs_budget *out, kvs_error 
                             "(--max-model-len auto picks it), or the asked length needs %s",
                             in->max_model_len, GIB_S(need_kv, b1), (unsigned long long)want_blocks,
                             in->block_size, ub, GIB_S(out->kv_cache_bytes, b2), (long long)out->kv_cache_tokens,
-                            in->overhead_unknown ? " before the runtime overhead" : "", ub, (long long)fit_len, adv);
+                            in->overhead_unknown ? " before the runtime overhead" : "", ub,
+                            (long long)(in->fit_len_hint > 0 ? in->fit_len_hint : fit_len), adv);
         }
         out->max_model_len = in->max_model_len;
     } else {

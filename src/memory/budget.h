@@ -4,7 +4,7 @@
  *
  *   budget   = ceil(total * utilization)              this instance's share
  *   others   = what other processes held at start     (reported; must leave `budget` free)
- *   kv_cache = budget - weights - activation_peak - graphs - overhead,
+ *   kv_cache = budget - weights - activation_peak - graphs - overhead - serving,
  *              rounded down to whole blocks, or --kv-cache-memory if given
  *              (on the CPU backend each block also costs a little host
  *              bookkeeping, counted in the overhead)
@@ -36,7 +36,9 @@ typedef struct kvs_budget_in {
     uint64_t weights;
     uint64_t activation_peak;
     uint64_t graphs;
-    uint64_t overhead;            /* runtime overhead measured before the KV cache */
+    uint64_t overhead;            /* the runtime overhead reserve (computed; see launch.h) */
+    uint64_t serving;             /* the serving reserve: the HTTP front end and the serving
+                                     loop's pools (host memory: CPU backend only) */
     bool overhead_unknown;        /* not measured yet (0 above): a check before loading, whose
                                      advice is then a lower bound */
     uint64_t overhead_per_block;  /* host bookkeeping per KV block when host memory is the
@@ -46,12 +48,14 @@ typedef struct kvs_budget_in {
     int32_t block_size;           /* tokens per block */
     int32_t max_model_len;        /* 0 = auto */
     int32_t model_max_len;        /* the model's trained context (the auto default) */
+    int32_t fit_len_hint;         /* > 0: the largest max_model_len a start fits (the caller's
+                                     search, kvs_launch_largest_len), named by the error */
 } kvs_budget_in;
 
 typedef struct kvs_budget {
     uint64_t budget;              /* ceil(total * utilization) */
     uint64_t overhead;            /* overhead + num_blocks * overhead_per_block */
-    uint64_t non_kv;              /* weights + activation peak + graphs + overhead */
+    uint64_t non_kv;              /* weights + activation peak + graphs + overhead + serving */
     uint64_t kv_cache_bytes;      /* num_blocks * block_bytes */
     int32_t num_blocks;
     int64_t kv_cache_tokens;      /* num_blocks * block_size */

@@ -14,11 +14,17 @@
 #ifndef KVS_MEMORY_HOST_H
 #define KVS_MEMORY_HOST_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 /* Make every page of p[0..bytes) resident by writing a zero byte into
  * each (every 4096 bytes, which covers larger pages too): for buffers
  * fresh from calloc, or whose contents do not matter yet.  p may be NULL. */
 void kvs_host_touch(void *p, size_t bytes);
+
+/* The process's resident memory now (VmRSS) and its high-water mark
+ * (VmHWM), in bytes, from /proc/self/status.  False if unreadable. */
+bool kvs_host_rss(uint64_t *rss, uint64_t *hwm);
 
 #endif

@@ -25,7 +25,12 @@ typedef struct kvs_memory_report {
     uint64_t activation_peak_bytes;
     uint64_t activation_formula_bytes; /* the same peak computed from shapes */
     uint64_t graph_bytes;
-    uint64_t overhead_bytes;      /* measured (or estimated) + num_blocks * overhead_per_block */
+    uint64_t overhead_bytes;      /* the runtime reserve + num_blocks * overhead_per_block */
+    uint64_t overhead_reserve_bytes;   /* the runtime reserve: computed from known sizes (CPU), or
+                                          the measured CUDA costs (GPU profiles) */
+    uint64_t overhead_measured_bytes;  /* what start-up measured beyond the ledger (must fit the
+                                          reserve); plan: its own estimate of that */
+    uint64_t serving_reserve_bytes;    /* the front end and the serving pools (a budget term) */
     uint64_t overhead_per_block_bytes; /* host bookkeeping per KV block (CPU backend; 0 on a GPU) */
     uint64_t kv_cache_bytes;
     int32_t block_size;
@@ -34,7 +39,9 @@ typedef struct kvs_memory_report {
     int64_t kv_cache_tokens;
     int32_t max_model_len;
     double max_concurrency;
-    uint64_t peak_process_bytes;
+    uint64_t peak_process_bytes;  /* the observed peak (VmHWM) when the report was made; plan:
+                                     the projection */
+    uint64_t projected_peak_bytes; /* every term of the budget: what the process may reach */
     uint64_t slack_inside_bytes;
     uint64_t slack_outside_bytes;
     double load_seconds;

@@ -322,7 +322,7 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
             }
         }
         bool ok = stream_event(g, ev);
-        free(ev);
+        kvs_event_free(ev);
         if (!ok)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
@@ -470,12 +470,12 @@ static enum MHD_Result gen_poll(void *ctx, struct MHD_Connection *c)
         }
         if (ev->kind == KVS_EV_ERROR) {
             ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
-            free(ev);
+            kvs_event_free(ev);
             gen_end(g, true);
             return ret;
         }
         bool ok = collect_event(g, ev);
-        free(ev);
+        kvs_event_free(ev);
         if (!ok) {
             gen_end(g, true);
             return kvs_http_error(c, 500, NULL, NULL, "out of memory");
@@ -578,11 +578,11 @@ static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
     if (ev->kind == KVS_EV_ERROR) {
         enum MHD_Result ret = kvs_http_error(c, (unsigned)ev->status, ev->param[0] ? ev->param : NULL, NULL, "%s",
                                              ev->text);
-        free(ev);
+        kvs_event_free(ev);
         gen_end(g, false);
         return ret;
     }
-    free(ev);
+    kvs_event_free(ev);
     g->last_check = kvs_now();
     return g->stream ? start_stream(g, c) : gen_poll(g, c);
 }
@@ -634,7 +634,7 @@ enum MHD_Result kvs_gen_run_chat(kvs_server *s, struct MHD_Connection *c, const 
     g->gs->sub.chan = g->chan;
     if (!kvs_loop_submit(s->loop, &g->gs->sub)) {
         g->accepted = true; /* nothing was queued: g->gs is still ours */
-        free(g->gs->sub.reply);
+        kvs_event_free(g->gs->sub.reply);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");

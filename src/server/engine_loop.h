@@ -33,6 +33,7 @@
 #include <time.h>
 
 #include "engine/engine.h"
+#include "engine/launch.h"
 #include "server/metrics.h"
 
 typedef enum kvs_ev_kind {
@@ -43,6 +44,7 @@ typedef enum kvs_ev_kind {
 
 typedef struct kvs_srv_event {
     struct kvs_srv_event *next;
+    struct kvs_event_pool *pool;   /* where it came from (NULL: kvs_event_new's malloc) */
     kvs_ev_kind kind;
     int32_t index;                 /* choice */
     int32_t token;                 /* -1: none (abort) */
@@ -72,8 +74,13 @@ void kvs_chan_unref(kvs_chan *c);
 /* Queue an event (taking it).  False (and the event freed) if the consumer
  * has closed the channel. */
 bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev);
+/* Queue an event as kvs_chan_push does, unless `quota` (> 0) events are
+ * queued already: then false, and the event is still the caller's. */
+bool kvs_chan_push_quota(kvs_chan *c, kvs_srv_event *ev, int quota, bool *closed);
+/* Events queued now. */
+int kvs_chan_queued(kvs_chan *c);
 /* The next event, waiting at most timeout_ms; NULL on time-out.  The caller
- * frees the event with free(). */
+ * frees the event with kvs_event_free(). */
 kvs_srv_event *kvs_chan_pop(kvs_chan *c, int timeout_ms);
 /* The consumer is gone: drop queued events, refuse new ones. */
 void kvs_chan_close(kvs_chan *c);
@@ -91,8 +98,44 @@ void kvs_chan_set_notify(kvs_chan *c, void (*fn)(void *arg), void *arg);
 void kvs_chan_set_dtor(kvs_chan *c, void (*fn)(void *arg), void *arg);
 
 /* An allocated event with room for len bytes of text (copied from text if
- * not NULL).  NULL when out of memory. */
+ * not NULL).  NULL when out of memory.  (Used off the engine thread: the
+ * submitter's reply; the engine thread takes its events from a pool.) */
 kvs_srv_event *kvs_event_new(kvs_ev_kind kind, const char *text, size_t len);
+/* Give an event back: to its pool, or free() it (NULL: no-op).  Any thread. */
+void kvs_event_free(kvs_srv_event *ev);
+
+/* A fixed pool of events with room for text_cap bytes of text each, made
+ * once and resident; `reserve` of them are kept for final error events
+ * (kvs_event_pool_get with use_reserve).  Thread-safe. */
+typedef struct kvs_event_pool kvs_event_pool;
+typedef struct kvs_event_pool_stats {
+    uint64_t capacity, in_use, high_water, bytes;
+} kvs_event_pool_stats;
+kvs_status kvs_event_pool_new(kvs_event_pool **out, size_t n_events, size_t reserve, size_t text_cap,
+                              kvs_error *err);
+/* Free the pool (NULL: no-op); every event must be back. */
+void kvs_event_pool_free(kvs_event_pool *p);
+/* An event of `kind` with no text, or NULL when the pool (outside the
+ * reserve, unless use_reserve) is empty.  Allocates nothing. */
+kvs_srv_event *kvs_event_pool_get(kvs_event_pool *p, kvs_ev_kind kind, bool use_reserve);
+size_t kvs_event_pool_text_cap(const kvs_event_pool *p);
+void kvs_event_pool_get_stats(kvs_event_pool *p, kvs_event_pool_stats *st);
+/* The bytes a pool of n events of text_cap takes. */
+uint64_t kvs_event_pool_bytes(size_t n_events, size_t text_cap);
+
+/* The serving loop's pools for an engine with max_requests request slots:
+ * events (KVS_EVENTS_PER_REQUEST queued per live request, plus a reserve),
+ * live-request records and abort ranges.  Their bytes, for the budget. */
+#define KVS_EVENTS_PER_REQUEST 4
+#define KVS_EVENT_TEXT 128
+uint64_t kvs_loop_reserve_bytes(int32_t max_requests);
+
+/* The serving reserve for a start with these options: the loop's pools
+ * for the engine's request slots, plus the HTTP front end's memory for
+ * --max-connections and --max-request-bytes (http_reserve.h).  A budget
+ * term of its own (launch.h: serving_reserve), the same for `plan`,
+ * `generate` and `serve`, so that they agree. */
+uint64_t kvs_serving_reserve_bytes(const kvs_launch_opts *o);
 
 /* Text room of a submission's reply event: an engine error message fits. */
 #define KVS_SUBMIT_REPLY_ROOM (sizeof(((kvs_error *)0)->msg) - 1)
@@ -117,7 +160,15 @@ typedef struct kvs_submit {
 
 typedef struct kvs_loop kvs_loop;
 
-/* Start the engine thread over `e` (which it owns until kvs_loop_stop). */
+/* Start the engine thread over `e` (which it owns until kvs_loop_stop).
+ * Its pools (kvs_loop_reserve_bytes) are made here, sized from the
+ * engine's request slots; after that the loop allocates nothing: a
+ * submission waits in the inbox until the engine has slots for all its
+ * choices; a request whose reader has KVS_EVENTS_PER_REQUEST events per
+ * choice queued (or, while the pool runs low, any event queued: readers of
+ * finished requests may still hold some) is paused (not scheduled) until
+ * the reader catches up; and a choice that finds the event pool empty
+ * ends with a 503 error event. */
 kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_error *err);
 /* Post a submission (sub->reply set).  The caller keeps `sub` alive, and its
  * channel open, until the channel's first event (ACCEPTED or ERROR, sent in

@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "memory/host.h"
+
 /* vLLM's bucket boundaries. */
 static const double TTFT_BOUNDS[] = {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75,
                                      1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0, 160.0, 640.0, 2560.0};
@@ -83,6 +85,27 @@ void kvs_metrics_finished(kvs_metrics *m, kvs_finish_reason r, double e2e)
     pthread_mutex_unlock(&m->mu);
 }
 
+void kvs_metrics_set_serving(kvs_metrics *m, const kvs_serving_stats *ss)
+{
+    pthread_mutex_lock(&m->mu);
+    m->serving = *ss;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void kvs_metrics_set_serving_capacity(kvs_metrics *m, uint64_t bytes)
+{
+    pthread_mutex_lock(&m->mu);
+    m->serving_loop_bytes = bytes;
+    pthread_mutex_unlock(&m->mu);
+}
+
+void kvs_metrics_refused_for_memory(kvs_metrics *m)
+{
+    pthread_mutex_lock(&m->mu);
+    m->http_refused_for_memory++;
+    pthread_mutex_unlock(&m->mu);
+}
+
 /* ---- rendering ---- */
 
 static void header(FILE *f, const char *name, const char *type, const char *help)
@@ -131,15 +154,50 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
         {"memory_weights_bytes", "Model weights.", r->weights_bytes},
         {"memory_activation_peak_bytes", "Profiled activation peak of the largest step.", r->activation_peak_bytes},
         {"memory_graph_bytes", "Captured graphs.", r->graph_bytes},
-        {"memory_overhead_bytes", "Runtime overhead measured at start.", r->overhead_bytes},
+        {"memory_overhead_bytes", "Runtime overhead reserve (computed) plus host bookkeeping per KV block.",
+         r->overhead_bytes},
+        {"memory_overhead_measured_bytes", "Runtime overhead measured at start (inside the reserve).",
+         r->overhead_measured_bytes},
+        {"memory_serving_reserve_bytes", "Serving reserve: the front end and the serving pools.",
+         r->serving_reserve_bytes},
         {"memory_kv_cache_bytes", "KV cache.", r->kv_cache_bytes},
         {"memory_slack_inside_bytes", "Budget left after all terms (under one block).", r->slack_inside_bytes},
-        {"memory_peak_process_bytes", "Peak process memory at start.", r->peak_process_bytes},
+        {"memory_projected_peak_bytes", "Process memory projected at start: every term of the budget.",
+         r->projected_peak_bytes},
     };
     for (size_t i = 0; i < sizeof g / sizeof g[0]; i++)
         gauge(f, m, g[i].name, g[i].help, (double)g[i].v);
     gauge(f, m, "kv_cache_blocks", "KV cache blocks.", (double)r->num_blocks);
     gauge(f, m, "kv_cache_block_size", "Tokens per KV block.", (double)r->block_size);
+    uint64_t rss = 0, hwm = 0;
+    if (kvs_host_rss(&rss, &hwm)) {
+        gauge(f, m, "memory_resident_bytes", "Process resident memory now (VmRSS).", (double)rss);
+        gauge(f, m, "memory_resident_high_water_bytes", "Process resident memory high-water mark (VmHWM).",
+              (double)hwm);
+        gauge(f, m, "memory_peak_process_bytes", "Observed peak process memory (VmHWM).", (double)hwm);
+    }
+    gauge(f, m, "kv_cache_blocks_used", "KV cache blocks in use.", (double)m->st.kv_blocks_used);
+    gauge(f, m, "memory_activation_arena_bytes", "Activation arena capacity (the profiled peak).",
+          (double)r->activation_peak_bytes);
+    gauge(f, m, "memory_activation_arena_high_water_bytes", "Activation arena high-water mark.",
+          (double)m->st.arena_high_water);
+    gauge(f, m, "request_slots_used", "Engine request slots in use (running + waiting).",
+          (double)m->st.requests_live);
+    gauge(f, m, "request_slots_high_water", "Most engine request slots in use at once.",
+          (double)m->st.requests_high_water);
+    gauge(f, m, "request_slots_capacity", "Engine request slots.", (double)m->st.requests_cap);
+    gauge(f, m, "serving_events_used", "Serving-loop events in use.", (double)m->serving.events_in_use);
+    gauge(f, m, "serving_events_high_water", "Most serving-loop events in use at once.",
+          (double)m->serving.events_high_water);
+    gauge(f, m, "serving_events_capacity", "Serving-loop events.", (double)m->serving.events_capacity);
+    gauge(f, m, "serving_loop_pool_bytes", "Bytes of the serving loop's pools (fixed at start).",
+          (double)m->serving_loop_bytes);
+    gauge(f, m, "num_requests_queued_for_slots", "Requests waiting for engine request slots.",
+          (double)m->serving.submissions_waiting);
+    counter(f, m, "requests_refused_memory", "Requests refused or ended because a memory pool was full.",
+            m->serving.refused_for_memory + m->http_refused_for_memory);
+    counter(f, m, "requests_failed_invariant", "Requests ended by a broken engine invariant.",
+            m->st.n_failed_invariant);
 }
 
 char *kvs_metrics_render(kvs_metrics *m, size_t *len)

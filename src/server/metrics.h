@@ -6,7 +6,9 @@
  * model_name="<served name>".  The engine thread writes (kvs_metrics_*
  * observers, one mutex), the /metrics handler reads a consistent snapshot.
  * Memory gauges (kvserve:memory_*_bytes) are the start-up memory report's
- * terms.
+ * terms, and live figures: the process's resident memory now and its
+ * high-water mark (read at each scrape), the request slots, the serving
+ * pools' use and capacity, and requests refused for lack of memory.
  */
 #ifndef KVS_SERVER_METRICS_H
 #define KVS_SERVER_METRICS_H
@@ -28,6 +30,13 @@ typedef struct kvs_histo {
     double sum;
 } kvs_histo;
 
+/* The serving loop's pools (engine_loop.h), published after each step. */
+typedef struct kvs_serving_stats {
+    uint64_t events_in_use, events_high_water, events_capacity, events_bytes;
+    uint64_t submissions_waiting;    /* in the inbox, waiting for request slots */
+    uint64_t refused_for_memory;     /* choices ended because a pool was full */
+} kvs_serving_stats;
+
 typedef struct kvs_metrics {
     pthread_mutex_t mu;
     char model_name[256];
@@ -36,6 +45,9 @@ typedef struct kvs_metrics {
     uint64_t prompt_tokens;          /* prompt tokens of requests that produced a token */
     uint64_t finished[4];            /* by kvs_finish_reason */
     kvs_histo ttft, tpot, e2e;
+    kvs_serving_stats serving;
+    uint64_t serving_loop_bytes;     /* the loop's pools, fixed at start */
+    uint64_t http_refused_for_memory; /* requests the front end refused for a full pool (503) */
 } kvs_metrics;
 
 /* Zero m and set its model label (copied, quotes, backslashes and newlines
@@ -52,6 +64,13 @@ void kvs_metrics_first_token(kvs_metrics *m, double ttft, int32_t n_prompt);
 void kvs_metrics_next_token(kvs_metrics *m, double dt);
 /* Engine thread: a request finished `e2e` seconds after arrival. */
 void kvs_metrics_finished(kvs_metrics *m, kvs_finish_reason r, double e2e);
+
+/* Engine thread: publish the serving loop's pool use. */
+void kvs_metrics_set_serving(kvs_metrics *m, const kvs_serving_stats *ss);
+/* The loop's pools' bytes (at start). */
+void kvs_metrics_set_serving_capacity(kvs_metrics *m, uint64_t bytes);
+/* Any thread: a request refused for a full pool (the front end's 503). */
+void kvs_metrics_refused_for_memory(kvs_metrics *m);
 
 /* The Prometheus text exposition (malloc'ed, NUL-terminated); NULL if out
  * of memory. */

@@ -106,7 +106,8 @@ def main():
     pj = mt.plan_json(S, ["--device-memory", "64MiB"])
     block = pj["kv_bytes_per_token"] * pj["block_size"]
     opb = pj["overhead_per_block_bytes"]
-    fixed = pj["weights_bytes"] + pj["activation_peak_bytes"] + pj["graph_bytes"] + pj["overhead_bytes"] - pj["num_blocks"] * opb
+    fixed = (pj["weights_bytes"] + pj["activation_peak_bytes"] + pj["graph_bytes"] + pj["overhead_bytes"]
+             - pj["num_blocks"] * opb + pj["serving_reserve_bytes"])
     dm = int((fixed + 63 * (block + opb)) / 0.5)
     base = ["--device-memory", str(dm), "--gpu-memory-utilization", "0.5"]
     auto = mt.measured_json(S, base + ["--max-model-len", "auto"], os.path.join(work, "auto.json"))
@@ -119,24 +120,26 @@ def main():
         fail("needed KV memory %s GiB, expected %.4f (128 blocks of %d bytes)" % (need, 128 * block / mt.GIB, block))
     n_fit = number(r"largest max_model_len that fits is (\d+)", err)
     u_fit = number(r"needs --gpu-memory-utilization (0\.\d+)", err)
-    # The measured overhead varies from run to run by up to ~100 KiB (pages of
-    # code mapped in by fault-around), a few blocks of stories260K.
-    slack = 16 * pj["block_size"]
+    # The overhead is a computed reserve: the suggestion is exact.
+    slack = 0
     if n_fit is None or abs(n_fit - auto["max_model_len"]) > slack:
         fail("largest max_model_len %s, but --max-model-len auto started with %d" % (n_fit, auto["max_model_len"]))
     else:
         print("    largest that fits: %d (auto measured %d); utilization for 2048: %s" % (n_fit, auto["max_model_len"], u_fit))
         expect_ok("generate", base + ["--max-model-len", str(int(n_fit) - slack)], "the suggested length")
+        expect_error("generate", base + ["--max-model-len", str(int(n_fit) + 1)], [r"largest max_model_len"],
+                     "one more than the suggested length")
     if u_fit is not None:
-        expect_ok("generate", ["--device-memory", str(dm), "--gpu-memory-utilization", "%.4f" % min(1.0, u_fit + 0.02),
+        expect_ok("generate", ["--device-memory", str(dm), "--gpu-memory-utilization", "%.4f" % u_fit,
                                "--max-model-len", "2048"], "the suggested utilization")
     expect_error("plan", base + ["--max-model-len", "2048"], [r"largest max_model_len that fits is \d+"],
                  "plan: max-model-len that does not fit")
 
-    # 4. Zero KV blocks: a budget 1 MiB short of the fixed terms (more than
-    #    the plan's error and the overhead's run-to-run noise together).
+    # 4. Zero KV blocks: a budget 1 MiB short of the fixed terms at the
+    #    model's length (auto would pick a shorter length, whose request pool
+    #    and activation peak are smaller).
     dm0 = int((fixed - mt.MIB) / 0.92)
-    expect_error("generate", ["--device-memory", str(dm0), "--max-model-len", "auto"],
+    expect_error("generate", ["--device-memory", str(dm0), "--max-model-len", str(pj["max_model_len"])],
                  [r"no KV cache|no memory is left for the KV cache",
                   r"--gpu-memory-utilization 0\.\d{4}|more memory than the device has"], "zero KV blocks")
     expect_error("generate", ["--device-memory", "1GiB", "--kv-cache-memory", "100"],

@@ -1,0 +1,137 @@
+#!/usr/bin/python3
+"""The serving loop allocates nothing per token.
+
+An LD_PRELOAD shim (tests/tools/alloc_count.c) counts every malloc,
+calloc, realloc and aligned allocation.  For greedy and for sampled
+requests (temperature, top-k, top-p, min-p, the three penalties, a stop
+string that is held back and never matches, logprobs where the command
+has them), generating 256 tokens must make no more allocations than
+generating 32:
+
+  * `generate -p`: the whole process (the engine runs on the main thread);
+  * `generate --input-file`: the whole process, four requests at once;
+  * `serve`: the engine thread ("kvs-engine"), streaming and not, one and
+    several choices.  The HTTP threads' figures are printed beside.
+
+Not under the sanitizers (they own malloc)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import memtest_util as mt  # noqa: E402
+from kvs_server_util import Server  # noqa: E402
+
+SHIM = os.environ.get("KVS_ALLOC_COUNT", "")
+failures = []
+
+SAMPLED = ["--temperature", "0.9", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.02",
+           "--repetition-penalty", "1.1", "--presence-penalty", "0.2", "--frequency-penalty", "0.1",
+           "--seed", "7", "--stop", "zzzz never"]
+BASE = ["--device-memory", "64MiB", "--max-model-len", "512", "--ignore-eos"]
+
+
+def counted(args, out_path, env_extra=None):
+    env = dict(os.environ, LD_PRELOAD=SHIM, KVS_ALLOC_COUNT_OUT=out_path)
+    if env_extra:
+        env.update(env_extra)
+    p = subprocess.run([mt.KVSERVE] + args, capture_output=True, text=True, timeout=300, env=env)
+    if p.returncode != 0:
+        sys.exit("FAIL: kvserve %s: %s" % (" ".join(args), p.stderr))
+    return read_counts(out_path), p.stdout
+
+
+def read_counts(path):
+    with open(path) as f:
+        return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
+
+
+def compare(what, small, large, key):
+    ok = large[key] <= small[key]
+    print("%-4s %-58s 32 tokens: %6d   256 tokens: %6d  (%s)" % ("ok" if ok else "FAIL", what, small[key], large[key], key))
+    if not ok:
+        failures.append("%s: %d allocations for 256 tokens, %d for 32" % (what, large[key], small[key]))
+
+
+def main():
+    if mt.sanitizer_build():
+        print("SKIP: the sanitizers own malloc")
+        return
+    if not SHIM or not os.path.exists(SHIM):
+        sys.exit("FAIL: KVS_ALLOC_COUNT (the shim) is not built")
+    work = tempfile.mkdtemp(prefix="kvs_allocs_", dir=mt.BUILD)
+    cnt = os.path.join(work, "counts.txt")
+
+    # generate -p
+    for label, flags in (("greedy", ["--temperature", "0"]), ("sampled", SAMPLED)):
+        res = {}
+        for n in (32, 256):
+            c, out = counted(["generate", "-m", mt.STORIES, "-p", "Once upon a time", "-n", str(n)] + BASE + flags, cnt)
+            res[n] = c
+        compare("generate -p, %s" % label, res[32], res[256], "total")
+
+    # generate --input-file
+    for label, params in (("greedy", dict(temperature=0)),
+                          ("sampled, logprobs", dict(temperature=0.9, top_k=40, top_p=0.9, min_p=0.02,
+                                                     repetition_penalty=1.1, presence_penalty=0.2,
+                                                     frequency_penalty=0.1, seed=7, logprobs=3,
+                                                     stop=["zzzz never"]))):
+        res = {}
+        for n in (32, 256):
+            path = os.path.join(work, "reqs.jsonl")
+            with open(path, "w") as f:
+                for p in ("Once upon a time", "The cat", "Lily and Ben", "One day"):
+                    f.write(json.dumps(dict(prompt=p, max_tokens=n, ignore_eos=True, **params)) + "\n")
+            c, out = counted(["generate", "-m", mt.STORIES, "--input-file", path] + BASE[:4], cnt)
+            lens = [len(json.loads(line)["output_token_ids"]) for line in out.splitlines()]
+            if lens != [n] * 4:
+                failures.append("batch: output lengths %s, expected %d each" % (lens, n))
+            res[n] = c
+        compare("generate --input-file (4 requests), %s" % label, res[32], res[256], "total")
+
+    # serve: the engine thread
+    bodies = [
+        ("stream, greedy", dict(prompt="Once upon a time", temperature=0, stream=True)),
+        ("stream, sampled, logprobs", dict(prompt="The cat", temperature=0.9, top_k=40, top_p=0.9, min_p=0.02,
+                                           repetition_penalty=1.1, presence_penalty=0.2, frequency_penalty=0.1,
+                                           seed=3, logprobs=2, stop=["zzzz never"], stream=True)),
+        ("n=2, sampled", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
+        ("greedy", dict(prompt="Lily", temperature=0)),
+    ]
+    res = {}
+    for n in (32, 256):
+        env = {"LD_PRELOAD": SHIM, "KVS_ALLOC_COUNT_OUT": cnt}
+        srv = Server(mt.STORIES, "--max-model-len", "512", env=env)
+        try:
+            for what, body in bodies:
+                b = dict(body, max_tokens=n, ignore_eos=True)
+                if b.get("stream"):
+                    st, ev, _ = srv.stream("/v1/completions", b)
+                    got = sum(1 for e in ev[:-1] if e["choices"] and e["choices"][0].get("logprobs") is not None) \
+                        if b.get("logprobs") else None
+                else:
+                    st, r = srv.post("/v1/completions", b)
+                    if st == 200 and r["usage"]["completion_tokens"] != n * b.get("n", 1):
+                        failures.append("serve %s: %s tokens" % (what, r["usage"]))
+                if st != 200:
+                    failures.append("serve %s: status %s" % (what, st))
+        finally:
+            rc = srv.stop()
+        if rc != 0:
+            failures.append("serve exited %s" % rc)
+        res[n] = read_counts(cnt)
+        if res[n].get("engine_threads") != 1:
+            failures.append("serve: the shim saw %s engine threads name themselves (expected 1)" %
+                            res[n].get("engine_threads"))
+    compare("serve, 4 requests (streams, logprobs, n=2), engine thread", res[32], res[256], "engine")
+    print("     serve, whole process (HTTP threads build JSON per chunk): 32 tokens %d, 256 tokens %d" %
+          (res[32]["total"], res[256]["total"]))
+    if failures:
+        sys.exit("FAIL:\n" + "\n".join(failures))
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()
