@@ -18,6 +18,12 @@ typedef struct serve_opts {
     double drain_timeout;
     const char *memory_report, *memory_report_svg;
     bool quiet;
+    /* the HTTP front end */
+    int32_t http_threads;
+    double idle_timeout, header_timeout;
+    uint64_t body_pool;
+    const char *allowed_origins;
+    bool seen_threads, seen_idle, seen_header;
     const char *chat_template, *reasoning_parser, *tool_call_parser;
     bool auto_tool_choice;
 } serve_opts;
@@ -31,7 +37,7 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
         .summary = "Serve MODEL over OpenAI's HTTP API: /v1/completions, /v1/chat/completions (stream: true\n"
                    "for server-sent events), /v1/models, /health, /metrics, /tokenize, /detokenize.\n"
                    "--port 0 picks a free port; the bound address is printed as 'listening on http://...'.\n"
-                   "SIGINT/SIGTERM stop accepting requests, let running ones finish (up to\n"
+                   "SIGINT/SIGTERM answer new requests 503, let running ones finish (up to\n"
                    "--shutdown-timeout seconds) and exit 0; a second signal stops at once.\n"
                    "The API key may also come from $KVSERVE_API_KEY."};
     kvs_cmd_add(c, (kvs_opt){"--host", NULL, KVS_OPT_STR, &o->host, "ADDR", "address to bind (default 127.0.0.1)"});
@@ -55,6 +61,19 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
     kvs_cmd_add(c, (kvs_opt){"--tool-call-parser", NULL, KVS_OPT_STR, &o->tool_call_parser, "NAME",
                              "hermes, llama3_json or mistral: the model's tool-call format"});
     kvs_cmd_add(c, (kvs_opt){"--quiet", "-q", KVS_OPT_FLAG, &o->quiet, NULL, "no start-up lines"});
+    /* HTTP front end (docs/serving.md, "Connections and limits") */
+    kvs_cmd_add(c, (kvs_opt){"--http-threads", NULL, KVS_OPT_INT, &o->http_threads, "N",
+                             "HTTP worker threads (libmicrohttpd's epoll loop; default 2)", &o->seen_threads});
+    kvs_cmd_add(c, (kvs_opt){"--http-idle-timeout", NULL, KVS_OPT_FLOAT, &o->idle_timeout, "S",
+                             "close a connection idle this long, e.g. kept alive between requests (default 5)",
+                             &o->seen_idle});
+    kvs_cmd_add(c, (kvs_opt){"--http-header-timeout", NULL, KVS_OPT_FLOAT, &o->header_timeout, "S",
+                             "a request head must arrive within this (default 10; 408 otherwise)", &o->seen_header});
+    kvs_cmd_add(c, (kvs_opt){"--http-body-pool", NULL, KVS_OPT_SIZE, &o->body_pool, "SIZE",
+                             "memory for request bodies being read at once (default 2 x --max-request-bytes; "
+                             "full: 503)"});
+    kvs_cmd_add(c, (kvs_opt){"--allowed-origins", NULL, KVS_OPT_STR, &o->allowed_origins, "LIST",
+                             "CORS: comma-separated origins allowed to call from a browser, or '*' (default none)"});
     kvs_cmd_add_engine_opts(c, &o->lo);
 }
 
@@ -91,6 +110,19 @@ int kvs_cmd_serve(int argc, char **argv)
         return kvs_cli_error("serve", 2, "--shutdown-timeout must be >= 0");
     if (!o.api_key)
         o.api_key = getenv("KVSERVE_API_KEY");
+    if (o.api_key && !*o.api_key)
+        return kvs_cli_error("serve", 2, "the API key is empty (--api-key \"\" or KVSERVE_API_KEY= set to nothing): "
+                             "authentication would be off; give a non-empty key, or unset it to serve without one");
+    if (o.http_threads < 0 || o.http_threads > 1024 || (o.http_threads == 0 && o.seen_threads))
+        return kvs_cli_error("serve", 2, "--http-threads must be in 1..1024");
+    if (o.body_pool && o.body_pool < o.lo.max_request_bytes + 1)
+        return kvs_cli_error("serve", 2, "--http-body-pool must be larger than --max-request-bytes (it holds the "
+                             "bodies being read at once)");
+    if (!(o.idle_timeout >= 0) || o.idle_timeout > 86400 || (o.idle_timeout == 0 && o.seen_idle))
+        return kvs_cli_error("serve", 2, "--http-idle-timeout must be in (0, 86400] seconds");
+    if (!(o.header_timeout >= 0) || o.header_timeout > 86400 ||
+        (o.header_timeout == 0 && o.seen_header))
+        return kvs_cli_error("serve", 2, "--http-header-timeout must be in (0, 86400] seconds");
 
     /* Every thread started from here on inherits these signals blocked; this
      * thread takes them with sigwait. */
@@ -118,6 +150,15 @@ int kvs_cmd_serve(int argc, char **argv)
     so.served_model_name = o.served_model_name;
     so.model_path = o.lo.model_path;
     so.max_body_bytes = (size_t)o.lo.max_request_bytes; /* inside the serving reserve */
+    so.max_connections = (unsigned)o.lo.max_connections;
+    if (o.http_threads)
+        so.http_threads = (unsigned)o.http_threads;
+    if (o.idle_timeout > 0)
+        so.connection_timeout_s = o.idle_timeout < 1 ? 1u : (unsigned)(o.idle_timeout + 0.5);
+    if (o.header_timeout > 0)
+        so.header_timeout_s = o.header_timeout;
+    so.body_pool_bytes = (size_t)o.body_pool;
+    so.allowed_origins = o.allowed_origins;
     so.log = stderr;
     so.chat_template_path = o.chat_template;
     so.reasoning_parser = o.reasoning_parser;

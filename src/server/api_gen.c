@@ -6,9 +6,12 @@
 #include <string.h>
 
 #include "chat/chat_parse.h"
+#include "grammar/grammar.h"
 #include "server/server_internal.h"
 
-#define POLL_MS 250   /* how often a waiting reader checks whether its client left */
+#define POLL_MS 250   /* stopping: the wait for the stopped loop's answer to a submission */
+/* sizeof(kvs_request_params) as gen_sub_new knows it (see there). */
+#define KVS_GEN_PARAMS_SIZE 136
 
 typedef struct gen_choice {
     char *text;                    /* non-streaming: the text so far */
@@ -59,9 +62,53 @@ typedef struct gen {
     size_t out_len, out_off, out_cap;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
+    /* Waiting without a thread (http_front.h). */
+    struct MHD_Connection *conn;   /* the connection it answers (woken by the channel) */
+    struct gen_sub *gs;            /* the submissions, until each has its first event */
+    bool stream;
+    int32_t n_submitted, n_replies;
+    unsigned err_status;           /* the first refusal among the replies */
+    char err_param[32], err_msg[sizeof(((kvs_error *)0)->msg)];
+    bool keep_ok;
     bool parse;                    /* chat: reasoning / tool-call parsing per pcfg (api_chat.c) */
     kvs_chat_parse_cfg pcfg;
 } gen;
+
+/* The submissions and what the engine thread reads from them when it takes
+ * them, which may be long after the handler has returned: copies of the
+ * prompts and of the parameters' arrays.  If the client leaves first, the
+ * block is left to the channel (kvs_chan_set_dtor), whose last reference
+ * the loop drops only once it is done with every submission. */
+typedef struct gen_sub {
+    kvs_submit *subs;
+    int32_t n;
+    int32_t **prompts;
+    kvs_request_params params;     /* shared by subs[] (strip_leading_space set per prompt there) */
+    char **stops;
+    size_t *stop_len;
+    size_t n_stops;
+    int32_t *stop_ids;
+    kvs_logit_bias *bias;
+} gen_sub;
+
+static void gen_sub_free(void *arg)
+{
+    gen_sub *gs = arg;
+    if (!gs)
+        return;
+    for (int32_t k = 0; gs->prompts && k < gs->n; k++)
+        free(gs->prompts[k]);
+    free(gs->prompts);
+    for (size_t i = 0; i < gs->n_stops; i++)
+        free(gs->stops[i]);
+    free(gs->stops);
+    free(gs->stop_len);
+    free(gs->stop_ids);
+    free(gs->bias);
+    kvs_grammar_unref(gs->params.grammar);
+    free(gs->subs);
+    free(gs);
+}
 
 static void gen_abort(gen *g)
 {
@@ -88,6 +135,11 @@ static void gen_free(gen *g)
     free(g->ch);
     free(g->pr);
     free(g->out);
+    if (g->gs && g->n_replies < g->n_submitted && g->chan) /* the loop may still read them */
+        kvs_chan_set_dtor(g->chan, gen_sub_free, g->gs);
+    else
+        gen_sub_free(g->gs);
+    kvs_http_unbind(g->chan);
     kvs_chan_unref(g->chan);
     free(g);
 }
@@ -409,23 +461,29 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     return ok;
 }
 
+/* MHD wants more of the stream.  With nothing to send the connection
+ * sleeps (returns 0) until the channel has an event or the client leaves. */
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
 {
+    (void)pos;
     gen *g = cls;
+    if (!g->done && kvs_http_gone(g->conn))
+        return MHD_CONTENT_READER_END_WITH_ERROR;
     while (g->out_off == g->out_len) {
         if (g->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
         g->out_off = g->out_len = 0;
-        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
-        double now = kvs_now();
-        if (!ev || now - g->last_check >= POLL_MS * 1e-3) { /* events that print nothing come too */
-            g->last_check = now;
-            if (kvs_http_peer_gone(g->fd)) {
-                kvs_event_free(ev);
-                return MHD_CONTENT_READER_END_WITH_ERROR;
-            }
-            if (!ev)
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, 0);
+        if (!ev) {
+            switch (kvs_http_sleep(g->conn)) {
+            case KVS_HTTP_SLEPT: return 0;
+            case KVS_HTTP_AGAIN: continue;
+            case KVS_HTTP_GONE: return MHD_CONTENT_READER_END_WITH_ERROR;
+            case KVS_HTTP_STOPPING: /* the engine has stopped: end the stream properly */
+                if (!sse_json(g, kvs_http_error_obj(503, NULL, NULL, "the server is shutting down")) || !sse_done(g))
+                    return MHD_CONTENT_READER_END_WITH_ERROR;
                 continue;
+            }
         }
         bool ok = stream_event(g, ev);
         kvs_event_free(ev);
@@ -482,13 +540,17 @@ static enum MHD_Result start_stream(gen *g, struct MHD_Connection *c)
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
     }
-    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 * 1024, sse_read, g, sse_free);
+    g->conn = c;
+    struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, KVS_HTTP_STREAM_BLOCK, sse_read, g,
+                                                               sse_free);
     if (!r) {
         sse_free(g);
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    kvs_http_decorate(c, r);
+    kvs_http_response_long(c); /* its client may read it slowly */
     enum MHD_Result ret = MHD_queue_response(c, 200, r);
     MHD_destroy_response(r); /* sse_free runs when MHD lets go of it */
     return ret;
@@ -616,7 +678,186 @@ static bool echo_prepare(gen *g, gen_prompt *pr, const kvs_oai_request *r, size_
     return true;
 }
 
-/* Prompt lists and chat's parsers: everything kvs_gen_run* does. */
+/* ---- waiting without a thread ---- */
+
+static void gen_end(gen *g, bool abort)
+{
+    kvs_server *s = g->s;
+    if (abort) {
+        kvs_chan_close(g->chan);
+        gen_abort(g);
+    }
+    gen_free(g);
+    kvs_server_job_end(s);
+}
+
+static void gen_cancel(void *ctx) { gen_end(ctx, true); }
+
+/* A non-streaming request waiting for its events: collect what is there,
+ * answer when every choice is finished, else sleep until woken. */
+static enum MHD_Result gen_poll(void *ctx, struct MHD_Connection *c)
+{
+    gen *g = ctx;
+    enum MHD_Result ret;
+    while (g->n_finished < g->n) {
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, 0);
+        if (!ev) {
+            switch (kvs_http_sleep(c)) {
+            case KVS_HTTP_SLEPT: return kvs_http_defer(c, gen_poll, gen_cancel, g);
+            case KVS_HTTP_AGAIN: continue;
+            case KVS_HTTP_GONE: /* nobody to answer: free the blocks now */
+                gen_end(g, true);
+                return MHD_NO;
+            case KVS_HTTP_STOPPING:
+                ret = kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
+                gen_end(g, true);
+                return ret;
+            }
+        }
+        if (ev->kind == KVS_EV_ERROR) {
+            ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
+            kvs_event_free(ev);
+            gen_end(g, true);
+            return ret;
+        }
+        bool ok = collect_event(g, ev);
+        kvs_event_free(ev);
+        if (!ok) {
+            gen_end(g, true);
+            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+        }
+    }
+    ret = kvs_http_json(c, 200, final_json(g));
+    gen_end(g, false);
+    return ret;
+}
+
+/* The submissions' replies (one each, in order), and events of prompts
+ * accepted earlier, kept as usual; then the answer starts. */
+static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
+{
+    gen *g = ctx;
+    while (g->n_replies < g->n_submitted) {
+        kvs_srv_event *ev = kvs_chan_pop(g->chan, 0);
+        if (!ev) {
+            switch (kvs_http_sleep(c)) {
+            case KVS_HTTP_SLEPT: return kvs_http_defer(c, gen_accept, gen_cancel, g);
+            case KVS_HTTP_AGAIN: continue;
+            case KVS_HTTP_GONE: gen_end(g, true); return MHD_NO;
+            case KVS_HTTP_STOPPING: /* the stopped loop has answered every submission */
+                if (!(ev = kvs_chan_pop(g->chan, POLL_MS)))
+                    continue;
+                break;
+            }
+        }
+        if (ev->kind == KVS_EV_ACCEPTED) {
+            g->pr[g->n_replies++].accepted = true;
+        } else if (ev->kind == KVS_EV_ERROR) { /* a submission refused, or the engine failing */
+            if (g->err_status == 0) {
+                g->err_status = (unsigned)ev->status;
+                snprintf(g->err_param, sizeof g->err_param, "%s", ev->param);
+                snprintf(g->err_msg, sizeof g->err_msg, "%s", ev->text);
+            }
+            if (ev->reply)
+                g->n_replies++;
+        } else if (g->keep_ok) {
+            g->keep_ok = g->stream ? stream_event(g, ev) : collect_event(g, ev);
+        }
+        kvs_event_free(ev);
+    }
+    /* The loop is done with every submission. */
+    gen_sub_free(g->gs);
+    g->gs = NULL;
+    if (g->err_status || !g->keep_ok) {
+        unsigned st = g->err_status;
+        bool oom = !g->keep_ok;
+        char param[32], msg[sizeof g->err_msg];
+        snprintf(param, sizeof param, "%s", g->err_param);
+        snprintf(msg, sizeof msg, "%s", g->err_msg);
+        gen_end(g, true);
+        if (oom)
+            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+        return kvs_http_error(c, st, param[0] ? param : NULL, st == 503 ? "shutting_down" : NULL, "%s", msg);
+    }
+    g->last_check = kvs_now();
+    return g->stream ? start_stream(g, c) : gen_poll(g, c);
+}
+
+/* Copy what the engine reads from the request when it takes it: the
+ * prompts and the parameters' arrays (kvs_engine_add copies them in turn).
+ * A new pointer field in kvs_request_params must be copied here too. */
+_Static_assert(sizeof(kvs_request_params) == KVS_GEN_PARAMS_SIZE,
+               "kvs_request_params changed: copy any new pointer field in gen_sub_new (api_gen.c)");
+static gen_sub *gen_sub_new(gen *g, const kvs_oai_request *r, const int32_t *const *prompts, const size_t *n_prompts,
+                            const bool *strip, int32_t P)
+{
+    gen_sub *gs = calloc(1, sizeof *gs);
+    if (!gs)
+        return NULL;
+    gs->n = P;
+    const kvs_request_params *rp = &r->params;
+    gs->params = *rp;
+    gs->params.stop = NULL;
+    gs->params.stop_len = NULL;
+    gs->params.n_stop = 0;
+    gs->params.stop_token_ids = NULL;
+    gs->params.n_stop_token_ids = 0;
+    gs->params.logit_bias = NULL;
+    gs->params.n_logit_bias = 0;
+    gs->params.grammar = kvs_grammar_ref(rp->grammar); /* (NULL stays NULL); unref'd in gen_sub_free */
+    if (!(gs->subs = calloc((size_t)P, sizeof *gs->subs)) || !(gs->prompts = calloc((size_t)P, sizeof *gs->prompts)))
+        goto fail;
+    if (rp->n_stop) {
+        if (!(gs->stops = calloc(rp->n_stop, sizeof *gs->stops)) ||
+            !(gs->stop_len = malloc(rp->n_stop * sizeof *gs->stop_len)))
+            goto fail;
+        for (; gs->n_stops < rp->n_stop; gs->n_stops++) {
+            size_t i = gs->n_stops, m = rp->stop_len ? rp->stop_len[i] : strlen(rp->stop[i]);
+            if (!(gs->stops[i] = malloc(m + 1)))
+                goto fail;
+            memcpy(gs->stops[i], rp->stop[i], m);
+            gs->stops[i][m] = '\0';
+            gs->stop_len[i] = m;
+        }
+        gs->params.stop = (const char *const *)gs->stops;
+        gs->params.stop_len = gs->stop_len;
+        gs->params.n_stop = gs->n_stops;
+    }
+    if (rp->n_stop_token_ids) {
+        if (!(gs->stop_ids = malloc(rp->n_stop_token_ids * sizeof *gs->stop_ids)))
+            goto fail;
+        memcpy(gs->stop_ids, rp->stop_token_ids, rp->n_stop_token_ids * sizeof *gs->stop_ids);
+        gs->params.stop_token_ids = gs->stop_ids;
+        gs->params.n_stop_token_ids = rp->n_stop_token_ids;
+    }
+    if (rp->n_logit_bias) {
+        if (!(gs->bias = malloc(rp->n_logit_bias * sizeof *gs->bias)))
+            goto fail;
+        memcpy(gs->bias, rp->logit_bias, rp->n_logit_bias * sizeof *gs->bias);
+        gs->params.logit_bias = gs->bias;
+        gs->params.n_logit_bias = rp->n_logit_bias;
+    }
+    for (int32_t k = 0; k < P; k++) {
+        size_t n = n_prompts[k];
+        if (!(gs->prompts[k] = malloc((n ? n : 1) * sizeof **gs->prompts)))
+            goto fail;
+        memcpy(gs->prompts[k], prompts[k], n * sizeof **gs->prompts);
+        gs->subs[k] = (kvs_submit){.n = r->n, .index_base = k * r->n, .prompt = gs->prompts[k], .n_prompt = n,
+                                   .params = gs->params, .t_arrival = kvs_now(), .length_param = r->max_tokens_field,
+                                   .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
+        gs->subs[k].params.strip_leading_space = strip[k];
+        if (!gs->subs[k].reply)
+            goto fail;
+    }
+    (void)g;
+    return gs;
+fail:
+    for (int32_t k = 0; gs->subs && k < P; k++)
+        kvs_event_free(gs->subs[k].reply);
+    gen_sub_free(gs);
+    return NULL;
+}
+
 static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
                                const int32_t *const *prompts, const size_t *n_prompts, const bool *strip,
                                int32_t n_prompt_lists, const char *prompt_param, const kvs_chat_parse_cfg *pcfg)
@@ -637,10 +878,8 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
     const int32_t P = n_prompt_lists, N = P * r->n;
     gen *g = calloc(1, sizeof *g);
-    kvs_submit *subs = calloc((size_t)P, sizeof *subs);
-    if (!g || !subs || !(g->ch = calloc((size_t)N, sizeof *g->ch)) || !(g->pr = calloc((size_t)P, sizeof *g->pr)) ||
+    if (!g || !(g->ch = calloc((size_t)N, sizeof *g->ch)) || !(g->pr = calloc((size_t)P, sizeof *g->pr)) ||
         !(g->chan = kvs_chan_new())) {
-        free(subs);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
@@ -685,119 +924,44 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         g->ch[i].stop_string = g->ch[i].stop_token = -1;
         g->ch[i].offset = g->echo ? g->pr[i / r->n].echo_len : 0; /* text_offset counts the echoed prompt */
     }
-    for (int32_t k = 0; k < P && !oom; k++) {
-        subs[k] = (kvs_submit){.chan = g->chan, .n = r->n, .index_base = k * r->n, .prompt = (int32_t *)prompts[k],
-                               .n_prompt = n_prompts[k], .params = r->params, .t_arrival = kvs_now(),
-                               .length_param = r->max_tokens_field,
-                               .reply = kvs_event_new(KVS_EV_ACCEPTED, NULL, KVS_SUBMIT_REPLY_ROOM)};
-        subs[k].params.strip_leading_space = strip[k];
-        oom = !subs[k].reply;
-    }
-    if (oom) {
+    g->stream = r->stream;
+    g->conn = c;
+    g->keep_ok = true;
+    g->n_submitted = P; /* until submitted: g->gs is ours (see gen_free) */
+    g->n_replies = P;
+    if (!oom && (oom = !(g->gs = gen_sub_new(g, r, prompts, n_prompts, strip, P))) == false)
         for (int32_t k = 0; k < P; k++)
-            free(subs[k].reply);
-        free(subs);
+            g->gs->subs[k].chan = g->chan;
+    if (oom) {
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");
     }
-    /* Submit every prompt, then take one reply per submission (each
-     * submission stays alive until its reply).  Events of prompts accepted
-     * earlier may come in between: they are kept as usual. */
+    kvs_http_bind(c, g->chan); /* its events wake this connection */
+    /* Submit every prompt; the replies (one per submission) and any events
+     * of prompts accepted earlier come to gen_accept. */
+    kvs_submit *sb = g->gs->subs;
     int32_t n_submitted = 0;
     for (; n_submitted < P; n_submitted++)
-        if (!kvs_loop_submit(s->loop, &subs[n_submitted]))
+        if (!kvs_loop_submit(s->loop, &sb[n_submitted]))
             break;
     for (int32_t k = n_submitted; k < P; k++) {
-        free(subs[k].reply);
-        subs[k].reply = NULL;
+        kvs_event_free(sb[k].reply);
+        sb[k].reply = NULL;
     }
     for (int32_t k = 0; k < n_submitted; k++) {
-        g->pr[k].base = subs[k].base_id;
+        g->pr[k].base = sb[k].base_id;
         if (k == 0) {
             snprintf(g->id, sizeof g->id, "%s-%016" PRIx64, r->kind == KVS_OAI_CHAT ? "chatcmpl" : "cmpl",
-                     (uint64_t)(s->salt ^ (subs[0].base_id * (uint64_t)0x9E3779B97F4A7C15ull)));
-            g->pcfg.id_seed ^= subs[0].base_id * 0xD6E8FEB86659FD93ull; /* tool-call ids differ between requests */
+                     (uint64_t)(s->salt ^ (sb[0].base_id * (uint64_t)0x9E3779B97F4A7C15ull)));
+            g->pcfg.id_seed ^= sb[0].base_id * 0xD6E8FEB86659FD93ull; /* tool-call ids differ between requests */
         }
     }
-    unsigned err_status = n_submitted < P ? 503 : 0;
-    char err_param[32] = "", err_msg[sizeof(((kvs_error *)0)->msg)] = "the server is shutting down";
-    int32_t n_replies = 0;
-    bool keep_ok = true;
-    while (n_replies < n_submitted) {
-        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
-        if (!ev)
-            continue;
-        if (ev->kind == KVS_EV_ACCEPTED) {
-            g->pr[n_replies++].accepted = true;
-        } else if (ev->kind == KVS_EV_ERROR) { /* a submission refused, or the engine failing */
-            if (err_status == 0) {
-                err_status = (unsigned)ev->status;
-                snprintf(err_param, sizeof err_param, "%s", ev->param);
-                snprintf(err_msg, sizeof err_msg, "%s", ev->text);
-            }
-            if (ev->reply)
-                n_replies++;
-        } else if (keep_ok) {
-            keep_ok = r->stream ? stream_event(g, ev) : collect_event(g, ev);
-        }
-        kvs_event_free(ev);
-    }
-    free(subs);
-    if (err_status || !keep_ok) {
-        kvs_chan_close(g->chan);
-        gen_abort(g);
-        gen_free(g);
-        kvs_server_job_end(s);
-        if (!keep_ok)
-            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
-        return kvs_http_error(c, err_status, err_param[0] ? err_param : NULL,
-                              err_status == 503 ? "shutting_down" : NULL, "%s", err_msg);
-    }
-    g->last_check = kvs_now();
-    if (r->stream)
-        return start_stream(g, c);
-
-    double last_check = kvs_now();
-    while (g->n_finished < g->n) {
-        kvs_srv_event *ev = kvs_chan_pop(g->chan, POLL_MS);
-        double now = kvs_now();
-        if (!ev || now - last_check >= POLL_MS * 1e-3) {
-            last_check = now;
-            if (kvs_http_peer_gone(g->fd)) { /* nobody to answer: free the blocks now */
-                kvs_event_free(ev);
-                kvs_chan_close(g->chan);
-                gen_abort(g);
-                gen_free(g);
-                kvs_server_job_end(s);
-                return MHD_NO;
-            }
-            if (!ev)
-                continue;
-        }
-        if (ev->kind == KVS_EV_ERROR) {
-            ret = kvs_http_error(c, (unsigned)ev->status, NULL, NULL, "%s", ev->text);
-            kvs_event_free(ev);
-            kvs_chan_close(g->chan);
-            gen_abort(g);
-            gen_free(g);
-            kvs_server_job_end(s);
-            return ret;
-        }
-        bool ok = collect_event(g, ev);
-        kvs_event_free(ev);
-        if (!ok) {
-            kvs_chan_close(g->chan);
-            gen_abort(g);
-            gen_free(g);
-            kvs_server_job_end(s);
-            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
-        }
-    }
-    ret = kvs_http_json(c, 200, final_json(g));
-    gen_free(g);
-    kvs_server_job_end(s);
-    return ret;
+    g->n_submitted = n_submitted;
+    g->n_replies = 0;
+    g->err_status = n_submitted < P ? 503 : 0;
+    snprintf(g->err_msg, sizeof g->err_msg, "%s", "the server is shutting down");
+    return gen_accept(g, c);
 }
 
 enum MHD_Result kvs_gen_run_batch(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,

@@ -15,6 +15,10 @@ struct kvs_chan {
     int queued;                  /* events in the queue */
     int refs;
     bool closed;
+    void (*notify)(void *arg);     /* wake-up hook (kvs_chan_set_notify) */
+    void *notify_arg;
+    void (*dtor)(void *arg);       /* run when the last reference goes (kvs_chan_set_dtor) */
+    void *dtor_arg;
 };
 
 double kvs_now(void)
@@ -200,6 +204,8 @@ void kvs_chan_unref(kvs_chan *c)
     pthread_mutex_unlock(&c->mu);
     if (left > 0)
         return;
+    if (c->dtor)
+        c->dtor(c->dtor_arg);
     drop_events(c);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -222,6 +228,8 @@ bool kvs_chan_push_quota(kvs_chan *c, kvs_srv_event *ev, int quota, bool *closed
     c->tail = ev;
     c->queued++;
     pthread_cond_signal(&c->cv);
+    if (c->notify) /* wake-up hook (kvs_chan_set_notify) */
+        c->notify(c->notify_arg);
     pthread_mutex_unlock(&c->mu);
     return true;
 }
@@ -250,6 +258,8 @@ bool kvs_chan_push(kvs_chan *c, kvs_srv_event *ev)
         c->head = ev;
     c->tail = ev;
     pthread_cond_signal(&c->cv);
+    if (c->notify)
+        c->notify(c->notify_arg);
     pthread_mutex_unlock(&c->mu);
     return true;
 }
@@ -288,4 +298,22 @@ bool kvs_chan_closed(kvs_chan *c)
     bool closed = c->closed;
     pthread_mutex_unlock(&c->mu);
     return closed;
+}
+
+/* ---- wake-ups for the HTTP front end (http_front.h) ---- */
+
+void kvs_chan_set_notify(kvs_chan *c, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->notify = fn;
+    c->notify_arg = arg;
+    pthread_mutex_unlock(&c->mu);
+}
+
+void kvs_chan_set_dtor(kvs_chan *c, void (*fn)(void *arg), void *arg)
+{
+    pthread_mutex_lock(&c->mu);
+    c->dtor = fn;
+    c->dtor_arg = arg;
+    pthread_mutex_unlock(&c->mu);
 }

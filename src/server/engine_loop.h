@@ -91,6 +91,16 @@ void kvs_chan_close(kvs_chan *c);
 /* Whether kvs_chan_close was called. */
 bool kvs_chan_closed(kvs_chan *c);
 
+/* Wake-ups for the HTTP front end (http_front.h): call fn(arg) after every
+ * event queued on c, under c's lock (fn must not call into the channel);
+ * fn NULL: none.  Once this returns, the previous fn is not running and is
+ * not called again. */
+void kvs_chan_set_notify(kvs_chan *c, void (*fn)(void *arg), void *arg);
+/* Call fn(arg) when c's last reference is dropped (the HTTP front end
+ * hands a submission whose client left to the channel this way: the loop
+ * may still read it until it lets the channel go). */
+void kvs_chan_set_dtor(kvs_chan *c, void (*fn)(void *arg), void *arg);
+
 /* An allocated event with room for len bytes of text (copied from text if
  * not NULL).  NULL when out of memory.  (Used off the engine thread: the
  * submitter's reply; the engine thread takes its events from a pool.) */

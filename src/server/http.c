@@ -1,8 +1,9 @@
-/* The HTTP side: libmicrohttpd daemon, routing, authentication, bodies. */
+/* The HTTP side: libmicrohttpd daemon, routing, authentication, CORS, bodies. */
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <poll.h>
 #include <stdarg.h>
+#include <strings.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,15 +12,6 @@
 #include <unistd.h>
 
 #include "server/server_internal.h"
-
-/* One HTTP request's state across MHD's calls: the body read so far. */
-typedef struct http_req {
-    char *body;
-    size_t len, cap;
-    bool answered;                 /* a response is queued (maybe before the body was read) */
-    bool too_large;                /* the body passed the limit: dropping the rest */
-    size_t dropped;                /* bytes of body dropped */
-} http_req;
 
 /* ---- responses ---- */
 
@@ -35,6 +27,7 @@ static enum MHD_Result send_buffer(struct MHD_Connection *c, unsigned status, co
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (hname)
         MHD_add_response_header(r, hname, hval);
+    kvs_http_decorate(c, r);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
     return ret;
@@ -140,22 +133,114 @@ void kvs_server_job_end(kvs_server *s)
     pthread_mutex_unlock(&s->mu);
 }
 
+/* ---- CORS ---- */
+
+/* Whether origin o (n bytes) is in the --allowed-origins list. */
+static bool origin_allowed(const kvs_server *s, const char *o)
+{
+    if (!o || !*o)
+        return false;
+    if (s->any_origin)
+        return true;
+    if (!s->origins)
+        return false;
+    size_t n = strlen(o);
+    for (const char *p = s->origins; *p;) {
+        const char *e = strchr(p, ',');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == n && strncasecmp(p, o, n) == 0)
+            return true;
+        p += len + (e ? 1 : 0);
+    }
+    return false;
+}
+
+static kvs_server *server_of(struct MHD_Connection *c)
+{
+    kvs_http_slot *sl = kvs_http_slot_of(c);
+    return sl ? sl->front->s : NULL;
+}
+
+void kvs_http_decorate(struct MHD_Connection *c, struct MHD_Response *r)
+{
+    kvs_server *s = server_of(c);
+    if (!s || (!s->origins && !s->any_origin))
+        return;
+    const char *o = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    if (!origin_allowed(s, o))
+        return;
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->any_origin ? "*" : o);
+    if (!s->any_origin)
+        MHD_add_response_header(r, "Vary", "Origin");
+}
+
+/* OPTIONS: a CORS preflight from an allowed origin gets the permissions;
+ * one from any other origin a 403; a plain OPTIONS the allowed methods. */
+static enum MHD_Result preflight(kvs_server *s, struct MHD_Connection *c, const char *url)
+{
+    const char *o = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Origin");
+    const char *m = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Method");
+    if (!o || !m) {
+        struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+        if (!r)
+            return MHD_NO;
+        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST, HEAD, OPTIONS");
+        enum MHD_Result ret = MHD_queue_response(c, 204, r);
+        MHD_destroy_response(r);
+        return ret;
+    }
+    if (!origin_allowed(s, o))
+        return kvs_http_error(c, 403, NULL, "cors_origin_not_allowed",
+                              "cross-origin requests from %.200s are not allowed (see --allowed-origins)", o);
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, "", MHD_RESPMEM_PERSISTENT);
+    if (!r)
+        return MHD_NO;
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Access-Control-Request-Headers");
+    MHD_add_response_header(r, "Access-Control-Allow-Origin", s->any_origin ? "*" : o);
+    MHD_add_response_header(r, "Vary", "Origin");
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", h && *h ? h : "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "600");
+    (void)url;
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
 /* ---- routing ---- */
 
-/* Constant-time comparison of the Authorization header with "Bearer KEY". */
+/* Constant-time comparison of the Authorization header with "Bearer KEY"
+ * (the scheme is case-insensitive, RFC 7235). */
 static bool authorized(const kvs_server *s, struct MHD_Connection *c)
 {
     if (!s->api_key)
         return true;
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_AUTHORIZATION);
-    if (!h || strncmp(h, "Bearer ", 7) != 0)
+    if (!h || strncasecmp(h, "Bearer", 6) != 0 || (h[6] != ' ' && h[6] != '\t'))
         return false;
-    h += 7;
+    h += 6;
+    while (*h == ' ' || *h == '\t')
+        h++;
     size_t a = strlen(h), b = strlen(s->api_key);
     unsigned char diff = a != b;
     for (size_t i = 0; i < b; i++)
         diff |= (unsigned char)(s->api_key[i] ^ (i < a ? h[i] : 0));
     return diff == 0;
+}
+
+/* A JSON body: Content-Type application/json or application/...+json
+ * (parameters such as charset allowed). */
+static bool json_content_type(struct MHD_Connection *c)
+{
+    const char *t = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    if (!t)
+        return false;
+    while (*t == ' ' || *t == '\t')
+        t++;
+    size_t n = strcspn(t, "; \t");
+    if (n == 16 && strncasecmp(t, "application/json", 16) == 0)
+        return true;
+    return n > 17 && strncasecmp(t, "application/", 12) == 0 && strncasecmp(t + n - 5, "+json", 5) == 0;
 }
 
 typedef enum { R_GET, R_POST } route_method;
@@ -176,8 +261,12 @@ static const route ROUTES[] = {
 };
 
 static enum MHD_Result dispatch(kvs_server *s, struct MHD_Connection *c, const char *url, const char *method,
-                                http_req *r)
+                                kvs_http_slot *sl)
 {
+    if (sl->bad_target)
+        return kvs_http_error(c, 400, NULL, "bad_request", "the request target contains an encoded NUL (%%00)");
+    if (strcmp(method, "OPTIONS") == 0)
+        return preflight(s, c, url);
     const route *rt = NULL;
     for (size_t i = 0; i < sizeof ROUTES / sizeof ROUTES[0]; i++)
         if (strcmp(url, ROUTES[i].path) == 0)
@@ -186,100 +275,236 @@ static enum MHD_Result dispatch(kvs_server *s, struct MHD_Connection *c, const c
     if (v1 && !authorized(s, c))
         return error_hdr(c, 401, "invalid_api_key", MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer",
                          "Incorrect or missing API key: send 'Authorization: Bearer KEY'");
+    if (!rt && strncmp(url, "/v1/models/", 11) == 0 && url[11] != '\0') { /* GET /v1/models/{id} */
+        if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)
+            return error_hdr(c, 405, "method_not_allowed", MHD_HTTP_HEADER_ALLOW, "GET",
+                             "%s %.200s is not allowed; use GET", method, url);
+        return kvs_api_model(s, c, url + 11);
+    }
     if (!rt)
-        return kvs_http_error(c, 404, NULL, "not_found", "no such endpoint: %s %s", method, url);
+        return kvs_http_error(c, 404, NULL, "not_found", "no such endpoint: %s %.200s", method, url);
     const char *want = rt->method == R_GET ? "GET" : "POST";
     if (strcmp(method, want) != 0 && !(rt->method == R_GET && strcmp(method, "HEAD") == 0)) {
         return error_hdr(c, 405, "method_not_allowed", MHD_HTTP_HEADER_ALLOW, want, "%s %s is not allowed; use %s",
                          method, url, want);
     }
-    const char *body = r->body ? r->body : "";
+    /* Only JSON bodies: a browser can send text/plain or a form to any
+     * origin without asking (a CORS "simple request"), never JSON. */
+    if (rt->method == R_POST && !json_content_type(c))
+        return kvs_http_error(c, 415, NULL, "unsupported_media_type",
+                              "the request body must be JSON: send 'Content-Type: application/json'");
+    const char *body = sl->body ? sl->body : "";
     switch (rt->id) {
-    case EP_COMPLETIONS: return kvs_api_completions(s, c, body, r->len);
-    case EP_CHAT: return kvs_api_chat(s, c, body, r->len);
+    case EP_COMPLETIONS: return kvs_api_completions(s, c, body, sl->len);
+    case EP_CHAT: return kvs_api_chat(s, c, body, sl->len);
     case EP_MODELS: return kvs_api_models(s, c);
     case EP_HEALTH: return kvs_api_health(s, c);
     case EP_METRICS: return kvs_api_metrics(s, c);
-    case EP_TOKENIZE: return kvs_api_tokenize(s, c, body, r->len);
-    case EP_DETOKENIZE: return kvs_api_detokenize(s, c, body, r->len);
+    case EP_TOKENIZE: return kvs_api_tokenize(s, c, body, sl->len);
+    case EP_DETOKENIZE: return kvs_api_detokenize(s, c, body, sl->len);
     case EP_VERSION: return kvs_http_json(c, 200, json_pack("{s:s}", "version", "0.1.0"));
     }
     return MHD_NO;
 }
 
+/* A body's first run in the pool; it doubles as the body arrives. */
+#define BODY_FIRST_RUN ((size_t)64 << 10)
+
+static void body_free(kvs_server *s, kvs_http_slot *sl)
+{
+    kvs_http_pool_free(&s->front.pool, sl->body, sl->cap);
+    sl->body = NULL;
+    sl->len = sl->cap = 0;
+}
+
+/* Count the values of header `name` and whether they all agree. */
+typedef struct hdr_count {
+    const char *name, *first;
+    unsigned n;
+    bool differ;
+} hdr_count;
+
+static enum MHD_Result count_hdr(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    hdr_count *h = cls;
+    if (strcasecmp(key, h->name) != 0)
+        return MHD_YES;
+    if (h->n++ == 0)
+        h->first = value;
+    else if (strcmp(h->first ? h->first : "", value ? value : "") != 0)
+        h->differ = true;
+    return MHD_YES;
+}
+
+/* Framing checks on a request head (the gate checked the first one of a
+ * connection; these cover the later ones).  Queues the error and returns
+ * false when the request must be refused. */
+static bool head_ok(kvs_server *s, struct MHD_Connection *c, enum MHD_Result *ret)
+{
+    hdr_count cl = {.name = MHD_HTTP_HEADER_CONTENT_LENGTH}, te = {.name = MHD_HTTP_HEADER_TRANSFER_ENCODING};
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_hdr, &cl);
+    MHD_get_connection_values(c, MHD_HEADER_KIND, count_hdr, &te);
+    if (cl.differ) {
+        *ret = error_hdr(c, 400, "bad_request", MHD_HTTP_HEADER_CONNECTION, "close",
+                         "conflicting Content-Length header fields");
+        return false;
+    }
+    if (te.n > 0 && cl.n > 0) {
+        *ret = error_hdr(c, 400, "bad_request", MHD_HTTP_HEADER_CONNECTION, "close",
+                         "a request must not have both Transfer-Encoding and Content-Length");
+        return false;
+    }
+    if (te.n > 0 && (te.n > 1 || strcasecmp(te.first ? te.first : "", "chunked") != 0)) {
+        *ret = error_hdr(c, 501, "not_implemented", MHD_HTTP_HEADER_CONNECTION, "close",
+                         "only 'Transfer-Encoding: chunked' is supported");
+        return false;
+    }
+    if (cl.n > 0) {
+        char *end;
+        unsigned long long n = strtoull(cl.first, &end, 10);
+        if (end != cl.first && *end == '\0' && n > s->max_body) {
+            *ret = error_hdr(c, 413, "request_too_large", MHD_HTTP_HEADER_CONNECTION, "close",
+                             "the request body (%llu bytes) exceeds the limit of %zu bytes", n, s->max_body);
+            return false;
+        }
+    }
+    return true;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
+    (void)version;
     kvs_server *s = cls;
-    http_req *r = *con_cls;
-    if (!r) { /* headers are in: a fresh request */
-        if (!(r = calloc(1, sizeof *r)))
-            return MHD_NO;
-        *con_cls = r;
+    kvs_http_slot *sl = kvs_http_slot_of(c);
+    if (!sl)
+        return MHD_NO;
+    if (!*con_cls) { /* headers are in: a fresh request */
+        *con_cls = sl;
+        kvs_http_request_begin(&s->front, sl);
+        sl->phase = REQ_BODY;
+        sl->too_large = sl->pool_full = false;
+        sl->dropped = 0;
+        sl->defer_fn = NULL;
+        enum MHD_Result ret;
+        if (!head_ok(s, c, &ret)) {
+            sl->phase = REQ_DONE;
+            return ret;
+        }
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl) {
-            char *end;
-            unsigned long long n = strtoull(cl, &end, 10);
-            if (end != cl && *end == '\0' && n > s->max_body) {
-                r->answered = true;
-                return error_hdr(c, 413, "request_too_large", MHD_HTTP_HEADER_CONNECTION, "close",
-                                 "the request body (%llu bytes) exceeds the limit of %zu bytes", n, s->max_body);
-            }
+        unsigned long long n = cl ? strtoull(cl, NULL, 10) : 0;
+        /* Room for what has arrived only (the rest grows as it comes), so a slow
+         * sender of a large body holds little of the pool. */
+        size_t first = n + 1 < BODY_FIRST_RUN ? (size_t)n + 1 : BODY_FIRST_RUN;
+        if (n > 0 && !(sl->body = kvs_http_pool_alloc(&s->front.pool, first, &sl->cap))) {
+            sl->phase = REQ_DONE;
+            return error_hdr(c, 503, "server_busy", MHD_HTTP_HEADER_CONNECTION, "close",
+                             "the server is busy reading other requests' bodies (its body pool is full); retry");
         }
         return MHD_YES;
     }
-    if (r->answered) { /* a response is queued: discard the rest of the body */
+    if (sl->phase == REQ_DEFERRED) { /* woken: continue */
+        kvs_http_resume_fn fn = sl->defer_fn;
+        sl->phase = REQ_DONE;
+        sl->defer_fn = NULL;
+        *upload_size = 0;
+        return fn(sl->defer_ctx, c);
+    }
+    if (sl->phase == REQ_DONE) { /* answered: discard the rest of the body */
         *upload_size = 0;
         return MHD_YES;
     }
-    if (*upload_size > 0 && r->too_large) {
+    if (*upload_size > 0 && (sl->too_large || sl->pool_full)) {
         /* MHD cannot answer in the middle of a body: read and drop it, up to a
-         * point, then answer 413; a client that keeps sending is cut off. */
-        r->dropped += *upload_size;
+         * point, then answer; a client that keeps sending is cut off. */
+        sl->dropped += *upload_size;
         *upload_size = 0;
-        return r->dropped > 8 * s->max_body ? MHD_NO : MHD_YES;
+        return sl->dropped > 8 * s->max_body ? MHD_NO : MHD_YES;
     }
     if (*upload_size > 0) {
-        if (*upload_size > s->max_body - r->len) {
-            r->too_large = true;
-            r->dropped = r->len + *upload_size;
+        if (*upload_size > s->max_body - sl->len) {
+            sl->too_large = true;
+            sl->dropped = sl->len + *upload_size;
             *upload_size = 0;
-            free(r->body);
-            r->body = NULL;
-            r->len = r->cap = 0;
+            body_free(s, sl);
             return MHD_YES;
         }
-        if (r->len + *upload_size + 1 > r->cap) {
-            size_t cap = r->cap ? r->cap : 4096;
-            while (cap < r->len + *upload_size + 1)
-                cap *= 2;
-            char *b = realloc(r->body, cap);
-            if (!b)
-                return MHD_NO;
-            r->body = b;
-            r->cap = cap;
+        if (sl->len + *upload_size + 1 > sl->cap) {
+            size_t want = sl->cap ? sl->cap * 2 : BODY_FIRST_RUN;
+            if (want < sl->len + *upload_size + 1)
+                want = sl->len + *upload_size + 1;
+            if (want > s->max_body + 1)
+                want = s->max_body + 1;
+            char *b = kvs_http_pool_grow(&s->front.pool, sl->body, &sl->cap, sl->len, want);
+            if (!b) {
+                sl->pool_full = true;
+                sl->dropped = sl->len + *upload_size;
+                *upload_size = 0;
+                body_free(s, sl);
+                return MHD_YES;
+            }
+            sl->body = b;
         }
-        memcpy(r->body + r->len, upload_data, *upload_size);
-        r->len += *upload_size;
-        r->body[r->len] = '\0';
+        memcpy(sl->body + sl->len, upload_data, *upload_size);
+        sl->len += *upload_size;
+        sl->body[sl->len] = '\0';
         *upload_size = 0;
         return MHD_YES;
     }
-    r->answered = true;
-    if (r->too_large)
-        return kvs_http_error(c, 413, NULL, "request_too_large", "the request body (%zu bytes) exceeds the limit of "
-                              "%zu bytes", r->dropped, s->max_body);
-    return dispatch(s, c, url, method, r);
+    sl->phase = REQ_DONE;
+    enum MHD_Result ret;
+    if (sl->too_large)
+        ret = kvs_http_error(c, 413, NULL, "request_too_large", "the request body (%zu bytes) exceeds the limit of "
+                             "%zu bytes", sl->dropped, s->max_body);
+    else if (sl->pool_full)
+        ret = kvs_http_error(c, 503, NULL, "server_busy",
+                             "the server is busy reading other requests' bodies (its body pool is full); retry");
+    else
+        ret = dispatch(s, c, url, method, sl);
+    body_free(s, sl); /* parsed: the request holds no pointer into it */
+    return ret;
 }
 
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    http_req *r = *con_cls;
-    if (r) {
-        free(r->body);
-        free(r);
-    }
+    (void)toe;
+    kvs_server *s = cls;
+    kvs_http_slot *sl = *con_cls;
     *con_cls = NULL;
+    if (!sl)
+        return;
+    if (sl->long_timeout) { /* back to the idle time-out between requests */
+        sl->long_timeout = false;
+        MHD_set_connection_option(c, MHD_CONNECTION_OPTION_TIMEOUT, s->front.idle_timeout_s);
+    }
+    if (sl->phase == REQ_DEFERRED && sl->defer_cancel) /* the connection ended while waiting */
+        sl->defer_cancel(sl->defer_ctx);
+    sl->defer_fn = NULL;
+    sl->defer_cancel = NULL;
+    sl->phase = REQ_NONE;
+    sl->bad_target = false;
+    body_free(s, sl);
+    kvs_http_request_end(&s->front, sl);
+}
+
+/* Percent-decoding of the target, as MHD's own, but a decoded NUL marks the
+ * request as bad instead of silently cutting the path. */
+static size_t on_unescape(void *cls, struct MHD_Connection *c, char *uri)
+{
+    (void)cls;
+    size_t raw = strlen(uri);
+    bool nul = false;
+    for (size_t i = 0; i + 2 < raw + 1 && uri[i]; i++)
+        if (uri[i] == '%' && uri[i + 1] == '0' && uri[i + 2] == '0')
+            nul = true;
+    size_t n = MHD_http_unescape(uri);
+    if (nul) {
+        kvs_http_slot *sl = kvs_http_slot_of(c);
+        if (sl)
+            sl->bad_target = true;
+    }
+    return n;
 }
 
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
@@ -302,8 +527,10 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 
 kvs_server_opts kvs_server_defaults(void)
 {
-    return (kvs_server_opts){.host = "127.0.0.1", .port = 8000, .max_body_bytes = 8u << 20,
-                             .connection_timeout_s = 600};
+    return (kvs_server_opts){.host = "127.0.0.1", .port = 8000, .max_body_bytes = KVS_HTTP_DEFAULT_MAX_REQUEST,
+                             .connection_timeout_s = 5, .header_timeout_s = 10,
+                             .http_threads = KVS_HTTP_DEFAULT_THREADS,
+                             .max_connections = KVS_HTTP_DEFAULT_MAX_CONNECTIONS};
 }
 
 void kvs_server_default_name(const char *model_path, char *buf, size_t cap)
@@ -326,19 +553,12 @@ void kvs_server_default_name(const char *model_path, char *buf, size_t cap)
     snprintf(buf, cap, "%.*s", (int)n, base);
 }
 
-static kvs_status resolve(const char *host, int port, struct sockaddr_storage *ss, bool *v6, kvs_error *err)
+kvs_http_limits kvs_server_http_limits(const kvs_server_opts *o)
 {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE}, *res;
-    char ps[16];
-    snprintf(ps, sizeof ps, "%d", port);
-    int rc = getaddrinfo(host, ps, &hints, &res);
-    if (rc != 0)
-        return kvs_fail(err, KVS_E_INVALID, "--host '%s': %s", host, gai_strerror(rc));
-    memset(ss, 0, sizeof *ss);
-    memcpy(ss, res->ai_addr, res->ai_addrlen);
-    *v6 = res->ai_family == AF_INET6;
-    freeaddrinfo(res);
-    return KVS_OK;
+    kvs_http_limits l = {.threads = o->http_threads, .max_connections = o->max_connections,
+                         .max_request_bytes = o->max_body_bytes, .body_pool_bytes = o->body_pool_bytes,
+                         .connection_memory = o->connection_memory};
+    return kvs_http_limits_resolve(&l);
 }
 
 kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_server_opts *o, kvs_error *err)
@@ -346,11 +566,19 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     *out = NULL;
     if (o->port < 0 || o->port > 65535)
         return kvs_fail(err, KVS_E_INVALID, "--port must be in 0..65535, got %d", o->port);
-    struct sockaddr_storage ss;
-    bool v6 = false;
-    kvs_status st = resolve(o->host ? o->host : "127.0.0.1", o->port, &ss, &v6, err);
-    if (st != KVS_OK)
-        return st;
+    if (o->api_key && !*o->api_key)
+        return kvs_fail(err, KVS_E_INVALID, "the API key is empty (--api-key \"\" or KVSERVE_API_KEY=): give a "
+                        "non-empty key, or none to serve without authentication");
+    kvs_http_limits lim = kvs_server_http_limits(o);
+    if (lim.threads > 1024 || lim.max_connections > 1000000)
+        return kvs_fail(err, KVS_E_INVALID, "--http-threads must be in 1..1024 and --max-connections in 1..1000000");
+    if (kvs_http_body_pool_bytes(&lim) < lim.max_request_bytes + 1)
+        return kvs_fail(err, KVS_E_INVALID, "--http-body-pool (%zu bytes) must hold one body of --max-request-bytes "
+                        "(%zu)", lim.body_pool_bytes, lim.max_request_bytes);
+    if (lim.connection_memory < 8192)
+        return kvs_fail(err, KVS_E_INVALID, "the per-connection memory must be at least 8 KiB");
+    unsigned idle = o->connection_timeout_s ? o->connection_timeout_s : 5;
+    double header_timeout = o->header_timeout_s > 0 ? o->header_timeout_s : 10;
     kvs_server *s = calloc(1, sizeof *s);
     if (!s)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
@@ -362,7 +590,7 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     pthread_condattr_destroy(&ca);
     s->inst = inst;
     s->max_model_len = kvs_engine_get_config(inst->engine)->max_model_len;
-    s->max_body = o->max_body_bytes ? o->max_body_bytes : (8u << 20);
+    s->max_body = lim.max_request_bytes;
     s->log = o->log;
     s->started = time(NULL);
     s->salt = (uint64_t)s->started * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid() << 32;
@@ -372,33 +600,54 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     else
         kvs_server_default_name(o->model_path ? o->model_path : "model", name, sizeof name);
     s->model_name = strdup(name);
-    s->api_key = o->api_key && *o->api_key ? strdup(o->api_key) : NULL;
+    s->api_key = o->api_key ? strdup(o->api_key) : NULL;
+    if (o->allowed_origins && *o->allowed_origins) {
+        s->any_origin = strcmp(o->allowed_origins, "*") == 0;
+        if (!s->any_origin) { /* kept without spaces */
+            if ((s->origins = malloc(strlen(o->allowed_origins) + 1))) {
+                char *d = s->origins;
+                for (const char *p = o->allowed_origins; *p; p++)
+                    if (*p != ' ' && *p != '\t')
+                        *d++ = *p;
+                *d = '\0';
+            }
+        }
+    }
     kvs_metrics_init(&s->metrics, name, &inst->report);
-    if (!s->model_name || (o->api_key && *o->api_key && !s->api_key)) {
+    kvs_status st;
+    if (!s->model_name || (o->api_key && !s->api_key)) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
     }
     if ((st = kvs_api_chat_init(s, o, err)) != KVS_OK)
         goto fail;
+    st = kvs_http_front_init(&s->front, s, o->host ? o->host : "127.0.0.1", o->port, &lim, idle, header_timeout, err);
+    s->front_ready = true;
+    if (st != KVS_OK)
+        goto fail;
     if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
         goto fail;
-    unsigned flags = MHD_USE_THREAD_PER_CONNECTION | MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_ITC |
-                     MHD_USE_AUTO | MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
-    s->d = MHD_start_daemon(flags, (uint16_t)o->port, NULL, NULL, on_access, s,
+    unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
+                     MHD_USE_ITC | MHD_USE_ERROR_LOG;
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, s,
                             MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, s,
-                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
                             MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, o->connection_timeout_s ? o->connection_timeout_s : 600u,
-                            MHD_OPTION_CONNECTION_LIMIT, 1000u,
-                            MHD_OPTION_THREAD_STACK_SIZE, (size_t)(512 * 1024),
+                            MHD_OPTION_NOTIFY_CONNECTION, kvs_http_on_connection, &s->front,
+                            MHD_OPTION_UNESCAPE_CALLBACK, on_unescape, s,
+                            MHD_OPTION_THREAD_POOL_SIZE, lim.threads,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle,
+                            MHD_OPTION_CONNECTION_LIMIT, lim.max_connections + lim.threads,
+                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, lim.connection_memory,
+                            MHD_OPTION_THREAD_STACK_SIZE, KVS_HTTP_THREAD_STACK,
+                            MHD_OPTION_STRICT_FOR_CLIENT, 1,
                             MHD_OPTION_END);
     if (!s->d) {
-        st = kvs_fail(err, KVS_E_IO, "cannot listen on %s:%d%s%s", o->host ? o->host : "127.0.0.1", o->port,
-                      s->mhd_error[0] ? ": " : "", s->mhd_error);
+        st = kvs_fail(err, KVS_E_IO, "cannot start the HTTP daemon%s%s", s->mhd_error[0] ? ": " : "", s->mhd_error);
         goto fail;
     }
-    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
-    s->port = di ? di->port : o->port;
+    if ((st = kvs_http_front_start(&s->front, s->d, err)) != KVS_OK)
+        goto fail;
+    s->port = s->front.port;
     *out = s;
     return KVS_OK;
 fail:
@@ -413,14 +662,9 @@ void kvs_server_drain(kvs_server *s)
 {
     pthread_mutex_lock(&s->mu);
     s->draining = true;
-    bool quiesce = !s->quiesced && s->d;
-    s->quiesced = true;
     pthread_mutex_unlock(&s->mu);
-    if (quiesce) {
-        MHD_socket fd = MHD_quiesce_daemon(s->d);
-        if (fd != MHD_INVALID_SOCKET)
-            close(fd);
-    }
+    if (s->front_ready)
+        atomic_store(&s->front.draining, true); /* new connections get 503 */
 }
 
 bool kvs_server_wait(kvs_server *s, int timeout_ms)
@@ -438,15 +682,32 @@ bool kvs_server_wait(kvs_server *s, int timeout_ms)
     return idle;
 }
 
+/* How long stopping waits for aborted requests' last bytes to be written. */
+#define FLUSH_MS 5000
+
 void kvs_server_stop(kvs_server *s)
 {
     if (!s)
         return;
     kvs_server_drain(s);
-    /* The engine thread ends every open channel, so handlers blocked on one return. */
+    /* The engine thread ends every open channel with an error event; each
+     * push wakes its connection, which writes the error (and [DONE]). */
     kvs_loop_stop(s->loop);
+    if (s->d) {
+        /* No connection may stay suspended past MHD_stop_daemon: wake them all
+         * and let each finish its answer (bounded: a client that does not
+         * read is cut off). */
+        if (!kvs_http_front_finish(&s->front, FLUSH_MS) && s->log) {
+            fprintf(s->log, "WARNING kvserve: http: some responses were still being written at shutdown\n");
+            fflush(s->log);
+        }
+    }
+    if (s->front_ready)
+        kvs_http_front_stop_gate(&s->front);
     if (s->d)
         MHD_stop_daemon(s->d);
+    if (s->front_ready)
+        kvs_http_front_free(&s->front);
     kvs_loop_free(s->loop);
     kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
@@ -454,5 +715,25 @@ void kvs_server_stop(kvs_server *s)
     pthread_mutex_destroy(&s->mu);
     free(s->model_name);
     free(s->api_key);
+    free(s->origins);
     free(s);
+}
+
+void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!s->front_ready)
+        return;
+    kvs_http_front *f = &s->front;
+    pthread_mutex_lock(&f->mu);
+    out->connections = f->n_used;
+    out->max_connections = f->n_slots;
+    pthread_mutex_unlock(&f->mu);
+    pthread_mutex_lock(&f->pool.mu);
+    out->body_pool_used = f->pool.pages_used * KVS_HTTP_POOL_PAGE;
+    out->body_pool_peak = f->pool.pages_hwm * KVS_HTTP_POOL_PAGE;
+    out->body_pool_bytes = f->pool.bytes;
+    out->refused_bodies = f->pool.refused;
+    pthread_mutex_unlock(&f->pool.mu);
+    out->refused_connections = atomic_load(&f->refused_full);
 }

@@ -1,25 +1,41 @@
-/* The front end's memory for given limits (http_reserve.h).
- *
- * Today's front end (http.c): libmicrohttpd with a thread per connection.
- * Per connection: the pages of its thread's stack that a request touches
- * (32 KiB: the stack is 512 KiB of address space, the handlers' frames
- * touch a few pages), the pages of libmicrohttpd's per-connection memory
- * pool that headers and the response buffer use (8 KiB), and the working
- * set of one request's JSON documents and response text (8 KiB for the
- * documents of a completion; the body itself is counted below).  Bodies:
- * each is buffered whole, up to --max-request-bytes, and parsed into a
- * jansson tree about as large; one body of the largest size is reserved
- * beside the per-connection figures.  This front end does not enforce
- * the figure (a thread per connection, bodies from malloc): the load test
- * checks that it holds; the event-driven front end bounds it by
- * construction and replaces this function. */
+/* The HTTP front end's fixed host memory (see http_reserve.h). */
 #include "server/http_reserve.h"
 
-#define PER_CONNECTION (32u * 1024 + 8u * 1024 + 8u * 1024)
-#define LARGE_BODIES 1
+#include "server/http_front.h"
 
-size_t kvs_http_reserve_bytes(const kvs_http_limits *lim)
+kvs_http_limits kvs_http_limits_defaults(void)
 {
-    size_t conns = lim->max_connections > 0 ? (size_t)lim->max_connections : 1;
-    return conns * PER_CONNECTION + (size_t)LARGE_BODIES * 2 * (size_t)lim->max_request_bytes;
+    kvs_http_limits l = {0};
+    return kvs_http_limits_resolve(&l);
+}
+
+kvs_http_limits kvs_http_limits_resolve(const kvs_http_limits *l)
+{
+    kvs_http_limits r = *l;
+    if (!r.threads)
+        r.threads = KVS_HTTP_DEFAULT_THREADS;
+    if (!r.max_connections)
+        r.max_connections = KVS_HTTP_DEFAULT_MAX_CONNECTIONS;
+    if (!r.max_request_bytes)
+        r.max_request_bytes = KVS_HTTP_DEFAULT_MAX_REQUEST;
+    if (!r.connection_memory)
+        r.connection_memory = KVS_HTTP_DEFAULT_CONN_MEMORY;
+    if (!r.body_pool_bytes)
+        r.body_pool_bytes = 2 * r.max_request_bytes;
+    return r;
+}
+
+size_t kvs_http_body_pool_bytes(const kvs_http_limits *l)
+{
+    kvs_http_limits r = kvs_http_limits_resolve(l);
+    return (r.body_pool_bytes + 4095) / 4096 * 4096;
+}
+
+size_t kvs_http_reserve_bytes(const kvs_http_limits *l)
+{
+    kvs_http_limits r = kvs_http_limits_resolve(l);
+    size_t threads = (size_t)r.threads * KVS_HTTP_THREAD_STACK + KVS_HTTP_GATE_STACK;
+    size_t per_conn = r.connection_memory + KVS_HTTP_CONN_BOOKKEEPING + KVS_HTTP_STREAM_BLOCK + kvs_http_slot_bytes();
+    size_t lingering = KVS_HTTP_OVERFLOW_SLOTS * 16 + KVS_HTTP_WAIT_SLOTS * 160;
+    return threads + (size_t)r.max_connections * per_conn + lingering + kvs_http_body_pool_bytes(&r);
 }

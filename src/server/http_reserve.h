@@ -1,24 +1,57 @@
 /*
- * http_reserve.h - the HTTP front end's fixed host memory, for the budget.
+ * http_reserve.h - the HTTP front end's fixed host memory for given limits.
  *
- * On the CPU backend the host's memory is the device's, so the front end's
- * memory is part of the serving reserve (see engine_loop.h and
- * docs/memory.md): a fixed figure for given limits, subtracted before the
- * KV cache takes the rest.  This is the figure for the front end in
- * http.c; a front end with other threads or buffers gives its own.
+ * The front end (http.c, http_gate.c) allocates everything it will ever
+ * need when the server starts, from these limits: a fixed pool of worker
+ * threads with fixed stacks (libmicrohttpd's epoll threads plus kvserve's
+ * gate thread), a fixed number of connection slots, each with
+ * libmicrohttpd's per-connection memory pool (MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+ * which holds the request head and the write buffer), its bookkeeping, and
+ * the buffer of a streaming response, and one request-body pool
+ * (http_pool.h).  kvs_http_reserve_bytes is their sum: the memory report's
+ * share for the front end (the serving reserve), computable without
+ * starting anything, so `plan` and a start agree.
+ *
+ *     kvs_http_limits l = kvs_http_limits_defaults();
+ *     l.max_connections = 64;
+ *     size_t bytes = kvs_http_reserve_bytes(&l);
  */
 #ifndef KVS_SERVER_HTTP_RESERVE_H
 #define KVS_SERVER_HTTP_RESERVE_H
 
 #include <stddef.h>
-#include <stdint.h>
+
+/* Defaults (also what 0 in a field means). */
+#define KVS_HTTP_DEFAULT_THREADS 2u
+#define KVS_HTTP_DEFAULT_MAX_CONNECTIONS 256u
+#define KVS_HTTP_DEFAULT_MAX_REQUEST ((size_t)8 << 20)
+#define KVS_HTTP_DEFAULT_CONN_MEMORY ((size_t)32 << 10)
+#define KVS_HTTP_THREAD_STACK ((size_t)512 << 10)   /* a worker (runs the handlers) */
+#define KVS_HTTP_GATE_STACK ((size_t)128 << 10)     /* the gate thread (heads and error answers only) */
+/* A streaming response's buffer (MHD_create_response_from_callback's block). */
+#define KVS_HTTP_STREAM_BLOCK ((size_t)4 << 10)
+/* libmicrohttpd's own structure for a connection, its copy of the peer
+ * address and allocator overhead, rounded up (struct MHD_Connection is
+ * about 1 KiB in 0.9.75). */
+#define KVS_HTTP_CONN_BOOKKEEPING ((size_t)2 << 10)
 
 typedef struct kvs_http_limits {
-    int32_t max_connections;         /* --max-connections */
-    uint64_t max_request_bytes;      /* --max-request-bytes: the largest body */
+    unsigned threads;              /* --http-threads: libmicrohttpd worker threads */
+    unsigned max_connections;      /* --max-connections: open connections at most */
+    size_t max_request_bytes;      /* --max-request-bytes: largest request body */
+    size_t body_pool_bytes;        /* --http-body-pool: all bodies being read at once (0: max_request_bytes x 2) */
+    size_t connection_memory;      /* libmicrohttpd's per-connection pool (0: 32 KiB) */
 } kvs_http_limits;
 
-/* Bytes of host memory the front end holds at most under these limits. */
-size_t kvs_http_reserve_bytes(const kvs_http_limits *lim);
+/* The defaults: 2 threads, 256 connections, 8 MiB bodies, a 16 MiB body pool, 32 KiB per connection. */
+kvs_http_limits kvs_http_limits_defaults(void);
+/* l with every 0 replaced by its default. */
+kvs_http_limits kvs_http_limits_resolve(const kvs_http_limits *l);
+/* The body pool's size for l (after defaults). */
+size_t kvs_http_body_pool_bytes(const kvs_http_limits *l);
+/* The front end's fixed host memory for l (0 fields take their defaults):
+ * worker and gate thread stacks + connections x (connection memory +
+ * bookkeeping + stream buffer + slot) + the body pool. */
+size_t kvs_http_reserve_bytes(const kvs_http_limits *l);
 
 #endif

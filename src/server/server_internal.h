@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include "server/engine_loop.h"
+#include "server/http_front.h"
 #include "server/metrics.h"
 #include "server/oai_params.h"
 #include "server/server.h"
@@ -41,6 +42,12 @@ struct kvs_server {
     pthread_cond_t cv;
     int n_active;                  /* generation requests in flight */
     bool draining, quiesced;
+
+    /* The front end (http.c, http_gate.c). */
+    kvs_http_front front;
+    bool front_ready;
+    char *origins;                 /* --allowed-origins, comma-separated (NULL: none) */
+    bool any_origin;               /* "*" */
 };
 
 /* Begin / end a generation request (false: draining, answer 503). */
@@ -63,6 +70,10 @@ json_t *kvs_http_error_obj(unsigned status, const char *param, const char *code,
 bool kvs_http_peer_gone(int fd);
 /* The connection's socket, or -1. */
 int kvs_http_fd(struct MHD_Connection *c);
+/* Add the headers every response carries (CORS for an allowed Origin) to r
+ * before it is queued on c; queue_response's callers that build their own
+ * response (streams) call it. */
+void kvs_http_decorate(struct MHD_Connection *c, struct MHD_Response *r);
 
 /* ---- endpoints ---- */
 

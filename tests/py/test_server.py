@@ -146,7 +146,8 @@ def t_stream_curl(srv):
     ref = complete(srv, prompt="Once upon a time", max_tokens=30, temperature=0)
     assert "".join(c["choices"][0]["text"] for c in ev[:-1]) == ref["choices"][0]["text"]
     # curl, non-streaming, with --fail-with-body on an error
-    out = subprocess.run(["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", "-d", '{"prompt": 5}',
+    out = subprocess.run(["curl", "-sS", "--max-time", "60", "-w", "\n%{http_code}", "-H", "Content-Type: application/json",
+                          "-d", '{"prompt": 5}',
                           "http://127.0.0.1:%d/v1/completions" % srv.port],
                          capture_output=True, text=True, timeout=90, check=True)
     body, code = out.stdout.rsplit("\n", 1)

@@ -130,12 +130,7 @@ def t_prompt_lists(srv):
 
 def t_models_retrieve(srv):
     st, data = srv.get("/v1/models/stories260K")
-    if st == 404 and json.loads(data)["error"]["code"] == "not_found":
-        # the handler is kvs_api_model() (api_misc.c); the router (http.c, rewritten in parallel) must
-        # send GET /v1/models/{id} to it
-        print("SKIP GET /v1/models/{id}: the HTTP router does not route it to kvs_api_model() yet")
-        return
-    assert st == 200, (st, data)
+    assert st == 200, (st, data)   # http.c routes GET /v1/models/{id} to kvs_api_model()
     m = json.loads(data)
     st, lst = srv.get("/v1/models")
     assert m == json.loads(lst)["data"][0] and m["id"] == "stories260K" and m["object"] == "model", m

@@ -1,0 +1,192 @@
+/*
+ * http_front.h - the HTTP front end's connection slots, its gate thread,
+ * and how a request waits for the engine without holding a thread
+ * (internal to server/).
+ *
+ * Connections.  kvserve accepts connections itself, on one "gate" thread,
+ * and hands them to libmicrohttpd (MHD_add_connection) only once their
+ * first request head has arrived and passed kvs_http_head_check: MHD runs
+ * epoll on a fixed pool of worker threads (--http-threads) and never sees a
+ * malformed or incomplete first head, which the gate answers with a JSON
+ * error itself.  Every connection holds one slot of a table sized at
+ * start-up (--max-connections) from accept to close; a connection that
+ * finds the table full gets a 503 JSON error at once and is closed after a
+ * short linger, never silently.  The gate also enforces the header-read
+ * timeout (the first head and every later one on a kept-alive connection
+ * must arrive within --http-header-timeout seconds; an idle connection is
+ * closed after --http-idle-timeout by libmicrohttpd), and watches the
+ * sockets of suspended connections for a hang-up.
+ *
+ *     accept -> GATE (peek, check) -> HANDED -> LIVE (MHD) -> FREE
+ *                 \-> LINGER (error answered, reading until the peer closes) -> FREE
+ *
+ * Waiting.  A handler never blocks on the engine: when its channel has no
+ * event it calls kvs_http_sleep, which suspends the connection
+ * (MHD_suspend_connection); a push to the channel (kvs_http_bind) or a
+ * hang-up resumes it, and libmicrohttpd calls the handler (or the stream's
+ * reader) again.  A non-streaming request continues in a function it
+ * registers with kvs_http_defer.
+ */
+#ifndef KVS_SERVER_HTTP_FRONT_H
+#define KVS_SERVER_HTTP_FRONT_H
+
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <sys/socket.h>
+
+#include "server/engine_loop.h"
+#include "server/http_head.h"
+#include "server/http_pool.h"
+#include "server/http_reserve.h"
+
+/* Connections over the limit that linger (answered 503, waiting for the
+ * peer to close) at once; more are closed right after their answer. */
+#define KVS_HTTP_OVERFLOW_SLOTS 64
+/* A stream's client may stop reading for this long before it is cut off
+ * (the idle time-out is for connections between requests). */
+#define KVS_HTTP_WRITE_TIMEOUT_S 600u
+/* Seconds an answered connection is read from before it is closed. */
+#define KVS_HTTP_LINGER_S 2.0
+/* When every slot is taken, a new connection takes the slot of the oldest
+ * one that has sent nothing for this long (closing it); else it waits up
+ * to KVS_HTTP_SLOT_WAIT_S for a slot (at most KVS_HTTP_WAIT_SLOTS wait at
+ * once: closed connections are released a moment after the peer goes),
+ * then gets 503. */
+#define KVS_HTTP_EVICT_IDLE_S 1.0
+#define KVS_HTTP_SLOT_WAIT_S 1.0
+#define KVS_HTTP_WAIT_SLOTS 64
+
+struct kvs_server;
+
+typedef enum MHD_Result (*kvs_http_resume_fn)(void *ctx, struct MHD_Connection *c);
+typedef void (*kvs_http_cancel_fn)(void *ctx);
+
+enum { SLOT_FREE, SLOT_GATE, SLOT_LINGER, SLOT_HANDED, SLOT_LIVE };
+enum { REQ_NONE, REQ_BODY, REQ_DONE, REQ_DEFERRED };
+
+typedef struct kvs_http_slot {
+    pthread_mutex_t mu;            /* guards state..watched against the gate and wake-ups */
+    struct kvs_http_front *front;
+    unsigned index;
+    unsigned gen;                  /* bumped on every reuse */
+    atomic_int state;
+    int fd;
+    struct sockaddr_storage addr;
+    socklen_t addr_len;
+    double deadline;               /* GATE: head due; LINGER: close; LIVE+awaiting_head: head due */
+    double t_accept;               /* GATE: when accepted */
+    size_t seen;                   /* GATE: bytes received so far */
+    bool awaiting_head;            /* LIVE: between requests */
+    struct MHD_Connection *conn;
+    bool suspended, wake_pending, hup, watched;
+    struct kvs_http_slot *next_free;
+
+    /* The request in progress (touched by its MHD worker only). */
+    int phase;
+    char *body;
+    size_t len, cap, dropped;
+    bool too_large, pool_full, bad_target;
+    bool long_timeout;             /* a stream: KVS_HTTP_WRITE_TIMEOUT_S applies until it ends */
+    kvs_http_resume_fn defer_fn;
+    kvs_http_cancel_fn defer_cancel;
+    void *defer_ctx;
+} kvs_http_slot;
+
+typedef struct kvs_http_front {
+    struct kvs_server *s;
+    kvs_http_limits lim;
+    kvs_http_head_limits head;
+    unsigned idle_timeout_s;
+    double header_timeout_s;
+    int listen_fd, ep, wake_fd;
+    int port;
+    pthread_t thread;
+    bool thread_started;
+    struct MHD_Daemon *d;
+    char *peek;                    /* the gate's peek buffer */
+    size_t peek_cap;
+
+    pthread_mutex_t mu;            /* guards the free list and the counts */
+    pthread_cond_t cv;
+    kvs_http_slot *slots;
+    unsigned n_slots, n_used, n_requests;
+    kvs_http_slot *free_list;
+    struct { int fd; double deadline; } overflow[KVS_HTTP_OVERFLOW_SLOTS];
+    struct {
+        int fd;
+        struct sockaddr_storage addr;
+        socklen_t addr_len;
+        double deadline;
+    } waiting[KVS_HTTP_WAIT_SLOTS]; /* a FIFO ring */
+    unsigned wait_head, n_waiting;
+    double listen_paused_until;
+    atomic_uint_fast64_t refused_full; /* connections answered 503 for the limit */
+
+    kvs_http_pool pool;
+    atomic_bool draining, stopping, quit;
+} kvs_http_front;
+
+/* Bytes of one slot (for kvs_http_reserve_bytes). */
+size_t kvs_http_slot_bytes(void);
+
+/* Bind the listening socket and reserve the slots and the body pool. */
+kvs_status kvs_http_front_init(kvs_http_front *f, struct kvs_server *s, const char *host, int port,
+                               const kvs_http_limits *lim, unsigned idle_timeout_s, double header_timeout_s,
+                               kvs_error *err);
+/* Start the gate thread feeding daemon d. */
+kvs_status kvs_http_front_start(kvs_http_front *f, struct MHD_Daemon *d, kvs_error *err);
+/* Stop the gate thread and close every connection it still holds
+ * (idempotent); MHD's own connections are left to MHD_stop_daemon. */
+void kvs_http_front_stop_gate(kvs_http_front *f);
+/* Free what init reserved (after the daemon is stopped). */
+void kvs_http_front_free(kvs_http_front *f);
+/* Resume every suspended connection and keep them from suspending again;
+ * then wait up to timeout_ms for requests in progress to end.  True if
+ * none is left. */
+bool kvs_http_front_finish(kvs_http_front *f, int timeout_ms);
+
+/* MHD callbacks (MHD_OPTION_NOTIFY_CONNECTION). */
+void kvs_http_on_connection(void *cls, struct MHD_Connection *c, void **socket_context,
+                            enum MHD_ConnectionNotificationCode toe);
+/* The slot of a connection (NULL if it has none). */
+kvs_http_slot *kvs_http_slot_of(struct MHD_Connection *c);
+/* A request starts (first call of the access handler) / ends (completed). */
+void kvs_http_request_begin(kvs_http_front *f, kvs_http_slot *sl);
+void kvs_http_request_end(kvs_http_front *f, kvs_http_slot *sl);
+
+/* Answer on a raw socket: status with the JSON error object, Connection:
+ * close (used by the gate). */
+void kvs_http_raw_error(int fd, int status, const char *code, const char *msg);
+
+/* ---- waiting without a thread (for api_gen.c) ---- */
+
+typedef enum kvs_http_sleep_result {
+    KVS_HTTP_SLEPT,                /* suspended: return 0 (reader) or MHD_YES (handler) */
+    KVS_HTTP_AGAIN,                /* an event came meanwhile: look again */
+    KVS_HTTP_GONE,                 /* the client hung up */
+    KVS_HTTP_STOPPING,             /* the server is stopping: finish now */
+} kvs_http_sleep_result;
+
+/* Make every push to ch wake connection c (until kvs_http_unbind). */
+void kvs_http_bind(struct MHD_Connection *c, kvs_chan *ch);
+/* No more wake-ups from ch (call before dropping one's reference). */
+void kvs_http_unbind(kvs_chan *ch);
+/* Suspend c until its bound channel gets an event or its client hangs up,
+ * unless one of those already happened.  Call only from MHD's access
+ * handler or a content reader of c. */
+kvs_http_sleep_result kvs_http_sleep(struct MHD_Connection *c);
+/* c answers with a stream that its client may read slowly: until the
+ * request ends, c is closed only after KVS_HTTP_WRITE_TIMEOUT_S without
+ * progress, not after the idle time-out. */
+void kvs_http_response_long(struct MHD_Connection *c);
+/* Whether c's client was seen to hang up. */
+bool kvs_http_gone(struct MHD_Connection *c);
+/* Continue this request later: when c wakes, MHD's access handler calls
+ * fn(ctx, c), which answers or defers again; cancel(ctx) runs instead if
+ * the connection ends first.  Returns MHD_YES (for the handler to return). */
+enum MHD_Result kvs_http_defer(struct MHD_Connection *c, kvs_http_resume_fn fn, kvs_http_cancel_fn cancel,
+                               void *ctx);
+
+#endif
