@@ -227,8 +227,11 @@ def main():
                 fail("%s: %s: plan %s, start %s, second start %s" % (name, k, p.get(k), r.get(k), r2.get(k)))
         check_formula(name + " [plan]", p, c, shape, wref, fail)
         check_formula(name + " [measured]", r, c, shape, wref, fail)
+        # The reserve is enforced (and checked here) in a release build; under
+        # the sanitizers the start only warns, as their quarantine keeps freed
+        # blocks resident and says nothing of kvserve's own memory.
         for rr in (r, r2):
-            if rr["overhead_measured_bytes"] > rr["overhead_reserve_bytes"]:
+            if not asan and rr["overhead_measured_bytes"] > rr["overhead_reserve_bytes"]:
                 fail("%s: measured overhead %d over its reserve %d" % (name, rr["overhead_measured_bytes"],
                                                                      rr["overhead_reserve_bytes"]))
         margin = min(r["overhead_reserve_bytes"] - r["overhead_measured_bytes"],
