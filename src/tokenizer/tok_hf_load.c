@@ -146,32 +146,61 @@ static void *vec_add(vec *v)
     return e;
 }
 
-static kvs_status parse_normalizer(const json_t *j, vec *out, const char *path, int depth,
-                                   kvs_error *err)
+/* The shape every pipeline stage of tokenizer.json shares (normalizer, pre-tokenizer, decoder,
+ * post-processor): null means absent; otherwise an object with a string "type"; a "Sequence"
+ * holds an array `key` of stages, each parsed by `step(ctx, ...)` one level deeper (at most 16
+ * levels; `what` names the stage in errors). On KVS_OK *type is the stage's type for the caller
+ * to interpret, or NULL when nothing is left to do (absent, or a Sequence already parsed). */
+typedef kvs_status (*hf_step_fn)(void *ctx, const json_t *j, const char *path, int depth,
+                                 kvs_error *err);
+static kvs_status typed_step(const json_t *j, const char *path, int depth, const char *what,
+                             const char *key, hf_step_fn step, void *ctx, const char **type,
+                             kvs_error *err)
 {
+    *type = NULL;
     if (!j || json_is_null(j))
         return KVS_OK;
     if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "normalizers nested too deeply");
+        return bad(err, KVS_E_FORMAT, TJ, path, "%s nested too deeply", what);
     if (!json_is_object(j))
         return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
-    const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
+    const char *t;
+    kvs_status st = get_str(j, "type", &t, NULL, TJ, path, err);
     if (st != KVS_OK)
         return st;
-    if (!type)
+    if (!t)
         return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "normalizers");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'normalizers' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.normalizers[%zu]", path, i);
-            st = parse_normalizer(json_array_get(a, i), out, sub, depth + 1, err);
-        }
-        return st;
+    if (strcmp(t, "Sequence") != 0) {
+        *type = t;
+        return KVS_OK;
     }
+    json_t *a = json_object_get(j, key);
+    if (!json_is_array(a))
+        return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a '%s' array", key);
+    for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
+        char sub[160];
+        snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
+        st = step(ctx, json_array_get(a, i), sub, depth + 1, err);
+    }
+    return st;
+}
+
+static kvs_status parse_normalizer(const json_t *j, vec *out, const char *path, int depth,
+                                   kvs_error *err);
+static kvs_status norm_step(void *ctx, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
+    return parse_normalizer(j, ctx, path, depth, err);
+}
+
+static kvs_status parse_normalizer(const json_t *j, vec *out, const char *path, int depth,
+                                   kvs_error *err)
+{
+    const char *type;
+    kvs_status st =
+        typed_step(j, path, depth, "normalizers", "normalizers", norm_step, out, &type, err);
+    if (st != KVS_OK || !type)
+        return st;
     static const struct { const char *name; enum hf_norm_kind kind; } SIMPLE[] = {
         {"NFC", HN_NFC}, {"NFD", HN_NFD}, {"NFKC", HN_NFKC}, {"NFKD", HN_NFKD},
         {"Lowercase", HN_LOWERCASE}, {"Prepend", HN_PREPEND}, {"Replace", HN_REPLACE},
@@ -254,31 +283,21 @@ static kvs_status get_replacement(const json_t *j, char repl[8], size_t *repl_le
 }
 
 static kvs_status parse_pretok(const json_t *j, vec *out, const char *path, int depth,
+                               kvs_error *err);
+static kvs_status pretok_step(void *ctx, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
+    return parse_pretok(j, ctx, path, depth, err);
+}
+
+static kvs_status parse_pretok(const json_t *j, vec *out, const char *path, int depth,
                                kvs_error *err)
 {
-    if (!j || json_is_null(j))
-        return KVS_OK;
-    if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "pre-tokenizers nested too deeply");
-    if (!json_is_object(j))
-        return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
     const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
-    if (st != KVS_OK)
+    kvs_status st =
+        typed_step(j, path, depth, "pre-tokenizers", "pretokenizers", pretok_step, out, &type, err);
+    if (st != KVS_OK || !type)
         return st;
-    if (!type)
-        return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "pretokenizers");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'pretokenizers' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.pretokenizers[%zu]", path, i);
-            st = parse_pretok(json_array_get(a, i), out, sub, depth + 1, err);
-        }
-        return st;
-    }
     hf_pre *p = vec_add(out);
     if (!p)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for pre-tokenizers");
@@ -358,31 +377,21 @@ typedef struct hf_dec {
 } hf_dec;
 
 static kvs_status parse_decoder(const json_t *j, vec *out, const char *path, int depth,
+                                kvs_error *err);
+static kvs_status decoder_step(void *ctx, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
+    return parse_decoder(j, ctx, path, depth, err);
+}
+
+static kvs_status parse_decoder(const json_t *j, vec *out, const char *path, int depth,
                                 kvs_error *err)
 {
-    if (!j || json_is_null(j))
-        return KVS_OK;
-    if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "decoders nested too deeply");
-    if (!json_is_object(j))
-        return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
     const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
-    if (st != KVS_OK)
+    kvs_status st =
+        typed_step(j, path, depth, "decoders", "decoders", decoder_step, out, &type, err);
+    if (st != KVS_OK || !type)
         return st;
-    if (!type)
-        return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "decoders");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'decoders' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.decoders[%zu]", path, i);
-            st = parse_decoder(json_array_get(a, i), out, sub, depth + 1, err);
-        }
-        return st;
-    }
     hf_dec *d = vec_add(out);
     if (!d)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for decoders");
@@ -868,31 +877,21 @@ static kvs_status parse_template(loader *L, const json_t *j, const char *path, k
 }
 
 static kvs_status parse_post(loader *L, const json_t *j, const char *path, int depth,
+                             kvs_error *err);
+static kvs_status post_step(void *ctx, const json_t *j, const char *path, int depth,
                              kvs_error *err)
 {
-    if (!j || json_is_null(j))
-        return KVS_OK;
-    if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "post-processors nested too deeply");
-    if (!json_is_object(j))
-        return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
+    return parse_post(ctx, j, path, depth, err);
+}
+
+static kvs_status parse_post(loader *L, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
     const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
-    if (st != KVS_OK)
+    kvs_status st =
+        typed_step(j, path, depth, "post-processors", "processors", post_step, L, &type, err);
+    if (st != KVS_OK || !type)
         return st;
-    if (!type)
-        return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "processors");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'processors' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.processors[%zu]", path, i);
-            st = parse_post(L, json_array_get(a, i), sub, depth + 1, err);
-        }
-        return st;
-    }
     if (strcmp(type, "ByteLevel") == 0)
         return KVS_OK; /* offsets only */
     if (strcmp(type, "TemplateProcessing") == 0)
