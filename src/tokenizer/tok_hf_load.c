@@ -925,23 +925,6 @@ static kvs_status parse_post(loader *L, const json_t *j, const char *path, int d
 
 /* ---- the decoder, token by token ---------------------------------------------- */
 
-static int byte_piece(const char *s, size_t len)
-{
-    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
-        return -1;
-    int v = 0;
-    for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                               : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                                                      : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
-
 /* Replace every `from` in s[0, *n) by `to` (out has room for the worst case). */
 static size_t replace_all(const char *s, size_t n, const char *from, size_t fl, const char *to,
                           size_t tl, char *out)
@@ -1028,7 +1011,7 @@ static kvs_status build_decoder(loader *L, kvs_error *err)
                 break;
             }
             case HD_BYTEFALLBACK: {
-                int v = byte_piece(a, n);
+                int v = kvs_tok_byte_piece(a, n);
                 if (v < 0)
                     continue;
                 b[m++] = (char)v;
