@@ -999,30 +999,29 @@ static jnode *parse_not(parser *P)
     return parse_compare(P);
 }
 
-static jnode *parse_and(parser *P)
+/* A left-associative chain of the keyword `word` ("and", "or") over operands parsed by
+ * `operand`: a word b word c -> ((a word b) word c), each link a node of `kind`. */
+static jnode *parse_logic(parser *P, const char *word, int kind, jnode *(*operand)(parser *))
 {
-    jnode *l = parse_not(P);
-    while (is_name(peek(P), "and")) {
+    jnode *l = operand(P);
+    while (is_name(peek(P), word)) {
         int line = next(P)->line;
-        jnode *n = mk(P, N_AND, line);
+        jnode *n = mk(P, kind, line);
         n->a = l;
-        n->b = parse_not(P);
+        n->b = operand(P);
         l = n;
     }
     return l;
 }
 
+static jnode *parse_and(parser *P)
+{
+    return parse_logic(P, "and", N_AND, parse_not);
+}
+
 static jnode *parse_or(parser *P)
 {
-    jnode *l = parse_and(P);
-    while (is_name(peek(P), "or")) {
-        int line = next(P)->line;
-        jnode *n = mk(P, N_OR, line);
-        n->a = l;
-        n->b = parse_and(P);
-        l = n;
-    }
-    return l;
+    return parse_logic(P, "or", N_OR, parse_and);
 }
 
 static jnode *parse_expr(parser *P)
