@@ -34,23 +34,6 @@ typedef struct conv_tensor {
 } conv_tensor;
 
 /* The family's tensors in table order, each found in the source. */
-static int64_t dim_of(const kvs_model_hparams *hp, kvs_dim_role r)
-{
-    int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
-    switch (r) {
-    case KVS_D_ONE: return 1;
-    case KVS_D_DIM: return hp->dim;
-    case KVS_D_VOCAB: return hp->n_vocab;
-    case KVS_D_Q: return q;
-    case KVS_D_KV: return kv;
-    case KVS_D_QKV: return q + 2 * kv;
-    case KVS_D_HIDDEN: return hp->hidden_dim;
-    case KVS_D_HIDDEN2: return 2 * (int64_t)hp->hidden_dim;
-    case KVS_D_HEAD: return hp->head_dim;
-    }
-    return 0;
-}
-
 static kvs_status walk(const kvs_model_source *src, conv_tensor **out, size_t *n, kvs_error *err)
 {
     const kvs_model_hparams *hp = &src->hp;
@@ -69,8 +52,8 @@ static kvs_status walk(const kvs_model_source *src, conv_tensor **out, size_t *n
             snprintf(x->gguf, sizeof x->gguf, at->gguf, (int)l);
             snprintf(x->hf, sizeof x->hf, at->hf, (int)l);
             x->at = at;
-            x->ne0 = dim_of(hp, at->ne0);
-            x->ne1 = dim_of(hp, at->ne1);
+            x->ne0 = kvs_model_dim(hp, at->ne0);
+            x->ne1 = kvs_model_dim(hp, at->ne1);
             x->t = kvs_source_find(src, x->gguf);
             kvs_status st = KVS_OK;
             if (!x->t)
