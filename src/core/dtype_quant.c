@@ -364,16 +364,26 @@ static void quant_q5_K(const float *x, kvs_block_q5_K *b)
 /* Element index of (half h, quarter c, lane l) in the 16 x 16 layouts. */
 #define KQ_IDX(h, c, l) (128 * (h) + 32 * (c) + (l))
 
-static void quant_q6_K(const float *x, kvs_block_q6_K *b)
+/* The scales s[j] = fit_symmetric(x + 16 j, 16, nneg) of the 16 sub-blocks of 16 of a 256-element
+ * super-block; returns the one of largest magnitude, sign kept (the first of equals), which the
+ * super-block scale is fitted to. */
+static float fit_sub16_symmetric(const float *x, int nneg, float s[16])
 {
-    float s[16], amax = 0.0f, max = 0.0f;
+    float amax = 0.0f, max = 0.0f;
     for (int j = 0; j < 16; j++) {
-        s[j] = fit_symmetric(x + 16 * j, 16, 32);
+        s[j] = fit_symmetric(x + 16 * j, 16, nneg);
         if (fabsf(s[j]) > amax) {
             amax = fabsf(s[j]);
             max = s[j];
         }
     }
+    return max;
+}
+
+static void quant_q6_K(const float *x, kvs_block_q6_K *b)
+{
+    float s[16];
+    const float max = fit_sub16_symmetric(x, 32, s);
     const float d = max / -128.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = kvs_fp32_to_fp16(d);
     for (int j = 0; j < 16; j++)
@@ -426,14 +436,8 @@ static void quant_q2_K(const float *x, kvs_block_q2_K *b)
 
 static void quant_q3_K(const float *x, kvs_block_q3_K *b)
 {
-    float s[16], amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < 16; j++) {
-        s[j] = fit_symmetric(x + 16 * j, 16, 4);
-        if (fabsf(s[j]) > amax) {
-            amax = fabsf(s[j]);
-            max = s[j];
-        }
-    }
+    float s[16];
+    const float max = fit_sub16_symmetric(x, 4, s);
     const float d = max / -32.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = kvs_fp32_to_fp16(d);
     int sc[16];
