@@ -73,6 +73,28 @@ void kvs_gbuf_literal(kvs_gbuf *b, const char *s, size_t n)
     kvs_gbuf_put(b, "\"", 1);
 }
 
+static int cmp_range(const void *x, const void *y)
+{
+    const kvs_cp_range *a = x, *b = y;
+    return a->lo < b->lo ? -1 : a->lo > b->lo;
+}
+
+size_t kvs_cp_ranges_merge(kvs_cp_range *r, size_t n)
+{
+    if (n)
+        qsort(r, n, sizeof *r, cmp_range);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k && r[i].lo <= r[k - 1].hi + 1) {
+            if (r[i].hi > r[k - 1].hi)
+                r[k - 1].hi = r[i].hi;
+        } else {
+            r[k++] = r[i];
+        }
+    }
+    return k;
+}
+
 void kvs_gbuf_free(kvs_gbuf *b)
 {
     free(b->s);
@@ -398,9 +420,7 @@ static void utf8_split(builder *b, int32_t rule, uint32_t lo, uint32_t hi, int d
         push_range(b, alt, a[i], z[i]);
 }
 
-typedef struct cprange {
-    uint32_t lo, hi;
-} cprange;
+typedef kvs_cp_range cprange;
 
 typedef struct rvec {
     cprange *r;
@@ -421,27 +441,10 @@ static bool rvec_add(rvec *v, uint32_t lo, uint32_t hi)
     return true;
 }
 
-static int cmp_range(const void *x, const void *y)
-{
-    const cprange *a = x, *b = y;
-    return a->lo < b->lo ? -1 : a->lo > b->lo;
-}
-
 /* Sort and merge; negate over all code points when asked; drop surrogates. */
 static bool rvec_normalize(rvec *v, bool negate)
 {
-    if (v->n)
-        qsort(v->r, v->n, sizeof *v->r, cmp_range);
-    size_t k = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        if (k && v->r[i].lo <= v->r[k - 1].hi + 1) {
-            if (v->r[i].hi > v->r[k - 1].hi)
-                v->r[k - 1].hi = v->r[i].hi;
-        } else {
-            v->r[k++] = v->r[i];
-        }
-    }
-    v->n = k;
+    v->n = kvs_cp_ranges_merge(v->r, v->n);
     rvec out = {0};
     if (negate) {
         uint32_t next = 0;
