@@ -56,14 +56,8 @@ void jframe_set(jctx *c, jframe *f, const char *name, jv v)
         }
     if (f->n == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 8;
-        const char **nn = jalloc(c, cap * sizeof *nn);
-        jv *nv = jalloc(c, cap * sizeof *nv);
-        if (f->n) {
-            memcpy(nn, f->names, f->n * sizeof *nn);
-            memcpy(nv, f->vals, f->n * sizeof *nv);
-        }
-        f->names = nn;
-        f->vals = nv;
+        f->names = jgrow(c, f->names, f->n, cap, sizeof *f->names);
+        f->vals = jgrow(c, f->vals, f->n, cap, sizeof *f->vals);
         f->cap = cap;
     }
     f->names[f->n] = name;
