@@ -157,6 +157,17 @@ static void line_col(const builder *b, size_t off, int *line, int *col)
     }
 }
 
+/* The open-addressed tables of rule names and of byte sets hold index + 1 (0: empty) in cap
+ * (a power of two) slots, probed linearly from hash & (cap - 1): puts index i of that hash into
+ * the first empty slot (the table has one). */
+static void tab_put(int32_t *t, size_t cap, uint64_t hash, int32_t i)
+{
+    size_t h = (size_t)hash & (cap - 1);
+    while (t[h])
+        h = (h + 1) & (cap - 1);
+    t[h] = i + 1;
+}
+
 static void fail_at(builder *b, size_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail_at(builder *b, size_t off, const char *fmt, ...)
 {
@@ -187,10 +198,7 @@ static bool tab_grow(builder *b)
     for (int32_t i = 0; i < b->n_rules; i++) {
         if (b->rules[i].generated)
             continue;
-        size_t h = (size_t)hash_bytes(b->rules[i].name, strlen(b->rules[i].name)) & (cap - 1);
-        while (t[h])
-            h = (h + 1) & (cap - 1);
-        t[h] = i + 1;
+        tab_put(t, cap, hash_bytes(b->rules[i].name, strlen(b->rules[i].name)), i);
     }
     free(b->name_tab);
     b->name_tab = t;
@@ -225,10 +233,7 @@ static int32_t new_rule(builder *b, const char *name, bool generated)
             oom(b);
             return -1;
         }
-        size_t h = (size_t)hash_bytes(name, strlen(name)) & (b->tab_cap - 1);
-        while (b->name_tab[h])
-            h = (h + 1) & (b->tab_cap - 1);
-        b->name_tab[h] = id + 1;
+        tab_put(b->name_tab, b->tab_cap, hash_bytes(name, strlen(name)), id);
     }
     return id;
 }
@@ -319,10 +324,7 @@ static int32_t intern_set(builder *b, const uint64_t s[4])
             return -1;
         }
         for (int32_t i = 0; i < b->n_sets; i++) {
-            size_t h = (size_t)hash_bytes(b->sets[i], 32) & (cap - 1);
-            while (t[h])
-                h = (h + 1) & (cap - 1);
-            t[h] = i + 1;
+            tab_put(t, cap, hash_bytes(b->sets[i], 32), i);
         }
         free(b->set_tab);
         b->set_tab = t;
