@@ -485,6 +485,39 @@ static kvs_status text_add(loader *L, const char *s, size_t n, uint32_t *off, kv
     return KVS_OK;
 }
 
+/* One added token of id from its object o (content, special, lstrip, rstrip, single_word,
+ * normalized: as in tokenizer.json's added_tokens and the config's added_tokens_decoder), appended
+ * to L->added; `file` and `path` name o in errors. */
+static kvs_status add_token(loader *L, const json_t *o, int32_t id, const char *file, const char *path,
+                            kvs_error *err)
+{
+    hf_added x = {.id = id};
+    const char *c;
+    size_t cl;
+    kvs_status st = get_str(o, "content", &c, &cl, file, path, err);
+    if (st == KVS_OK && (!c || cl == 0))
+        st = bad(err, KVS_E_FORMAT, file, path, "'content' must be a non-empty string");
+    if (st == KVS_OK)
+        st = get_bool(o, "special", false, &x.special, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "lstrip", false, &x.lstrip, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "rstrip", false, &x.rstrip, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "single_word", false, &x.single_word, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "normalized", !x.special, &x.normalized, file, path, err);
+    if (st == KVS_OK)
+        st = text_add(L, c, cl, &x.off, err);
+    x.len = (uint32_t)cl;
+    hf_added *slot = st == KVS_OK ? vec_add(&L->added) : NULL;
+    if (st == KVS_OK && !slot)
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory for added tokens");
+    if (slot)
+        *slot = x;
+    return st;
+}
+
 /* added_tokens of tokenizer.json, then added_tokens_decoder entries of the
  * config that name ids not yet added. */
 static kvs_status parse_added(loader *L, kvs_error *err)
@@ -499,32 +532,10 @@ static kvs_status parse_added(loader *L, kvs_error *err)
         json_t *o = json_array_get(a, i);
         if (!json_is_object(o))
             return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(o));
-        hf_added x = {.id = token_id(json_object_get(o, "id"))};
-        if (x.id < 0)
+        int32_t id = token_id(json_object_get(o, "id"));
+        if (id < 0)
             return bad(err, KVS_E_FORMAT, TJ, path, "'id' is not a token id (an integer >= 0)");
-        const char *c;
-        size_t cl;
-        st = get_str(o, "content", &c, &cl, TJ, path, err);
-        if (st == KVS_OK && (!c || cl == 0))
-            st = bad(err, KVS_E_FORMAT, TJ, path, "'content' must be a non-empty string");
-        if (st == KVS_OK)
-            st = get_bool(o, "special", false, &x.special, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "lstrip", false, &x.lstrip, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "rstrip", false, &x.rstrip, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "single_word", false, &x.single_word, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "normalized", !x.special, &x.normalized, TJ, path, err);
-        if (st == KVS_OK)
-            st = text_add(L, c, cl, &x.off, err);
-        x.len = (uint32_t)cl;
-        hf_added *slot = st == KVS_OK ? vec_add(&L->added) : NULL;
-        if (st == KVS_OK && !slot)
-            st = kvs_fail(err, KVS_E_NOMEM, "out of memory for added tokens");
-        if (slot)
-            *slot = x;
+        st = add_token(L, o, id, TJ, path, err);
     }
     json_t *d = L->cfg ? json_object_get(L->cfg, "added_tokens_decoder") : NULL;
     if (d && !json_is_object(d))
@@ -547,30 +558,7 @@ static kvs_status parse_added(loader *L, kvs_error *err)
             have = ((hf_added *)L->added.v)[i].id == id;
         if (have)
             continue;
-        hf_added x = {.id = (int32_t)id};
-        const char *c;
-        size_t cl;
-        st = get_str(o, "content", &c, &cl, TC, path, err);
-        if (st == KVS_OK && (!c || cl == 0))
-            st = bad(err, KVS_E_FORMAT, TC, path, "'content' must be a non-empty string");
-        if (st == KVS_OK)
-            st = get_bool(o, "special", false, &x.special, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "lstrip", false, &x.lstrip, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "rstrip", false, &x.rstrip, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "single_word", false, &x.single_word, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "normalized", !x.special, &x.normalized, TC, path, err);
-        if (st == KVS_OK)
-            st = text_add(L, c, cl, &x.off, err);
-        x.len = (uint32_t)cl;
-        hf_added *slot = st == KVS_OK ? vec_add(&L->added) : NULL;
-        if (st == KVS_OK && !slot)
-            st = kvs_fail(err, KVS_E_NOMEM, "out of memory for added tokens");
-        if (slot)
-            *slot = x;
+        st = add_token(L, o, (int32_t)id, TC, path, err);
     }
     return st;
 }
