@@ -43,34 +43,35 @@ static void deq_q5_1(const kvs_block_q5_1 *b, float *y)
     }
 }
 
-static void deq_q4_K(const kvs_block_q4_K *b, float *y)
+/* q4_K and q5_K dequantize alike: sub-block j of 32 takes its 6-bit scale and min, low nibbles
+ * for even j and high for odd; q5_K adds bit j of qh[l] as the fifth bit (qh NULL for q4_K). */
+static void deq_q45_K(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
+                      const uint8_t *qh, float *y)
 {
-    const float d = kvs_fp16_to_fp32(b->d), dmin = kvs_fp16_to_fp32(b->dmin);
+    const float d = kvs_fp16_to_fp32(d16), dmin = kvs_fp16_to_fp32(dmin16);
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
-        kvs_kq_scale_min(b->scales, j, &sc, &m);
+        kvs_kq_scale_min(scales, j, &sc, &m);
         const float ds = d * (float)sc, ms = dmin * (float)m;
-        const uint8_t *q = b->qs + 32 * (j / 2);
+        const uint8_t *q = qs + 32 * (j / 2);
         const int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++)
-            y[32 * j + l] = ds * (float)((q[l] >> shift) & 15) - ms;
+        for (int l = 0; l < 32; l++) {
+            int v = (q[l] >> shift) & 15;
+            if (qh)
+                v |= ((qh[l] >> j) & 1) << 4;
+            y[32 * j + l] = ds * (float)v - ms;
+        }
     }
+}
+
+static void deq_q4_K(const kvs_block_q4_K *b, float *y)
+{
+    deq_q45_K(b->d, b->dmin, b->scales, b->qs, NULL, y);
 }
 
 static void deq_q5_K(const kvs_block_q5_K *b, float *y)
 {
-    const float d = kvs_fp16_to_fp32(b->d), dmin = kvs_fp16_to_fp32(b->dmin);
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        kvs_kq_scale_min(b->scales, j, &sc, &m);
-        const float ds = d * (float)sc, ms = dmin * (float)m;
-        const uint8_t *q = b->qs + 32 * (j / 2);
-        const int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) {
-            int v = ((q[l] >> shift) & 15) | ((b->qh[l] >> j) & 1) << 4;
-            y[32 * j + l] = ds * (float)v - ms;
-        }
-    }
+    deq_q45_K(b->d, b->dmin, b->scales, b->qs, b->qh, y);
 }
 
 static void deq_q6_K(const kvs_block_q6_K *b, float *y)
