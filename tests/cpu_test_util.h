@@ -5,6 +5,7 @@
 #ifndef KVS_TESTS_CPU_TEST_UTIL_H
 #define KVS_TESTS_CPU_TEST_UTIL_H
 
+#include <math.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -50,5 +51,17 @@ static inline kvs_backend *make_cpu(int n_threads)
 }
 
 static inline kvs_cpu_ctx *cpu_ctx(kvs_backend *b) { return b->ctx; }
+
+/* The dot product of x[0, k) and w[0, k) summed in double into *s (the reference a kernel is held
+ * to), and the sum of |x_e w_e| into *sa (the scale its rounding error is measured against). */
+static inline void exact_dot(const float *x, const float *w, int64_t k, double *s, double *sa)
+{
+    *s = 0;
+    *sa = 0;
+    for (int64_t e = 0; e < k; e++) {
+        *s += (double)x[e] * w[e];
+        *sa += fabs((double)x[e] * w[e]);
+    }
+}
 
 #endif

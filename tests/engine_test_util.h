@@ -9,6 +9,7 @@
 #ifndef KVS_TESTS_ENGINE_TEST_UTIL_H
 #define KVS_TESTS_ENGINE_TEST_UTIL_H
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -223,6 +224,47 @@ static inline void et_assert_same(const et_result *a, const et_result *b, int id
     assert_int_equal(a->reason, b->reason);
     assert_int_equal(a->text_len, b->text_len);
     assert_memory_equal(a->text, b->text, a->text_len);
+}
+
+/* llama2.c's 512 logits of stories260K at position pos (0..3, inputs 1 403 407 261), read from
+ * the shared expected/stories260K_logits_pos0-3.txt into logits. */
+static inline void et_llama2c_logits(int pos, double logits[512])
+{
+    const char *dir = getenv("KVS_SHARED");
+    char path[4096], want[16];
+    snprintf(path, sizeof path, "%s/expected/stories260K_logits_pos0-3.txt", dir ? dir : "../shared");
+    snprintf(want, sizeof want, "pos %d ", pos);
+    FILE *fp = fopen(path, "r");
+    assert_non_null(fp);
+    static char line[1 << 16];
+    int n = 0;
+    while (fgets(line, sizeof line, fp)) {
+        if (strncmp(line, want, strlen(want)) != 0)
+            continue;
+        char *q = strstr(line, "logits");
+        assert_non_null(q);
+        q += 6;
+        for (char *end; n < 512; q = end) {
+            double v = strtod(q, &end);
+            if (end == q)
+                break;
+            logits[n++] = v;
+        }
+    }
+    fclose(fp);
+    assert_int_equal(n, 512);
+}
+
+/* log(sum_i exp(logits[i])) over the 512 logits, shifted by their max: the log-softmax of
+ * logits[i] is logits[i] - this. */
+static inline double et_logsumexp(const double logits[512])
+{
+    double mx = logits[0], sum = 0;
+    for (int i = 0; i < 512; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    for (int i = 0; i < 512; i++)
+        sum += exp(logits[i] - mx);
+    return mx + log(sum);
 }
 
 #endif

@@ -474,35 +474,9 @@ static void test_streamed_text(void **state)
 static void test_logprobs_against_llama2c(void **state)
 {
     suite *s = *state;
-    const char *dir = getenv("KVS_SHARED");
-    char path[4096];
-    snprintf(path, sizeof path, "%s/expected/stories260K_logits_pos0-3.txt", dir ? dir : "../shared");
-    FILE *fp = fopen(path, "r");
-    assert_non_null(fp);
-    static char line[1 << 16];
     double logits[512];
-    int n = 0;
-    while (fgets(line, sizeof line, fp)) {
-        if (strncmp(line, "pos 3 ", 6) != 0)
-            continue;
-        char *q = strstr(line, "logits");
-        assert_non_null(q);
-        q += 6;
-        for (char *end; n < 512; q = end) {
-            double v = strtod(q, &end);
-            if (end == q)
-                break;
-            logits[n++] = v;
-        }
-    }
-    fclose(fp);
-    assert_int_equal(n, 512);
-    double mx = logits[0], sum = 0;
-    for (int i = 0; i < 512; i++)
-        mx = logits[i] > mx ? logits[i] : mx;
-    for (int i = 0; i < 512; i++)
-        sum += exp(logits[i] - mx);
-    double lse = mx + log(sum);
+    et_llama2c_logits(3, logits);
+    double lse = et_logsumexp(logits);
 
     int32_t prompt[] = {1, 403, 407, 261};
     kvs_request_params p = et_greedy(1);

@@ -94,36 +94,10 @@ static kvs_request_params plp_params(int32_t max_tokens)
 /* llama2.c's logits at pos (0..3), as log-softmax. */
 static void llama2c_row(int pos, double *ls)
 {
-    const char *dir = getenv("KVS_SHARED");
-    char path[4096], want[16];
-    snprintf(path, sizeof path, "%s/expected/stories260K_logits_pos0-3.txt", dir ? dir : "../shared");
-    snprintf(want, sizeof want, "pos %d ", pos);
-    FILE *fp = fopen(path, "r");
-    assert_non_null(fp);
-    static char line[1 << 16];
-    int n = 0;
-    while (fgets(line, sizeof line, fp)) {
-        if (strncmp(line, want, strlen(want)) != 0)
-            continue;
-        char *q = strstr(line, "logits");
-        assert_non_null(q);
-        q += 6;
-        for (char *end; n < 512; q = end) {
-            double v = strtod(q, &end);
-            if (end == q)
-                break;
-            ls[n++] = v;
-        }
-    }
-    fclose(fp);
-    assert_int_equal(n, 512);
-    double mx = ls[0], sum = 0;
+    et_llama2c_logits(pos, ls);
+    double lse = et_logsumexp(ls);
     for (int i = 0; i < 512; i++)
-        mx = ls[i] > mx ? ls[i] : mx;
-    for (int i = 0; i < 512; i++)
-        sum += exp(ls[i] - mx);
-    for (int i = 0; i < 512; i++)
-        ls[i] -= mx + log(sum);
+        ls[i] -= lse;
 }
 
 static void test_prompt_logprobs_llama2c(void **state)

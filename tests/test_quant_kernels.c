@@ -66,11 +66,8 @@ static void check(kvs_backend *b1, kvs_backend *b3, kvs_dtype t, int64_t n, int6
     double worst = 0;
     for (int64_t i = 0; i < n; i++) {
         for (int64_t j = 0; j < m; j++) {
-            double s = 0, sa = 0;
-            for (int64_t e = 0; e < k; e++) {
-                s += (double)x[i * k + e] * wd[j * k + e];
-                sa += fabs((double)x[i * k + e] * wd[j * k + e]);
-            }
+            double s, sa;
+            exact_dot(x + i * k, wd + j * k, k, &s, &sa);
             double tol = 1e-5 * sa + 1e-9, e1 = fabs(y1[i * m + j] - s), er = fabs(yr[i * m + j] - s);
             if (e1 > tol || er > tol)
                 fail_msg("matmul %s n=%lld k=%lld m=%lld y[%lld][%lld]: simd %.9g scalar %.9g exact %.9g",

@@ -112,6 +112,21 @@ static json_t *call_of(json_t *o, const char *args_key2)
     return json_pack("{s:O, s:o}", "name", name, "arguments", args);
 }
 
+/* Appends call_of(o, "parameters") of every element o of the JSON array arr to calls, in order;
+ * false as soon as one is not a call (what came before it stays appended). arr stays the caller's. */
+static bool append_calls(json_t *arr, json_t *calls)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        json_t *c = call_of(o, "parameters");
+        if (!c)
+            return false;
+        json_array_append_new(calls, c);
+    }
+    return true;
+}
 
 static size_t skip_ws(const char *t, size_t i, size_t len)
 {
@@ -266,22 +281,10 @@ static json_t *parse_calls_final(const kvs_chat_parse_cfg *cfg, const char *t, s
     }
     if (cfg->mode == KVS_TOOL_MODE_REQUIRED) {
         json_t *arr = load_prefix(t + q, len - q, &used);
-        if (!json_is_array(arr) || skip_ws(t, q + used, len) != len) {
-            json_decref(arr);
-            goto fail;
-        }
-        size_t i;
-        json_t *o;
-        json_array_foreach(arr, i, o)
-        {
-            json_t *c = call_of(o, "parameters");
-            if (!c) {
-                json_decref(arr);
-                goto fail;
-            }
-            json_array_append_new(calls, c);
-        }
+        bool ok = json_is_array(arr) && skip_ws(t, q + used, len) == len && append_calls(arr, calls);
         json_decref(arr);
+        if (!ok)
+            goto fail;
         return json_array_size(calls) ? calls : (json_decref(calls), NULL);
     }
     if (cfg->tools == KVS_TOOLS_LLAMA3_JSON) {
@@ -312,22 +315,10 @@ static json_t *parse_calls_final(const kvs_chat_parse_cfg *cfg, const char *t, s
             q = skip_ws(t, q, len);
             if (q < len && t[q] == '[') {
                 json_t *arr = load_prefix(t + q, len - q, &used);
-                if (!json_is_array(arr)) {
-                    json_decref(arr);
-                    goto fail;
-                }
-                size_t i;
-                json_t *o;
-                json_array_foreach(arr, i, o)
-                {
-                    json_t *c = call_of(o, "parameters");
-                    if (!c) {
-                        json_decref(arr);
-                        goto fail;
-                    }
-                    json_array_append_new(calls, c);
-                }
+                bool ok = json_is_array(arr) && append_calls(arr, calls);
                 json_decref(arr);
+                if (!ok)
+                    goto fail;
                 return calls; /* vLLM ignores what follows the array */
             } else {
                 size_t n0 = q;

@@ -868,6 +868,17 @@ static void sort_pairs(jctx *c, jv *keys, jv *vals, size_t n, bool reverse)
     }
 }
 
+/* A new list of vals[0, n) ordered by their keys (sort_pairs: stable, descending when reverse):
+ * what sort and dictsort return. */
+static jv sorted_list(jctx *c, jv *keys, jv *vals, size_t n, bool reverse)
+{
+    sort_pairs(c, keys, vals, n, reverse);
+    jv out = jv_list(c, n);
+    for (size_t i = 0; i < n; i++)
+        out.l->v[out.l->n++] = vals[i];
+    return out;
+}
+
 /* ---- filters ---- */
 
 /* Could Python hash it (dict keys, sets)? Lists, dicts and tuples holding them cannot. */
@@ -1228,11 +1239,7 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
             vals[i] = t;
             keys[i] = fold(c, pos ? v.d->v[i] : v.d->k[i], cs);
         }
-        sort_pairs(c, keys, vals, n, rev);
-        jv out = jv_list(c, n);
-        for (size_t i = 0; i < n; i++)
-            out.l->v[out.l->n++] = vals[i];
-        return out;
+        return sorted_list(c, keys, vals, n, rev);
     }
     if (streq(name, "sort")) {
         bool rev = jv_truthy(arg_or(a, 0, "reverse", jv_bool(false)));
@@ -1246,11 +1253,7 @@ jv jfilter(jctx *c, jframe *f, const char *name, jv v, const jargs *a)
             vals[i] = l->v[i];
             keys[i] = fold(c, by_attr ? get_path(c, l->v[i], attr) : l->v[i], cs);
         }
-        sort_pairs(c, keys, vals, n, rev);
-        jv out = jv_list(c, n);
-        for (size_t i = 0; i < n; i++)
-            out.l->v[out.l->n++] = vals[i];
-        return out;
+        return sorted_list(c, keys, vals, n, rev);
     }
     if (streq(name, "unique")) {
         bool cs = jv_truthy(arg_or(a, 0, "case_sensitive", jv_bool(false)));

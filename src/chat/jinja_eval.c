@@ -56,14 +56,8 @@ void jframe_set(jctx *c, jframe *f, const char *name, jv v)
         }
     if (f->n == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 8;
-        const char **nn = jalloc(c, cap * sizeof *nn);
-        jv *nv = jalloc(c, cap * sizeof *nv);
-        if (f->n) {
-            memcpy(nn, f->names, f->n * sizeof *nn);
-            memcpy(nv, f->vals, f->n * sizeof *nv);
-        }
-        f->names = nn;
-        f->vals = nv;
+        f->names = jgrow(c, f->names, f->n, cap, sizeof *f->names);
+        f->vals = jgrow(c, f->vals, f->n, cap, sizeof *f->vals);
         f->cap = cap;
     }
     f->names[f->n] = name;
@@ -615,6 +609,22 @@ jv jloop_recurse(jctx *c, jloop *lp, jv items)
     return v;
 }
 
+/* Applies the filter chain of a {% set x | f | g %} or {% filter f | g %} block to v: the chain's
+ * nodes are linked outermost first through ->a (at most 64 are taken), and run innermost first. */
+static jv apply_filter_chain(jctx *c, jframe *f, const jnode *chain_head, jv v)
+{
+    const jnode *chain[64];
+    size_t k = 0;
+    for (const jnode *x = chain_head; x && k < 64; x = x->a)
+        chain[k++] = x;
+    while (k-- > 0) {
+        jargs a;
+        eval_args(c, f, chain[k], 0, NULL, &a);
+        v = jfilter(c, f, chain[k]->s, v, &a);
+    }
+    return v;
+}
+
 static void render_node(jctx *c, jframe *f, jnode *n)
 {
     jstep(c);
@@ -646,32 +656,14 @@ static void render_node(jctx *c, jframe *f, jnode *n)
         return;
     case N_SETBLOCK: {
         jv v = render_to_string(c, jframe_new(c, f), n->b); /* the body has its own scope */
-        if (n->c) {
-            /* apply the filter chain innermost first */
-            const jnode *chain[64];
-            size_t k = 0;
-            for (const jnode *x = n->c; x && k < 64; x = x->a)
-                chain[k++] = x;
-            while (k-- > 0) {
-                jargs a;
-                eval_args(c, f, chain[k], 0, NULL, &a);
-                v = jfilter(c, f, chain[k]->s, v, &a);
-            }
-        }
+        if (n->c)
+            v = apply_filter_chain(c, f, n->c, v);
         assign(c, f, n->a, v);
         return;
     }
     case N_FILTERBLOCK: {
         jv v = render_to_string(c, jframe_new(c, f), n->b);
-        const jnode *chain[64];
-        size_t k = 0;
-        for (const jnode *x = n->c; x && k < 64; x = x->a)
-            chain[k++] = x;
-        while (k-- > 0) {
-            jargs a;
-            eval_args(c, f, chain[k], 0, NULL, &a);
-            v = jfilter(c, f, chain[k]->s, v, &a);
-        }
+        v = apply_filter_chain(c, f, n->c, v);
         if (v.t != JV_STR) /* Jinja2 writes the filter's result as it is: it must be a string */
             jfail(c, KVS_E_INVALID, "sequence item 0: expected str instance, %s found", jv_typename(v));
         emit_value(c, v);

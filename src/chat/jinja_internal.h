@@ -167,6 +167,9 @@ struct jctx {
 
 _Noreturn void jfail(jctx *c, kvs_status st, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void *jalloc(jctx *c, size_t n);
+/* A new arena array of cap elements of `size` bytes whose first n (n <= cap) are copied from old
+ * (NULL when n is 0): how the arena's growable arrays grow (the old one is left to the arena). */
+void *jgrow(jctx *c, const void *old, size_t n, size_t cap, size_t size);
 void jarena_free(jarena *a);
 /* Release what a context holds besides its arena (the case-mapping locale). */
 void jctx_release(jctx *c);

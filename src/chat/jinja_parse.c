@@ -37,10 +37,7 @@ static void push(parser *P, int t, int line, const char *p, size_t n, jv v)
 {
     if (P->n == P->cap) {
         size_t cap = P->cap ? P->cap * 2 : 256;
-        tok *nt = jalloc(P->c, cap * sizeof *nt);
-        if (P->n)
-            memcpy(nt, P->toks, P->n * sizeof *nt);
-        P->toks = nt;
+        P->toks = jgrow(P->c, P->toks, P->n, cap, sizeof *P->toks);
         P->cap = cap;
     }
     P->toks[P->n++] = (tok){t, line, p, n, v};
@@ -493,14 +490,8 @@ static void nv_push(parser *P, nvec *v, jnode *x, const char *name)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 4;
-        jnode **nv = jalloc(P->c, cap * sizeof *nv);
-        const char **nn = jalloc(P->c, cap * sizeof *nn);
-        if (v->n) {
-            memcpy(nv, v->v, v->n * sizeof *nv);
-            memcpy(nn, v->names, v->n * sizeof *nn);
-        }
-        v->v = nv;
-        v->names = nn;
+        v->v = jgrow(P->c, v->v, v->n, cap, sizeof *v->v);
+        v->names = jgrow(P->c, v->names, v->n, cap, sizeof *v->names);
         v->cap = cap;
     }
     v->names[v->n] = name;
@@ -968,10 +959,7 @@ static jnode *parse_compare(parser *P)
         }
         if (nops == cap) {
             cap = cap ? cap * 2 : 4;
-            int *no = jalloc(P->c, cap * sizeof *no);
-            if (nops)
-                memcpy(no, ops, nops * sizeof *no);
-            ops = no;
+            ops = jgrow(P->c, ops, nops, cap, sizeof *ops);
         }
         ops[nops++] = op;
         nv_push(P, &v, parse_math1(P), NULL);
@@ -999,30 +987,29 @@ static jnode *parse_not(parser *P)
     return parse_compare(P);
 }
 
-static jnode *parse_and(parser *P)
+/* A left-associative chain of the keyword `word` ("and", "or") over operands parsed by
+ * `operand`: a word b word c -> ((a word b) word c), each link a node of `kind`. */
+static jnode *parse_logic(parser *P, const char *word, int kind, jnode *(*operand)(parser *))
 {
-    jnode *l = parse_not(P);
-    while (is_name(peek(P), "and")) {
+    jnode *l = operand(P);
+    while (is_name(peek(P), word)) {
         int line = next(P)->line;
-        jnode *n = mk(P, N_AND, line);
+        jnode *n = mk(P, kind, line);
         n->a = l;
-        n->b = parse_not(P);
+        n->b = operand(P);
         l = n;
     }
     return l;
 }
 
+static jnode *parse_and(parser *P)
+{
+    return parse_logic(P, "and", N_AND, parse_not);
+}
+
 static jnode *parse_or(parser *P)
 {
-    jnode *l = parse_and(P);
-    while (is_name(peek(P), "or")) {
-        int line = next(P)->line;
-        jnode *n = mk(P, N_OR, line);
-        n->a = l;
-        n->b = parse_and(P);
-        l = n;
-    }
-    return l;
+    return parse_logic(P, "or", N_OR, parse_and);
 }
 
 static jnode *parse_expr(parser *P)

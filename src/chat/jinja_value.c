@@ -45,6 +45,14 @@ void *jalloc(jctx *c, size_t n)
     return p;
 }
 
+void *jgrow(jctx *c, const void *old, size_t n, size_t cap, size_t size)
+{
+    void *p = jalloc(c, cap * size);
+    if (n)
+        memcpy(p, old, n * size);
+    return p;
+}
+
 void jarena_free(jarena *a)
 {
     jchunk *ch = a->head;
@@ -121,10 +129,7 @@ void jlist_push(jctx *c, jlist *l, jv v)
 {
     if (l->n == l->cap) {
         size_t cap = l->cap ? l->cap * 2 : 4;
-        jv *nv = jalloc(c, cap * sizeof(jv));
-        if (l->n)
-            memcpy(nv, l->v, l->n * sizeof(jv));
-        l->v = nv;
+        l->v = jgrow(c, l->v, l->n, cap, sizeof(jv));
         l->cap = cap;
     }
     l->v[l->n++] = v;
@@ -147,13 +152,8 @@ void jdict_set(jctx *c, jdict *d, jv k, jv v)
     }
     if (d->n == d->cap) {
         size_t cap = d->cap ? d->cap * 2 : 4;
-        jv *nk = jalloc(c, cap * sizeof(jv)), *nv = jalloc(c, cap * sizeof(jv));
-        if (d->n) {
-            memcpy(nk, d->k, d->n * sizeof(jv));
-            memcpy(nv, d->v, d->n * sizeof(jv));
-        }
-        d->k = nk;
-        d->v = nv;
+        d->k = jgrow(c, d->k, d->n, cap, sizeof(jv));
+        d->v = jgrow(c, d->v, d->n, cap, sizeof(jv));
         d->cap = cap;
     }
     d->k[d->n] = k;
@@ -452,10 +452,7 @@ void jbuf_put(jctx *c, jbuf *b, const char *s, size_t n)
             cap *= 2;
         if (cap > c->arena.limit)
             jfail(c, KVS_E_BUDGET, "template exceeds its memory limit (%zu bytes)", c->arena.limit);
-        char *p = jalloc(c, cap);
-        if (b->n)
-            memcpy(p, b->p, b->n);
-        b->p = p;
+        b->p = jgrow(c, b->p, b->n, cap, 1);
         b->cap = cap;
     }
     memcpy(b->p + b->n, s, n);

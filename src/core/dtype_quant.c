@@ -43,34 +43,35 @@ static void deq_q5_1(const kvs_block_q5_1 *b, float *y)
     }
 }
 
-static void deq_q4_K(const kvs_block_q4_K *b, float *y)
+/* q4_K and q5_K dequantize alike: sub-block j of 32 takes its 6-bit scale and min, low nibbles
+ * for even j and high for odd; q5_K adds bit j of qh[l] as the fifth bit (qh NULL for q4_K). */
+static void deq_q45_K(uint16_t d16, uint16_t dmin16, const uint8_t *scales, const uint8_t *qs,
+                      const uint8_t *qh, float *y)
 {
-    const float d = kvs_fp16_to_fp32(b->d), dmin = kvs_fp16_to_fp32(b->dmin);
+    const float d = kvs_fp16_to_fp32(d16), dmin = kvs_fp16_to_fp32(dmin16);
     for (int j = 0; j < 8; j++) {
         uint8_t sc, m;
-        kvs_kq_scale_min(b->scales, j, &sc, &m);
+        kvs_kq_scale_min(scales, j, &sc, &m);
         const float ds = d * (float)sc, ms = dmin * (float)m;
-        const uint8_t *q = b->qs + 32 * (j / 2);
+        const uint8_t *q = qs + 32 * (j / 2);
         const int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++)
-            y[32 * j + l] = ds * (float)((q[l] >> shift) & 15) - ms;
+        for (int l = 0; l < 32; l++) {
+            int v = (q[l] >> shift) & 15;
+            if (qh)
+                v |= ((qh[l] >> j) & 1) << 4;
+            y[32 * j + l] = ds * (float)v - ms;
+        }
     }
+}
+
+static void deq_q4_K(const kvs_block_q4_K *b, float *y)
+{
+    deq_q45_K(b->d, b->dmin, b->scales, b->qs, NULL, y);
 }
 
 static void deq_q5_K(const kvs_block_q5_K *b, float *y)
 {
-    const float d = kvs_fp16_to_fp32(b->d), dmin = kvs_fp16_to_fp32(b->dmin);
-    for (int j = 0; j < 8; j++) {
-        uint8_t sc, m;
-        kvs_kq_scale_min(b->scales, j, &sc, &m);
-        const float ds = d * (float)sc, ms = dmin * (float)m;
-        const uint8_t *q = b->qs + 32 * (j / 2);
-        const int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) {
-            int v = ((q[l] >> shift) & 15) | ((b->qh[l] >> j) & 1) << 4;
-            y[32 * j + l] = ds * (float)v - ms;
-        }
-    }
+    deq_q45_K(b->d, b->dmin, b->scales, b->qs, b->qh, y);
 }
 
 static void deq_q6_K(const kvs_block_q6_K *b, float *y)
@@ -364,16 +365,26 @@ static void quant_q5_K(const float *x, kvs_block_q5_K *b)
 /* Element index of (half h, quarter c, lane l) in the 16 x 16 layouts. */
 #define KQ_IDX(h, c, l) (128 * (h) + 32 * (c) + (l))
 
-static void quant_q6_K(const float *x, kvs_block_q6_K *b)
+/* The scales s[j] = fit_symmetric(x + 16 j, 16, nneg) of the 16 sub-blocks of 16 of a 256-element
+ * super-block; returns the one of largest magnitude, sign kept (the first of equals), which the
+ * super-block scale is fitted to. */
+static float fit_sub16_symmetric(const float *x, int nneg, float s[16])
 {
-    float s[16], amax = 0.0f, max = 0.0f;
+    float amax = 0.0f, max = 0.0f;
     for (int j = 0; j < 16; j++) {
-        s[j] = fit_symmetric(x + 16 * j, 16, 32);
+        s[j] = fit_symmetric(x + 16 * j, 16, nneg);
         if (fabsf(s[j]) > amax) {
             amax = fabsf(s[j]);
             max = s[j];
         }
     }
+    return max;
+}
+
+static void quant_q6_K(const float *x, kvs_block_q6_K *b)
+{
+    float s[16];
+    const float max = fit_sub16_symmetric(x, 32, s);
     const float d = max / -128.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = kvs_fp32_to_fp16(d);
     for (int j = 0; j < 16; j++)
@@ -426,14 +437,8 @@ static void quant_q2_K(const float *x, kvs_block_q2_K *b)
 
 static void quant_q3_K(const float *x, kvs_block_q3_K *b)
 {
-    float s[16], amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < 16; j++) {
-        s[j] = fit_symmetric(x + 16 * j, 16, 4);
-        if (fabsf(s[j]) > amax) {
-            amax = fabsf(s[j]);
-            max = s[j];
-        }
-    }
+    float s[16];
+    const float max = fit_sub16_symmetric(x, 4, s);
     const float d = max / -32.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
     b->d = kvs_fp32_to_fp16(d);
     int sc[16];

@@ -73,6 +73,28 @@ void kvs_gbuf_literal(kvs_gbuf *b, const char *s, size_t n)
     kvs_gbuf_put(b, "\"", 1);
 }
 
+static int cmp_range(const void *x, const void *y)
+{
+    const kvs_cp_range *a = x, *b = y;
+    return a->lo < b->lo ? -1 : a->lo > b->lo;
+}
+
+size_t kvs_cp_ranges_merge(kvs_cp_range *r, size_t n)
+{
+    if (n)
+        qsort(r, n, sizeof *r, cmp_range);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (k && r[i].lo <= r[k - 1].hi + 1) {
+            if (r[i].hi > r[k - 1].hi)
+                r[k - 1].hi = r[i].hi;
+        } else {
+            r[k++] = r[i];
+        }
+    }
+    return k;
+}
+
 void kvs_gbuf_free(kvs_gbuf *b)
 {
     free(b->s);
@@ -135,6 +157,17 @@ static void line_col(const builder *b, size_t off, int *line, int *col)
     }
 }
 
+/* The open-addressed tables of rule names and of byte sets hold index + 1 (0: empty) in cap
+ * (a power of two) slots, probed linearly from hash & (cap - 1): puts index i of that hash into
+ * the first empty slot (the table has one). */
+static void tab_put(int32_t *t, size_t cap, uint64_t hash, int32_t i)
+{
+    size_t h = (size_t)hash & (cap - 1);
+    while (t[h])
+        h = (h + 1) & (cap - 1);
+    t[h] = i + 1;
+}
+
 static void fail_at(builder *b, size_t off, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static void fail_at(builder *b, size_t off, const char *fmt, ...)
 {
@@ -165,10 +198,7 @@ static bool tab_grow(builder *b)
     for (int32_t i = 0; i < b->n_rules; i++) {
         if (b->rules[i].generated)
             continue;
-        size_t h = (size_t)hash_bytes(b->rules[i].name, strlen(b->rules[i].name)) & (cap - 1);
-        while (t[h])
-            h = (h + 1) & (cap - 1);
-        t[h] = i + 1;
+        tab_put(t, cap, hash_bytes(b->rules[i].name, strlen(b->rules[i].name)), i);
     }
     free(b->name_tab);
     b->name_tab = t;
@@ -203,10 +233,7 @@ static int32_t new_rule(builder *b, const char *name, bool generated)
             oom(b);
             return -1;
         }
-        size_t h = (size_t)hash_bytes(name, strlen(name)) & (b->tab_cap - 1);
-        while (b->name_tab[h])
-            h = (h + 1) & (b->tab_cap - 1);
-        b->name_tab[h] = id + 1;
+        tab_put(b->name_tab, b->tab_cap, hash_bytes(name, strlen(name)), id);
     }
     return id;
 }
@@ -297,10 +324,7 @@ static int32_t intern_set(builder *b, const uint64_t s[4])
             return -1;
         }
         for (int32_t i = 0; i < b->n_sets; i++) {
-            size_t h = (size_t)hash_bytes(b->sets[i], 32) & (cap - 1);
-            while (t[h])
-                h = (h + 1) & (cap - 1);
-            t[h] = i + 1;
+            tab_put(t, cap, hash_bytes(b->sets[i], 32), i);
         }
         free(b->set_tab);
         b->set_tab = t;
@@ -398,9 +422,7 @@ static void utf8_split(builder *b, int32_t rule, uint32_t lo, uint32_t hi, int d
         push_range(b, alt, a[i], z[i]);
 }
 
-typedef struct cprange {
-    uint32_t lo, hi;
-} cprange;
+typedef kvs_cp_range cprange;
 
 typedef struct rvec {
     cprange *r;
@@ -421,27 +443,10 @@ static bool rvec_add(rvec *v, uint32_t lo, uint32_t hi)
     return true;
 }
 
-static int cmp_range(const void *x, const void *y)
-{
-    const cprange *a = x, *b = y;
-    return a->lo < b->lo ? -1 : a->lo > b->lo;
-}
-
 /* Sort and merge; negate over all code points when asked; drop surrogates. */
 static bool rvec_normalize(rvec *v, bool negate)
 {
-    if (v->n)
-        qsort(v->r, v->n, sizeof *v->r, cmp_range);
-    size_t k = 0;
-    for (size_t i = 0; i < v->n; i++) {
-        if (k && v->r[i].lo <= v->r[k - 1].hi + 1) {
-            if (v->r[i].hi > v->r[k - 1].hi)
-                v->r[k - 1].hi = v->r[i].hi;
-        } else {
-            v->r[k++] = v->r[i];
-        }
-    }
-    v->n = k;
+    v->n = kvs_cp_ranges_merge(v->r, v->n);
     rvec out = {0};
     if (negate) {
         uint32_t next = 0;

@@ -114,6 +114,15 @@ kvs_status kvs_choice_to_gbnf(const char *const *choices, size_t n, char **gbnf,
  * JSON object ({"type":"json_object"}). */
 kvs_status kvs_json_schema_to_gbnf(const char *schema_text, size_t len, char **gbnf, kvs_error *err);
 
+/* ---- code point ranges (character classes of GBNF and regex) ---- */
+typedef struct kvs_cp_range {
+    uint32_t lo, hi; /* inclusive */
+} kvs_cp_range;
+
+/* Sorts r[0, n) by lo and merges overlapping or adjacent ranges in place, so that r[0, k) are
+ * disjoint, ascending and non-adjacent; returns k (<= n). */
+size_t kvs_cp_ranges_merge(kvs_cp_range *r, size_t n);
+
 /* ---- a small growable string (compilers' output) ---- */
 typedef struct kvs_gbuf {
     char *s;

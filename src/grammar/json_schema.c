@@ -198,15 +198,27 @@ static bool get_count(js *j, json_t *s, const char *key, const char *path, long 
     return true;
 }
 
+/* The bounds min_key..max_key of s (minLength/maxLength, minItems/maxItems): *min 0 and *max -1
+ * (none) when absent; false, with the error recorded, when one is bad or max is below min. */
+static bool get_range(js *j, json_t *s, const char *min_key, const char *max_key, const char *path,
+                      long *min, long *max)
+{
+    *min = 0;
+    *max = -1;
+    if (!get_count(j, s, min_key, path, min) || !get_count(j, s, max_key, path, max))
+        return false;
+    if (*max >= 0 && *max < *min) {
+        js_fail(j, path, "%s is below %s", max_key, min_key);
+        return false;
+    }
+    return true;
+}
+
 static void gen_string(js *j, json_t *s, const char *path, kvs_gbuf *out)
 {
-    long min = 0, max = -1;
-    if (!get_count(j, s, "minLength", path, &min) || !get_count(j, s, "maxLength", path, &max))
+    long min, max;
+    if (!get_range(j, s, "minLength", "maxLength", path, &min, &max))
         return;
-    if (max >= 0 && max < min) {
-        js_fail(j, path, "maxLength is below minLength");
-        return;
-    }
     json_t *fmt = json_object_get(s, "format"), *pat = json_object_get(s, "pattern");
     if (fmt) {
         const char *f = json_string_value(fmt);
@@ -535,13 +547,9 @@ done:
 
 static void gen_array(js *j, json_t *s, const char *path, kvs_gbuf *out)
 {
-    long min = 0, max = -1;
-    if (!get_count(j, s, "minItems", path, &min) || !get_count(j, s, "maxItems", path, &max))
+    long min, max;
+    if (!get_range(j, s, "minItems", "maxItems", path, &min, &max))
         return;
-    if (max >= 0 && max < min) {
-        js_fail(j, path, "maxItems is below minItems");
-        return;
-    }
     json_t *items = json_object_get(s, "items");
     if (items && json_is_false(items))
         max = 0;

@@ -5,9 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct range {
-    uint32_t lo, hi;
-} range;
+typedef kvs_cp_range range;
 
 typedef struct ranges {
     range r[512];
@@ -42,25 +40,9 @@ static void add(ranges *v, uint32_t lo, uint32_t hi)
     v->r[v->n++] = (range){lo, hi};
 }
 
-static int cmp_r(const void *x, const void *y)
-{
-    const range *a = x, *b = y;
-    return a->lo < b->lo ? -1 : a->lo > b->lo;
-}
-
 static void normalize(ranges *v)
 {
-    qsort(v->r, (size_t)v->n, sizeof v->r[0], cmp_r);
-    int k = 0;
-    for (int i = 0; i < v->n; i++) {
-        if (k && v->r[i].lo <= v->r[k - 1].hi + 1) {
-            if (v->r[i].hi > v->r[k - 1].hi)
-                v->r[k - 1].hi = v->r[i].hi;
-        } else {
-            v->r[k++] = v->r[i];
-        }
-    }
-    v->n = k;
+    v->n = (int)kvs_cp_ranges_merge(v->r, (size_t)v->n);
 }
 
 static void negate(ranges *v)

@@ -33,23 +33,6 @@ typedef struct conv_tensor {
     int64_t ne0, ne1;
 } conv_tensor;
 
-static int64_t dim_of(const kvs_model_hparams *hp, kvs_dim_role r)
-{
-    int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
-    switch (r) {
-    case KVS_D_ONE: return 1;
-    case KVS_D_DIM: return hp->dim;
-    case KVS_D_VOCAB: return hp->n_vocab;
-    case KVS_D_Q: return q;
-    case KVS_D_KV: return kv;
-    case KVS_D_QKV: return q + 2 * kv;
-    case KVS_D_HIDDEN: return hp->hidden_dim;
-    case KVS_D_HIDDEN2: return 2 * (int64_t)hp->hidden_dim;
-    case KVS_D_HEAD: return hp->head_dim;
-    }
-    return 0;
-}
-
 /* The family's tensors in table order, each found in the source. */
 static kvs_status walk(const kvs_model_source *src, conv_tensor **out, size_t *n, kvs_error *err)
 {
@@ -69,8 +52,8 @@ static kvs_status walk(const kvs_model_source *src, conv_tensor **out, size_t *n
             snprintf(x->gguf, sizeof x->gguf, at->gguf, (int)l);
             snprintf(x->hf, sizeof x->hf, at->hf, (int)l);
             x->at = at;
-            x->ne0 = dim_of(hp, at->ne0);
-            x->ne1 = dim_of(hp, at->ne1);
+            x->ne0 = kvs_model_dim(hp, at->ne0);
+            x->ne1 = kvs_model_dim(hp, at->ne1);
             x->t = kvs_source_find(src, x->gguf);
             kvs_status st = KVS_OK;
             if (!x->t)
@@ -138,6 +121,29 @@ static kvs_status encode(kvs_dtype t, const float *f, int64_t ne0, int64_t ne1, 
     for (int64_t r = 0; r < ne1; r++)
         kvs_dtype_from_f32(t, f + (uint64_t)r * ne0, (char *)*out + (uint64_t)r * rb, (size_t)ne0);
     return KVS_OK;
+}
+
+/* Encodes the c->ne0 x c->ne1 floats f as `t` into a new buffer *out of *bytes; takes f and frees it
+ * in every case. When `permute` and the tensor is a llama q/k projection, its rows are first reordered
+ * (kvs_convert_permute_qk): to llama.cpp's interleaved layout when `to_interleaved`, else back to HF's
+ * rotate-half. */
+static kvs_status permute_encode(const kvs_model_hparams *hp, const conv_tensor *c, float *f, bool permute,
+                                 bool to_interleaved, kvs_dtype t, void **out, uint64_t *bytes, kvs_error *err)
+{
+    int32_t heads = qk_heads(hp, c);
+    if (heads && permute) {
+        float *g = malloc((size_t)(c->ne0 * c->ne1) * sizeof *g);
+        if (!g) {
+            free(f);
+            return kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        }
+        kvs_convert_permute_qk(f, g, heads, hp->head_dim, (uint64_t)c->ne0 * sizeof *f, to_interleaved);
+        free(f);
+        f = g;
+    }
+    kvs_status st = encode(t, f, c->ne0, c->ne1, out, bytes, err);
+    free(f);
+    return st;
 }
 
 /* ---- to GGUF ------------------------------------------------------------- */
@@ -283,22 +289,10 @@ kvs_status kvs_convert_to_gguf(const kvs_model_source *src, const char *out, con
         if (c->t->plus_one)
             for (int64_t j = 0; j < c->ne0 * c->ne1; j++)
                 f[j] += 1.0f;
-        int32_t heads = qk_heads(hp, c);
-        if (heads && hp->rope_neox) {  /* HF layout -> llama.cpp's interleaved rows */
-            float *g = malloc((size_t)(c->ne0 * c->ne1) * sizeof *g);
-            if (!g) {
-                free(f);
-                st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
-                goto done;
-            }
-            kvs_convert_permute_qk(f, g, heads, hp->head_dim, (uint64_t)c->ne0 * sizeof *f, true);
-            free(f);
-            f = g;
-        }
         void *data;
         uint64_t bytes;
-        st = encode(t, f, c->ne0, c->ne1, &data, &bytes, err);
-        free(f);
+        /* HF layout -> llama.cpp's interleaved rows */
+        st = permute_encode(hp, c, f, hp->rope_neox, true, t, &data, &bytes, err);
         if (st != KVS_OK)
             goto done;
         if (!keep(&bufs, data)) {
@@ -496,22 +490,10 @@ kvs_status kvs_convert_to_hf(const kvs_model_source *src, const char *dir, const
         if ((c->at->flags & KVS_T_PLUS_ONE) && src->kind == KVS_SOURCE_GGUF)
             for (int64_t j = 0; j < c->ne0 * c->ne1; j++)
                 f[j] -= 1.0f;
-        int32_t heads = qk_heads(hp, c);
-        if (heads && !hp->rope_neox) {  /* llama.cpp's interleaved rows -> rotate-half */
-            float *g = malloc((size_t)(c->ne0 * c->ne1) * sizeof *g);
-            if (!g) {
-                free(f);
-                st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
-                goto done;
-            }
-            kvs_convert_permute_qk(f, g, heads, hp->head_dim, (uint64_t)c->ne0 * sizeof *f, false);
-            free(f);
-            f = g;
-        }
         void *data;
         uint64_t bytes;
-        st = encode(t, f, c->ne0, c->ne1, &data, &bytes, err);
-        free(f);
+        /* llama.cpp's interleaved rows -> rotate-half */
+        st = permute_encode(hp, c, f, !hp->rope_neox, false, t, &data, &bytes, err);
         if (st != KVS_OK)
             goto done;
         wt[i] = (kvs_st_write_tensor){.name = c->hf, .type = t, .n_dims = c->ne1 == 1 ? 1 : 2, .data = data,

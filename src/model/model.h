@@ -93,6 +93,8 @@ typedef struct kvs_model_hparams {
 
 /* Set arch, arch_name and the family's fixed deviations from the table. */
 void kvs_model_hparams_set_arch(kvs_model_hparams *hp, const kvs_arch_info *ai);
+/* The size of a tensor dimension of role r (arch.h) under these hyperparameters; 0 for an unknown role. */
+int64_t kvs_model_dim(const kvs_model_hparams *hp, kvs_dim_role r);
 /* The window of layer l: 0 for full attention. */
 int32_t kvs_model_layer_window(const kvs_model_hparams *hp, int32_t l);
 /* True when RoPE needs a per-frequency table (dynamic, llama3, yarn). */

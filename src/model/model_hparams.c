@@ -155,6 +155,23 @@ kvs_status kvs_model_hparams_from_gguf(const kvs_gguf *g, kvs_model_hparams *hp,
     return KVS_OK;
 }
 
+int64_t kvs_model_dim(const kvs_model_hparams *hp, kvs_dim_role r)
+{
+    int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
+    switch (r) {
+    case KVS_D_ONE: return 1;
+    case KVS_D_DIM: return hp->dim;
+    case KVS_D_VOCAB: return hp->n_vocab;
+    case KVS_D_Q: return q;
+    case KVS_D_KV: return kv;
+    case KVS_D_QKV: return q + 2 * kv;
+    case KVS_D_HIDDEN: return hp->hidden_dim;
+    case KVS_D_HIDDEN2: return 2 * (int64_t)hp->hidden_dim;
+    case KVS_D_HEAD: return hp->head_dim;
+    }
+    return 0;
+}
+
 void kvs_model_hparams_set_arch(kvs_model_hparams *hp, const kvs_arch_info *ai)
 {
     hp->arch = ai->id;

@@ -26,23 +26,6 @@ typedef struct tensor_spec {
     int32_t layer;         /* -1 for model-level tensors */
 } tensor_spec;
 
-static int64_t role_size(const kvs_model_hparams *hp, kvs_dim_role r)
-{
-    int64_t q = (int64_t)hp->n_heads * hp->head_dim, kv = (int64_t)hp->n_kv_heads * hp->head_dim;
-    switch (r) {
-    case KVS_D_ONE: return 1;
-    case KVS_D_DIM: return hp->dim;
-    case KVS_D_VOCAB: return hp->n_vocab;
-    case KVS_D_Q: return q;
-    case KVS_D_KV: return kv;
-    case KVS_D_QKV: return q + 2 * kv;
-    case KVS_D_HIDDEN: return hp->hidden_dim;
-    case KVS_D_HIDDEN2: return 2 * (int64_t)hp->hidden_dim;
-    case KVS_D_HEAD: return hp->head_dim;
-    }
-    return 0;
-}
-
 static kvs_weight *slot_ptr(kvs_model_model *m, const tensor_spec *s)
 {
     kvs_model_layer *L = s->layer >= 0 ? &m->layers[s->layer] : NULL;
@@ -93,8 +76,8 @@ static tensor_spec *model_specs(const kvs_model_source *src, const kvs_model_hpa
             tensor_spec *s = &specs[(*n)++];
             snprintf(s->name, sizeof s->name, at->gguf, (int)l);
             snprintf(s->src_name, sizeof s->src_name, hf ? at->hf : at->gguf, (int)l);
-            s->ne0 = role_size(hp, at->ne0);
-            s->ne1 = role_size(hp, at->ne1);
+            s->ne0 = kvs_model_dim(hp, at->ne0);
+            s->ne1 = kvs_model_dim(hp, at->ne1);
             s->is_norm = (at->flags & KVS_T_NORM) != 0;
             s->slot = at->slot;
             s->layer = (at->flags & KVS_T_LAYER) ? l : -1;

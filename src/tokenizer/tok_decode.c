@@ -16,7 +16,7 @@
 
 #define N_ALPHABET 324 /* GPT-2's byte alphabet lies below U+0144 */
 
-static int parse_byte_piece(const char *s, size_t len)
+int kvs_tok_byte_piece(const char *s, size_t len)
 {
     if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
         return -1;
@@ -46,7 +46,7 @@ static size_t decode_piece(const kvs_tokenizer *t, const int16_t *inv, uint8_t t
     }
     size_t k = 0;
     if (t->kind == KVS_TOK_SPM) {
-        int b = type == KVS_TT_BYTE ? parse_byte_piece(s, len) : -1;
+        int b = type == KVS_TT_BYTE ? kvs_tok_byte_piece(s, len) : -1;
         if (b >= 0) {
             out[0] = (char)b;
             return 1;

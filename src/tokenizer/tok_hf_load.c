@@ -146,32 +146,61 @@ static void *vec_add(vec *v)
     return e;
 }
 
-static kvs_status parse_normalizer(const json_t *j, vec *out, const char *path, int depth,
-                                   kvs_error *err)
+/* The shape every pipeline stage of tokenizer.json shares (normalizer, pre-tokenizer, decoder,
+ * post-processor): null means absent; otherwise an object with a string "type"; a "Sequence"
+ * holds an array `key` of stages, each parsed by `step(ctx, ...)` one level deeper (at most 16
+ * levels; `what` names the stage in errors). On KVS_OK *type is the stage's type for the caller
+ * to interpret, or NULL when nothing is left to do (absent, or a Sequence already parsed). */
+typedef kvs_status (*hf_step_fn)(void *ctx, const json_t *j, const char *path, int depth,
+                                 kvs_error *err);
+static kvs_status typed_step(const json_t *j, const char *path, int depth, const char *what,
+                             const char *key, hf_step_fn step, void *ctx, const char **type,
+                             kvs_error *err)
 {
+    *type = NULL;
     if (!j || json_is_null(j))
         return KVS_OK;
     if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "normalizers nested too deeply");
+        return bad(err, KVS_E_FORMAT, TJ, path, "%s nested too deeply", what);
     if (!json_is_object(j))
         return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
-    const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
+    const char *t;
+    kvs_status st = get_str(j, "type", &t, NULL, TJ, path, err);
     if (st != KVS_OK)
         return st;
-    if (!type)
+    if (!t)
         return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "normalizers");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'normalizers' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.normalizers[%zu]", path, i);
-            st = parse_normalizer(json_array_get(a, i), out, sub, depth + 1, err);
-        }
-        return st;
+    if (strcmp(t, "Sequence") != 0) {
+        *type = t;
+        return KVS_OK;
     }
+    json_t *a = json_object_get(j, key);
+    if (!json_is_array(a))
+        return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a '%s' array", key);
+    for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
+        char sub[160];
+        snprintf(sub, sizeof(sub), "%s.%s[%zu]", path, key, i);
+        st = step(ctx, json_array_get(a, i), sub, depth + 1, err);
+    }
+    return st;
+}
+
+static kvs_status parse_normalizer(const json_t *j, vec *out, const char *path, int depth,
+                                   kvs_error *err);
+static kvs_status norm_step(void *ctx, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
+    return parse_normalizer(j, ctx, path, depth, err);
+}
+
+static kvs_status parse_normalizer(const json_t *j, vec *out, const char *path, int depth,
+                                   kvs_error *err)
+{
+    const char *type;
+    kvs_status st =
+        typed_step(j, path, depth, "normalizers", "normalizers", norm_step, out, &type, err);
+    if (st != KVS_OK || !type)
+        return st;
     static const struct { const char *name; enum hf_norm_kind kind; } SIMPLE[] = {
         {"NFC", HN_NFC}, {"NFD", HN_NFD}, {"NFKC", HN_NFKC}, {"NFKD", HN_NFKD},
         {"Lowercase", HN_LOWERCASE}, {"Prepend", HN_PREPEND}, {"Replace", HN_REPLACE},
@@ -254,31 +283,21 @@ static kvs_status get_replacement(const json_t *j, char repl[8], size_t *repl_le
 }
 
 static kvs_status parse_pretok(const json_t *j, vec *out, const char *path, int depth,
+                               kvs_error *err);
+static kvs_status pretok_step(void *ctx, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
+    return parse_pretok(j, ctx, path, depth, err);
+}
+
+static kvs_status parse_pretok(const json_t *j, vec *out, const char *path, int depth,
                                kvs_error *err)
 {
-    if (!j || json_is_null(j))
-        return KVS_OK;
-    if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "pre-tokenizers nested too deeply");
-    if (!json_is_object(j))
-        return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
     const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
-    if (st != KVS_OK)
+    kvs_status st =
+        typed_step(j, path, depth, "pre-tokenizers", "pretokenizers", pretok_step, out, &type, err);
+    if (st != KVS_OK || !type)
         return st;
-    if (!type)
-        return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "pretokenizers");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'pretokenizers' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.pretokenizers[%zu]", path, i);
-            st = parse_pretok(json_array_get(a, i), out, sub, depth + 1, err);
-        }
-        return st;
-    }
     hf_pre *p = vec_add(out);
     if (!p)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for pre-tokenizers");
@@ -358,31 +377,21 @@ typedef struct hf_dec {
 } hf_dec;
 
 static kvs_status parse_decoder(const json_t *j, vec *out, const char *path, int depth,
+                                kvs_error *err);
+static kvs_status decoder_step(void *ctx, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
+    return parse_decoder(j, ctx, path, depth, err);
+}
+
+static kvs_status parse_decoder(const json_t *j, vec *out, const char *path, int depth,
                                 kvs_error *err)
 {
-    if (!j || json_is_null(j))
-        return KVS_OK;
-    if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "decoders nested too deeply");
-    if (!json_is_object(j))
-        return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
     const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
-    if (st != KVS_OK)
+    kvs_status st =
+        typed_step(j, path, depth, "decoders", "decoders", decoder_step, out, &type, err);
+    if (st != KVS_OK || !type)
         return st;
-    if (!type)
-        return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "decoders");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'decoders' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.decoders[%zu]", path, i);
-            st = parse_decoder(json_array_get(a, i), out, sub, depth + 1, err);
-        }
-        return st;
-    }
     hf_dec *d = vec_add(out);
     if (!d)
         return kvs_fail(err, KVS_E_NOMEM, "out of memory for decoders");
@@ -476,6 +485,39 @@ static kvs_status text_add(loader *L, const char *s, size_t n, uint32_t *off, kv
     return KVS_OK;
 }
 
+/* One added token of id from its object o (content, special, lstrip, rstrip, single_word,
+ * normalized: as in tokenizer.json's added_tokens and the config's added_tokens_decoder), appended
+ * to L->added; `file` and `path` name o in errors. */
+static kvs_status add_token(loader *L, const json_t *o, int32_t id, const char *file, const char *path,
+                            kvs_error *err)
+{
+    hf_added x = {.id = id};
+    const char *c;
+    size_t cl;
+    kvs_status st = get_str(o, "content", &c, &cl, file, path, err);
+    if (st == KVS_OK && (!c || cl == 0))
+        st = bad(err, KVS_E_FORMAT, file, path, "'content' must be a non-empty string");
+    if (st == KVS_OK)
+        st = get_bool(o, "special", false, &x.special, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "lstrip", false, &x.lstrip, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "rstrip", false, &x.rstrip, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "single_word", false, &x.single_word, file, path, err);
+    if (st == KVS_OK)
+        st = get_bool(o, "normalized", !x.special, &x.normalized, file, path, err);
+    if (st == KVS_OK)
+        st = text_add(L, c, cl, &x.off, err);
+    x.len = (uint32_t)cl;
+    hf_added *slot = st == KVS_OK ? vec_add(&L->added) : NULL;
+    if (st == KVS_OK && !slot)
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory for added tokens");
+    if (slot)
+        *slot = x;
+    return st;
+}
+
 /* added_tokens of tokenizer.json, then added_tokens_decoder entries of the
  * config that name ids not yet added. */
 static kvs_status parse_added(loader *L, kvs_error *err)
@@ -490,32 +532,10 @@ static kvs_status parse_added(loader *L, kvs_error *err)
         json_t *o = json_array_get(a, i);
         if (!json_is_object(o))
             return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(o));
-        hf_added x = {.id = token_id(json_object_get(o, "id"))};
-        if (x.id < 0)
+        int32_t id = token_id(json_object_get(o, "id"));
+        if (id < 0)
             return bad(err, KVS_E_FORMAT, TJ, path, "'id' is not a token id (an integer >= 0)");
-        const char *c;
-        size_t cl;
-        st = get_str(o, "content", &c, &cl, TJ, path, err);
-        if (st == KVS_OK && (!c || cl == 0))
-            st = bad(err, KVS_E_FORMAT, TJ, path, "'content' must be a non-empty string");
-        if (st == KVS_OK)
-            st = get_bool(o, "special", false, &x.special, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "lstrip", false, &x.lstrip, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "rstrip", false, &x.rstrip, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "single_word", false, &x.single_word, TJ, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "normalized", !x.special, &x.normalized, TJ, path, err);
-        if (st == KVS_OK)
-            st = text_add(L, c, cl, &x.off, err);
-        x.len = (uint32_t)cl;
-        hf_added *slot = st == KVS_OK ? vec_add(&L->added) : NULL;
-        if (st == KVS_OK && !slot)
-            st = kvs_fail(err, KVS_E_NOMEM, "out of memory for added tokens");
-        if (slot)
-            *slot = x;
+        st = add_token(L, o, id, TJ, path, err);
     }
     json_t *d = L->cfg ? json_object_get(L->cfg, "added_tokens_decoder") : NULL;
     if (d && !json_is_object(d))
@@ -538,30 +558,7 @@ static kvs_status parse_added(loader *L, kvs_error *err)
             have = ((hf_added *)L->added.v)[i].id == id;
         if (have)
             continue;
-        hf_added x = {.id = (int32_t)id};
-        const char *c;
-        size_t cl;
-        st = get_str(o, "content", &c, &cl, TC, path, err);
-        if (st == KVS_OK && (!c || cl == 0))
-            st = bad(err, KVS_E_FORMAT, TC, path, "'content' must be a non-empty string");
-        if (st == KVS_OK)
-            st = get_bool(o, "special", false, &x.special, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "lstrip", false, &x.lstrip, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "rstrip", false, &x.rstrip, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "single_word", false, &x.single_word, TC, path, err);
-        if (st == KVS_OK)
-            st = get_bool(o, "normalized", !x.special, &x.normalized, TC, path, err);
-        if (st == KVS_OK)
-            st = text_add(L, c, cl, &x.off, err);
-        x.len = (uint32_t)cl;
-        hf_added *slot = st == KVS_OK ? vec_add(&L->added) : NULL;
-        if (st == KVS_OK && !slot)
-            st = kvs_fail(err, KVS_E_NOMEM, "out of memory for added tokens");
-        if (slot)
-            *slot = x;
+        st = add_token(L, o, (int32_t)id, TC, path, err);
     }
     return st;
 }
@@ -868,31 +865,21 @@ static kvs_status parse_template(loader *L, const json_t *j, const char *path, k
 }
 
 static kvs_status parse_post(loader *L, const json_t *j, const char *path, int depth,
+                             kvs_error *err);
+static kvs_status post_step(void *ctx, const json_t *j, const char *path, int depth,
                              kvs_error *err)
 {
-    if (!j || json_is_null(j))
-        return KVS_OK;
-    if (depth > 16)
-        return bad(err, KVS_E_FORMAT, TJ, path, "post-processors nested too deeply");
-    if (!json_is_object(j))
-        return bad(err, KVS_E_FORMAT, TJ, path, "is %s, expected an object", jtype(j));
+    return parse_post(ctx, j, path, depth, err);
+}
+
+static kvs_status parse_post(loader *L, const json_t *j, const char *path, int depth,
+                             kvs_error *err)
+{
     const char *type;
-    kvs_status st = get_str(j, "type", &type, NULL, TJ, path, err);
-    if (st != KVS_OK)
+    kvs_status st =
+        typed_step(j, path, depth, "post-processors", "processors", post_step, L, &type, err);
+    if (st != KVS_OK || !type)
         return st;
-    if (!type)
-        return bad(err, KVS_E_FORMAT, TJ, path, "no 'type'");
-    if (strcmp(type, "Sequence") == 0) {
-        json_t *a = json_object_get(j, "processors");
-        if (!json_is_array(a))
-            return bad(err, KVS_E_FORMAT, TJ, path, "Sequence without a 'processors' array");
-        for (size_t i = 0; st == KVS_OK && i < json_array_size(a); i++) {
-            char sub[160];
-            snprintf(sub, sizeof(sub), "%s.processors[%zu]", path, i);
-            st = parse_post(L, json_array_get(a, i), sub, depth + 1, err);
-        }
-        return st;
-    }
     if (strcmp(type, "ByteLevel") == 0)
         return KVS_OK; /* offsets only */
     if (strcmp(type, "TemplateProcessing") == 0)
@@ -925,23 +912,6 @@ static kvs_status parse_post(loader *L, const json_t *j, const char *path, int d
 }
 
 /* ---- the decoder, token by token ---------------------------------------------- */
-
-static int byte_piece(const char *s, size_t len)
-{
-    if (len != 6 || memcmp(s, "<0x", 3) != 0 || s[5] != '>')
-        return -1;
-    int v = 0;
-    for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                               : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                                                      : -1;
-        if (d < 0)
-            return -1;
-        v = v * 16 + d;
-    }
-    return v;
-}
 
 /* Replace every `from` in s[0, *n) by `to` (out has room for the worst case). */
 static size_t replace_all(const char *s, size_t n, const char *from, size_t fl, const char *to,
@@ -1029,7 +999,7 @@ static kvs_status build_decoder(loader *L, kvs_error *err)
                 break;
             }
             case HD_BYTEFALLBACK: {
-                int v = byte_piece(a, n);
+                int v = kvs_tok_byte_piece(a, n);
                 if (v < 0)
                     continue;
                 b[m++] = (char)v;

@@ -103,6 +103,9 @@ void kvs_tok_mark_eog(kvs_tokenizer *t);
 /* ---- tok_decode.c -------------------------------------------------------- */
 /* Fill dec_pool / dec with every token's bytes (control tokens: their text). */
 kvs_status kvs_tok_build_decoder(kvs_tokenizer *t, kvs_error *err);
+/* The byte of a byte-fallback piece "<0xHH>" (hex digits in either case), 0..255; -1 when the len
+ * bytes at s are not exactly such a piece. */
+int kvs_tok_byte_piece(const char *s, size_t len);
 
 /* ---- tok_map.c ---------------------------------------------------------- */
 /* Build over keys[0, n) of pool; duplicates keep the first key when

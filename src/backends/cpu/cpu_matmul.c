@@ -118,32 +118,31 @@ KVS_SIMD_INLINE void blk_q5_1(const uint8_t *row, int64_t b, kvs_vf *o)
 /* k-quants: the 32-element block b is sub-block (or pair of 16-element
  * sub-blocks) j = b % 8 of super-block b / 8; lane l of vector v is element
  * l = v VL + lane of it, and every vector lies in one 16-element sub-block. */
+/* q4_K and q5_K share the decode: sub-block j's 6-bit scale and min, low nibbles for even j and
+ * high for odd; q5_K adds bit j of qh as the fifth bit (qh NULL for q4_K, folded away inline). */
+KVS_SIMD_INLINE void blk_q45_K(uint16_t d, uint16_t dmin, const uint8_t *scales, const uint8_t *qs_all,
+                               const uint8_t *qh, int j, kvs_vf *o)
+{
+    uint8_t sc, m;
+    kvs_kq_scale_min(scales, j, &sc, &m);
+    const kvs_vf ds = vf_set1(kvs_simd_h2f(d) * (float)sc), ms = vf_set1(kvs_simd_h2f(dmin) * (float)m);
+    const uint8_t *qs = qs_all + 32 * (j >> 1);
+    for (int v = 0; v < NV; v++) {
+        kvs_vi x = vi_and(vi_srl(vi_load_u8(qs + v * KVS_VL), 4 * (j & 1)), 15);
+        if (qh)
+            x = vi_or(x, vi_sll(vi_and(vi_srl(vi_load_u8(qh + v * KVS_VL), j), 1), 4));
+        o[v] = vf_sub(vf_mul(ds, vi_to_f(x)), ms);
+    }
+}
 KVS_SIMD_INLINE void blk_q4_K(const uint8_t *row, int64_t b, kvs_vf *o)
 {
     const kvs_block_q4_K *q = (const kvs_block_q4_K *)row + (b >> 3);
-    const int j = (int)(b & 7);
-    uint8_t sc, m;
-    kvs_kq_scale_min(q->scales, j, &sc, &m);
-    const kvs_vf ds = vf_set1(kvs_simd_h2f(q->d) * (float)sc), ms = vf_set1(kvs_simd_h2f(q->dmin) * (float)m);
-    const uint8_t *qs = q->qs + 32 * (j >> 1);
-    for (int v = 0; v < NV; v++) {
-        kvs_vi x = vi_and(vi_srl(vi_load_u8(qs + v * KVS_VL), 4 * (j & 1)), 15);
-        o[v] = vf_sub(vf_mul(ds, vi_to_f(x)), ms);
-    }
+    blk_q45_K(q->d, q->dmin, q->scales, q->qs, NULL, (int)(b & 7), o);
 }
 KVS_SIMD_INLINE void blk_q5_K(const uint8_t *row, int64_t b, kvs_vf *o)
 {
     const kvs_block_q5_K *q = (const kvs_block_q5_K *)row + (b >> 3);
-    const int j = (int)(b & 7);
-    uint8_t sc, m;
-    kvs_kq_scale_min(q->scales, j, &sc, &m);
-    const kvs_vf ds = vf_set1(kvs_simd_h2f(q->d) * (float)sc), ms = vf_set1(kvs_simd_h2f(q->dmin) * (float)m);
-    const uint8_t *qs = q->qs + 32 * (j >> 1);
-    for (int v = 0; v < NV; v++) {
-        kvs_vi x = vi_and(vi_srl(vi_load_u8(qs + v * KVS_VL), 4 * (j & 1)), 15);
-        x = vi_or(x, vi_sll(vi_and(vi_srl(vi_load_u8(q->qh + v * KVS_VL), j), 1), 4));
-        o[v] = vf_sub(vf_mul(ds, vi_to_f(x)), ms);
-    }
+    blk_q45_K(q->d, q->dmin, q->scales, q->qs, q->qh, (int)(b & 7), o);
 }
 KVS_SIMD_INLINE void blk_q6_K(const uint8_t *row, int64_t b, kvs_vf *o)
 {
