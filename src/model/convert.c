@@ -270,11 +270,17 @@ kvs_status kvs_convert_to_gguf(const kvs_model_source *src, const char *out, con
     }
     if (src->chat_template && (st = kvs_gguf_writer_set_str(w, "tokenizer.chat_template", src->chat_template, err)))
         goto done;
+    if (o && o->mix != KVS_MIX_NONE &&
+        (st = kvs_gguf_writer_set_u32(w, "general.file_type", kvs_synth_mix_file_type(o->mix), err)) != KVS_OK)
+        goto done;
     bool fallback_warned = false;
     for (size_t i = 0; i < n; i++) {
         conv_tensor *c = &ct[i];
         bool norm = (c->at->flags & KVS_T_NORM) != 0;
         kvs_dtype t = norm ? KVS_DTYPE_F32 : type;
+        if (!norm && o && o->mix != KVS_MIX_NONE && c->ne1 > 1)
+            t = kvs_synth_mix_type(o->mix, c->gguf, c->ne0, hp->n_layers, hp->n_heads / hp->n_kv_heads,
+                                   !hp->tied_embeddings);
         uint64_t rb;
         if (!kvs_dtype_row_bytes(t, (uint64_t)c->ne0, &rb)) {
             if (warn && !fallback_warned)

@@ -30,11 +30,14 @@
 #include <stdio.h>
 
 #include "model/source.h"
+#include "model/synth.h"
 
 typedef struct kvs_convert_opts {
     bool type_set;         /* else: the source's type (HF: config dtype; GGUF -> HF: f32 for quantized) */
     kvs_dtype type;        /* matrices: F32, F16, BF16, Q8_0, Q4_0 (GGUF); F32, F16, BF16 (HF) */
     int shards;            /* GGUF -> HF: number of safetensors files (default 1) */
+    kvs_synth_mix mix;     /* to GGUF: a llama-quantize mix (q4_k_m, ...) chooses each matrix's type
+                              by llama-quantize's rules (model/synth.h); KVS_MIX_NONE: `type` */
     FILE *warn;            /* warnings (tokenizer not converted, fallbacks); NULL: silent */
 } kvs_convert_opts;
 

@@ -104,6 +104,11 @@ static bool has_suffix(const char *s, const char *suf)
     return a >= b && strcmp(s + a - b, suf) == 0;
 }
 
+uint32_t kvs_synth_mix_file_type(kvs_synth_mix mix)
+{
+    return mix > KVS_MIX_NONE && (size_t)mix < N_MIXES ? MIXES[mix].file_type : 0;
+}
+
 kvs_dtype kvs_synth_mix_type(kvs_synth_mix mix, const char *name, int64_t ne0, int32_t n_layers,
                              int32_t n_gqa, bool has_output)
 {
@@ -339,7 +344,7 @@ kvs_status kvs_synth_write(const kvs_synth_opts *o, const char *path, kvs_error 
     if ((st = set_hparams(c.w, o, err)) != KVS_OK)
         goto done;
     if (o->mix != KVS_MIX_NONE && (size_t)o->mix < N_MIXES &&
-        (st = kvs_gguf_writer_set_u32(c.w, "general.file_type", MIXES[o->mix].file_type, err)) != KVS_OK)
+        (st = kvs_gguf_writer_set_u32(c.w, "general.file_type", kvs_synth_mix_file_type(o->mix), err)) != KVS_OK)
         goto done;
 
     const int32_t hd = o->head_dim > 0 ? o->head_dim : o->dim / o->n_heads;
@@ -423,7 +428,7 @@ kvs_status kvs_synth_requantize(const kvs_synth_opts *o, const char *src, const 
         kv_heads = heads;
     const bool has_output = kvs_gguf_find_tensor(g, "output.weight") != NULL;
     if (o->mix != KVS_MIX_NONE && (size_t)o->mix < N_MIXES &&
-        (st = kvs_gguf_writer_set_u32(w, "general.file_type", MIXES[o->mix].file_type, err)) != KVS_OK)
+        (st = kvs_gguf_writer_set_u32(w, "general.file_type", kvs_synth_mix_file_type(o->mix), err)) != KVS_OK)
         goto done;
     for (size_t i = 0; i < nt; i++) {
         const kvs_gguf_tensor *t = kvs_gguf_tensor_at(g, i);

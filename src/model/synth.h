@@ -65,6 +65,8 @@ typedef struct kvs_synth_opts {
  * q3_k_m, q2_k, q6_k, q4_0, q4_1, q5_0, q5_1, q8_0; false if unknown. */
 bool kvs_synth_mix_parse(const char *name, kvs_synth_mix *out);
 const char *kvs_synth_mix_names(void);
+/* llama.cpp's general.file_type (llama_ftype) of a mix; 0 for KVS_MIX_NONE. */
+uint32_t kvs_synth_mix_file_type(kvs_synth_mix mix);
 
 /* The type a mix gives the tensor `name` ("token_embd.weight",
  * "blk.3.attn_v.weight", ...) of row length ne0, in a model of n_layers

@@ -200,11 +200,34 @@ def quantized_to_hf():
     check(rel < 2e-2, f"logits of the f32 directory vs the q8_0 GGUF: max |d|/max = {rel:.1e} (< 2e-2)")
 
 
+def mix_to_gguf():
+    """convert DIR --type q4_k_m gives every tensor the type llama-quantize's
+    rules give it, as `synth --from` (whose rules were checked against
+    llama-quantize's own Q4_K_M file) does on the same model as a GGUF."""
+    f16 = os.path.join(WORK, "mix-f16.gguf")
+    r = subprocess.run([KVSERVE, "synth", "-o", f16, "--preset", "llama2-110m", "--layers", "3", "--vocab", "512",
+                        "--type", "f16", "--seed", "3"], capture_output=True)
+    check(r.returncode == 0, "synth a 3-layer llama2-110m-shaped f16 GGUF")
+    d = os.path.join(WORK, "mix-hf")
+    r = subprocess.run([KVSERVE, "convert", f16, "-o", d, "--to", "hf"], capture_output=True)
+    check(r.returncode == 0, "convert it to an HF directory")
+    a, b = os.path.join(WORK, "mix-convert.gguf"), os.path.join(WORK, "mix-synth.gguf")
+    r1 = subprocess.run([KVSERVE, "convert", d, "-o", a, "--type", "q4_k_m"], capture_output=True)
+    r2 = subprocess.run([KVSERVE, "synth", "--from", f16, "-o", b, "--type", "q4_k_m"], capture_output=True)
+    ta, tb = (gguf_types(a), gguf_types(b)) if r1.returncode == 0 and r2.returncode == 0 else ({}, {})
+    check(ta and ta == tb and len(set(ta.values())) > 2,
+          f"convert DIR --type q4_k_m: the same per-tensor types as synth's Q4_K_M ({sorted(set(ta.values()))})")
+    r = subprocess.run([KVSERVE, "convert", d, "-o", os.path.join(WORK, "x"), "--to", "hf", "--type", "q4_k_m"],
+                       capture_output=True)
+    check(r.returncode == 2, "a mix with --to hf is refused")
+
+
 def main():
     os.makedirs(WORK, exist_ok=True)
     stories()
     quantized_to_hf()
     to_gguf()
+    mix_to_gguf()
     sys.exit(0 if ok else 1)
 
 
