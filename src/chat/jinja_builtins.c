@@ -1913,6 +1913,10 @@ jv jcall_global(jctx *c, jframe *f, int64_t id, const jargs *a)
         jv msg = arg_or(a, 0, "message", jv_cstr(""));
         jv s = jv_to_str(c, msg);
         c->raised = true;
+        /* Jinja2 raises with the text as given; an empty one (or one that
+         * starts with NUL) still gets a message saying what happened. */
+        if (s.s.n == 0 || s.s.p[0] == '\0')
+            jfail(c, KVS_E_INVALID, "the template called raise_exception() with an empty message");
         jfail(c, KVS_E_INVALID, "%.*s", (int)(s.s.n > 500 ? 500 : s.s.n), s.s.p);
     }
     case G_STRFTIME: {
