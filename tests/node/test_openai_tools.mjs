@@ -9,10 +9,11 @@
 // model never writes </think>, so all of its output is reasoning), streamed
 // as delta.reasoning_content.  Servers are always stopped.
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
+import { servers, startServer, stopServer } from './kvs_node_util.mjs';
 
 const KVSERVE = process.env.KVSERVE;
 const SHARED = process.env.KVS_SHARED;
@@ -22,37 +23,6 @@ if (!KVSERVE || !SHARED) {
   process.exit(1);
 }
 const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
-const servers = [];
-
-function startServer(model, args = []) {
-  return new Promise((resolve, reject) => {
-    const p = spawn(KVSERVE, ['serve', '-m', model, '--port', '0', '--device-memory', '256MiB', ...args],
-                    { stdio: ['ignore', 'ignore', 'pipe'] });
-    const srv = { proc: p, log: '', exit: null };
-    servers.push(srv);
-    const timer = setTimeout(() => reject(new Error('server did not start:\n' + srv.log)), 60000);
-    p.on('exit', (code, sig) => { srv.exit = code ?? sig; });
-    p.stderr.on('data', (d) => {
-      srv.log += d.toString();
-      const m = srv.log.match(/listening on http:\/\/[^ ]*:(\d+)/);
-      if (m && !srv.port) {
-        srv.port = Number(m[1]);
-        clearTimeout(timer);
-        resolve(srv);
-      }
-    });
-    p.on('error', reject);
-  });
-}
-
-function stopServer(srv) {
-  return new Promise((resolve) => {
-    if (srv.exit !== null) return resolve(srv.exit);
-    const t = setTimeout(() => { srv.proc.kill('SIGKILL'); }, 30000);
-    srv.proc.on('exit', (code, sig) => { clearTimeout(t); resolve(code ?? sig); });
-    srv.proc.kill('SIGTERM');
-  });
-}
 
 const client = (srv, key = KEY) => new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: key,
                                                  maxRetries: 0, timeout: 120000 });
