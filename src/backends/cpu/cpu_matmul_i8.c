@@ -60,32 +60,34 @@
 #define I8_MC 2
 #endif
 
-/* Lane scales as vpdpwssd takes them, (sc, 0) per int32, or as vpmaddwd
- * takes them, (sc, sc).  The scalar twin keeps sc. */
-#if defined(KVS_SIMD_AVX512) && defined(__AVX512VNNI__)
-#define I8_VNNI512 1
-#elif defined(KVS_SIMD_AVX2) && defined(__AVXVNNI__)
-#define I8_VNNI256 1
-#endif
-
-/* One quantized super-block of activations. */
+/* The x super-block as the kernel reads it: chunk p (64 bytes) lane L
+ * (4 bytes) holds elements 16 G(L) + 4p .. 16 G(L) + 4p + 3. */
 typedef struct i8_xblk {
     int8_t q[KVS_QK_K];
-    int16_t bs[16]; /* sums of q over each group of 16 */
+    float bs[16]; /* lane L: d * (sum of q over group G(L)) */
     float d;
-    uint8_t pad[28];
+    uint8_t pad[60];
 } i8_xblk;
-_Static_assert(sizeof(i8_xblk) == 320, "i8_xblk is 5 cache lines");
+_Static_assert(sizeof(i8_xblk) == 384, "i8_xblk is 6 cache lines");
 
-/* One weight super-block unpacked (see the top comment). */
+/* A weight super-block unpacked, in the same lane layout. */
 typedef struct i8_wblk {
     uint8_t u[KVS_QK_K];
-    int32_t sp[4][16]; /* lane scales of each 64-element chunk, encoded for the path */
-    int16_t mn[16];
-    float d, dm;
-    uint8_t pad[24];
+    float sc[16]; /* lane L: d * sc_G(L) */
+    float mn[16]; /* lane L: dm * mn_G(L) */
 } i8_wblk;
-_Static_assert(sizeof(i8_wblk) == 576, "i8_wblk is 9 cache lines");
+_Static_assert(sizeof(i8_wblk) == 384, "i8_wblk is 6 cache lines");
+
+/* The lane -> group maps: the order in which the SIMD unpacking of each
+ * type meets the groups (q4_K/q5_K and q6_K); identity for the others. */
+static const uint8_t G45[16] = {0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15};
+static const uint8_t G6[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
+static const uint8_t GID[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+static const uint8_t *lane_map(kvs_dtype t)
+{
+    return t == KVS_DTYPE_Q4_K || t == KVS_DTYPE_Q5_K ? G45 : t == KVS_DTYPE_Q6_K ? G6 : GID;
+}
 
 bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
 {
@@ -95,7 +97,7 @@ bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
 
 /* --- activations --- */
 
-/* Round half away from zero, exactly: r - trunc(r) is exact. */
+/* Round half away from zero, exactly (r - trunc(r) is exact). */
 static inline int round_away(float r)
 {
     const float t = truncf(r), f = r - t;
@@ -103,11 +105,13 @@ static inline int round_away(float r)
     return q > 127 ? 127 : q < -127 ? -127 : q;
 }
 
-static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb)
+static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb, const uint8_t *G)
 {
     for (int64_t b = 0; b < nsb; b++) {
         const float *v = x + b * KVS_QK_K;
         i8_xblk *o = dst + b;
+        _Alignas(64) int8_t qn[KVS_QK_K]; /* natural order */
+        int32_t gs[16];
 #if defined(KVS_SIMD_AVX512)
         __m512 mx = _mm512_setzero_ps();
         for (int i = 0; i < KVS_QK_K; i += 16)
@@ -118,8 +122,7 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb)
         for (int i = 0; i < KVS_QK_K; i++)
             amax = fmaxf(amax, fabsf(v[i]));
 #endif
-        const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
-        o->d = amax / 127.0f;
+        const float id = amax > 0.0f ? 127.0f / amax : 0.0f, d = amax / 127.0f;
 #if defined(KVS_SIMD_AVX512)
         const __m512 vid = _mm512_set1_ps(id), half = _mm512_set1_ps(0.5f);
         const __m512i one = _mm512_set1_epi32(1), lim = _mm512_set1_epi32(127);
@@ -132,25 +135,44 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb)
             q = _mm512_mask_add_epi32(q, up & ~neg, q, one);
             q = _mm512_mask_sub_epi32(q, up & neg, q, one);
             q = _mm512_max_epi32(_mm512_min_epi32(q, lim), _mm512_sub_epi32(_mm512_setzero_si512(), lim));
-            _mm_storeu_si128((__m128i *)(o->q + 16 * g), _mm512_cvtepi32_epi8(q));
-            o->bs[g] = (int16_t)_mm512_reduce_add_epi32(q);
+            _mm_store_si128((__m128i *)(qn + 16 * g), _mm512_cvtepi32_epi8(q));
+            gs[g] = _mm512_reduce_add_epi32(q);
+        }
+        /* chunk p lane L = dword p of group G(L): dword 4 G + p of the block */
+        const __m512i z0 = _mm512_load_si512((const void *)qn), z1 = _mm512_load_si512((const void *)(qn + 64));
+        const __m512i z2 = _mm512_load_si512((const void *)(qn + 128)), z3 = _mm512_load_si512((const void *)(qn + 192));
+        const __m512i g = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)G));
+        const __m512i base = _mm512_add_epi32(_mm512_slli_epi32(_mm512_and_si512(g, _mm512_set1_epi32(4)), 2),
+                                              _mm512_slli_epi32(_mm512_and_si512(g, _mm512_set1_epi32(3)), 2));
+        const __mmask16 hi = _mm512_cmpge_epu32_mask(g, _mm512_set1_epi32(8));
+        for (int p = 0; p < 4; p++) {
+            const __m512i idx = _mm512_add_epi32(base, _mm512_set1_epi32(p));
+            const __m512i lo8 = _mm512_permutex2var_epi32(z0, idx, z1), hi8 = _mm512_permutex2var_epi32(z2, idx, z3);
+            _mm512_storeu_si512((void *)(o->q + 64 * p), _mm512_mask_blend_epi32(hi, lo8, hi8));
         }
 #else
         for (int g = 0; g < 16; g++) {
             int s = 0;
             for (int i = 16 * g; i < 16 * g + 16; i++) {
                 const int q = round_away(v[i] * id);
-                o->q[i] = (int8_t)q;
+                qn[i] = (int8_t)q;
                 s += q;
             }
-            o->bs[g] = (int16_t)s;
+            gs[g] = s;
         }
+        for (int p = 0; p < 4; p++)
+            for (int L = 0; L < 16; L++)
+                memcpy(o->q + 64 * p + 4 * L, qn + 16 * G[L] + 4 * p, 4);
 #endif
+        o->d = d;
+        for (int L = 0; L < 16; L++)
+            o->bs[L] = d * (float)gs[G[L]];
     }
 }
 
-/* --- weights: (u, sc, mn, d, dm) of one super-block --- */
+/* --- weights --- */
 
+/* (u, sc, mn, d, dm) of one super-block in element order (see the top comment). */
 static void unpack_generic(kvs_dtype t, const uint8_t *blk, uint8_t *u, int16_t *sc, int16_t *mn,
                            float *d, float *dm)
 {
@@ -224,44 +246,49 @@ static void unpack_generic(kvs_dtype t, const uint8_t *blk, uint8_t *u, int16_t 
     }
 }
 
-/* Lane i of chunk p belongs to group 4p + i / 4. */
-#if defined(KVS_SIMD_AVX512)
-KVS_SIMD_INLINE void set_lane_scales_v(i8_wblk *o, __m256i sc16)
+static void unpack_portable(kvs_dtype t, const uint8_t *blk, i8_wblk *o)
 {
-    const __m512i s32 = _mm512_cvtepu16_epi32(sc16); /* (sc, 0) */
-    for (int p = 0; p < 4; p++) {
-        const __m512i idx = _mm512_srli_epi32(
-            _mm512_add_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
-                             _mm512_set1_epi32(16 * p)), 2);
-        __m512i v = _mm512_permutexvar_epi32(idx, s32);
-#if !defined(I8_VNNI512)
-        v = _mm512_or_si512(v, _mm512_slli_epi32(v, 16));
-#endif
-        _mm512_storeu_si512((void *)o->sp[p], v);
+    uint8_t u[KVS_QK_K];
+    int16_t sc[16], mn[16];
+    float d, dm;
+    const uint8_t *G = lane_map(t);
+    unpack_generic(t, blk, u, sc, mn, &d, &dm);
+    for (int p = 0; p < 4; p++)
+        for (int L = 0; L < 16; L++)
+            memcpy(o->u + 64 * p + 4 * L, u + 16 * G[L] + 4 * p, 4);
+    for (int L = 0; L < 16; L++) {
+        o->sc[L] = d * (float)sc[G[L]];
+        o->mn[L] = dm * (float)mn[G[L]];
     }
 }
-#endif
-KVS_SIMD_INLINE void set_lane_scales(i8_wblk *o, const int16_t *sc)
-{
-#if defined(KVS_SIMD_AVX512)
-    set_lane_scales_v(o, _mm256_loadu_si256((const __m256i *)sc));
-#else
-    for (int p = 0; p < 4; p++)
-        for (int i = 0; i < 16; i++) {
-            const int32_t s = sc[4 * p + i / 4];
-#if defined(I8_VNNI256)
-            o->sp[p][i] = (int32_t)(uint16_t)s;
-#elif defined(KVS_SIMD_AVX2)
-            o->sp[p][i] = (int32_t)((uint32_t)(uint16_t)s | (uint32_t)(uint16_t)s << 16);
-#else
-            o->sp[p][i] = s;
-#endif
-        }
-#endif
-}
 
-/* q4_K/q5_K 6-bit scales and mins of the 8 sub-blocks, 4 bytes at a time
- * (bytes j of *sc and *mn: sub-block j's). */
+#if defined(KVS_SIMD_AVX512)
+/* The 8 rows of 16 bytes of a 128-byte array, transposed by dwords: lanes
+ * 0-7 of *a hold dword p0 of rows 0-7, lanes 8-15 dword p0 + 1; same for *b
+ * with p0 + 2. */
+KVS_SIMD_INLINE void rows8(const uint8_t *q, __m512i *a, __m512i *b)
+{
+    const __m512i z0 = _mm512_loadu_si512((const void *)q), z1 = _mm512_loadu_si512((const void *)(q + 64));
+    const __m512i i01 = _mm512_set_epi32(29, 25, 21, 17, 13, 9, 5, 1, 28, 24, 20, 16, 12, 8, 4, 0);
+    *a = _mm512_permutex2var_epi32(z0, i01, z1);
+    *b = _mm512_permutex2var_epi32(z0, _mm512_add_epi32(i01, _mm512_set1_epi32(2)), z1);
+}
+/* Low nibbles of the 8 rows' dword p in lanes 0-7, high nibbles in lanes 8-15: chunk p. */
+KVS_SIMD_INLINE void nibble_chunks(__m512i t, __m512i *c0, __m512i *c1)
+{
+    const __m512i m4 = _mm512_set1_epi8(0x0f);
+    const __m512i lo = _mm512_and_si512(t, m4), hi = _mm512_and_si512(_mm512_srli_epi16(t, 4), m4);
+    *c0 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(1, 0, 1, 0));
+    *c1 = _mm512_shuffle_i64x2(lo, hi, _MM_SHUFFLE(3, 2, 3, 2));
+}
+KVS_SIMD_INLINE __m512 lane_floats(__m128i bytes16, bool sgn, float scale)
+{
+    const __m512i v = sgn ? _mm512_cvtepi8_epi32(bytes16) : _mm512_cvtepu8_epi32(bytes16);
+    return _mm512_mul_ps(_mm512_set1_ps(scale), _mm512_cvtepi32_ps(v));
+}
+#endif
+
+/* q4_K/q5_K 6-bit scales and mins of the 8 sub-blocks, 4 at a time (byte j: sub-block j's). */
 KVS_SIMD_INLINE void kq_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn)
 {
     uint32_t w0, w1, w2;
@@ -275,118 +302,94 @@ KVS_SIMD_INLINE void kq_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn)
     *mn = (uint64_t)b | (uint64_t)e << 32;
 }
 
-#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
-/* 8 bytes, each widened to two int16 (groups 2j, 2j + 1 of sub-block j). */
-KVS_SIMD_INLINE __m256i dup16(uint64_t v)
-{
-    const __m128i w = _mm_cvtepu8_epi16(_mm_cvtsi64_si128((long long)v));
-    return _mm256_set_m128i(_mm_unpackhi_epi16(w, w), _mm_unpacklo_epi16(w, w));
-}
-/* Store 64 bytes of u: two halves of a chunk (one store where loads are 64 bytes wide). */
-KVS_SIMD_INLINE void store_chunk(uint8_t *u, __m256i lo, __m256i hi)
-{
-#if defined(KVS_SIMD_AVX512)
-    _mm512_storeu_si512((void *)u, _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1));
-#else
-    _mm256_storeu_si256((__m256i *)u, lo);
-    _mm256_storeu_si256((__m256i *)(u + 32), hi);
-#endif
-}
-#endif
-
 KVS_SIMD_INLINE void unpack(kvs_dtype t, const uint8_t *blk, i8_wblk *o)
 {
-    int16_t sc[16];
-#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
-    const __m256i m4 = _mm256_set1_epi8(0x0f), m1 = _mm256_set1_epi8(0x01), m3 = _mm256_set1_epi8(0x03);
+#if defined(KVS_SIMD_AVX512)
     if (t == KVS_DTYPE_Q4_K || t == KVS_DTYPE_Q5_K) {
         const bool five = t == KVS_DTYPE_Q5_K;
         const uint16_t *h = (const uint16_t *)blk;
-        const uint8_t *qs = blk + (five ? 48 : 16);
-        const __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(blk + 16)) : _mm256_setzero_si256();
-        o->d = kvs_simd_h2f(h[0]);
-        o->dm = kvs_simd_h2f(h[1]);
+        __m512i t01, t23, c[4];
+        rows8(blk + (five ? 48 : 16), &t01, &t23);
+        nibble_chunks(t01, &c[0], &c[1]);
+        nibble_chunks(t23, &c[2], &c[3]);
+        if (five) {
+            /* lane L: bit s(L) = G(L) / 2 of qh dword 4 (L & 1) + p, to bit 4 */
+            const __m512i qh = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(blk + 16)));
+            const __m512i sh = _mm512_set_epi32(7, 7, 5, 5, 3, 3, 1, 1, 6, 6, 4, 4, 2, 2, 0, 0);
+            const __m512i i0 = _mm512_set_epi32(4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0);
+            for (int p = 0; p < 4; p++) {
+                const __m512i w = _mm512_permutexvar_epi32(_mm512_add_epi32(i0, _mm512_set1_epi32(p)), qh);
+                const __m512i b = _mm512_and_si512(_mm512_srlv_epi32(w, sh), _mm512_set1_epi8(1));
+                c[p] = _mm512_or_si512(c[p], _mm512_slli_epi32(b, 4));
+            }
+        }
+        for (int p = 0; p < 4; p++)
+            _mm512_storeu_si512((void *)(o->u + 64 * p), c[p]);
         uint64_t s8, m8;
         kq_scales8(blk + 4, &s8, &m8);
-        const __m256i sv = dup16(s8);
-        _mm256_storeu_si256((__m256i *)o->mn, dup16(m8));
-        for (int p = 0; p < 4; p++) {
-            const __m256i b = _mm256_loadu_si256((const __m256i *)(qs + 32 * p));
-            __m256i lo = _mm256_and_si256(b, m4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), m4);
-            if (five) {
-                lo = _mm256_or_si256(lo, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * p), m1), 4));
-                hi = _mm256_or_si256(hi, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * p + 1), m1), 4));
-            }
-            store_chunk(o->u + 64 * p, lo, hi);
-        }
-#if defined(KVS_SIMD_AVX512)
-        set_lane_scales_v(o, sv);
-#else
-        _mm256_storeu_si256((__m256i *)sc, sv);
-        set_lane_scales(o, sc);
-#endif
+        /* lane L: sub-block G(L) / 2 */
+        const __m128i sel = _mm_set_epi8(7, 7, 5, 5, 3, 3, 1, 1, 6, 6, 4, 4, 2, 2, 0, 0);
+        _mm512_storeu_ps(o->sc, lane_floats(_mm_shuffle_epi8(_mm_cvtsi64_si128((long long)s8), sel), false,
+                                            kvs_simd_h2f(h[0])));
+        _mm512_storeu_ps(o->mn, lane_floats(_mm_shuffle_epi8(_mm_cvtsi64_si128((long long)m8), sel), false,
+                                            kvs_simd_h2f(h[1])));
         return;
     }
     if (t == KVS_DTYPE_Q6_K) {
         const kvs_block_q6_K *b = (const kvs_block_q6_K *)blk;
-        o->d = o->dm = kvs_simd_h2f(b->d);
-        const __m256i s16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
-        _mm256_storeu_si256((__m256i *)o->mn, _mm256_slli_epi16(s16, 5));
-        for (int h = 0; h < 2; h++) {
-            const __m256i qh = _mm256_loadu_si256((const __m256i *)(b->qh + 32 * h));
-            const __m256i l0 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h));
-            const __m256i l1 = _mm256_loadu_si256((const __m256i *)(b->ql + 64 * h + 32));
-            __m256i q[4];
-            for (int c = 0; c < 4; c++) {
-                const __m256i l = c & 1 ? l1 : l0;
-                q[c] = _mm256_and_si256(c >> 1 ? _mm256_srli_epi16(l, 4) : l, m4);
-                q[c] = _mm256_or_si256(q[c], _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), m3), 4));
-            }
-            store_chunk(o->u + 128 * h, q[0], q[1]);
-            store_chunk(o->u + 128 * h + 64, q[2], q[3]);
+        __m512i t01, t23, c[4];
+        rows8(b->ql, &t01, &t23);
+        nibble_chunks(t01, &c[0], &c[1]);
+        nibble_chunks(t23, &c[2], &c[3]);
+        /* lane L (q = L % 8): qh dword 4 (2 (q >> 2) + (q & 1)) + p, bits 2 c, c = 2 (L >= 8) + (q >> 1 & 1) */
+        const __m512i qh = _mm512_loadu_si512((const void *)b->qh);
+        const __m512i sh = _mm512_set_epi32(6, 6, 4, 4, 6, 6, 4, 4, 2, 2, 0, 0, 2, 2, 0, 0);
+        const __m512i i0 = _mm512_set_epi32(12, 8, 12, 8, 4, 0, 4, 0, 12, 8, 12, 8, 4, 0, 4, 0);
+        for (int p = 0; p < 4; p++) {
+            const __m512i w = _mm512_permutexvar_epi32(_mm512_add_epi32(i0, _mm512_set1_epi32(p)), qh);
+            const __m512i hb = _mm512_and_si512(_mm512_srlv_epi32(w, sh), _mm512_set1_epi8(3));
+            _mm512_storeu_si512((void *)(o->u + 64 * p), _mm512_or_si512(c[p], _mm512_slli_epi32(hb, 4)));
         }
-#if defined(KVS_SIMD_AVX512)
-        set_lane_scales_v(o, s16);
-#else
-        _mm256_storeu_si256((__m256i *)sc, s16);
-        set_lane_scales(o, sc);
-#endif
+        const __m128i sel = _mm_loadu_si128((const __m128i *)G6);
+        const __m128i s = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)b->scales), sel);
+        const float d = kvs_simd_h2f(b->d);
+        _mm512_storeu_ps(o->sc, lane_floats(s, true, d));
+        _mm512_storeu_ps(o->mn, _mm512_mul_ps(_mm512_set1_ps(d), _mm512_cvtepi32_ps(_mm512_slli_epi32(
+                                                  _mm512_cvtepi8_epi32(s), 5))));
         return;
     }
 #endif
-    unpack_generic(t, blk, o->u, sc, o->mn, &o->d, &o->dm);
-    set_lane_scales(o, sc);
+    unpack_portable(t, blk, o);
 }
 
-/* --- the dot of one x super-block with C unpacked weight super-blocks --- */
+/* --- the dot of one x super-block with one unpacked weight super-block --- */
 
 #if defined(KVS_SIMD_AVX512)
 typedef __m512 i8_acc;
 KVS_SIMD_INLINE i8_acc acc_zero(void) { return _mm512_setzero_ps(); }
-KVS_SIMD_INLINE __m512i lane_dot(__m512i acc, __m512i u, __m512i x, __m512i sp)
+KVS_SIMD_INLINE __m512i dot4(__m512i acc, __m512i u, __m512i x)
 {
-#if defined(I8_VNNI512)
-    return _mm512_dpwssd_epi32(acc, _mm512_dpbusd_epi32(_mm512_setzero_si512(), u, x), sp);
+#if defined(__AVX512VNNI__)
+    return _mm512_dpbusd_epi32(acc, u, x);
 #else
-    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), sp));
+    return _mm512_add_epi32(acc, _mm512_madd_epi16(_mm512_maddubs_epi16(u, x), _mm512_set1_epi16(1)));
 #endif
 }
-KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xblk *x, const __m512i *xv, const i8_wblk *w)
+typedef struct { __m512i q[4]; __m512 bs, d; } i8_xv;
+KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v)
 {
-    __m512i a = _mm512_setzero_si512();
     for (int p = 0; p < 4; p++)
-        a = lane_dot(a, _mm512_loadu_si512((const void *)(w->u + 64 * p)), xv[p],
-                     _mm512_loadu_si512((const void *)w->sp[p]));
-    const __m256i b = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)w->mn),
-                                        _mm256_loadu_si256((const __m256i *)x->bs));
-    acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_set1_ps(x->d * w->d), acc);
-    return _mm512_mask3_fmadd_ps(_mm512_cvtepi32_ps(_mm512_zextsi256_si512(b)), _mm512_set1_ps(-(x->d * w->dm)),
-                                 acc, 0x00ff);
+        v->q[p] = _mm512_loadu_si512((const void *)(x->q + 64 * p));
+    v->bs = _mm512_loadu_ps(x->bs);
+    v->d = _mm512_set1_ps(x->d);
 }
-KVS_SIMD_INLINE void load_x(const i8_xblk *x, __m512i *xv)
+KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w)
 {
+    __m512i s = _mm512_setzero_si512();
     for (int p = 0; p < 4; p++)
-        xv[p] = _mm512_loadu_si512((const void *)(x->q + 64 * p));
+        s = dot4(s, _mm512_loadu_si512((const void *)(w->u + 64 * p)), x->q[p]);
+    acc = _mm512_fmadd_ps(_mm512_mul_ps(x->d, _mm512_loadu_ps(w->sc)), _mm512_cvtepi32_ps(s), acc);
+    return _mm512_fnmadd_ps(_mm512_loadu_ps(w->mn), x->bs, acc);
 }
 KVS_SIMD_INLINE float acc_sum(i8_acc a)
 {
@@ -395,40 +398,37 @@ KVS_SIMD_INLINE float acc_sum(i8_acc a)
     const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
-typedef __m512i i8_xv;
-#define I8_NXV 4
 #elif defined(KVS_SIMD_AVX2)
 typedef struct { __m256 lo, hi; } i8_acc;
 KVS_SIMD_INLINE i8_acc acc_zero(void) { return (i8_acc){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-KVS_SIMD_INLINE __m256i lane_dot(__m256i acc, __m256i u, __m256i x, __m256i sp)
+KVS_SIMD_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x)
 {
-#if defined(I8_VNNI256)
-    return _mm256_dpwssd_avx_epi32(acc, _mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u, x), sp);
+#if defined(__AVXVNNI__)
+    return _mm256_dpbusd_avx_epi32(acc, u, x);
 #else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), sp));
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
 #endif
 }
-KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xblk *x, const __m256i *xv, const i8_wblk *w)
+typedef struct { __m256i q[8]; __m256 d; const i8_xblk *x; } i8_xv;
+KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v)
+{
+    for (int p = 0; p < 8; p++)
+        v->q[p] = _mm256_loadu_si256((const __m256i *)(x->q + 32 * p));
+    v->d = _mm256_set1_ps(x->d);
+    v->x = x;
+}
+KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w)
 {
     __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
     for (int p = 0; p < 4; p++) {
-        lo = lane_dot(lo, _mm256_loadu_si256((const __m256i *)(w->u + 64 * p)), xv[2 * p],
-                      _mm256_loadu_si256((const __m256i *)w->sp[p]));
-        hi = lane_dot(hi, _mm256_loadu_si256((const __m256i *)(w->u + 64 * p + 32)), xv[2 * p + 1],
-                      _mm256_loadu_si256((const __m256i *)(w->sp[p] + 8)));
+        lo = dot4(lo, _mm256_loadu_si256((const __m256i *)(w->u + 64 * p)), x->q[2 * p]);
+        hi = dot4(hi, _mm256_loadu_si256((const __m256i *)(w->u + 64 * p + 32)), x->q[2 * p + 1]);
     }
-    const __m256i b = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)w->mn),
-                                        _mm256_loadu_si256((const __m256i *)x->bs));
-    const __m256 dd = _mm256_set1_ps(x->d * w->d);
-    acc.lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(lo), dd, acc.lo);
-    acc.hi = _mm256_fmadd_ps(_mm256_cvtepi32_ps(hi), dd, acc.hi);
-    acc.lo = _mm256_fmadd_ps(_mm256_cvtepi32_ps(b), _mm256_set1_ps(-(x->d * w->dm)), acc.lo);
+    acc.lo = _mm256_fmadd_ps(_mm256_mul_ps(x->d, _mm256_loadu_ps(w->sc)), _mm256_cvtepi32_ps(lo), acc.lo);
+    acc.hi = _mm256_fmadd_ps(_mm256_mul_ps(x->d, _mm256_loadu_ps(w->sc + 8)), _mm256_cvtepi32_ps(hi), acc.hi);
+    acc.lo = _mm256_fnmadd_ps(_mm256_loadu_ps(w->mn), _mm256_loadu_ps(x->x->bs), acc.lo);
+    acc.hi = _mm256_fnmadd_ps(_mm256_loadu_ps(w->mn + 8), _mm256_loadu_ps(x->x->bs + 8), acc.hi);
     return acc;
-}
-KVS_SIMD_INLINE void load_x(const i8_xblk *x, __m256i *xv)
-{
-    for (int p = 0; p < 8; p++)
-        xv[p] = _mm256_loadu_si256((const __m256i *)(x->q + 32 * p));
 }
 KVS_SIMD_INLINE float acc_sum(i8_acc a)
 {
@@ -437,32 +437,24 @@ KVS_SIMD_INLINE float acc_sum(i8_acc a)
     const __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
     return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
 }
-typedef __m256i i8_xv;
-#define I8_NXV 8
 #else
 typedef struct { float v[16]; } i8_acc;
 KVS_SIMD_INLINE i8_acc acc_zero(void) { return (i8_acc){{0}}; }
-KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xblk *x, const int *xv, const i8_wblk *w)
+typedef struct { const i8_xblk *x; } i8_xv;
+KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v) { v->x = x; }
+KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *xv, const i8_wblk *w)
 {
-    (void)xv;
-    int32_t a[16] = {0};
-    for (int p = 0; p < 4; p++)
-        for (int i = 0; i < 16; i++) {
-            int32_t s = 0;
-            for (int e = 64 * p + 4 * i; e < 64 * p + 4 * i + 4; e++)
+    const i8_xblk *x = xv->x;
+    for (int L = 0; L < 16; L++) {
+        int32_t s = 0;
+        for (int p = 0; p < 4; p++)
+            for (int e = 64 * p + 4 * L; e < 64 * p + 4 * L + 4; e++)
                 s += (int32_t)w->u[e] * x->q[e];
-            a[i] += w->sp[p][i] * s;
-        }
-    const float dd = x->d * w->d, ndm = -(x->d * w->dm);
-    for (int i = 0; i < 16; i++)
-        acc.v[i] = fmaf((float)a[i], dd, acc.v[i]);
-    for (int i = 0; i < 8; i++) {
-        const int32_t b = (int32_t)w->mn[2 * i] * x->bs[2 * i] + (int32_t)w->mn[2 * i + 1] * x->bs[2 * i + 1];
-        acc.v[i] = fmaf((float)b, ndm, acc.v[i]);
+        acc.v[L] = fmaf(x->d * w->sc[L], (float)s, acc.v[L]);
+        acc.v[L] = fmaf(-w->mn[L], x->bs[L], acc.v[L]);
     }
     return acc;
 }
-KVS_SIMD_INLINE void load_x(const i8_xblk *x, int *xv) { (void)x, (void)xv; }
 KVS_SIMD_INLINE float acc_sum(i8_acc a)
 {
     float s8[8], s4[4], s2[2];
@@ -474,8 +466,6 @@ KVS_SIMD_INLINE float acc_sum(i8_acc a)
         s2[i] = s4[i] + s4[i + 2];
     return s2[0] + s2[1];
 }
-typedef int i8_xv;
-#define I8_NXV 1
 #endif
 
 /*
@@ -507,11 +497,10 @@ KVS_SIMD_INLINE void tile(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *c
             }
         }
         for (int r = 0; r < R; r++) {
-            const i8_xblk *xb = x[r] + b;
-            i8_xv xv[I8_NXV];
-            load_x(xb, xv);
+            i8_xv xv;
+            load_x(x[r] + b, &xv);
             for (int c = 0; c < C; c++)
-                acc[r][c] = block_dot(acc[r][c], xb, xv, wb[c]);
+                acc[r][c] = block_dot(acc[r][c], &xv, wb[c]);
         }
     }
     for (int r = 0; r < R; r++)
@@ -582,7 +571,7 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
     for (int64_t a0 = n0; a0 < n1; a0 += j->rows_per_chunk) {
         const int64_t a1 = min64(n1, a0 + j->rows_per_chunk);
         for (int64_t r = a0; r < a1; r++)
-            quantize_row(xq + (r - a0) * j->nsb, j->x + r * j->k, j->nsb);
+            quantize_row(xq + (r - a0) * j->nsb, j->x + r * j->k, j->nsb, lane_map(j->wt));
         /* unpack the weights once for the chunk when more than one tile of rows uses them */
         const bool packed = a1 - a0 > I8_MR;
         for (int64_t c0 = m0; c0 < m1; c0 += I8_MC) {
@@ -596,8 +585,11 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
             }
             if (packed)
                 for (int c = 0; c < C; c++)
-                    for (int64_t b = 0; b < j->nsb; b++)
+                    for (int64_t b = 0; b < j->nsb; b++) {
+                        for (size_t o = 0; o < bb; o += 64) /* the next tile's row c */
+                            __builtin_prefetch(pf[c] + (size_t)b * bb + o);
                         unpack(j->wt, w[c] + (size_t)b * bb, panel + (size_t)c * (size_t)j->nsb + b);
+                    }
             for (int64_t r0 = a0; r0 < a1; r0 += I8_MR) {
                 const int R = (int)min64(I8_MR, a1 - r0);
                 const i8_xblk *xr[I8_MR];
