@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     long n = 1, k = 2048, m = 2048;
     double seconds = 3;
     kvs_dtype t = KVS_DTYPE_Q8_0;
-    bool int8 = false;
+    bool int8 = true; /* the backend's default for the k-quants */
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "-t"))
@@ -77,7 +77,7 @@ int main(int argc, char **argv)
         copies = 1;   /* prefill: compute-bound, cache residency does not matter */
     kvs_backend *b;
     kvs_error err;
-    kvs_cpu_options co = {.n_threads = threads, .int8_act = int8};
+    kvs_cpu_options co = {.n_threads = threads, .f32_matmul = !int8};
     if (kvs_cpu_backend_new(&b, &co, &err) != KVS_OK) {
         fprintf(stderr, "bench_matmul: %s\n", err.msg);
         return 1;

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <cmocka.h>
 
@@ -44,7 +45,7 @@ static inline kvs_backend *make_cpu(int n_threads)
 {
     kvs_backend *b = NULL;
     kvs_error err;
-    kvs_cpu_options o = {.n_threads = n_threads};
+    kvs_cpu_options o = {.n_threads = n_threads, .f32_matmul = true}; /* the exact f32 kernels */
     if (kvs_cpu_backend_new(&b, &o, &err) != KVS_OK)
         fail_msg("kvs_cpu_backend_new: %s", err.msg);
     return b;
@@ -61,6 +62,35 @@ static inline void exact_dot(const float *x, const float *w, int64_t k, double *
     for (int64_t e = 0; e < k; e++) {
         *s += (double)x[e] * w[e];
         *sa += fabs((double)x[e] * w[e]);
+    }
+}
+
+/* Offsets of the f16 scale fields of a block of type t (-1 terminated). */
+static inline const int *half_fields(kvs_dtype t)
+{
+    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2[] = {80, 82, -1}, q3[] = {108, -1},
+                     q6[] = {208, -1};
+    switch (t) {
+    case KVS_DTYPE_Q5_0: return d0;
+    case KVS_DTYPE_Q2_K: return q2;
+    case KVS_DTYPE_Q3_K: return q3;
+    case KVS_DTYPE_Q6_K: return q6;
+    default: return dm;
+    }
+}
+
+/* Random bytes, with every f16 scale a random value of magnitude 2^-12..2^-6. */
+static inline void random_blocks(test_rng *rng, kvs_dtype t, uint8_t *w, size_t n_blocks)
+{
+    const size_t bb = kvs_dtype_block_bytes(t);
+    for (size_t i = 0; i < n_blocks * bb; i++)
+        w[i] = (uint8_t)((rng_uniform(rng) + 1.0f) * 128.0f);
+    for (size_t b = 0; b < n_blocks; b++) {
+        for (const int *o = half_fields(t); *o >= 0; o++) {
+            float v = ldexpf(0.5f + 0.5f * fabsf(rng_uniform(rng)), -6 - (int)(b % 7));
+            uint16_t h = kvs_fp32_to_fp16(rng_uniform(rng) < 0 ? -v : v);
+            memcpy(w + b * bb + (size_t)*o, &h, 2);
+        }
     }
 }
 

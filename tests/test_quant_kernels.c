@@ -17,35 +17,6 @@
 static const kvs_dtype TYPES[] = {KVS_DTYPE_Q4_1, KVS_DTYPE_Q5_0, KVS_DTYPE_Q5_1, KVS_DTYPE_Q2_K,
                                   KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K};
 
-/* Offsets of the f16 scale fields of a block of type t (-1 terminated). */
-static const int *half_fields(kvs_dtype t)
-{
-    static const int d0[] = {0, -1}, dm[] = {0, 2, -1}, q2[] = {80, 82, -1}, q3[] = {108, -1},
-                     q6[] = {208, -1};
-    switch (t) {
-    case KVS_DTYPE_Q5_0: return d0;
-    case KVS_DTYPE_Q2_K: return q2;
-    case KVS_DTYPE_Q3_K: return q3;
-    case KVS_DTYPE_Q6_K: return q6;
-    default: return dm;
-    }
-}
-
-/* Random bytes, with every f16 scale a random value of magnitude 2^-12..2^-6. */
-static void random_blocks(test_rng *rng, kvs_dtype t, uint8_t *w, size_t n_blocks)
-{
-    const size_t bb = kvs_dtype_block_bytes(t);
-    for (size_t i = 0; i < n_blocks * bb; i++)
-        w[i] = (uint8_t)((rng_uniform(rng) + 1.0f) * 128.0f);
-    for (size_t b = 0; b < n_blocks; b++) {
-        for (const int *o = half_fields(t); *o >= 0; o++) {
-            float v = ldexpf(0.5f + 0.5f * fabsf(rng_uniform(rng)), -6 - (int)(b % 7));
-            uint16_t h = kvs_fp32_to_fp16(rng_uniform(rng) < 0 ? -v : v);
-            memcpy(w + b * bb + (size_t)*o, &h, 2);
-        }
-    }
-}
-
 static void check(kvs_backend *b1, kvs_backend *b3, kvs_dtype t, int64_t n, int64_t k, int64_t m,
                   test_rng *rng)
 {
@@ -138,7 +109,7 @@ static kvs_backend *make_cpu_i8(int n_threads)
 {
     kvs_backend *b = NULL;
     kvs_error err;
-    kvs_cpu_options o = {.n_threads = n_threads, .int8_act = true};
+    kvs_cpu_options o = {.n_threads = n_threads}; /* the default: int8 for the k-quants */
     if (kvs_cpu_backend_new(&b, &o, &err) != KVS_OK)
         fail_msg("kvs_cpu_backend_new: %s", err.msg);
     return b;
@@ -230,11 +201,63 @@ static void test_matmul_int8_activations(void **state)
     kvs_backend_destroy(b3);
 }
 
+/* The activation rounding, isolated: q6_K rows with d = 1, every scale 1
+ * and quants 32 (weight 0) except 33 (weight 1) at element j, so that
+ * y[j] = dx * qx_j exactly.  With max|x| = 127 the step dx is 1 and qx_j
+ * must be x_j rounded half away from zero: C's roundf, the reference. */
+static void test_int8_rounding(void **state)
+{
+    (void)state;
+    enum { K = 256, M = 256 };
+    kvs_backend *b = make_cpu_i8(2);
+    kvs_block_q6_K *w = xmalloc(sizeof(kvs_block_q6_K) * M);
+    for (int j = 0; j < M; j++) {
+        kvs_block_q6_K *q = &w[j];
+        memset(q, 0, sizeof *q);
+        q->d = kvs_fp32_to_fp16(1.0f);
+        memset(q->scales, 1, sizeof q->scales);
+        /* element 128 h + 32 c + l: low bits in ql[64 h + 32 (c & 1) + l] (nibble c >> 1), high bits
+         * in qh[32 h + l] (bits 2 c); 32 is high bits 2, low 0 */
+        for (int h = 0; h < 2; h++)
+            for (int l = 0; l < 32; l++)
+                q->qh[32 * h + l] = 0xaa;
+        const int h = j / 128, c = (j % 128) / 32, l = j % 32;
+        q->ql[64 * h + 32 * (c & 1) + l] |= (uint8_t)(1 << (4 * (c >> 1)));
+    }
+    float x[K], y[M], yr[M];
+    test_rng rng = {0x70e5};
+    for (int sign = 0; sign < 2; sign++) {
+        for (int e = 0; e < K; e++) {
+            const float f = e % 3 == 0 ? 0.5f : e % 3 == 1 ? 0.49999997f : 0.50000006f;
+            x[e] = (float)(e % 120) + f * (rng_uniform(&rng) < 0 ? -1.0f : 1.0f);
+            if (e % 2)
+                x[e] = -x[e];
+        }
+        x[7] = sign ? -127.0f : 127.0f; /* the block's max |x| */
+        x[8] = 126.5f, x[9] = -126.5f, x[10] = 0.0f, x[11] = -0.5f;
+        b->ops->matmul(b, y, x, w, KVS_DTYPE_Q6_K, 1, K, M);
+        kvs_cpu_matmul_ref(cpu_ctx(b), yr, x, w, KVS_DTYPE_Q6_K, 1, K, M);
+        for (int j = 0; j < M; j++) {
+            if (y[j] != roundf(x[j]) || yr[j] != y[j])
+                fail_msg("x[%d] = %.9g: int8 matmul gives %.9g (scalar %.9g), roundf %.9g", j, x[j], y[j], yr[j],
+                         roundf(x[j]));
+        }
+    }
+    /* a block of zeros: scale 0, every product 0 */
+    memset(x, 0, sizeof x);
+    b->ops->matmul(b, y, x, w, KVS_DTYPE_Q6_K, 1, K, M);
+    for (int j = 0; j < M; j++)
+        assert_true(y[j] == 0.0f);
+    free(w);
+    kvs_backend_destroy(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matmul_quant_types),
         cmocka_unit_test(test_matmul_int8_activations),
+        cmocka_unit_test(test_int8_rounding),
         cmocka_unit_test(test_rows_the_format_cannot_hold),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -37,8 +37,8 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
     kvs_cmd_add(c, (kvs_opt){"--kv-cache-dtype", NULL, KVS_OPT_STR, &lo->kv_cache_dtype, "T",
                              "auto | f32 | f16 | bf16 (default auto)"});
     kvs_cmd_add(c, (kvs_opt){"--cpu-matmul", NULL, KVS_OPT_STR, &lo->cpu_matmul, "f32|int8",
-                             "CPU matmuls on k-quant weights: f32 activations (default, exact weights x f32) or "
-                             "int8 (activations rounded to 8 bits per 256, integer dot products)"});
+                             "CPU matmuls on k-quant weights: int8 (default: activations rounded to 8 bits per 256, "
+                             "integer dot products) or f32 (exact weights x f32 activations, slower)"});
     kvs_cmd_add(c, (kvs_opt){"--enforce-eager", NULL, KVS_OPT_FLAG, &lo->enforce_eager, NULL,
                              "capture no graphs"});
     kvs_cmd_add(c, (kvs_opt){"--no-prefix-caching", NULL, KVS_OPT_FLAG, &lo->no_prefix_caching, NULL,

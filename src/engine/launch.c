@@ -300,7 +300,7 @@ static kvs_status open_backend(const kvs_launch_opts *o, kvs_backend **b, kvs_er
     if (o->cpu_matmul && strcmp(o->cpu_matmul, "int8") != 0 && strcmp(o->cpu_matmul, "f32") != 0)
         return kvs_fail(err, KVS_E_INVALID, "--cpu-matmul must be f32 or int8, got '%s'", o->cpu_matmul);
     kvs_backend_opts bo = {.device = o->device, .n_threads = o->n_threads, .device_memory = o->device_memory,
-                           .cpu_int8_act = o->cpu_matmul && strcmp(o->cpu_matmul, "int8") == 0};
+                           .cpu_f32_matmul = o->cpu_matmul && strcmp(o->cpu_matmul, "f32") == 0};
     return kvs_backend_open(b, &bo, err);
 }
 

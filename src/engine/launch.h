@@ -73,7 +73,7 @@ typedef struct kvs_launch_opts {
     int32_t max_num_batched_tokens;     /* -1: kvs_launch_default_batched_tokens(device) */
     int32_t block_size;                 /* default 16 */
     const char *kv_cache_dtype;         /* "auto" | "f32" | "f16" | "bf16" */
-    const char *cpu_matmul;             /* CPU: "f32" (default) | "int8" (k-quants, 8-bit activations) */
+    const char *cpu_matmul;             /* CPU, k-quant weights: "int8" (default, 8-bit activations) | "f32" */
     bool enforce_eager;
     bool no_prefix_caching;             /* --no-prefix-caching */
     bool use_mmap;

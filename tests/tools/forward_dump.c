@@ -7,7 +7,8 @@
  *
  * SPEC:
  *   { "model": "m.gguf" or a Hugging Face directory, "mmap": false, "kv_dtype": "f32" | "f16" | "bf16", "block_size": 16,
- *     "threads": 2, "shuffle_seed": 1, "cpu_matmul": "f32" | "int8" (optional),
+ *     "threads": 2, "shuffle_seed": 1, "cpu_matmul": "f32" | "int8" (optional; absent: f32,
+ *     the exact path the reference tests hold to tight tolerances, unlike the engine's default int8),
  *     "steps": [ { "seqs": [ { "id": 0, "tokens": [5, 6, 7], "start_pos": 0 }, ... ],
  *                  "rows": [0, 2] }, ... ] }
  * A step's tokens are its sequences' tokens in the order listed; a sequence
@@ -155,7 +156,7 @@ int main(int argc, char **argv)
         goto done;
 
     const char *mm = json_string_value(json_object_get(spec, "cpu_matmul"));
-    kvs_cpu_options co = {.n_threads = (int)threads, .int8_act = mm && strcmp(mm, "int8") == 0};
+    kvs_cpu_options co = {.n_threads = (int)threads, .f32_matmul = !(mm && strcmp(mm, "int8") == 0)};
     kvs_model_load_opts lo = {.use_mmap = json_is_true(json_object_get(spec, "mmap"))};
     if (kvs_source_open(&g, model, &err) || kvs_cpu_backend_new(&b, &co, &err) ||
         kvs_model_load_source(&m, g, b, &lo, &err)) {

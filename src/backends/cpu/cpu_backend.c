@@ -205,7 +205,7 @@ kvs_status kvs_cpu_backend_new(kvs_backend **out, const kvs_cpu_options *opt, kv
     kvs_ledger_init(&b->ledger);
     c->n_threads = n_threads;
     c->device_memory = o.device_memory;
-    c->int8_act = o.int8_act;
+    c->int8_act = !o.f32_matmul;
     kvs_status st;
     c->mm_scratch = aligned_alloc(64, (size_t)n_threads * KVS_CPU_MM_SCRATCH * sizeof(float));
     if (!c->mm_scratch) {

@@ -22,9 +22,10 @@
 typedef struct kvs_cpu_options {
     int n_threads;              /* 0: one per available core */
     uint64_t device_memory;     /* 0: physical memory / cgroup limit */
-    bool int8_act;              /* matmuls on k-quant weights quantize the activations to
-                                   8 bits per 256 (faster, not bit-equal to f32; see
-                                   cpu_matmul_i8.c); default off: f32 activations */
+    bool f32_matmul;            /* matmuls on k-quant weights with f32 activations (exact
+                                   products of the weights, slower); default false: the
+                                   activations are quantized to 8 bits per 256 elements and
+                                   multiplied in integers (cpu_matmul_i8.c) */
 } kvs_cpu_options;
 
 /* Make a CPU backend (opt may be NULL for the defaults).  Fails on a
