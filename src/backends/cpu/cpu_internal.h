@@ -51,8 +51,10 @@ const char *kvs_cpu_simd_name(void);
 /* y[n][m] = x[n][k] . W[m][k]^T (see backend.h). */
 KVS_CPU_DECLARE(void, kvs_cpu_matmul, kvs_cpu_ctx *c, float *y, const float *x, const void *w,
                 kvs_dtype wt, int64_t n, int64_t k, int64_t m);
-/* The int8-activation matmul (cpu_matmul_i8.c) for the k-quants: false,
- * having done nothing, for other types or shapes. */
+/* The int8-activation matmul (cpu_matmul_i8.c), the default for the
+ * k-quants; it takes the thread's mm_scratch for the quantized x rows and
+ * unpacked weight panels.  False, having done nothing, for other types or
+ * shapes. */
 KVS_CPU_DECLARE(bool, kvs_cpu_matmul_i8, kvs_cpu_ctx *c, float *y, const float *x, const void *w,
                 kvs_dtype wt, int64_t n, int64_t k, int64_t m);
 KVS_CPU_DECLARE(bool, kvs_cpu_i8_supported, kvs_dtype t);

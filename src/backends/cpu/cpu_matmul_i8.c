@@ -1,47 +1,47 @@
 /*
  * cpu_matmul_i8.c - y[n][m] = x[n][k] . W[m][k]^T for W in the k-quants
- * (q2_K .. q6_K) with 8-bit activations: the CPU backend's `int8` matmul
- * (kvs_cpu_options.matmul, `--cpu-matmul int8`, the default for these
- * types; `--cpu-matmul f32` keeps the exact f32 path of cpu_matmul.c).
+ * (q2_K .. q6_K) with 8-bit activations: the CPU backend's default matmul
+ * for these types (`--cpu-matmul int8`; `--cpu-matmul f32`,
+ * kvs_cpu_options.f32_matmul, keeps the exact f32 path of cpu_matmul.c).
  *
- * Activations.  Every row of x is quantized per 256-element super-block
+ * Activations.  Each row of x is quantized per 256-element super-block
  * (the weights' super-block): dx = max|x| / 127, qx = x * (127 / max|x|)
- * rounded half away from zero (int8), with the sums bs_g of qx over each
- * 16-element group g.  A row is quantized once per task into the thread's
- * scratch (sized at start-up), then reused by every weight row of the task.
+ * rounded half away from zero (int8), and the sums of qx over each
+ * 16-element group.  A task quantizes its rows once, into the thread's
+ * scratch (sized at start-up; nothing is allocated per call), and runs all
+ * its weight rows against them.
  *
- * Weights.  Each k-quant super-block is read as unsigned quants u_l (0..63)
- * in element order, a small integer scale sc_g and "min" mn_g per
- * 16-element group and two floats d, dm, such that the weight is
- * w_l = d sc_g u_l - dm mn_g (q4_K, q5_K, q2_K: d, dmin, the sub-block's
- * scale and min; q6_K: u = q, mn = 32 sc, dm = d; q3_K: u = q + 4,
- * mn = 4 sc, dm = d).  Then, per super-block,
+ * Weights.  A k-quant super-block reads as unsigned quants u (0..63), an
+ * integer scale sc_g and "min" mn_g per 16-element group g, and floats d,
+ * dm, with w = d sc_g u - dm mn_g: q4_K, q5_K, q2_K: the sub-block's scale
+ * and min, d and dmin; q6_K: mn = 32 sc, dm = d; q3_K: u = q + 4, mn = 4 sc,
+ * dm = d.  So, per super-block,
  *
- *   sum_l w_l x_l ~= dx (d A - dm B),  A = sum_g sc_g sum_{l in g} u_l qx_l,
- *                                      B = sum_g mn_g bs_g
+ *   sum_l w_l x_l ~= sum_g [ dx d sc_g S_g - dm mn_g (dx sum_{l in g} qx_l) ],
+ *   S_g = sum_{l in g} u_l qx_l   (an exact integer, |S_g| < 2^17).
  *
- * with A and B exact integers.  A is built in 16 int32 "lanes" (lane i of
- * 64-element chunk p holds sc_g times the sum of 4 products u qx at
- * elements 64p + 4i .. 64p + 4i + 3): AVX-512 VNNI does it with vpdpbusd
- * (u8 x s8, 4 products per lane) then vpdpwssd by the lane's scale;
- * without VNNI, vpmaddubsw + vpmaddwd; AVX2 the same on two 8-lane halves;
- * the scalar twin loops.  All give the same integers (no intermediate can
- * saturate: |4 u qx| <= 4 * 63 * 127 < 2^15).  B comes in 8 lanes
- * (mn_{2t} bs_{2t} + mn_{2t+1} bs_{2t+1}).
+ * Lanes.  The 16 groups are the 16 int32 lanes of one AVX-512 vector: both
+ * operands are stored so that lane L of each 64-byte chunk p holds elements
+ * 16 G(L) + 4p .. + 3 of group G(L) (G: a per-type order that the SIMD
+ * unpacking of the packed bits gives for free).  Then S is 4 vpdpbusd
+ * (u8 x s8, 4 products per lane) per super-block, with no per-chunk scale;
+ * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15),
+ * on AVX2 the same on two 8-lane halves, in the scalar twin plain loops:
+ * the same integers everywhere.  The per-lane float factors d sc_g and
+ * dm mn_g are made once per weight super-block, dx sum qx once per x block.
  *
- * Float part, the same on every path: 16 float lanes per output, for each
- * super-block in row order acc_i = fma((float)A_i, dx d, acc_i), then for
- * i < 8 acc_i = fma((float)B_i, -(dx dm), acc_i); at the end a fixed
- * reduction tree (i + i+8, then + i+4, + i+2, + i+1).  Results are therefore
- * bit-identical between the SIMD and scalar paths, between thread counts,
- * and between a row computed alone or in any batch (decode and prefill use
- * this one kernel).
+ * Float part, the same operations on every path: per output 16 float
+ * lanes, for each super-block in order acc_L = fma(dx * (d sc)_L, S_L,
+ * acc_L), then acc_L = fma(-(dm mn)_L, (dx sum qx)_L, acc_L); at the end a
+ * fixed tree (L + L+8, + L+4, + L+2, + L+1).  Results are bit-identical
+ * between the SIMD and scalar paths, between thread counts, and between a
+ * row computed alone or in any batch (decode and prefill run this kernel).
  *
- * Tiling: R rows of x against C rows of W.  For a single row (decode) the
- * weights stream once, each super-block unpacked in registers/L1 while the
- * next tile's rows are prefetched.  For more rows (prefill) the C weight
- * rows are unpacked once per chunk of quantized x rows into the thread's
- * scratch and every R rows of the chunk run against them from L1/L2.
+ * Tiling: R rows of x against C rows of W, R x C accumulators.  Up to R
+ * rows (decode), the weights stream once: each super-block is unpacked into
+ * L1 as it is used, while the next tile's rows are prefetched.  With more
+ * rows (prefill), the C weight rows are unpacked once per chunk of
+ * quantized x rows into the scratch and every R rows run against them.
  *
  * The approximation is the rounding of x to 8 bits per super-block (the
  * weights are used exactly); tests/py/test_accuracy_guard.py measures it.
