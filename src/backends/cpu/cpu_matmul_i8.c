@@ -474,7 +474,7 @@ KVS_SIMD_INLINE float acc_sum(i8_acc a)
  * prefill panel) or packed (w[c], unpacked here per super-block; pf, when
  * not NULL, the rows to prefetch meanwhile).  R, C constants at each call.
  */
-KVS_SIMD_INLINE void tile(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const *x,
+KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, const i8_xblk *const *x,
                           const uint8_t *const *w, const i8_wblk *const *wu, int64_t nsb, float *y,
                           int64_t ldy, const uint8_t *const *pf)
 {
@@ -486,7 +486,7 @@ KVS_SIMD_INLINE void tile(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *c
     for (int64_t b = 0; b < nsb; b++) {
         const i8_wblk *wb[I8_MC];
         for (int c = 0; c < C; c++) {
-            if (wu) {
+            if (panel) {
                 wb[c] = wu[c] + b;
             } else {
                 if (pf)
@@ -513,25 +513,35 @@ static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const 
                      const i8_wblk *const *wu, int64_t nsb, float *y, int64_t ldy, const uint8_t *const *pf)
 {
 #if I8_MC == 4
-#define T_C(RR)                                                  \
+#define T_C(RR, P)                                               \
     switch (C) {                                                 \
-    case 1: tile(RR, 1, I8_TILE_ARGS); break;                    \
-    case 2: tile(RR, 2, I8_TILE_ARGS); break;                    \
-    case 3: tile(RR, 3, I8_TILE_ARGS); break;                    \
-    default: tile(RR, 4, I8_TILE_ARGS); break;                   \
+    case 1: tile(RR, 1, P, I8_TILE_ARGS); break;                 \
+    case 2: tile(RR, 2, P, I8_TILE_ARGS); break;                 \
+    case 3: tile(RR, 3, P, I8_TILE_ARGS); break;                 \
+    default: tile(RR, 4, P, I8_TILE_ARGS); break;                \
     }
 #else
-#define T_C(RR)                                                  \
+#define T_C(RR, P)                                               \
     switch (C) {                                                 \
-    case 1: tile(RR, 1, I8_TILE_ARGS); break;                    \
-    default: tile(RR, 2, I8_TILE_ARGS); break;                   \
+    case 1: tile(RR, 1, P, I8_TILE_ARGS); break;                 \
+    default: tile(RR, 2, P, I8_TILE_ARGS); break;                \
     }
 #endif
-    switch (R) {
-    case 1: T_C(1); break;
-    case 2: T_C(2); break;
-    case 3: T_C(3); break;
-    default: T_C(4); break;
+    /* two instances: weights unpacked in the panel (prefill) or as they stream (decode) */
+    if (wu) {
+        switch (R) {
+        case 1: T_C(1, true); break;
+        case 2: T_C(2, true); break;
+        case 3: T_C(3, true); break;
+        default: T_C(4, true); break;
+        }
+    } else {
+        switch (R) {
+        case 1: T_C(1, false); break;
+        case 2: T_C(2, false); break;
+        case 3: T_C(3, false); break;
+        default: T_C(4, false); break;
+        }
     }
 #undef T_C
 }
