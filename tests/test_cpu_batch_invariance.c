@@ -103,7 +103,38 @@ static kvs_backend *make_cpu_default(int n_threads)
 
 /* The k-quants, on both matmuls (int8 activations, the default, and f32):
  * rows of random blocks; n on both sides of the streaming/panel switch of
- * each, and several chunks of quantized rows (k = 256 * 40, n = 130). */
+ * each, and rows spread over several chunks of quantized x (k = 256 * 40,
+ * n = 200: the int8 matmul's scratch holds 64 such rows). */
+static void check_kq(kvs_backend *bi8, kvs_backend *bf32, kvs_dtype t, int64_t n, int64_t k, int64_t m,
+                     test_rng *rng)
+{
+    uint64_t rb;
+    assert_true(kvs_dtype_row_bytes(t, (uint64_t)k, &rb));
+    uint8_t *w = xmalloc((size_t)(rb * (uint64_t)m));
+    random_blocks(rng, t, w, (size_t)(rb / kvs_dtype_block_bytes(t)) * (size_t)m);
+    float *x = xmalloc((size_t)(n * k) * 4), *y = xmalloc((size_t)(n * m) * 4);
+    float *y1 = xmalloc((size_t)m * 4), *yr = xmalloc((size_t)(n * m) * 4);
+    rng_fill(rng, x, (size_t)(n * k));
+    kvs_backend *bs[] = {bi8, bf32};
+    for (int bi = 0; bi < 2; bi++) {
+        kvs_cpu_ctx *c = cpu_ctx(bs[bi]);
+        kvs_cpu_matmul(c, y, x, w, t, n, k, m);
+        for (int64_t i = 0; i < n; i++) {
+            kvs_cpu_matmul(c, y1, x + i * k, w, t, 1, k, m);
+            if (memcmp(y1, y + i * m, (size_t)m * 4) != 0)
+                fail_msg("matmul %s (%s) n=%lld k=%lld: row %lld alone differs from the batch", kvs_dtype_name(t),
+                         bi ? "f32" : "int8", (long long)n, (long long)k, (long long)i);
+        }
+        if (bi == 0) { /* the int8 matmul: the scalar twin gives the same bits */
+            kvs_cpu_matmul_ref(c, yr, x, w, t, n, k, m);
+            if (memcmp(y, yr, (size_t)(n * m) * 4) != 0)
+                fail_msg("int8 matmul %s n=%lld k=%lld: SIMD and scalar paths differ", kvs_dtype_name(t),
+                         (long long)n, (long long)k);
+        }
+    }
+    free(w), free(x), free(y), free(y1), free(yr);
+}
+
 static void test_matmul_rows_independent_kquants(void **state)
 {
     (void)state;
@@ -111,37 +142,12 @@ static void test_matmul_rows_independent_kquants(void **state)
     test_rng rng = {0x6b71};
     const kvs_dtype kq[] = {KVS_DTYPE_Q2_K, KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K};
     const int64_t ns[] = {2, 5, 9, 33, 130}, ks[] = {256, 1280, 2304};
-    for (size_t ti = 0; ti < 5; ti++)
+    for (size_t ti = 0; ti < 5; ti++) {
         for (size_t ni = 0; ni < 5; ni++)
-            for (size_t ki = 0; ki < 3; ki++) {
-                const kvs_dtype t = kq[ti];
-                const int64_t n = ns[ni], k = ks[ki], m = ki == 2 ? 21 : 38;
-                uint64_t rb;
-                assert_true(kvs_dtype_row_bytes(t, (uint64_t)k, &rb));
-                uint8_t *w = xmalloc((size_t)(rb * (uint64_t)m));
-                random_blocks(&rng, t, w, (size_t)(rb / kvs_dtype_block_bytes(t)) * (size_t)m);
-                float *x = xmalloc((size_t)(n * k) * 4), *y = xmalloc((size_t)(n * m) * 4);
-                float *y1 = xmalloc((size_t)m * 4), *yr = xmalloc((size_t)(n * m) * 4);
-                rng_fill(&rng, x, (size_t)(n * k));
-                kvs_backend *bs[] = {ni % 2 ? i1 : i3, f3};
-                for (int bi = 0; bi < 2; bi++) {
-                    kvs_cpu_ctx *c = cpu_ctx(bs[bi]);
-                    kvs_cpu_matmul(c, y, x, w, t, n, k, m);
-                    kvs_cpu_matmul_ref(c, yr, x, w, t, n, k, m);
-                    for (int64_t i = 0; i < n; i++) {
-                        kvs_cpu_matmul(c, y1, x + i * k, w, t, 1, k, m);
-                        if (memcmp(y1, y + i * m, (size_t)m * 4) != 0)
-                            fail_msg("matmul %s (%s) n=%lld k=%lld: row %lld alone differs from the batch",
-                                     kvs_dtype_name(t), bi ? "f32" : "int8", (long long)n, (long long)k,
-                                     (long long)i);
-                    }
-                    /* the int8 matmul: the scalar twin gives the same bits */
-                    if (bi == 0 && memcmp(y, yr, (size_t)(n * m) * 4) != 0)
-                        fail_msg("int8 matmul %s n=%lld k=%lld: SIMD and scalar paths differ", kvs_dtype_name(t),
-                                 (long long)n, (long long)k);
-                }
-                free(w), free(x), free(y), free(y1), free(yr);
-            }
+            for (size_t ki = 0; ki < 3; ki++)
+                check_kq(ni % 2 ? i1 : i3, f3, kq[ti], ns[ni], ks[ki], ki == 2 ? 21 : 38, &rng);
+        check_kq(i3, f3, kq[ti], 200, 256 * 40, 5, &rng);
+    }
     kvs_backend_destroy(i1);
     kvs_backend_destroy(i3);
     kvs_backend_destroy(f3);
