@@ -348,7 +348,7 @@ static bool text_append(gen_choice *c, const char *p, size_t n)
  * [DONE]; the chat role chunks and the error chunks are smaller. */
 static size_t stream_out_bytes(const gen *g)
 {
-    size_t B = kvs_tok_max_token_bytes(g->s->inst->tok);
+    size_t B = kvs_tok_max_token_bytes(g->s->inst->tok) + 8;
     if (B > KVS_API_TOKEN_MAX)
         B = KVS_API_TOKEN_MAX;
     const size_t tok = 6 * B + 8; /* a token's string, or its "bytes:\\xNN" form */
