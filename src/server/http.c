@@ -625,6 +625,9 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     s->front_ready = true;
     if (st != KVS_OK)
         goto fail;
+    if ((st = kvs_http_pool_init(&s->stream_pool, kvs_http_stream_pool_bytes(&lim), err)) != KVS_OK)
+        goto fail;
+    s->stream_pool_ready = true;
     if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
@@ -708,6 +711,8 @@ void kvs_server_stop(kvs_server *s)
         MHD_stop_daemon(s->d);
     if (s->front_ready)
         kvs_http_front_free(&s->front);
+    if (s->stream_pool_ready) /* every stream has given its buffer back (MHD is stopped) */
+        kvs_http_pool_destroy(&s->stream_pool);
     kvs_loop_free(s->loop);
     kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
@@ -735,5 +740,14 @@ void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out)
     out->body_pool_bytes = f->pool.bytes;
     out->refused_bodies = f->pool.refused;
     pthread_mutex_unlock(&f->pool.mu);
+    if (s->stream_pool_ready) {
+        kvs_http_pool *p = &s->stream_pool;
+        pthread_mutex_lock(&p->mu);
+        out->stream_pool_used = p->pages_used * KVS_HTTP_POOL_PAGE;
+        out->stream_pool_peak = p->pages_hwm * KVS_HTTP_POOL_PAGE;
+        out->stream_pool_bytes = p->bytes;
+        out->refused_streams = p->refused;
+        pthread_mutex_unlock(&p->mu);
+    }
     out->refused_connections = atomic_load(&f->refused_full);
 }
