@@ -89,6 +89,9 @@ enum MHD_Result kvs_api_health(kvs_server *s, struct MHD_Connection *c)
 enum MHD_Result kvs_api_metrics(kvs_server *s, struct MHD_Connection *c)
 {
     size_t len;
+    kvs_server_http_stats front;
+    kvs_server_http_stats_get(s, &front);
+    kvs_metrics_set_front(&s->metrics, &front);
     char *txt = kvs_metrics_render(&s->metrics, &len);
     if (!txt)
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");

@@ -106,6 +106,13 @@ void kvs_metrics_refused_for_memory(kvs_metrics *m)
     pthread_mutex_unlock(&m->mu);
 }
 
+void kvs_metrics_set_front(kvs_metrics *m, const kvs_server_http_stats *front)
+{
+    pthread_mutex_lock(&m->mu);
+    m->front = *front;
+    pthread_mutex_unlock(&m->mu);
+}
+
 /* ---- rendering ---- */
 
 static void header(FILE *f, const char *name, const char *type, const char *help)
@@ -194,6 +201,21 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
           (double)m->serving_loop_bytes);
     gauge(f, m, "num_requests_queued_for_slots", "Requests waiting for engine request slots.",
           (double)m->serving.submissions_waiting);
+    const kvs_server_http_stats *h = &m->front;
+    gauge(f, m, "http_connections_used", "HTTP connection slots in use.", (double)h->connections);
+    gauge(f, m, "http_connections_capacity", "HTTP connection slots (--max-connections).",
+          (double)h->max_connections);
+    gauge(f, m, "http_body_pool_used_bytes", "Request-body pool in use.", (double)h->body_pool_used);
+    gauge(f, m, "http_body_pool_high_water_bytes", "Request-body pool high-water mark.", (double)h->body_pool_peak);
+    gauge(f, m, "http_body_pool_capacity_bytes", "Request-body pool (--http-body-pool).", (double)h->body_pool_bytes);
+    gauge(f, m, "http_stream_pool_used_bytes", "Streamed responses' chunk buffers in use.",
+          (double)h->stream_pool_used);
+    gauge(f, m, "http_stream_pool_high_water_bytes", "Stream pool high-water mark.", (double)h->stream_pool_peak);
+    gauge(f, m, "http_stream_pool_capacity_bytes", "Stream pool (fixed at start).", (double)h->stream_pool_bytes);
+    counter(f, m, "http_refused_connections", "Connections answered 503 past --max-connections.",
+            h->refused_connections);
+    counter(f, m, "http_refused_bodies", "Requests answered 503 for a full body pool.", h->refused_bodies);
+    counter(f, m, "http_refused_streams", "Streams answered 503 for a full stream pool.", h->refused_streams);
     counter(f, m, "requests_refused_memory", "Requests refused or ended because a memory pool was full.",
             m->serving.refused_for_memory + m->http_refused_for_memory);
     counter(f, m, "requests_failed_invariant", "Requests ended by a broken engine invariant.",
