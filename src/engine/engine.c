@@ -6,6 +6,7 @@
 
 #include "engine/kv_cache.h"
 #include "engine/logits_proc.h"
+#include "grammar/gpool.h"
 #include "grammar/matcher.h"
 #include "engine/scheduler.h"
 #include "memory/host.h"
@@ -396,9 +397,17 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     kvs_rng_seed(&r->rng, p->sampling.has_seed ? p->sampling.seed : 0x5eed0000ull + e->seed_counter++);
     kvs_tok_stream_init(&r->stream, p->strip_leading_space && kvs_tok_strip_leading_space(e->tok));
     r->params.grammar = NULL; /* the matcher holds the request's reference */
-    if (p->grammar && ((!e->gvocab && (st = kvs_gvocab_new(&e->gvocab, e->tok, err)) != KVS_OK) ||
-                       (st = kvs_gmatcher_new(&r->gm, p->grammar, e->gvocab, r->stream.strip_leading_space, NULL,
-                                              err)) != KVS_OK)) {
+    /* A grammar from the structured-output reserve (grammar/gpool.h) brings
+     * its request's matchers; any other (a library caller's) gets one made
+     * here, with a trie built at the first such request. */
+    if (p->grammar && kvs_gpool_owns(p->grammar)) {
+        st = kvs_gpool_matcher(p->grammar, r->stream.strip_leading_space, &r->gm, err);
+    } else if (p->grammar) {
+        st = e->gvocab ? KVS_OK : kvs_gvocab_new(&e->gvocab, e->tok, err);
+        if (st == KVS_OK)
+            st = kvs_gmatcher_new(&r->gm, p->grammar, e->gvocab, r->stream.strip_leading_space, NULL, err);
+    }
+    if (st != KVS_OK) {
         kvs_gmatcher_free(r->gm); /* the slot stays free */
         r->gm = NULL;
         return st;

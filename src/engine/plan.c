@@ -182,7 +182,8 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         max_token_bytes = kvs_tok_max_token_bytes(tok);
         kvs_launch_runtime_reserve(lo, &hp, &lim, kv_dtype, b, tok_bytes, max_token_bytes, &rr);
         bi.overhead = rr.total;
-        bi.serving = lo->serving_reserve;
+        rep->structured_reserve_bytes = kvs_launch_structured_reserve(lo, tok);
+        bi.serving = lo->serving_reserve + rep->structured_reserve_bytes;
         kvs_source_close(src);
         src = NULL;
         if ((st = cpu_overhead(lo, &hp, &lim, kv_dtype, tok, b, &rep->overhead_measured_bytes, err)) != KVS_OK)
@@ -198,6 +199,7 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto done;
     kvs_launch_fill_report(rep, &bi, &bud);
+    rep->structured_slots = kvs_launch_gpool_limits(lo).slots;
     rep->projected_peak_bytes = bud.non_kv + bud.kv_cache_bytes;
     rep->peak_process_bytes = rep->projected_peak_bytes; /* a plan observes nothing: the projection */
     if (o->target_concurrency > 0.0) {
