@@ -668,9 +668,14 @@ static void reap(kvs_engine *e)
     int32_t k = 0;
     for (int32_t i = 0; i < e->n_all; i++) {
         kvs_request *r = e->all[i];
-        if (r->reason != KVS_FINISH_NONE)
+        if (r->reason != KVS_FINISH_NONE) {
+            /* its matcher goes back now, not at the next step (which an idle
+             * engine may not take): the structured-output slot is free as
+             * soon as the request's handler lets its grammar go */
+            kvs_gmatcher_free(r->gm);
+            r->gm = NULL;
             e->graveyard[e->n_grave++] = r;
-        else
+        } else
             e->all[k++] = r;
     }
     e->n_all = k;
