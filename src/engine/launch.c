@@ -51,20 +51,22 @@
 
 bool kvs_launch_host_is_device(const kvs_backend *b) { return b->ops->caps.host_memory; }
 
-kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o)
+kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o, const kvs_tokenizer *t, uint64_t budget)
 {
     kvs_gpool_limits l = {.slots = o->max_structured_seqs,
                           .arena_bytes = o->max_grammar_bytes ? (size_t)o->max_grammar_bytes : KVS_GPOOL_DEFAULT_ARENA,
                           .matcher = kvs_gmatcher_default_limits()};
-    if (l.slots < 0)
-        l.slots = o->max_num_seqs < KVS_GPOOL_DEFAULT_SLOTS_MAX ? o->max_num_seqs : KVS_GPOOL_DEFAULT_SLOTS_MAX;
+    if (l.slots >= 0)
+        return l;
+    l.slots = o->max_num_seqs < KVS_GPOOL_DEFAULT_SLOTS_MAX ? o->max_num_seqs : KVS_GPOOL_DEFAULT_SLOTS_MAX;
+    while (budget > 0 && l.slots > 0 && kvs_gpool_bytes(&l, t) > budget / 16)
+        l.slots--;
     return l;
 }
 
-uint64_t kvs_launch_structured_reserve(const kvs_launch_opts *o, const kvs_tokenizer *t)
+uint64_t kvs_launch_structured_reserve(const kvs_gpool_limits *l, const kvs_tokenizer *t)
 {
-    kvs_gpool_limits l = kvs_launch_gpool_limits(o);
-    return l.slots > 0 ? kvs_gpool_bytes(&l, t) : 0;
+    return l->slots > 0 ? kvs_gpool_bytes(l, t) : 0;
 }
 
 kvs_dtype kvs_launch_auto_kv_dtype(const kvs_model_hparams *hp, bool host_memory)
@@ -462,10 +464,15 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
         fit.tok_bytes = kvs_launch_tokenizer_reserve(in->tok);
         fit.max_token_bytes = kvs_tok_max_token_bytes(in->tok);
         kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, fit.tok_bytes, fit.max_token_bytes, &rr);
-        rep->structured_reserve_bytes = kvs_launch_structured_reserve(o, in->tok);
+    }
+    /* The structured-output slots: host memory, so a budget term where the
+     * device is the host's memory (a part of the serving reserve). */
+    kvs_gpool_limits gl = kvs_launch_gpool_limits(o, in->tok, host_dev ? rep->budget_bytes : 0);
+    rep->structured_slots = gl.slots;
+    if (host_dev) {
+        rep->structured_reserve_bytes = kvs_launch_structured_reserve(&gl, in->tok);
         bi.serving = o->serving_reserve + rep->structured_reserve_bytes;
     }
-    rep->structured_slots = kvs_launch_gpool_limits(o).slots;
     bi.overhead = rr.total;
     if (o->max_model_len == -1) { /* auto: the largest length a start fits, profiled for itself */
         kvs_launch_pick_auto_len(&fit, &bi, &lim);
@@ -564,7 +571,6 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
         goto fail;
     /* The structured-output slots: a part of the serving reserve, made
      * (and resident) after the measurement, like the front end's pools. */
-    kvs_gpool_limits gl = kvs_launch_gpool_limits(o);
     if (gl.slots > 0 && (st = kvs_gpool_new(&in->gpool, in->tok, &gl, err)) != KVS_OK)
         goto fail;
     kvs_ledger_snapshot(&b->ledger, &led);

@@ -110,10 +110,14 @@ typedef struct kvs_instance {
     kvs_memory_report report;
 } kvs_instance;
 
-/* The structured-output slots the options ask for (slots 0: none). */
-kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o);
-/* Their bytes for tokenizer t: a part of the serving reserve. */
-uint64_t kvs_launch_structured_reserve(const kvs_launch_opts *o, const kvs_tokenizer *t);
+/* The structured-output slots for these options (slots 0: none): as
+ * given, or by default min(--max-num-seqs, 8), fewer where the budget
+ * (> 0: host memory is the device's) is small: the slots take at most a
+ * sixteenth of it (none on a tiny budget; --max-structured-seqs N asks
+ * for them anyway).  plan and a start compute the same. */
+kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o, const kvs_tokenizer *t, uint64_t budget);
+/* Their bytes: a part of the serving reserve. */
+uint64_t kvs_launch_structured_reserve(const kvs_gpool_limits *l, const kvs_tokenizer *t);
 
 kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *err);
 void kvs_instance_free(kvs_instance *inst);

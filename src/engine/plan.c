@@ -153,6 +153,7 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         bi.graphs = lo->enforce_eager ? 0
                                       : graph_estimate(gpu, &hp, o->n_cuda_graph_sizes > 0 ? o->n_cuda_graph_sizes : 67);
         bi.overhead = gpu->context_bytes + gpu->cublas_bytes;
+        rep->structured_slots = kvs_launch_gpool_limits(lo, NULL, 0).slots; /* host memory: not a device term */
         rep->overhead_measured_bytes = bi.overhead;
     } else {
         kvs_cpu_options co = {.n_threads = lo->n_threads, .device_memory = lo->device_memory};
@@ -182,7 +183,9 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         max_token_bytes = kvs_tok_max_token_bytes(tok);
         kvs_launch_runtime_reserve(lo, &hp, &lim, kv_dtype, b, tok_bytes, max_token_bytes, &rr);
         bi.overhead = rr.total;
-        rep->structured_reserve_bytes = kvs_launch_structured_reserve(lo, tok);
+        kvs_gpool_limits gl = kvs_launch_gpool_limits(lo, tok, kvs_budget_bytes(bi.total, bi.utilization));
+        rep->structured_slots = gl.slots;
+        rep->structured_reserve_bytes = kvs_launch_structured_reserve(&gl, tok);
         bi.serving = lo->serving_reserve + rep->structured_reserve_bytes;
         kvs_source_close(src);
         src = NULL;
@@ -199,7 +202,6 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto done;
     kvs_launch_fill_report(rep, &bi, &bud);
-    rep->structured_slots = kvs_launch_gpool_limits(lo).slots;
     rep->projected_peak_bytes = bud.non_kv + bud.kv_cache_bytes;
     rep->peak_process_bytes = rep->projected_peak_bytes; /* a plan observes nothing: the projection */
     if (o->target_concurrency > 0.0) {
