@@ -320,6 +320,20 @@ static kvs_grammar *schema_grammar(const char *schema)
     return g;
 }
 
+/* Every number the grammar allows is a finite double (JSON allows 1e999,
+ * which JavaScript parses as Infinity and zod rejects). */
+static void test_json_numbers_finite(void **state)
+{
+    (void)state;
+    kvs_grammar *g = schema_grammar("{\"type\":\"number\"}");
+    expect(g, "1e99", true);
+    expect(g, "-1.5E-12", true);
+    expect(g, "9999999999999999.9999999999999999e+99", true);
+    expect(g, "1e999", false);
+    expect(g, "1e308", false);
+    kvs_grammar_unref(g);
+}
+
 static void test_json_schema_accepts(void **state)
 {
     (void)state;
@@ -781,7 +795,7 @@ int main(void)
         cmocka_unit_test(test_json_integer_ranges),
         cmocka_unit_test(test_mask_spm),          cmocka_unit_test(test_mask_gpt2),
         cmocka_unit_test(test_mask_cache),        cmocka_unit_test(test_arena_compile),
-        cmocka_unit_test(test_gpool),
+        cmocka_unit_test(test_gpool),             cmocka_unit_test(test_json_numbers_finite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -9,8 +9,9 @@
  *     ones always, optional ones or not; no other keys unless the schema
  *     declares no properties and gives additionalProperties a schema (a
  *     map).  `{"type":"object"}` alone is any object.
- *   - integers have at most 16 digits, numbers 16 + 16 digits and a 1-3
- *     digit exponent (as llama.cpp); integers take any minimum / maximum /
+ *   - integers have at most 16 digits, numbers 16 + 16 digits and a 1-2
+ *     digit exponent (so that every number is a finite double: 1e999 is
+ *     JSON but Infinity to JavaScript, which zod and others reject); integers take any minimum / maximum /
  *     exclusiveMinimum / exclusiveMaximum below 1e15 in magnitude (the
  *     digit strings between the bounds, written out as digit ranges);
  *     numbers only `minimum` 0.
@@ -815,7 +816,7 @@ static const char PRIMITIVES[] =
     "integer ::= \"-\"? ( \"0\" | digits16 )\n"
     "nonneg-integer ::= \"0\" | digits16\n"
     "pos-integer ::= digits16\n"
-    "frac-exp ::= ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )?\n"
+    "frac-exp ::= ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,2} )?\n"
     "number ::= \"-\"? ( \"0\" | digits16 ) frac-exp\n"
     "nonneg-number ::= ( \"0\" | digits16 ) frac-exp\n"
     "fmt-date ::= [1-9] [0-9]{3} \"-\" ( ( \"0\" [13578] | \"1\" [02] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"3\" [01] )"
