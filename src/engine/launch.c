@@ -51,16 +51,13 @@
 
 bool kvs_launch_host_is_device(const kvs_backend *b) { return b->ops->caps.host_memory; }
 
-kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o, const kvs_tokenizer *t, uint64_t budget)
+kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o)
 {
     kvs_gpool_limits l = {.slots = o->max_structured_seqs,
                           .arena_bytes = o->max_grammar_bytes ? (size_t)o->max_grammar_bytes : KVS_GPOOL_DEFAULT_ARENA,
                           .matcher = kvs_gmatcher_default_limits()};
-    if (l.slots >= 0)
-        return l;
-    l.slots = o->max_num_seqs < KVS_GPOOL_DEFAULT_SLOTS_MAX ? o->max_num_seqs : KVS_GPOOL_DEFAULT_SLOTS_MAX;
-    while (budget > 0 && l.slots > 0 && kvs_gpool_bytes(&l, t) > budget / 16)
-        l.slots--;
+    if (l.slots < 0)
+        l.slots = o->max_num_seqs < KVS_GPOOL_DEFAULT_SLOTS_MAX ? o->max_num_seqs : KVS_GPOOL_DEFAULT_SLOTS_MAX;
     return l;
 }
 
@@ -204,6 +201,11 @@ kvs_status kvs_launch_solve(kvs_len_fit *f, kvs_budget_in *bi, kvs_budget *bud, 
             st = kvs_budget_solve(bi, bud, err);
             bi->fit_len_hint = 0;
         }
+    }
+    if (st == KVS_E_BUDGET && err && f->structured_bytes > 0) { /* a large part of small budgets */
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, " (the serving reserve holds %.2f MiB for %d structured-output "
+                 "slots: --max-structured-seqs)", f->structured_bytes / 1048576.0, f->structured_slots);
     }
     return st;
 }
@@ -467,11 +469,13 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     }
     /* The structured-output slots: host memory, so a budget term where the
      * device is the host's memory (a part of the serving reserve). */
-    kvs_gpool_limits gl = kvs_launch_gpool_limits(o, in->tok, host_dev ? rep->budget_bytes : 0);
+    kvs_gpool_limits gl = kvs_launch_gpool_limits(o);
     rep->structured_slots = gl.slots;
     if (host_dev) {
         rep->structured_reserve_bytes = kvs_launch_structured_reserve(&gl, in->tok);
         bi.serving = o->serving_reserve + rep->structured_reserve_bytes;
+        fit.structured_bytes = rep->structured_reserve_bytes;
+        fit.structured_slots = gl.slots;
     }
     bi.overhead = rr.total;
     if (o->max_model_len == -1) { /* auto: the largest length a start fits, profiled for itself */

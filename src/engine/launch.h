@@ -111,11 +111,10 @@ typedef struct kvs_instance {
 } kvs_instance;
 
 /* The structured-output slots for these options (slots 0: none): as
- * given, or by default min(--max-num-seqs, 8), fewer where the budget
- * (> 0: host memory is the device's) is small: the slots take at most a
- * sixteenth of it (none on a tiny budget; --max-structured-seqs N asks
- * for them anyway).  plan and a start compute the same. */
-kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o, const kvs_tokenizer *t, uint64_t budget);
+ * given, or by default min(--max-num-seqs, 8).  A function of the flags
+ * alone (never of the budget), so that following a fit error's advice
+ * leaves the serving reserve as it was. */
+kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o);
 /* Their bytes: a part of the serving reserve. */
 uint64_t kvs_launch_structured_reserve(const kvs_gpool_limits *l, const kvs_tokenizer *t);
 
@@ -185,6 +184,8 @@ typedef struct kvs_len_fit {
     kvs_budget_in bi;            /* every other input */
     uint64_t tok_bytes;          /* kvs_launch_tokenizer_reserve */
     size_t max_token_bytes;
+    uint64_t structured_bytes;   /* of bi.serving: the structured-output slots (named by a fit error) */
+    int32_t structured_slots;
     bool host;                   /* CPU: the runtime reserve follows the length */
     uint64_t granularity;        /* GPU profiles: activations round to this (else 1) */
 } kvs_len_fit;
