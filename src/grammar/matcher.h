@@ -50,9 +50,10 @@ void kvs_gvocab_free(kvs_gvocab *v);
 int32_t kvs_gvocab_n_vocab(const kvs_gvocab *v);
 /* Bytes the trie and token tables take. */
 size_t kvs_gvocab_bytes(const kvs_gvocab *v);
-/* The resident bytes kvs_gvocab_new(t) will take at most (every
- * allocation, page-rounded), computed from t without building it; and
- * (if not NULL) the longest token's bytes, which sizes a matcher. */
+/* The resident bytes kvs_gvocab_new(t) takes (every allocation it keeps,
+ * page-rounded), measured on a trie built and freed here (a few ms at
+ * 128k tokens); and (if not NULL) the longest token's bytes, which sizes
+ * a matcher.  0 when out of memory. */
 size_t kvs_gvocab_reserve_bytes(const kvs_tokenizer *t, size_t *max_token_bytes);
 
 typedef struct kvs_gmatcher_limits {

@@ -204,7 +204,7 @@ def main():
     # D. more streams than request slots: they wait for a slot, none is refused (the same prompt for all, so
     #    that a whole batch of slots frees in one step while others wait)
     srv = Server(mt.STORIES, "--device-memory", dm, "--max-model-len", "512", "--max-num-seqs", "6",
-                 "--max-requests", "6")
+                 "--max-requests", "6", "--max-structured-seqs", "1")
     try:
         results = {}
         stream_all(srv, [dict(prompt=prompt_of(500, 20), max_tokens=8, temperature=0, ignore_eos=True)
