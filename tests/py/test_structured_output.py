@@ -356,6 +356,23 @@ def t_slots(model):
         assert st == 200, r
 
 
+def t_reserve_resident(model):
+    """The slots are resident from the start and inside their reserve: the resident memory of a start
+    with 8 slots over one with none (the same KV cache) is positive and at most the reserve."""
+    rss = {}
+    for n in ("0", "8"):
+        with Server(model, "--max-model-len", "512", "--max-structured-seqs", n, "--device-memory", "1GiB",
+                    "--kv-cache-memory", "32MiB") as srv:
+            m = srv.metrics()
+            rss[n] = m["kvserve:memory_resident_bytes"]
+            reserve = m["kvserve:memory_structured_reserve_bytes"]
+            assert (reserve > 0) == (n != "0"), m
+    delta = rss["8"] - rss["0"]
+    print("    %s: 8 slots add %.2f MiB resident, reserve %.2f MiB" % (os.path.basename(model), delta / 2**20,
+                                                                      reserve / 2**20))
+    assert 0 < delta <= reserve, (delta, reserve)
+
+
 def main():
     checks = Checks()
     chat_model = os.path.join(BUILD, "structured_chat.gguf")
@@ -384,6 +401,7 @@ def main():
     with Server(chat_model, "--served-model-name", "chat", "--max-model-len", "512") as srv:
         tallies["chat"] = Tally()
         checks.run("chat response_format json_schema", t_schemas, srv, tallies["chat"], 160, "chat")
+    checks.run("structured-output slots resident inside their reserve", t_reserve_resident, big["gpt2"])
     for name, path in big.items():
         with Server(path, "--max-model-len", "512") as srv:
             tallies[name] = Tally()
