@@ -349,6 +349,7 @@ def t_slots(model):
         assert m["kvserve:structured_output_refused_too_large_total"] == 1, m
         assert m["kvserve:requests_refused_memory_total"] >= 1, m
         assert m["kvserve:structured_output_slots_high_water"] == 2, m
+        assert srv.stop() == 0  # (under the sanitizers: no leak, every lease and matcher back)
     with Server(model, "--max-model-len", "512", "--max-structured-seqs", "0", "--device-memory", "1GiB") as srv:
         st, r = srv.post("/v1/completions", choice)
         assert_error(st, r, 400, param="guided_choice", contains="--max-structured-seqs 0")
@@ -358,7 +359,12 @@ def t_slots(model):
 
 def t_reserve_resident(model):
     """The slots are resident from the start and inside their reserve: the resident memory of a start
-    with 8 slots over one with none (the same KV cache) is positive and at most the reserve."""
+    with 8 slots over one with none (the same KV cache) is positive and at most the reserve.  (Not under
+    the sanitizers, whose shadow memory and redzones make every allocation resident several times.)"""
+    cache = os.path.join(BUILD, "CMakeCache.txt")
+    if os.path.exists(cache) and "KVS_SANITIZE:BOOL=ON" in open(cache).read():
+        print("    skipped under the sanitizers")
+        return
     rss = {}
     for n in ("0", "8"):
         with Server(model, "--max-model-len", "512", "--max-structured-seqs", n, "--device-memory", "1GiB",
