@@ -50,6 +50,7 @@ typedef struct kvs_metrics {
     uint64_t serving_loop_bytes;     /* the loop's pools, fixed at start */
     uint64_t http_refused_for_memory; /* requests the front end refused for a full pool (503) */
     kvs_server_http_stats front;     /* the HTTP front end's pools, set by the /metrics handler */
+    struct kvs_gpool *gpool;         /* the structured-output slots (read when rendering), or NULL */
 } kvs_metrics;
 
 /* Zero m and set its model label (copied, quotes, backslashes and newlines

@@ -70,6 +70,10 @@ enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const 
 enum MHD_Result kvs_http_text(struct MHD_Connection *c, unsigned status, const char *ctype, char *text, size_t len);
 /* The error object itself (a new reference). */
 json_t *kvs_http_error_obj(unsigned status, const char *param, const char *code, const char *msg);
+/* The answer to a request's parse failure st: KVS_E_NOMEM 500,
+ * KVS_E_BUDGET 503 (server_busy, with Retry-After: a structured-output
+ * slot or another pool is full now), anything else 400. */
+enum MHD_Result kvs_http_status_error(struct MHD_Connection *c, kvs_status st, const char *param, const char *msg);
 /* True when the peer of connection socket fd has hung up. */
 bool kvs_http_peer_gone(int fd);
 /* The connection's socket, or -1. */
@@ -110,7 +114,8 @@ kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error 
 void kvs_api_chat_free(kvs_server *s);
 /* tool_choice "required" / named: constrain r's decoding to the tool-call
  * JSON (r->params.grammar).  No-op for other tool_choice values; on failure
- * `why` (cap bytes) says what the client should change (a 400). */
+ * `why` (cap bytes) says what the client should change (a 400), or with
+ * KVS_E_BUDGET that every structured-output slot is busy (a 503). */
 kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r, char *why, size_t cap);
 
 /* Chat: render body's messages with the model's template and tokenize them
