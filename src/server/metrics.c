@@ -202,7 +202,6 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
           (double)m->serving_loop_bytes);
     gauge(f, m, "num_requests_queued_for_slots", "Requests waiting for engine request slots.",
           (double)m->serving.submissions_waiting);
-<<<<<<< HEAD
     const kvs_server_http_stats *h = &m->front;
     gauge(f, m, "http_connections_used", "HTTP connection slots in use.", (double)h->connections);
     gauge(f, m, "http_connections_capacity", "HTTP connection slots (--max-connections).",
@@ -218,7 +217,6 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
             h->refused_connections);
     counter(f, m, "http_refused_bodies", "Requests answered 503 for a full body pool.", h->refused_bodies);
     counter(f, m, "http_refused_streams", "Streams answered 503 for a full stream pool.", h->refused_streams);
-=======
     kvs_gpool_stats gs = {0};
     if (m->gpool)
         kvs_gpool_get_stats(m->gpool, &gs);
@@ -236,7 +234,6 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
           "vocabulary trie (a part of the serving reserve).", (double)r->structured_reserve_bytes);
     counter(f, m, "structured_output_refused_too_large", "Structured-output constraints refused (400): over "
             "--max-grammar-bytes.", gs.refused_too_big);
->>>>>>> dev-gmem
     counter(f, m, "requests_refused_memory", "Requests refused or ended because a memory pool was full.",
             m->serving.refused_for_memory + m->http_refused_for_memory + gs.refused_busy);
     counter(f, m, "requests_failed_invariant", "Requests ended by a broken engine invariant.",
