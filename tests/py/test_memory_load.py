@@ -170,7 +170,8 @@ def main():
               for i in range(n_req)]
 
     # A. serve, the command
-    flags = ["--device-memory", dm, "--max-model-len", "1024"]
+    # (one structured-output slot: the default 8, 12 MiB at this vocabulary, do not fit a 24 MiB device)
+    flags = ["--device-memory", dm, "--max-model-len", "1024", "--max-structured-seqs", "1"]
     rep, m, usage, pre = serve_load("A. serve stories260K %s, %d streams" % (dm, n_req), mt.STORIES, flags, bodies,
                                     os.path.join(work, "load_a.json"))
     if pre == 0 and not asan:  # a preemption means no block was free (usage, sampled, may miss the peak)
@@ -203,7 +204,7 @@ def main():
     # D. more streams than request slots: they wait for a slot, none is refused (the same prompt for all, so
     #    that a whole batch of slots frees in one step while others wait)
     srv = Server(mt.STORIES, "--device-memory", dm, "--max-model-len", "512", "--max-num-seqs", "6",
-                 "--max-requests", "6")
+                 "--max-requests", "6", "--max-structured-seqs", "1")
     try:
         results = {}
         stream_all(srv, [dict(prompt=prompt_of(500, 20), max_tokens=8, temperature=0, ignore_eos=True)
