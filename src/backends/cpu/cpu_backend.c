@@ -19,7 +19,6 @@ static void cpu_destroy(kvs_backend *b)
     if (c) {
         kvs_pool_free(c->pool);
         free(c->mm_scratch);
-        free(c->i8_scratch);
         free(c);
     }
     kvs_ledger_destroy(&b->ledger);
@@ -213,10 +212,6 @@ kvs_status kvs_cpu_backend_new(kvs_backend **out, const kvs_cpu_options *opt, kv
         st = kvs_fail(err, KVS_E_NOMEM, "cpu: out of memory for matmul scratch");
         goto fail;
     }
-    if (c->int8_act && !(c->i8_scratch = aligned_alloc(64, (size_t)n_threads * KVS_CPU_I8_SCRATCH))) {
-        st = kvs_fail(err, KVS_E_NOMEM, "cpu: out of memory for the int8 matmul's scratch");
-        goto fail;
-    }
     if ((st = kvs_pool_new(&c->pool, n_threads, err)) != KVS_OK) {
         kvs_fail_wrap(err, "cpu");
         goto fail;
@@ -237,6 +232,5 @@ uint64_t kvs_cpu_backend_overhead_bytes(const kvs_backend *b)
 {
     const kvs_cpu_ctx *c = b->ctx;
     return sizeof(kvs_backend) + sizeof *c +
-           (uint64_t)c->n_threads * KVS_CPU_MM_SCRATCH * sizeof(float) +
-           (c->i8_scratch ? (uint64_t)c->n_threads * KVS_CPU_I8_SCRATCH : 0);
+           (uint64_t)c->n_threads * KVS_CPU_MM_SCRATCH * sizeof(float);
 }

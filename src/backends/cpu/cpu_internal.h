@@ -10,10 +10,10 @@
  * double-precision references.
  *
  * Scratch: the matmul takes from the context a per-thread panel of
- * KVS_CPU_MM_SCRATCH floats (256 KiB, sized for the L2 cache), and the
- * int8 matmul (when on) KVS_CPU_I8_SCRATCH bytes per thread, malloc'ed
- * once when the backend is made.  They are the backend's only memory
- * outside the ledger and are reported by kvs_cpu_backend_overhead_bytes().  Attention uses the caller's
+ * KVS_CPU_MM_SCRATCH floats (256 KiB, sized for the L2 cache), malloc'ed
+ * once when the backend is made; the int8 matmul uses the same panel.  It
+ * is the backend's only memory outside the ledger and is reported by
+ * kvs_cpu_backend_overhead_bytes().  Attention uses the caller's
  * scratch (attention_scratch_bytes), split per thread.
  */
 #ifndef KVS_BACKENDS_CPU_CPU_INTERNAL_H
@@ -25,9 +25,6 @@
 /* Matmul blocking: prefill dequantizes panels of whole W rows into this
  * many floats per thread. */
 #define KVS_CPU_MM_SCRATCH 65536
-/* The int8 matmul's per-thread scratch (quantized x rows and unpacked
- * weight panels): 1 MiB, so that a chunk holds ~80 rows of k = 8192. */
-#define KVS_CPU_I8_SCRATCH (1u << 20)
 /* Up to this many x rows, the matmul streams W once with fused dequantization. */
 #define KVS_CPU_MM_DECODE_N 8
 
@@ -37,7 +34,6 @@ typedef struct kvs_cpu_ctx {
     uint64_t device_memory;  /* 0: ask the OS */
     float *mm_scratch;       /* n_threads * KVS_CPU_MM_SCRATCH floats */
     bool int8_act;           /* k-quant matmuls with 8-bit activations (cpu_matmul_i8.c): the default */
-    uint8_t *i8_scratch;     /* n_threads * KVS_CPU_I8_SCRATCH bytes when int8_act, else NULL */
 } kvs_cpu_ctx;
 
 #ifdef KVS_CPU_SCALAR

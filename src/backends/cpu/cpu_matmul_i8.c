@@ -574,7 +574,7 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
     const int64_t n0 = nt * j->n_per_task, n1 = min64(j->n, n0 + j->n_per_task);
     if (m0 >= m1 || n0 >= n1)
         return;
-    uint8_t *scratch = j->ctx->i8_scratch + (size_t)thread * KVS_CPU_I8_SCRATCH;
+    uint8_t *scratch = (uint8_t *)(j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH);
     i8_wblk *panel = (i8_wblk *)scratch;
     i8_xblk *xq = (i8_xblk *)(scratch + panel_bytes(j->nsb));
     const size_t bb = kvs_dtype_block_bytes(j->wt);
@@ -616,11 +616,11 @@ bool KVS_CPU_FN(kvs_cpu_matmul_i8)(kvs_cpu_ctx *c, float *y, const float *x, con
                                    int64_t n, int64_t k, int64_t m)
 {
     i8_job j = {.ctx = c, .y = y, .x = x, .w = w, .wt = wt, .n = n, .k = k, .m = m, .nsb = k / KVS_QK_K};
-    if (!c->i8_scratch || !KVS_CPU_FN(kvs_cpu_i8_supported)(wt) || k <= 0 || k % KVS_QK_K != 0 ||
+    if (!KVS_CPU_FN(kvs_cpu_i8_supported)(wt) || k <= 0 || k % KVS_QK_K != 0 ||
         !kvs_dtype_row_bytes(wt, (uint64_t)k, &j.row_bytes))
         return false;
     /* rows of quantized x that fit the thread's scratch after the weight panel */
-    const size_t scratch = KVS_CPU_I8_SCRATCH, panel = panel_bytes(j.nsb);
+    const size_t scratch = KVS_CPU_MM_SCRATCH * sizeof(float), panel = panel_bytes(j.nsb);
     const int64_t per_row = j.nsb * (int64_t)sizeof(i8_xblk);
     j.rows_per_chunk = panel < scratch ? (int64_t)(scratch - panel) / per_row : 0;
     if (j.rows_per_chunk < 1)
