@@ -549,6 +549,37 @@ typedef struct ev_out {
     bool end;                      /* every choice is finished: the usage chunk and [DONE] follow */
 } ev_out;
 
+/* "data: {<envelope>, "choices": [{"index": i" -- a chunk's one choice, left open. */
+static void chunk_open(const gen *g, kvs_jw *w, int32_t index)
+{
+    sse_begin(w);
+    jw_envelope(g, w, true);
+    kvs_jw_key(w, "choices");
+    kvs_jw_arr(w);
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "index");
+    kvs_jw_int(w, index);
+}
+
+/* Close what chunk_open opened: the choice, the array, the chunk, the event. */
+static void chunk_close(kvs_jw *w)
+{
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+    sse_end(w);
+}
+
+/* A choice that is not finishing and carries no logprobs: both null, then close. */
+static void chunk_close_open_choice(kvs_jw *w)
+{
+    kvs_jw_key(w, "logprobs");
+    kvs_jw_null(w);
+    kvs_jw_key(w, "finish_reason");
+    kvs_jw_null(w);
+    chunk_close(w);
+}
+
 static void write_end(const gen *g, kvs_jw *w)
 {
     if (g->include_usage) {
@@ -573,32 +604,13 @@ static void write_event(const gen *g, const void *arg, kvs_jw *w)
     bool chat = g->kind == KVS_OAI_CHAT;
     size_t extra = o->deltas && o->n_deltas > 1 ? o->n_deltas - 1 : 0;
     for (size_t k = 0; k < extra; k++) { /* all deltas but the last in chunks of their own */
-        sse_begin(w);
-        jw_envelope(g, w, true);
-        kvs_jw_key(w, "choices");
-        kvs_jw_arr(w);
-        kvs_jw_obj(w);
-        kvs_jw_key(w, "index");
-        kvs_jw_int(w, ev->index);
+        chunk_open(g, w, ev->index);
         kvs_jw_key(w, "delta");
         kvs_api_jw_json(w, json_array_get(o->deltas, k));
-        kvs_jw_key(w, "logprobs");
-        kvs_jw_null(w);
-        kvs_jw_key(w, "finish_reason");
-        kvs_jw_null(w);
-        kvs_jw_end(w);
-        kvs_jw_end(w);
-        kvs_jw_end(w);
-        sse_end(w);
+        chunk_close_open_choice(w);
     }
     if (o->chunk) {
-        sse_begin(w);
-        jw_envelope(g, w, true);
-        kvs_jw_key(w, "choices");
-        kvs_jw_arr(w);
-        kvs_jw_obj(w);
-        kvs_jw_key(w, "index");
-        kvs_jw_int(w, ev->index);
+        chunk_open(g, w, ev->index);
         if (chat && o->deltas) {
             kvs_jw_key(w, "delta");
             if (o->n_deltas) {
@@ -642,10 +654,7 @@ static void write_event(const gen *g, const void *arg, kvs_jw *w)
             kvs_jw_int(w, c->stop_token);
         else
             kvs_jw_null(w);
-        kvs_jw_end(w);
-        kvs_jw_end(w);
-        kvs_jw_end(w);
-        sse_end(w);
+        chunk_close(w);
     }
     if (o->end)
         write_end(g, w);
@@ -685,13 +694,7 @@ static void write_error(const gen *g, const void *arg, kvs_jw *w)
 /* Chat: choice i's role chunk, which comes first as OpenAI sends it. */
 static void write_role(const gen *g, const void *arg, kvs_jw *w)
 {
-    sse_begin(w);
-    jw_envelope(g, w, true);
-    kvs_jw_key(w, "choices");
-    kvs_jw_arr(w);
-    kvs_jw_obj(w);
-    kvs_jw_key(w, "index");
-    kvs_jw_int(w, *(const int32_t *)arg);
+    chunk_open(g, w, *(const int32_t *)arg);
     kvs_jw_key(w, "delta");
     kvs_jw_obj(w);
     kvs_jw_key(w, "role");
@@ -699,14 +702,7 @@ static void write_role(const gen *g, const void *arg, kvs_jw *w)
     kvs_jw_key(w, "content");
     kvs_jw_cstr(w, "");
     kvs_jw_end(w);
-    kvs_jw_key(w, "logprobs");
-    kvs_jw_null(w);
-    kvs_jw_key(w, "finish_reason");
-    kvs_jw_null(w);
-    kvs_jw_end(w);
-    kvs_jw_end(w);
-    kvs_jw_end(w);
-    sse_end(w);
+    chunk_close_open_choice(w);
 }
 
 /* Write into the drained buffer what fn writes; when it does not fit, into

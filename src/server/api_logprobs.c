@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_out.h"
 #include "server/server_internal.h"
 
 json_t *kvs_api_token_str(const kvs_tokenizer *t, int32_t id, json_t **bytes)
@@ -27,38 +28,6 @@ json_t *kvs_api_token_str(const kvs_tokenizer *t, int32_t id, json_t **bytes)
     return json_stringn(esc, k);
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-    if (p[0] < 0x80)
-        return 1;
-    if ((p[0] & 0xE0) == 0xC0) {
-        len = 2;
-        cp = p[0] & 0x1F;
-    } else if ((p[0] & 0xF0) == 0xE0) {
-        len = 3;
-        cp = p[0] & 0x0F;
-    } else if ((p[0] & 0xF8) == 0xF0) {
-        len = 4;
-        cp = p[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 json_t *kvs_api_text_json(const char *text, size_t n)
 {
     json_t *j = json_stringn(text, n);
@@ -70,7 +39,7 @@ json_t *kvs_api_text_json(const char *text, size_t n)
     const unsigned char *p = (const unsigned char *)text;
     size_t k = 0;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = kvs_jw_utf8_seq(p + i, n - i);
         if (l == 0) { /* NUL is valid UTF-8 (and JSON's \u0000): kept */
             memcpy(fixed + k, "\xEF\xBF\xBD", 3);
             k += 3;

@@ -60,17 +60,23 @@ json_t *kvs_http_error_obj(unsigned status, const char *param, const char *code,
     return o;
 }
 
-static enum MHD_Result send_error_v(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
-                                    const char *hname, const char *hval, const char *fmt, va_list ap)
+static enum MHD_Result send_error_hdr_msg(struct MHD_Connection *c, unsigned status, const char *param,
+                                          const char *code, const char *hname, const char *hval, const char *msg)
 {
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
     json_t *o = kvs_http_error_obj(status, param, code, msg);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!s)
         return MHD_NO;
     return send_buffer(c, status, "application/json", s, strlen(s), hname, hval);
+}
+
+static enum MHD_Result send_error_v(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
+                                    const char *hname, const char *hval, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return send_error_hdr_msg(c, status, param, code, hname, hval, msg);
 }
 
 enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
@@ -83,16 +89,6 @@ enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const 
     return r;
 }
 
-static enum MHD_Result send_error_hdr_msg(struct MHD_Connection *c, unsigned status, const char *param,
-                                          const char *code, const char *hname, const char *hval, const char *msg)
-{
-    json_t *o = kvs_http_error_obj(status, param, code, msg);
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s)
-        return MHD_NO;
-    return send_buffer(c, status, "application/json", s, strlen(s), hname, hval);
-}
 
 /* An error response carrying one more header (Connection: close,
  * WWW-Authenticate, Allow). */

@@ -13,24 +13,9 @@ import path from 'node:path';
 import OpenAI from 'openai';
 import { zodResponseFormat } from 'openai/helpers/zod';
 import { z } from 'zod';
-import { servers, startServer, stopServer } from './kvs_node_util.mjs';
+import { BUILD, KVSERVE, SHARED, STORIES, check, servers, startServer, stopServer, tally } from './kvs_node_util.mjs';
 
-const KVSERVE = process.env.KVSERVE;
-const SHARED = process.env.KVS_SHARED;
-const BUILD = process.env.KVS_BUILD_DIR || '/tmp';
-if (!KVSERVE || !SHARED) {
-  console.error('KVSERVE and KVS_SHARED must be set (ctest sets them)');
-  process.exit(1);
-}
-const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
 
-let passed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  await fn();
-  passed++;
-  console.log(`ok   ${name.padEnd(52)} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-}
 
 // Bounded strings and numbers, so that a random model's outputs finish.
 const SCHEMAS = {
@@ -108,7 +93,7 @@ async function main() {
   });
   assert.ok(validated >= 12, `only ${validated} parsed outputs validated`);
   assert.equal(await stopServer(srv), 0);
-  console.log(`${passed} checks passed (${validated} parsed objects validated by zod)`);
+  console.log(`${tally.passed} checks passed (${validated} parsed objects validated by zod)`);
 }
 
 main().catch(async (e) => {

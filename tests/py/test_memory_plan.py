@@ -177,7 +177,7 @@ def check_serve(work, fail):
          "--max-request-bytes", "512KiB", "--max-structured-seqs", "3", "--max-grammar-bytes", "128KiB"],
         ["--device-memory", "64MiB", "--max-model-len", "512"],
         ["--device-memory", "64MiB", "--max-model-len", "512", "--max-structured-seqs", "0", "--http-threads", "1"],
-        ["--device-memory", "24MiB", "--max-model-len", "512", "--max-structured-seqs", "1"],
+        ["--device-memory", "28MiB", "--max-model-len", "512", "--max-structured-seqs", "1"],
         ["--device-memory", "1GiB", "--max-num-seqs", "4", "--http-body-pool", "3MiB"],
     )]
     q3 = os.path.join(work, "qwen3-2l-f16.gguf")
@@ -254,8 +254,9 @@ def main():
         C(S, "1GiB", 0.92, 16, 256, 8, "bf16", "auto", extra=["--mmap"]),
         C(S, "1GiB", 0.5, 32, 256, 8, "auto", 2048, kv_cache_memory=64 * mt.MIB),
         # small devices, where the reserves are a large part of the budget
-        # (the default 8 structured-output slots, 12 MiB at this vocabulary, do not fit below ~40 MiB)
-        C(S, "24MiB", 0.92, 16, 256, 256, "auto", 1024, extra=["--max-structured-seqs", "1"]),
+        # (the default 8 structured-output slots, 12 MiB at this vocabulary, do not fit below ~40 MiB;
+        # the front end's pools, stream buffers included, take ~6.7 MiB more)
+        C(S, "28MiB", 0.92, 16, 256, 256, "auto", 1024, extra=["--max-structured-seqs", "1"]),
         C(S, "24MiB", 0.92, 16, 256, 256, "auto", "auto", extra=["--max-structured-seqs", "0"]),
         C(S, "32MiB", 0.8, 8, 128, 64, "f16", 512, extra=["--max-structured-seqs", "1"]),
         C(S, "48MiB", 0.92, 64, 256, 32, "bf16", "auto"),

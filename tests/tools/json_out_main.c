@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/json_out.h"
+#include "server/server_internal.h"
 
 typedef struct job {
     char kind;
@@ -30,39 +31,6 @@ typedef struct job {
     long long i;
     const json_t *doc;
 } job;
-
-static void walk(kvs_jw *w, const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT: {
-        kvs_jw_obj(w);
-        const char *key;
-        size_t klen;
-        json_t *m;
-        json_object_keylen_foreach((json_t *)v, key, klen, m) {
-            kvs_jw_keyn(w, key, klen);
-            walk(w, m);
-        }
-        kvs_jw_end(w);
-        break;
-    }
-    case JSON_ARRAY: {
-        kvs_jw_arr(w);
-        size_t i;
-        json_t *m;
-        json_array_foreach(v, i, m)
-            walk(w, m);
-        kvs_jw_end(w);
-        break;
-    }
-    case JSON_STRING: kvs_jw_str(w, json_string_value(v), json_string_length(v)); break;
-    case JSON_INTEGER: kvs_jw_int(w, (long long)json_integer_value(v)); break;
-    case JSON_REAL: kvs_jw_double(w, json_real_value(v)); break;
-    case JSON_TRUE: kvs_jw_bool(w, true); break;
-    case JSON_FALSE: kvs_jw_bool(w, false); break;
-    case JSON_NULL: kvs_jw_null(w); break;
-    }
-}
 
 static void run(const job *j, kvs_jw *w)
 {
@@ -75,7 +43,7 @@ static void run(const job *j, kvs_jw *w)
         break;
     case 'd': kvs_jw_double(w, j->d); break;
     case 'i': kvs_jw_int(w, j->i); break;
-    default: walk(w, j->doc); break;
+    default: kvs_api_jw_json(w, j->doc); break; /* the server's jansson-to-writer walk */
     }
 }
 
