@@ -554,6 +554,7 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     double t_end = now_seconds();
     rep->startup_seconds = t_end - t_start;
     rep->profile_seconds = t_prof1 - t_prof0;
+    rep->full_profile = o->full_profile;
     rep->kv_alloc_seconds = t_end - t_kv0;
     rep->header_seconds = t_load0 - t_start;
     kvs_ledger_snapshot(&b->ledger, &led);

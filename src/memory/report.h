@@ -49,6 +49,7 @@ typedef struct kvs_memory_report {
      * budget before loading; the profile of the largest step; the KV cache;
      * and the whole start-up. */
     double header_seconds, profile_seconds, kv_alloc_seconds, startup_seconds;
+    bool full_profile;            /* the profile computed the largest step (else walked its allocations) */
 } kvs_memory_report;
 
 /* vLLM-style start-up lines ("INFO ...") to f. */

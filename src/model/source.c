@@ -294,6 +294,8 @@ kvs_status kvs_source_read_many(const kvs_model_source *s, const kvs_source_read
         if (err)
             *err = c.err;
         st = c.err.status;
+    } else if (progress && n_jobs > 0) {   /* the last pieces may have been another thread's */
+        progress(progress_ctx, total, total, jobs[n_jobs - 1].t->file, s->n_files);
     }
 done:
     kvs_pool_free(pool);
