@@ -276,7 +276,8 @@ kvs_status kvs_source_read_many(const kvs_model_source *s, const kvs_source_read
             goto done;
         }
     }
-    if (n_threads > 1 && n_pieces > 1 &&
+    /* Threads pay off past a few pieces' worth of bytes (starting them costs ~0.1 ms each). */
+    if (n_threads > 1 && n_pieces > 1 && total >= 2 * KVS_SOURCE_READ_CHUNK &&
         (st = kvs_pool_new(&pool, n_threads < (int)n_pieces ? n_threads : (int)n_pieces, err)) != KVS_OK)
         goto done;
     read_many_ctx c = {.s = s, .jobs = jobs, .pieces = pieces, .fds = fds, .total = total,

@@ -103,9 +103,10 @@ const kvs_source_tensor *kvs_source_find(const kvs_model_source *s, const char *
 kvs_status kvs_source_read(const kvs_model_source *s, const kvs_source_tensor *t, void *dst,
                            kvs_error *err);
 /* Many tensors into their destinations (see the top): n_threads threads
- * (the caller included; <= 1 reads on the caller).  progress, if not NULL,
- * is called on the caller's thread with the bytes read so far of the jobs'
- * total.  On failure the destinations hold partial data. */
+ * (the caller included; the caller alone for n_threads <= 1 or under two
+ * pieces' worth of bytes).  progress, if not NULL, is called on the
+ * caller's thread with the bytes read so far of the jobs' total, last with
+ * the total.  On failure the destinations hold partial data. */
 #define KVS_SOURCE_READ_CHUNK (8ull << 20)
 typedef struct kvs_source_read_job {
     const kvs_source_tensor *t;
