@@ -180,7 +180,7 @@ int main(int argc, char **argv)
             kvs_grammar_unref(g);
         }
         printf("  trie: %.1f ms to build, %.1f MiB; matcher reserve per request: %.2f MiB\n", build_ms,
-               (double)kvs_gvocab_bytes(v) / (1 << 20), (double)kvs_gmatcher_bytes(V, NULL) / (1 << 20));
+               (double)kvs_gvocab_bytes(v) / (1 << 20), (double)kvs_gmatcher_bytes(V, kvs_tok_max_token_bytes(tok), NULL) / (1 << 20));
         kvs_gvocab_free(v);
         kvs_tok_free(tok);
     }

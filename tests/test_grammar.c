@@ -13,12 +13,18 @@
  *     against Python's jsonschema);
  *   - the token mask from the trie walk equals the brute-force answer
  *     (every token tried on a copy of the state) on the 32k SentencePiece
- *     and the 50k GPT-2 vocabularies, cached or not.
+ *     and the 50k GPT-2 vocabularies, cached or not;
+ *   - the compile arena: a constraint compiled in it is the same grammar
+ *     as with malloc, and one that does not fit fails (arena full), never
+ *     past its bytes; the structured-output pool (gpool.h): leases and
+ *     matchers are counted exactly, refused when spent, given back when
+ *     the grammar goes, and a reused matcher masks like a fresh one.
  */
 #include <dlfcn.h>
 #include <jansson.h>
 #include <regex.h>
 
+#include "grammar/gpool.h"
 #include "grammar/matcher.h"
 #include "model_test_util.h"
 
@@ -314,6 +320,20 @@ static kvs_grammar *schema_grammar(const char *schema)
     return g;
 }
 
+/* Every number the grammar allows is a finite double (JSON allows 1e999,
+ * which JavaScript parses as Infinity and zod rejects). */
+static void test_json_numbers_finite(void **state)
+{
+    (void)state;
+    kvs_grammar *g = schema_grammar("{\"type\":\"number\"}");
+    expect(g, "1e99", true);
+    expect(g, "-1.5E-12", true);
+    expect(g, "9999999999999999.9999999999999999e+99", true);
+    expect(g, "1e999", false);
+    expect(g, "1e308", false);
+    kvs_grammar_unref(g);
+}
+
 static void test_json_schema_accepts(void **state)
 {
     (void)state;
@@ -569,6 +589,202 @@ static void test_mask_cache(void **state)
     kvs_tok_free(tok);
 }
 
+
+/* ---- the compile arena and the structured-output pool ---- */
+
+static const char *ARENA_SCHEMA =
+    "{\"type\":\"object\",\"properties\":{\"name\":{\"type\":\"string\"},\"age\":{\"type\":\"integer\",\"minimum\":0},"
+    "\"role\":{\"enum\":[\"admin\",\"user\"]},\"tags\":{\"type\":\"array\",\"items\":{\"type\":\"string\",\"maxLength\":12},"
+    "\"maxItems\":4},\"zip\":{\"type\":\"string\",\"pattern\":\"^[0-9]{5}$\"},\"when\":{\"type\":\"string\",\"format\":"
+    "\"date-time\"}},\"required\":[\"name\",\"age\"]}";
+
+static bool expect_accepts_arena(kvs_grammar *g, const char *s) { return accepts(g, s, strlen(s)); }
+
+static void same_grammar(const kvs_grammar *a, const kvs_grammar *b)
+{
+    assert_int_equal(a->n_rules, b->n_rules);
+    assert_int_equal(a->n_alts, b->n_alts);
+    assert_int_equal(a->n_elems, b->n_elems);
+    assert_int_equal(a->n_sets, b->n_sets);
+    assert_int_equal(a->root, b->root);
+    assert_memory_equal(a->alt_begin, b->alt_begin, ((size_t)a->n_rules + 1) * sizeof *a->alt_begin);
+    assert_memory_equal(a->alts, b->alts, (size_t)a->n_alts * sizeof *a->alts);
+    assert_memory_equal(a->elems, b->elems, (size_t)a->n_elems * sizeof *a->elems);
+    assert_memory_equal(a->sets, b->sets, (size_t)a->n_sets * sizeof *a->sets);
+    for (int32_t i = 0; i < a->n_rules; i++)
+        assert_string_equal(a->rule_names[i], b->rule_names[i]);
+}
+
+static void test_arena_compile(void **state)
+{
+    (void)state;
+    kvs_grammar *ref = schema_grammar(ARENA_SCHEMA);
+    size_t cap = 1 << 20;
+    unsigned char *mem = malloc(cap + 64);
+    assert_non_null(mem);
+    memset(mem + cap, 0xA5, 64); /* a fence past the arena */
+    kvs_garena ar;
+    kvs_garena_init(&ar, mem, cap);
+    char *gbnf;
+    kvs_error err;
+    assert_int_equal(kvs_json_schema_to_gbnf_in(&ar, ARENA_SCHEMA, strlen(ARENA_SCHEMA), &gbnf, &err), KVS_OK);
+    kvs_grammar *g;
+    assert_int_equal(kvs_grammar_parse_in(&ar, &g, gbnf, strlen(gbnf), &err), KVS_OK);
+    assert_ptr_equal(g->arena, &ar);
+    same_grammar(ref, g);
+    assert_true(expect_accepts_arena(g, "{\"name\":\"x\",\"age\":3}"));
+    size_t need = ar.hwm;
+    assert_true(need > 0 && need <= cap && !ar.full);
+    kvs_grammar_unref(g); /* lives in the arena: nothing freed, no release set */
+    /* every size below what it needed fails cleanly, as out of memory with the arena full */
+    for (size_t small = 4096; small < need; small += need / 7 + 1) {
+        kvs_garena_init(&ar, mem, small);
+        memset(mem, 0, cap);
+        kvs_status st = kvs_json_schema_to_gbnf_in(&ar, ARENA_SCHEMA, strlen(ARENA_SCHEMA), &gbnf, &err);
+        if (st == KVS_OK)
+            st = kvs_grammar_parse_in(&ar, &g, gbnf, strlen(gbnf), &err);
+        assert_int_equal(st, KVS_E_NOMEM);
+        assert_true(ar.full);
+        assert_true(ar.hwm <= small);
+    }
+    for (int i = 0; i < 64; i++)
+        assert_int_equal(mem[cap + i], 0xA5);
+    /* the allocator: the newest block grows in place and pops on free */
+    kvs_garena_init(&ar, mem, cap);
+    char *a = kvs_galloc(&ar, 10), *b = kvs_galloc(&ar, 10);
+    size_t used = ar.used;
+    assert_ptr_equal(kvs_grealloc(&ar, b, 100), b);
+    kvs_gfree(&ar, b);
+    assert_true(ar.used < used);
+    memcpy(a, "abcdefghi", 10);
+    char *c = kvs_grealloc(&ar, a, 50); /* an older block moves, its bytes with it */
+    assert_non_null(c);
+    assert_string_equal(c, "abcdefghi");
+    assert_null(kvs_galloc(&ar, cap));
+    assert_true(ar.full);
+    free(mem);
+    kvs_grammar_unref(ref);
+}
+
+static kvs_tokenizer *stories_tok(void)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/models/stories260K.gguf", mt_shared_dir());
+    kvs_gguf *gg;
+    kvs_tokenizer *tok;
+    kvs_error err;
+    assert_int_equal(kvs_gguf_open(&gg, path, &err), KVS_OK);
+    assert_int_equal(kvs_tok_load(&tok, gg, &err), KVS_OK);
+    kvs_gguf_close(gg);
+    return tok;
+}
+
+/* A constraint compiled in a lease of p, bound to it. */
+static kvs_grammar *lease_grammar(kvs_gpool *p, int32_t seqs, const char *schema)
+{
+    kvs_glease *l;
+    kvs_error err;
+    assert_int_equal(kvs_gpool_take(p, seqs, &l, &err), KVS_OK);
+    char *gbnf;
+    kvs_grammar *g;
+    assert_int_equal(kvs_json_schema_to_gbnf_in(kvs_glease_arena(l), schema, strlen(schema), &gbnf, &err), KVS_OK);
+    assert_int_equal(kvs_grammar_parse_in(kvs_glease_arena(l), &g, gbnf, strlen(gbnf), &err), KVS_OK);
+    kvs_glease_bind(l, g);
+    assert_true(kvs_gpool_owns(g));
+    return g;
+}
+
+/* Walk m and a fresh matcher of g side by side: the same masks. */
+static void same_masks(kvs_gmatcher *m, kvs_grammar *g, const kvs_gvocab *v, int32_t V, int steps)
+{
+    kvs_gmatcher *f;
+    kvs_error err;
+    assert_int_equal(kvs_gmatcher_new(&f, g, v, false, NULL, &err), KVS_OK);
+    for (int s = 0; s < steps; s++) {
+        int32_t na, nb;
+        const uint32_t *a = kvs_gmatcher_mask(m, &na), *b = kvs_gmatcher_mask(f, &nb);
+        assert_int_equal(na, nb);
+        assert_memory_equal(a, b, ((size_t)V + 31) / 32 * 4);
+        int32_t pick = -1;
+        for (int32_t t = 0; t < V && pick < 0; t++)
+            if ((a[t >> 5] >> (t & 31)) & 1u && (int32_t)(rnd() % 3) == 0)
+                pick = t;
+        if (pick < 0)
+            break;
+        bool ok = kvs_gmatcher_accept_token(m, pick);
+        assert_true(ok == kvs_gmatcher_accept_token(f, pick));
+        if (!ok || kvs_gmatcher_done(m))
+            break;
+    }
+    kvs_gmatcher_free(f);
+}
+
+static void test_gpool(void **state)
+{
+    (void)state;
+    kvs_tokenizer *tok = stories_tok();
+    const int32_t V = kvs_tok_n_vocab(tok);
+    kvs_gpool_limits l = {.slots = 2, .arena_bytes = 256 << 10, .matcher = kvs_gmatcher_default_limits()};
+    kvs_gpool *p;
+    kvs_error err;
+    assert_int_equal(kvs_gpool_new(&p, tok, &l, &err), KVS_OK);
+    assert_true(kvs_gpool_bytes(&l, tok) == kvs_gpool_bytes(&l, tok));
+    kvs_gvocab *v;
+    assert_int_equal(kvs_gvocab_new(&v, tok, &err), KVS_OK);
+    size_t max_tok = 0;
+    assert_true(kvs_gvocab_reserve_bytes(tok, &max_tok) >= kvs_gvocab_bytes(v));
+    assert_true(max_tok > 0 && max_tok <= kvs_tok_max_token_bytes(tok));
+    kvs_glease *ls;
+    assert_int_equal(kvs_gpool_take(p, 3, &ls, &err), KVS_E_INVALID); /* more than the pool holds */
+    kvs_grammar *g = lease_grammar(p, 2, ARENA_SCHEMA);
+    kvs_gpool_stats st;
+    kvs_gpool_get_stats(p, &st);
+    assert_int_equal(st.matchers_in_use, 2);
+    assert_int_equal(st.leases_in_use, 1);
+    assert_int_equal(kvs_gpool_take(p, 1, &ls, &err), KVS_E_BUDGET); /* both matchers reserved */
+    assert_non_null(strstr(err.msg, "--max-structured-seqs"));
+    kvs_gmatcher *m1, *m2, *m3;
+    assert_int_equal(kvs_gpool_matcher(g, false, &m1, &err), KVS_OK);
+    assert_int_equal(kvs_gpool_matcher(g, false, &m2, &err), KVS_OK);
+    assert_int_equal(kvs_gpool_matcher(g, false, &m3, &err), KVS_E_BUDGET); /* the lease had two */
+    same_masks(m1, g, v, V, 40);
+    kvs_gmatcher_free(m1); /* back to the pool */
+    kvs_gpool_get_stats(p, &st);
+    assert_int_equal(st.matchers_in_use, 1);
+    kvs_grammar_unref(g); /* m2 still holds the grammar: the lease stays */
+    kvs_gpool_get_stats(p, &st);
+    assert_int_equal(st.leases_in_use, 1);
+    kvs_gmatcher_free(m2); /* the last reference: the lease and the arena go back */
+    kvs_gpool_get_stats(p, &st);
+    assert_int_equal(st.matchers_in_use, 0);
+    assert_int_equal(st.leases_in_use, 0);
+    assert_int_equal(st.high_water, 2);
+    assert_true(st.arena_high_water > 0 && st.arena_high_water <= l.arena_bytes);
+    assert_int_equal(st.refused_busy, 1);
+    /* a lease not used by its request goes back with its grammar; reused matchers mask like fresh ones */
+    for (int round = 0; round < 3; round++) {
+        const char *schema = round == 1 ? "{\"enum\":[\"yes\",\"no\",\"maybe\"]}" : ARENA_SCHEMA;
+        g = lease_grammar(p, 1, schema);
+        assert_int_equal(kvs_gpool_matcher(g, false, &m1, &err), KVS_OK);
+        same_masks(m1, g, v, V, 30);
+        kvs_gmatcher_free(m1);
+        kvs_grammar_unref(g);
+    }
+    g = lease_grammar(p, 2, ARENA_SCHEMA);
+    kvs_grammar_unref(g); /* no matcher ever taken */
+    kvs_gpool_get_stats(p, &st);
+    assert_int_equal(st.matchers_in_use, 0);
+    assert_int_equal(st.leases_in_use, 0);
+    /* a cancelled lease (the compile failed) goes back too */
+    assert_int_equal(kvs_gpool_take(p, 2, &ls, &err), KVS_OK);
+    kvs_glease_cancel(ls);
+    kvs_gpool_get_stats(p, &st);
+    assert_int_equal(st.matchers_in_use, 0);
+    kvs_gvocab_free(v);
+    kvs_gpool_free(p);
+    kvs_tok_free(tok);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -578,7 +794,8 @@ int main(void)
         cmocka_unit_test(test_json_schema_errors), cmocka_unit_test(test_json_walks_parse),
         cmocka_unit_test(test_json_integer_ranges),
         cmocka_unit_test(test_mask_spm),          cmocka_unit_test(test_mask_gpt2),
-        cmocka_unit_test(test_mask_cache),
+        cmocka_unit_test(test_mask_cache),        cmocka_unit_test(test_arena_compile),
+        cmocka_unit_test(test_gpool),             cmocka_unit_test(test_json_numbers_finite),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -189,6 +189,7 @@ static void test_resident_memory_within_budget(void **state)
     o.n_threads = 2;
     o.max_num_seqs = 16;
     o.max_num_batched_tokens = 256;
+    o.max_structured_seqs = 1; /* the default 8 structured-output slots (12 MiB) do not fit this device */
     o.warn = NULL;
     kvs_instance *in;
     kvs_error err;
@@ -196,6 +197,8 @@ static void test_resident_memory_within_budget(void **state)
         fail_msg("launch: %s", err.msg);
     const kvs_memory_report *r = &in->report;
     assert_true(r->num_blocks > 64);
+    assert_int_equal(r->structured_slots, 1);
+    assert_true(r->structured_reserve_bytes > 0 && r->structured_reserve_bytes == r->serving_reserve_bytes);
     assert_true(r->slack_inside_bytes < r->kv_bytes_per_token * (uint64_t)r->block_size + r->overhead_per_block_bytes);
     kvs_ledger led;
     check_ledger_at_start(in, &led);

@@ -56,6 +56,19 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
     kvs_cmd_add(c, (kvs_opt){"--max-request-bytes", NULL, KVS_OPT_SIZE, &lo->max_request_bytes, "SIZE",
                              "serve: largest request body accepted (default 1MiB; larger gets 413; sizes the "
                              "serving reserve)"});
+    kvs_cmd_add(c, (kvs_opt){"--http-threads", NULL, KVS_OPT_INT, &lo->http_threads, "N",
+                             "serve: HTTP worker threads (libmicrohttpd's epoll loop; default 2; sizes the serving "
+                             "reserve)", &lo->http_threads_set});
+    kvs_cmd_add(c, (kvs_opt){"--http-body-pool", NULL, KVS_OPT_SIZE, &lo->http_body_pool, "SIZE",
+                             "serve: memory for request bodies being read at once (default 2 x --max-request-bytes; "
+                             "full: 503; sizes the serving reserve)"});
+    kvs_cmd_add(c, (kvs_opt){"--max-structured-seqs", NULL, KVS_OPT_INT, &lo->max_structured_seqs, "N",
+                             "sequences with structured output (response_format, guided_*, tool_choice required) "
+                             "at once (default min(max-num-seqs, 8); more get 503; 0: off); each slot holds a "
+                             "grammar matcher and a compile arena, counted in the serving reserve"});
+    kvs_cmd_add(c, (kvs_opt){"--max-grammar-bytes", NULL, KVS_OPT_SIZE, &lo->max_grammar_bytes, "SIZE",
+                             "compile memory of one request's structured-output constraint (default 512KiB; a "
+                             "schema that needs more is a 400)"});
 }
 
 static const kvs_opt *find_opt(const kvs_cmd_spec *c, const char *name, size_t len)

@@ -18,12 +18,11 @@ typedef struct serve_opts {
     double drain_timeout;
     const char *memory_report, *memory_report_svg;
     bool quiet;
-    /* the HTTP front end */
-    int32_t http_threads;
+    /* the HTTP front end (--http-threads and --http-body-pool are engine
+     * options: they size the serving reserve, so plan takes them too) */
     double idle_timeout, header_timeout;
-    uint64_t body_pool;
     const char *allowed_origins;
-    bool seen_threads, seen_idle, seen_header;
+    bool seen_idle, seen_header;
     const char *chat_template, *reasoning_parser, *tool_call_parser;
     bool auto_tool_choice;
 } serve_opts;
@@ -62,16 +61,11 @@ static void build_spec(kvs_cmd_spec *c, serve_opts *o)
                              "hermes, llama3_json or mistral: the model's tool-call format"});
     kvs_cmd_add(c, (kvs_opt){"--quiet", "-q", KVS_OPT_FLAG, &o->quiet, NULL, "no start-up lines"});
     /* HTTP front end (docs/serving.md, "Connections and limits") */
-    kvs_cmd_add(c, (kvs_opt){"--http-threads", NULL, KVS_OPT_INT, &o->http_threads, "N",
-                             "HTTP worker threads (libmicrohttpd's epoll loop; default 2)", &o->seen_threads});
     kvs_cmd_add(c, (kvs_opt){"--http-idle-timeout", NULL, KVS_OPT_FLOAT, &o->idle_timeout, "S",
                              "close a connection idle this long, e.g. kept alive between requests (default 5)",
                              &o->seen_idle});
     kvs_cmd_add(c, (kvs_opt){"--http-header-timeout", NULL, KVS_OPT_FLOAT, &o->header_timeout, "S",
                              "a request head must arrive within this (default 10; 408 otherwise)", &o->seen_header});
-    kvs_cmd_add(c, (kvs_opt){"--http-body-pool", NULL, KVS_OPT_SIZE, &o->body_pool, "SIZE",
-                             "memory for request bodies being read at once (default 2 x --max-request-bytes; "
-                             "full: 503)"});
     kvs_cmd_add(c, (kvs_opt){"--allowed-origins", NULL, KVS_OPT_STR, &o->allowed_origins, "LIST",
                              "CORS: comma-separated origins allowed to call from a browser, or '*' (default none)"});
     kvs_cmd_add_engine_opts(c, &o->lo);
@@ -113,11 +107,6 @@ int kvs_cmd_serve(int argc, char **argv)
     if (o.api_key && !*o.api_key)
         return kvs_cli_error("serve", 2, "the API key is empty (--api-key \"\" or KVSERVE_API_KEY= set to nothing): "
                              "authentication would be off; give a non-empty key, or unset it to serve without one");
-    if (o.http_threads < 0 || o.http_threads > 1024 || (o.http_threads == 0 && o.seen_threads))
-        return kvs_cli_error("serve", 2, "--http-threads must be in 1..1024");
-    if (o.body_pool && o.body_pool < o.lo.max_request_bytes + 1)
-        return kvs_cli_error("serve", 2, "--http-body-pool must be larger than --max-request-bytes (it holds the "
-                             "bodies being read at once)");
     if (!(o.idle_timeout >= 0) || o.idle_timeout > 86400 || (o.idle_timeout == 0 && o.seen_idle))
         return kvs_cli_error("serve", 2, "--http-idle-timeout must be in (0, 86400] seconds");
     if (!(o.header_timeout >= 0) || o.header_timeout > 86400 ||
@@ -151,13 +140,13 @@ int kvs_cmd_serve(int argc, char **argv)
     so.model_path = o.lo.model_path;
     so.max_body_bytes = (size_t)o.lo.max_request_bytes; /* inside the serving reserve */
     so.max_connections = (unsigned)o.lo.max_connections;
-    if (o.http_threads)
-        so.http_threads = (unsigned)o.http_threads;
+    if (o.lo.http_threads)
+        so.http_threads = (unsigned)o.lo.http_threads;
     if (o.idle_timeout > 0)
         so.connection_timeout_s = o.idle_timeout < 1 ? 1u : (unsigned)(o.idle_timeout + 0.5);
     if (o.header_timeout > 0)
         so.header_timeout_s = o.header_timeout;
-    so.body_pool_bytes = (size_t)o.body_pool;
+    so.body_pool_bytes = (size_t)o.lo.http_body_pool;
     so.allowed_origins = o.allowed_origins;
     so.log = stderr;
     so.chat_template_path = o.chat_template;

@@ -6,6 +6,7 @@
 
 #include "engine/kv_cache.h"
 #include "engine/logits_proc.h"
+#include "grammar/gpool.h"
 #include "grammar/matcher.h"
 #include "engine/scheduler.h"
 #include "memory/host.h"
@@ -396,9 +397,17 @@ kvs_status kvs_engine_add(kvs_engine *e, uint64_t id, const int32_t *prompt, siz
     kvs_rng_seed(&r->rng, p->sampling.has_seed ? p->sampling.seed : 0x5eed0000ull + e->seed_counter++);
     kvs_tok_stream_init(&r->stream, p->strip_leading_space && kvs_tok_strip_leading_space(e->tok));
     r->params.grammar = NULL; /* the matcher holds the request's reference */
-    if (p->grammar && ((!e->gvocab && (st = kvs_gvocab_new(&e->gvocab, e->tok, err)) != KVS_OK) ||
-                       (st = kvs_gmatcher_new(&r->gm, p->grammar, e->gvocab, r->stream.strip_leading_space, NULL,
-                                              err)) != KVS_OK)) {
+    /* A grammar from the structured-output reserve (grammar/gpool.h) brings
+     * its request's matchers; any other (a library caller's) gets one made
+     * here, with a trie built at the first such request. */
+    if (p->grammar && kvs_gpool_owns(p->grammar)) {
+        st = kvs_gpool_matcher(p->grammar, r->stream.strip_leading_space, &r->gm, err);
+    } else if (p->grammar) {
+        st = e->gvocab ? KVS_OK : kvs_gvocab_new(&e->gvocab, e->tok, err);
+        if (st == KVS_OK)
+            st = kvs_gmatcher_new(&r->gm, p->grammar, e->gvocab, r->stream.strip_leading_space, NULL, err);
+    }
+    if (st != KVS_OK) {
         kvs_gmatcher_free(r->gm); /* the slot stays free */
         r->gm = NULL;
         return st;
@@ -659,9 +668,14 @@ static void reap(kvs_engine *e)
     int32_t k = 0;
     for (int32_t i = 0; i < e->n_all; i++) {
         kvs_request *r = e->all[i];
-        if (r->reason != KVS_FINISH_NONE)
+        if (r->reason != KVS_FINISH_NONE) {
+            /* its matcher goes back now, not at the next step (which an idle
+             * engine may not take): the structured-output slot is free as
+             * soon as the request's handler lets its grammar go */
+            kvs_gmatcher_free(r->gm);
+            r->gm = NULL;
             e->graveyard[e->n_grave++] = r;
-        else
+        } else
             e->all[k++] = r;
     }
     e->n_all = k;

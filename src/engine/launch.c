@@ -52,6 +52,21 @@
 
 bool kvs_launch_host_is_device(const kvs_backend *b) { return b->ops->caps.host_memory; }
 
+kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o)
+{
+    kvs_gpool_limits l = {.slots = o->max_structured_seqs,
+                          .arena_bytes = o->max_grammar_bytes ? (size_t)o->max_grammar_bytes : KVS_GPOOL_DEFAULT_ARENA,
+                          .matcher = kvs_gmatcher_default_limits()};
+    if (l.slots < 0)
+        l.slots = o->max_num_seqs < KVS_GPOOL_DEFAULT_SLOTS_MAX ? o->max_num_seqs : KVS_GPOOL_DEFAULT_SLOTS_MAX;
+    return l;
+}
+
+uint64_t kvs_launch_structured_reserve(const kvs_gpool_limits *l, const kvs_tokenizer *t)
+{
+    return l->slots > 0 ? kvs_gpool_bytes(l, t) : 0;
+}
+
 kvs_dtype kvs_launch_auto_kv_dtype(const kvs_model_hparams *hp, bool host_memory)
 {
     /* The CPU computes in f32 and caches in f32; a GPU caches in the
@@ -88,7 +103,7 @@ void kvs_launch_fill_report(kvs_memory_report *rep, const kvs_budget_in *bi, con
     rep->graph_bytes = bi->graphs;
     rep->overhead_bytes = bud->overhead;
     rep->overhead_reserve_bytes = bi->overhead;
-    rep->serving_reserve_bytes = bi->serving;
+    rep->serving_reserve_bytes = bi->serving; /* (structured_reserve_bytes: the caller's) */
     rep->kv_cache_bytes = bud->kv_cache_bytes;
     rep->block_size = bi->block_size;
     rep->kv_bytes_per_token = bi->block_bytes / (uint64_t)bi->block_size;
@@ -188,6 +203,11 @@ kvs_status kvs_launch_solve(kvs_len_fit *f, kvs_budget_in *bi, kvs_budget *bud, 
             bi->fit_len_hint = 0;
         }
     }
+    if (st == KVS_E_BUDGET && err && f->structured_bytes > 0) { /* a large part of small budgets */
+        size_t n = strlen(err->msg);
+        snprintf(err->msg + n, sizeof err->msg - n, " (the serving reserve holds %.2f MiB for %d structured-output "
+                 "slots: --max-structured-seqs)", f->structured_bytes / 1048576.0, f->structured_slots);
+    }
     return st;
 }
 
@@ -224,7 +244,7 @@ kvs_launch_opts kvs_launch_defaults(void)
     return (kvs_launch_opts){
         .device = NULL, .gpu_memory_utilization = 0.92, .max_num_seqs = 256,
         .max_num_batched_tokens = -1, .block_size = 16, .kv_cache_dtype = "auto", .warn = stderr,
-        .max_connections = 64, .max_request_bytes = 1u << 20,
+        .max_connections = 64, .max_request_bytes = 1u << 20, .max_structured_seqs = -1,
     };
 }
 
@@ -246,6 +266,16 @@ kvs_status kvs_launch_check_memory_flags(const kvs_launch_opts *o, kvs_error *er
     if (o->max_request_bytes < 1024)
         return kvs_fail(err, KVS_E_INVALID, "--max-request-bytes must be at least 1KiB, got %llu",
                         (unsigned long long)o->max_request_bytes);
+    if (o->max_structured_seqs < -1 || o->max_structured_seqs > 4096)
+        return kvs_fail(err, KVS_E_INVALID, "--max-structured-seqs must be in 0..4096, got %d", o->max_structured_seqs);
+    if (o->max_grammar_bytes && (o->max_grammar_bytes < KVS_GPOOL_MIN_ARENA || o->max_grammar_bytes > (1ull << 30)))
+        return kvs_fail(err, KVS_E_INVALID, "--max-grammar-bytes must be in 16KiB..1GiB, got %llu",
+                        (unsigned long long)o->max_grammar_bytes);
+    if (o->http_threads < 0 || o->http_threads > 1024 || (o->http_threads == 0 && o->http_threads_set))
+        return kvs_fail(err, KVS_E_INVALID, "--http-threads must be in 1..1024, got %d", o->http_threads);
+    if (o->http_body_pool && o->http_body_pool < o->max_request_bytes + 1)
+        return kvs_fail(err, KVS_E_INVALID, "--http-body-pool must be larger than --max-request-bytes (it holds the "
+                        "bodies being read at once)");
     const char *dev = o->device ? o->device : "cpu";
     if (o->device_memory > 0 && strcmp(dev, "cpu") == 0) {
         kvs_mem_info host;
@@ -445,7 +475,16 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
         fit.tok_bytes = kvs_launch_tokenizer_reserve(in->tok);
         fit.max_token_bytes = kvs_tok_max_token_bytes(in->tok);
         kvs_launch_runtime_reserve(o, &hp0, &lim, kv_dtype, b, fit.tok_bytes, fit.max_token_bytes, &rr);
-        bi.serving = o->serving_reserve;
+    }
+    /* The structured-output slots: host memory, so a budget term where the
+     * device is the host's memory (a part of the serving reserve). */
+    kvs_gpool_limits gl = kvs_launch_gpool_limits(o);
+    rep->structured_slots = gl.slots;
+    if (host_dev) {
+        rep->structured_reserve_bytes = kvs_launch_structured_reserve(&gl, in->tok);
+        bi.serving = o->serving_reserve + rep->structured_reserve_bytes;
+        fit.structured_bytes = rep->structured_reserve_bytes;
+        fit.structured_slots = gl.slots;
     }
     bi.overhead = rr.total;
     if (o->max_model_len == -1) { /* auto: the largest length a start fits, profiled for itself */
@@ -551,11 +590,16 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     t_kv0 = now_seconds();
     if ((st = kvs_engine_set_cache(in->engine, bud.num_blocks, bud.max_model_len, err)) != KVS_OK)
         goto fail;
+    double t_kv1 = now_seconds();
+    /* The structured-output slots: a part of the serving reserve, made
+     * (and resident) after the measurement, like the front end's pools. */
+    if (gl.slots > 0 && (st = kvs_gpool_new(&in->gpool, in->tok, &gl, err)) != KVS_OK)
+        goto fail;
     double t_end = now_seconds();
     rep->startup_seconds = t_end - t_start;
     rep->profile_seconds = t_prof1 - t_prof0;
     rep->full_profile = o->full_profile;
-    rep->kv_alloc_seconds = t_end - t_kv0;
+    rep->kv_alloc_seconds = t_kv1 - t_kv0;
     rep->header_seconds = t_load0 - t_start;
     kvs_ledger_snapshot(&b->ledger, &led);
     kvs_launch_fill_report(rep, &bi, &bud);
@@ -579,6 +623,7 @@ void kvs_instance_free(kvs_instance *in)
     if (!in)
         return;
     kvs_engine_free(in->engine);
+    kvs_gpool_free(in->gpool); /* after the engine: its requests' matchers go back to it */
     kvs_runner_free(in->runner);
     kvs_model_free(in->model);
     kvs_tok_free(in->tok);

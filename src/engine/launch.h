@@ -54,6 +54,7 @@
 
 #include "backends/backend.h"
 #include "engine/engine.h"
+#include "grammar/gpool.h"
 #include "memory/budget.h"
 #include "memory/report.h"
 #include "model/source.h"
@@ -81,7 +82,15 @@ typedef struct kvs_launch_opts {
     int32_t max_requests;               /* engine request slots (running + waiting); 0: default */
     int32_t max_connections;            /* serving limits (the server layer sizes serving_reserve */
     uint64_t max_request_bytes;         /*   from them): --max-connections, --max-request-bytes */
-    uint64_t serving_reserve;           /* bytes of the serving reserve (0: none, e.g. a library user) */
+    int32_t http_threads;               /*   --http-threads (0: default) */
+    bool http_threads_set;              /*   given: then 0 is an error */
+    uint64_t http_body_pool;            /*   --http-body-pool (0: default) */
+    uint64_t serving_reserve;           /* bytes of the serving reserve (0: none, e.g. a library user),
+                                           not counting the structured-output slots, which a start
+                                           adds (they need the vocabulary): */
+    int32_t max_structured_seqs;        /* --max-structured-seqs: matchers (-1: min(max_num_seqs, 8);
+                                           0: structured output off) */
+    uint64_t max_grammar_bytes;         /* --max-grammar-bytes: a request's compile arena (0: 512 KiB) */
     FILE *log;                          /* start-up lines (NULL: silent) */
     FILE *warn;                         /* warnings (default stderr; NULL: none) */
 } kvs_launch_opts;
@@ -98,8 +107,17 @@ typedef struct kvs_instance {
     kvs_engine *engine;
     char *chat_template;                /* tokenizer.chat_template, or NULL */
     kvs_gen_defaults gen_defaults;      /* generation_config.json (HF directories) */
+    kvs_gpool *gpool;                   /* the structured-output slots (NULL: off) */
     kvs_memory_report report;
 } kvs_instance;
+
+/* The structured-output slots for these options (slots 0: none): as
+ * given, or by default min(--max-num-seqs, 8).  A function of the flags
+ * alone (never of the budget), so that following a fit error's advice
+ * leaves the serving reserve as it was. */
+kvs_gpool_limits kvs_launch_gpool_limits(const kvs_launch_opts *o);
+/* Their bytes: a part of the serving reserve. */
+uint64_t kvs_launch_structured_reserve(const kvs_gpool_limits *l, const kvs_tokenizer *t);
 
 kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *err);
 void kvs_instance_free(kvs_instance *inst);
@@ -167,6 +185,8 @@ typedef struct kvs_len_fit {
     kvs_budget_in bi;            /* every other input */
     uint64_t tok_bytes;          /* kvs_launch_tokenizer_reserve */
     size_t max_token_bytes;
+    uint64_t structured_bytes;   /* of bi.serving: the structured-output slots (named by a fit error) */
+    int32_t structured_slots;
     bool host;                   /* CPU: the runtime reserve follows the length */
     uint64_t granularity;        /* GPU profiles: activations round to this (else 1) */
 } kvs_len_fit;

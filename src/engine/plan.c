@@ -153,6 +153,7 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         bi.graphs = lo->enforce_eager ? 0
                                       : graph_estimate(gpu, &hp, o->n_cuda_graph_sizes > 0 ? o->n_cuda_graph_sizes : 67);
         bi.overhead = gpu->context_bytes + gpu->cublas_bytes;
+        rep->structured_slots = kvs_launch_gpool_limits(lo).slots; /* host memory: not a device term */
         rep->overhead_measured_bytes = bi.overhead;
     } else {
         kvs_cpu_options co = {.n_threads = lo->n_threads, .device_memory = lo->device_memory};
@@ -182,7 +183,10 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
         max_token_bytes = kvs_tok_max_token_bytes(tok);
         kvs_launch_runtime_reserve(lo, &hp, &lim, kv_dtype, b, tok_bytes, max_token_bytes, &rr);
         bi.overhead = rr.total;
-        bi.serving = lo->serving_reserve;
+        kvs_gpool_limits gl = kvs_launch_gpool_limits(lo);
+        rep->structured_slots = gl.slots;
+        rep->structured_reserve_bytes = kvs_launch_structured_reserve(&gl, tok);
+        bi.serving = lo->serving_reserve + rep->structured_reserve_bytes;
         kvs_source_close(src);
         src = NULL;
         if ((st = cpu_overhead(lo, &hp, &lim, kv_dtype, tok, b, &rep->overhead_measured_bytes, err)) != KVS_OK)
@@ -190,7 +194,8 @@ kvs_status kvs_plan(const kvs_plan_opts *o, kvs_plan_result *out, kvs_error *err
     }
     kvs_len_fit fit = {.o = lo, .hp = &hp, .lim = lim, .kv_dtype = kv_dtype, .b = b, .bi = bi,
                        .tok_bytes = tok_bytes, .max_token_bytes = max_token_bytes, .host = !gpu,
-                       .granularity = granularity};
+                       .granularity = granularity, .structured_bytes = rep->structured_reserve_bytes,
+                       .structured_slots = rep->structured_slots};
     if (lo->max_model_len == -1) /* auto: as a start picks it */
         kvs_launch_pick_auto_len(&fit, &bi, &lim);
     rep->activation_formula_bytes = bi.activation_peak;

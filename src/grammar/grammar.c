@@ -16,7 +16,7 @@ void kvs_gbuf_put(kvs_gbuf *b, const char *s, size_t n)
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->len + n + 1)
             cap *= 2;
-        char *p = realloc(b->s, cap);
+        char *p = kvs_grealloc(b->ar, b->s, cap);
         if (!p) {
             b->oom = true;
             return;
@@ -44,7 +44,7 @@ void kvs_gbuf_printf(kvs_gbuf *b, const char *fmt, ...)
         kvs_gbuf_put(b, tmp, (size_t)n);
         return;
     }
-    char *big = malloc((size_t)n + 1);
+    char *big = kvs_galloc(b->ar, (size_t)n + 1);
     if (!big) {
         b->oom = true;
         return;
@@ -53,7 +53,7 @@ void kvs_gbuf_printf(kvs_gbuf *b, const char *fmt, ...)
     vsnprintf(big, (size_t)n + 1, fmt, ap);
     va_end(ap);
     kvs_gbuf_put(b, big, (size_t)n);
-    free(big);
+    kvs_gfree(b->ar, big);
 }
 
 void kvs_gbuf_literal(kvs_gbuf *b, const char *s, size_t n)
@@ -97,8 +97,10 @@ size_t kvs_cp_ranges_merge(kvs_cp_range *r, size_t n)
 
 void kvs_gbuf_free(kvs_gbuf *b)
 {
-    free(b->s);
+    kvs_garena *ar = b->ar;
+    kvs_gfree(ar, b->s);
     memset(b, 0, sizeof *b);
+    b->ar = ar;
 }
 
 /* ---- the builder ---- */
@@ -130,6 +132,7 @@ typedef struct builder {
     size_t len, pos;
     kvs_error *err;
     kvs_status st;               /* first failure */
+    kvs_garena *ar;              /* where everything is allocated (NULL: malloc) */
 } builder;
 
 static uint64_t hash_bytes(const void *p, size_t n)
@@ -192,7 +195,7 @@ static void oom(builder *b)
 static bool tab_grow(builder *b)
 {
     size_t cap = b->tab_cap ? b->tab_cap * 2 : 64;
-    int32_t *t = calloc(cap, sizeof *t);
+    int32_t *t = kvs_gcalloc(b->ar, cap, sizeof *t);
     if (!t)
         return false;
     for (int32_t i = 0; i < b->n_rules; i++) {
@@ -200,7 +203,7 @@ static bool tab_grow(builder *b)
             continue;
         tab_put(t, cap, hash_bytes(b->rules[i].name, strlen(b->rules[i].name)), i);
     }
-    free(b->name_tab);
+    kvs_gfree(b->ar, b->name_tab);
     b->name_tab = t;
     b->tab_cap = cap;
     return true;
@@ -212,7 +215,7 @@ static int32_t new_rule(builder *b, const char *name, bool generated)
         return -1;
     if (b->n_rules == b->cap_rules) {
         int32_t cap = b->cap_rules ? b->cap_rules * 2 : 32;
-        brule *r = realloc(b->rules, (size_t)cap * sizeof *r);
+        brule *r = kvs_grealloc(b->ar, b->rules, (size_t)cap * sizeof *r);
         if (!r) {
             oom(b);
             return -1;
@@ -223,7 +226,7 @@ static int32_t new_rule(builder *b, const char *name, bool generated)
     brule *r = &b->rules[b->n_rules];
     memset(r, 0, sizeof *r);
     r->generated = generated;
-    if (!(r->name = strdup(name))) {
+    if (!(r->name = kvs_gstrdup(b->ar, name))) {
         oom(b);
         return -1;
     }
@@ -277,7 +280,7 @@ static evec *new_alt(builder *b, int32_t rule)
     brule *r = &b->rules[rule];
     if (r->n_alts == r->cap_alts) {
         int32_t cap = r->cap_alts ? r->cap_alts * 2 : 2;
-        evec *a = realloc(r->alts, (size_t)cap * sizeof *a);
+        evec *a = kvs_grealloc(b->ar, r->alts, (size_t)cap * sizeof *a);
         if (!a) {
             oom(b);
             return NULL;
@@ -301,7 +304,7 @@ static void push(builder *b, evec *a, uint32_t type, int32_t arg)
     }
     if (a->n == a->cap) {
         int32_t cap = a->cap ? a->cap * 2 : 8;
-        kvs_gelem *e = realloc(a->e, (size_t)cap * sizeof *e);
+        kvs_gelem *e = kvs_grealloc(b->ar, a->e, (size_t)cap * sizeof *e);
         if (!e) {
             oom(b);
             return;
@@ -318,7 +321,7 @@ static int32_t intern_set(builder *b, const uint64_t s[4])
         return -1;
     if ((size_t)(b->n_sets + 1) * 2 > b->set_tab_cap) {
         size_t cap = b->set_tab_cap ? b->set_tab_cap * 2 : 64;
-        int32_t *t = calloc(cap, sizeof *t);
+        int32_t *t = kvs_gcalloc(b->ar, cap, sizeof *t);
         if (!t) {
             oom(b);
             return -1;
@@ -326,7 +329,7 @@ static int32_t intern_set(builder *b, const uint64_t s[4])
         for (int32_t i = 0; i < b->n_sets; i++) {
             tab_put(t, cap, hash_bytes(b->sets[i], 32), i);
         }
-        free(b->set_tab);
+        kvs_gfree(b->ar, b->set_tab);
         b->set_tab = t;
         b->set_tab_cap = cap;
     }
@@ -338,7 +341,7 @@ static int32_t intern_set(builder *b, const uint64_t s[4])
     }
     if (b->n_sets == b->cap_sets) {
         int32_t cap = b->cap_sets ? b->cap_sets * 2 : 32;
-        uint64_t(*p)[4] = realloc(b->sets, (size_t)cap * sizeof *p);
+        uint64_t(*p)[4] = kvs_grealloc(b->ar, b->sets, (size_t)cap * sizeof *p);
         if (!p) {
             oom(b);
             return -1;
@@ -427,13 +430,14 @@ typedef kvs_cp_range cprange;
 typedef struct rvec {
     cprange *r;
     size_t n, cap;
+    kvs_garena *ar;
 } rvec;
 
 static bool rvec_add(rvec *v, uint32_t lo, uint32_t hi)
 {
     if (v->n == v->cap) {
         size_t cap = v->cap ? v->cap * 2 : 8;
-        cprange *p = realloc(v->r, cap * sizeof *p);
+        cprange *p = kvs_grealloc(v->ar, v->r, cap * sizeof *p);
         if (!p)
             return false;
         v->r = p;
@@ -447,7 +451,7 @@ static bool rvec_add(rvec *v, uint32_t lo, uint32_t hi)
 static bool rvec_normalize(rvec *v, bool negate)
 {
     v->n = kvs_cp_ranges_merge(v->r, v->n);
-    rvec out = {0};
+    rvec out = {.ar = v->ar};
     if (negate) {
         uint32_t next = 0;
         for (size_t i = 0; i < v->n; i++) {
@@ -476,10 +480,10 @@ static bool rvec_normalize(rvec *v, bool negate)
         if (hi > 0xDFFF && !rvec_add(v, 0xE000, hi))
             goto oom;
     }
-    free(out.r);
+    kvs_gfree(v->ar, out.r);
     return true;
 oom:
-    free(out.r);
+    kvs_gfree(v->ar, out.r);
     return false;
 }
 
@@ -778,7 +782,7 @@ static void parse_sequence(builder *b, int32_t owner, evec *a, bool nested, int 
                 neg = true;
                 b->pos++;
             }
-            rvec v = {0};
+            rvec v = {.ar = b->ar};
             while (!failed(b) && peek(b) != ']') {
                 if (peek(b) < 0) {
                     fail_at(b, off, "unterminated character class");
@@ -807,15 +811,15 @@ static void parse_sequence(builder *b, int32_t owner, evec *a, bool nested, int 
                 last = a->n;
                 push_class(b, &a, owner, &v, off);
             }
-            free(v.r);
+            kvs_gfree(b->ar, v.r);
         } else if (c == '.') {
             b->pos++;
-            rvec v = {0};
+            rvec v = {.ar = b->ar};
             if (!rvec_add(&v, 0, 0x10FFFF) || !rvec_normalize(&v, false))
                 oom(b);
             last = a->n;
             push_class(b, &a, owner, &v, off);
-            free(v.r);
+            kvs_gfree(b->ar, v.r);
         } else if (is_name_char(c)) {
             size_t s = b->pos;
             while (b->pos < b->len && is_name_char((unsigned char)b->src[b->pos]))
@@ -963,6 +967,8 @@ static void parse_rules(builder *b)
 
 static void builder_free(builder *b)
 {
+    if (b->ar) /* the arena's blocks go with the arena */
+        return;
     for (int32_t i = 0; i < b->n_rules; i++) {
         for (int32_t j = 0; j < b->rules[i].n_alts; j++)
             free(b->rules[i].alts[j].e);
@@ -979,6 +985,11 @@ void kvs_grammar_unref(kvs_grammar *g)
 {
     if (!g || __atomic_sub_fetch(&g->refs, 1, __ATOMIC_ACQ_REL) > 0)
         return;
+    if (g->arena) { /* it lives in its slot's arena: the slot goes back */
+        if (g->release)
+            g->release(g->release_ctx);
+        return;
+    }
     for (int32_t i = 0; g->rule_names && i < g->n_rules; i++)
         free(g->rule_names[i]);
     free(g->rule_names);
@@ -999,7 +1010,7 @@ kvs_grammar *kvs_grammar_ref(kvs_grammar *g)
 /* Rules that can match the empty string (fixpoint). */
 static bool *nullable_rules(const kvs_grammar *g)
 {
-    bool *nul = calloc((size_t)g->n_rules + 1, 1);
+    bool *nul = kvs_gcalloc(g->arena, (size_t)g->n_rules + 1, 1);
     if (!nul)
         return NULL;
     for (bool changed = true; changed;) {
@@ -1027,9 +1038,9 @@ static kvs_status check_left_recursion(const kvs_grammar *g, kvs_error *err)
 {
     kvs_status st = KVS_OK;
     bool *nul = nullable_rules(g);
-    uint8_t *color = calloc((size_t)g->n_rules + 1, 1);
+    uint8_t *color = kvs_gcalloc(g->arena, (size_t)g->n_rules + 1, 1);
     /* stack of (rule, alternative index, element index) */
-    int32_t *sr = malloc(((size_t)g->n_rules + 1) * 3 * sizeof *sr);
+    int32_t *sr = kvs_galloc(g->arena, ((size_t)g->n_rules + 1) * 3 * sizeof *sr);
     if (!nul || !color || !sr) {
         st = kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory");
         goto done;
@@ -1080,10 +1091,10 @@ static kvs_status check_left_recursion(const kvs_grammar *g, kvs_error *err)
             }
         }
     }
-done:
-    free(nul);
-    free(color);
-    free(sr);
+done: /* newest first, so that an arena takes the bytes back */
+    kvs_gfree(g->arena, sr);
+    kvs_gfree(g->arena, color);
+    kvs_gfree(g->arena, nul);
     return st;
 }
 
@@ -1097,10 +1108,11 @@ static kvs_status finish(builder *b, kvs_grammar **out)
     int32_t root = find_rule(b, "root", 4);
     if (root < 0)
         return kvs_fail(b->err, KVS_E_INVALID, "grammar: there is no 'root' rule");
-    kvs_grammar *g = calloc(1, sizeof *g);
+    kvs_grammar *g = kvs_gcalloc(b->ar, 1, sizeof *g);
     if (!g)
         return kvs_fail(b->err, KVS_E_NOMEM, "grammar: out of memory");
     g->refs = 1;
+    g->arena = b->ar;
     g->n_rules = b->n_rules;
     g->root = root;
     int32_t n_alts = 0;
@@ -1110,11 +1122,11 @@ static kvs_status finish(builder *b, kvs_grammar **out)
         for (int32_t j = 0; j < b->rules[i].n_alts; j++)
             n_elems += (size_t)b->rules[i].alts[j].n + 1;
     }
-    g->alt_begin = malloc(((size_t)b->n_rules + 1) * sizeof *g->alt_begin);
-    g->alts = malloc(((size_t)n_alts + 1) * sizeof *g->alts);
-    g->elems = malloc((n_elems + 1) * sizeof *g->elems);
-    g->rule_names = calloc((size_t)b->n_rules, sizeof *g->rule_names);
-    g->sets = malloc(((size_t)b->n_sets + 1) * sizeof *g->sets);
+    g->alt_begin = kvs_galloc(b->ar, ((size_t)b->n_rules + 1) * sizeof *g->alt_begin);
+    g->alts = kvs_galloc(b->ar, ((size_t)n_alts + 1) * sizeof *g->alts);
+    g->elems = kvs_galloc(b->ar, (n_elems + 1) * sizeof *g->elems);
+    g->rule_names = kvs_gcalloc(b->ar, (size_t)b->n_rules, sizeof *g->rule_names);
+    g->sets = kvs_galloc(b->ar, ((size_t)b->n_sets + 1) * sizeof *g->sets);
     if (!g->alt_begin || !g->alts || !g->elems || !g->rule_names || !g->sets) {
         kvs_grammar_unref(g);
         return kvs_fail(b->err, KVS_E_NOMEM, "grammar: out of memory");
@@ -1149,8 +1161,13 @@ static kvs_status finish(builder *b, kvs_grammar **out)
 
 kvs_status kvs_grammar_parse(kvs_grammar **out, const char *text, size_t len, kvs_error *err)
 {
+    return kvs_grammar_parse_in(NULL, out, text, len, err);
+}
+
+kvs_status kvs_grammar_parse_in(kvs_garena *ar, kvs_grammar **out, const char *text, size_t len, kvs_error *err)
+{
     *out = NULL;
-    builder b = {.src = text, .len = len, .err = err};
+    builder b = {.src = text, .len = len, .err = err, .ar = ar};
     parse_rules(&b);
     kvs_status st = b.st;
     if (st == KVS_OK)

@@ -43,6 +43,35 @@
 
 #include "core/status.h"
 
+/* ---- the compile arena ----
+ *
+ * Compiling a constraint (a schema to GBNF text, the text to a grammar)
+ * allocates as it goes.  A server compiles into a fixed arena per
+ * structured-output slot (gpool.h), so that a request's grammar can never
+ * take more than the slot's bytes: every allocation of the compilers goes
+ * through these calls, which bump-allocate from the arena (a block freed
+ * or grown while it is the newest is popped or extended in place; others
+ * stay until kvs_garena_reset) and return NULL, setting `full`, when it is
+ * spent.  A NULL arena means malloc/realloc/free (tests, tools). */
+typedef struct kvs_garena {
+    unsigned char *base;
+    size_t cap;                  /* bytes */
+    size_t used, hwm;            /* bump offset now, and the most since the last reset */
+    size_t last;                 /* offset of the newest block's header, or SIZE_MAX */
+    bool full;                   /* an allocation did not fit */
+} kvs_garena;
+
+/* An arena over `cap` bytes at base (the caller's memory). */
+void kvs_garena_init(kvs_garena *a, void *base, size_t cap);
+void kvs_garena_reset(kvs_garena *a);
+/* Bytes an arena uses for an allocation of n (its header and alignment). */
+size_t kvs_garena_block_bytes(size_t n);
+void *kvs_galloc(kvs_garena *a, size_t n);
+void *kvs_gcalloc(kvs_garena *a, size_t n, size_t size);
+void *kvs_grealloc(kvs_garena *a, void *p, size_t n);
+void kvs_gfree(kvs_garena *a, void *p);
+char *kvs_gstrdup(kvs_garena *a, const char *s);
+
 typedef enum kvs_gelem_type {
     KVS_GE_END = 0,   /* end of an alternative */
     KVS_GE_SET,       /* one byte from sets[arg] */
@@ -66,6 +95,9 @@ typedef struct kvs_grammar {
     int32_t root;                /* the start rule */
     char **rule_names;           /* [n_rules] (generated rules are named after their parent) */
     int refs;                    /* atomic reference count */
+    kvs_garena *arena;           /* where it lives (NULL: malloc'ed) */
+    void (*release)(void *ctx);  /* arena grammars: called when the last reference goes */
+    void *release_ctx;
 } kvs_grammar;
 
 /* Limits that keep a hostile grammar from exhausting memory or time. */
@@ -77,6 +109,8 @@ typedef struct kvs_grammar {
  * what was wrong ("line 3, col 7: undefined rule 'vaule'", "left
  * recursion in rule 'expr'"). */
 kvs_status kvs_grammar_parse(kvs_grammar **out, const char *text, size_t len, kvs_error *err);
+/* The same, everything allocated from arena ar (its temporaries too). */
+kvs_status kvs_grammar_parse_in(kvs_garena *ar, kvs_grammar **out, const char *text, size_t len, kvs_error *err);
 
 /* Take one more reference / drop one (the last frees; NULL: no-op). */
 kvs_grammar *kvs_grammar_ref(kvs_grammar *g);
@@ -85,7 +119,8 @@ void kvs_grammar_unref(kvs_grammar *g);
 /* Whether byte b is in byte set s. */
 static inline bool kvs_gset_has(const uint64_t s[4], uint8_t b) { return (s[b >> 6] >> (b & 63)) & 1u; }
 
-/* ---- compilers to GBNF (the output is malloc'ed, NUL-terminated) ---- */
+/* ---- compilers to GBNF (the output is malloc'ed, NUL-terminated; the
+ * _in forms allocate it and their temporaries from an arena) ---- */
 
 /* A regular expression (the full output must match it, as vLLM's
  * guided_regex does) -> GBNF.  Supported: literals and escapes, `.`,
@@ -95,6 +130,7 @@ static inline bool kvs_gset_has(const uint64_t s[4], uint8_t b) { return (s[b >>
  * at the end.  Anything else (backreferences, lookaround, \b, inline
  * flags, anchors inside) is an error naming it. */
 kvs_status kvs_regex_to_gbnf(const char *re, char **gbnf, kvs_error *err);
+kvs_status kvs_regex_to_gbnf_in(kvs_garena *ar, const char *re, char **gbnf, kvs_error *err);
 
 /* Append the regex as one GBNF expression (a group) to *expr.  With
  * json_string it describes the regex's strings as they are written inside
@@ -106,6 +142,7 @@ kvs_status kvs_regex_to_gbnf_expr(const char *re, bool json_string, struct kvs_g
 
 /* guided_choice: an alternation of n literal strings -> GBNF. */
 kvs_status kvs_choice_to_gbnf(const char *const *choices, size_t n, char **gbnf, kvs_error *err);
+kvs_status kvs_choice_to_gbnf_in(kvs_garena *ar, const char *const *choices, size_t n, char **gbnf, kvs_error *err);
 
 /* A JSON Schema (text) -> GBNF for the JSON texts that validate against
  * it.  See json_schema.c's top comment for what is supported; anything
@@ -113,6 +150,8 @@ kvs_status kvs_choice_to_gbnf(const char *const *choices, size_t n, char **gbnf,
  * 'patternProperties' at #/properties/a").  schema_text NULL means any
  * JSON object ({"type":"json_object"}). */
 kvs_status kvs_json_schema_to_gbnf(const char *schema_text, size_t len, char **gbnf, kvs_error *err);
+kvs_status kvs_json_schema_to_gbnf_in(kvs_garena *ar, const char *schema_text, size_t len, char **gbnf,
+                                      kvs_error *err);
 
 /* ---- code point ranges (character classes of GBNF and regex) ---- */
 typedef struct kvs_cp_range {
@@ -128,6 +167,7 @@ typedef struct kvs_gbuf {
     char *s;
     size_t len, cap;
     bool oom;
+    kvs_garena *ar;              /* where it grows (NULL: realloc) */
 } kvs_gbuf;
 
 void kvs_gbuf_put(kvs_gbuf *b, const char *s, size_t n);

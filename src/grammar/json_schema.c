@@ -9,8 +9,9 @@
  *     ones always, optional ones or not; no other keys unless the schema
  *     declares no properties and gives additionalProperties a schema (a
  *     map).  `{"type":"object"}` alone is any object.
- *   - integers have at most 16 digits, numbers 16 + 16 digits and a 1-3
- *     digit exponent (as llama.cpp); integers take any minimum / maximum /
+ *   - integers have at most 16 digits, numbers 16 + 16 digits and a 1-2
+ *     digit exponent (so that every number is a finite double: 1e999 is
+ *     JSON but Infinity to JavaScript, which zod and others reject); integers take any minimum / maximum /
  *     exclusiveMinimum / exclusiveMaximum below 1e15 in magnitude (the
  *     digit strings between the bounds, written out as digit ranges);
  *     numbers only `minimum` 0.
@@ -55,6 +56,7 @@ typedef struct js {
     refname *refs;
     size_t n_refs, cap_refs;
     int depth;
+    kvs_garena *ar;              /* where the compiler allocates (NULL: malloc) */
 } js;
 
 static void js_fail(js *j, const char *path, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
@@ -156,7 +158,7 @@ static void gen_ref(js *j, const char *ref, const char *path, kvs_gbuf *out)
         return;
     if (j->n_refs == j->cap_refs) {
         size_t cap = j->cap_refs ? j->cap_refs * 2 : 8;
-        refname *r = realloc(j->refs, cap * sizeof *r);
+        refname *r = kvs_grealloc(j->ar, j->refs, cap * sizeof *r);
         if (!r) {
             j->st = kvs_fail(j->err, KVS_E_NOMEM, "json schema: out of memory");
             return;
@@ -165,7 +167,7 @@ static void gen_ref(js *j, const char *ref, const char *path, kvs_gbuf *out)
         j->cap_refs = cap;
     }
     refname *rn = &j->refs[j->n_refs];
-    if (!(rn->ref = strdup(ref))) {
+    if (!(rn->ref = kvs_gstrdup(j->ar, ref))) {
         j->st = kvs_fail(j->err, KVS_E_NOMEM, "json schema: out of memory");
         return;
     }
@@ -173,7 +175,7 @@ static void gen_ref(js *j, const char *ref, const char *path, kvs_gbuf *out)
     char name[24];
     memcpy(name, rn->name, sizeof name);
     j->n_refs++;
-    kvs_gbuf body = {0};
+    kvs_gbuf body = {.ar = j->ar};
     gen(j, target, ref, &body);
     kvs_gbuf_printf(&j->rules, "%s ::= %s\n", name, body.s ? body.s : "\"\"");
     kvs_gbuf_free(&body);
@@ -249,7 +251,7 @@ static void gen_string(js *j, json_t *s, const char *path, kvs_gbuf *out)
         const char *re = json_string_value(pat);
         size_t n = strlen(re);
         /* a pattern is a search; a full match of the core is one of its matches */
-        char *core = strdup(re);
+        char *core = kvs_gstrdup(j->ar, re);
         if (!core) {
             j->st = kvs_fail(j->err, KVS_E_NOMEM, "json schema: out of memory");
             return;
@@ -258,10 +260,10 @@ static void gen_string(js *j, json_t *s, const char *path, kvs_gbuf *out)
         char *c = core + (anchored_start ? 1 : 0);
         if (anchored_end)
             core[n - 1] = '\0';
-        kvs_gbuf e = {0};
+        kvs_gbuf e = {.ar = j->ar};
         kvs_error rerr;
         kvs_status st = kvs_regex_to_gbnf_expr(c, true, &e, &rerr);
-        free(core);
+        kvs_gfree(j->ar, core);
         if (st != KVS_OK) {
             js_fail(j, path, "pattern: %s", rerr.msg);
             kvs_gbuf_free(&e);
@@ -468,7 +470,7 @@ static void gen_object(js *j, json_t *s, const char *path, kvs_gbuf *out)
             kvs_gbuf_puts(out, "(\"{\" ws \"}\")");
         } else {
             snprintf(sub, sizeof sub, "%s/additionalProperties", path);
-            kvs_gbuf v = {0};
+            kvs_gbuf v = {.ar = j->ar};
             gen(j, addl, sub, &v);
             if (req && json_array_size(req) > 0) {
                 js_fail(j, path, "'required' without 'properties' is not supported");
@@ -498,9 +500,9 @@ static void gen_object(js *j, json_t *s, const char *path, kvs_gbuf *out)
         }
     }
     /* kv_i, first_i / rest_i chains (see the top comment) */
-    char (*first)[24] = calloc(n + 1, sizeof *first), (*rest)[24] = calloc(n + 1, sizeof *rest);
-    char **kv = calloc(n, sizeof *kv);
-    bool *required = calloc(n, 1);
+    char (*first)[24] = kvs_gcalloc(j->ar, n + 1, sizeof *first), (*rest)[24] = kvs_gcalloc(j->ar, n + 1, sizeof *rest);
+    char **kv = kvs_gcalloc(j->ar, n, sizeof *kv);
+    bool *required = kvs_gcalloc(j->ar, n, 1);
     if (!first || !rest || !kv || !required) {
         j->st = kvs_fail(j->err, KVS_E_NOMEM, "json schema: out of memory");
         goto done;
@@ -511,7 +513,7 @@ static void gen_object(js *j, json_t *s, const char *path, kvs_gbuf *out)
     json_object_foreach(props, key, ps)
     {
         snprintf(sub, sizeof sub, "%s/properties/%s", path, key);
-        kvs_gbuf b = {0};
+        kvs_gbuf b = {.ar = j->ar};
         json_t *ks = json_string(key);
         literal_json(j, ks, &b);
         json_decref(ks);
@@ -538,11 +540,11 @@ static void gen_object(js *j, json_t *s, const char *path, kvs_gbuf *out)
     kvs_gbuf_printf(out, "(\"{\" ws %s \"}\")", first[0]);
 done:
     for (size_t q = 0; kv && q < n; q++)
-        free(kv[q]);
-    free(kv);
-    free(first);
-    free(rest);
-    free(required);
+        kvs_gfree(j->ar, kv[q]);
+    kvs_gfree(j->ar, required);
+    kvs_gfree(j->ar, kv);
+    kvs_gfree(j->ar, rest);
+    kvs_gfree(j->ar, first);
 }
 
 static void gen_array(js *j, json_t *s, const char *path, kvs_gbuf *out)
@@ -565,7 +567,7 @@ static void gen_array(js *j, json_t *s, const char *path, kvs_gbuf *out)
     }
     char sub[600];
     snprintf(sub, sizeof sub, "%s/items", path);
-    kvs_gbuf it = {0};
+    kvs_gbuf it = {.ar = j->ar};
     if (items)
         gen(j, items, sub, &it);
     else
@@ -814,7 +816,7 @@ static const char PRIMITIVES[] =
     "integer ::= \"-\"? ( \"0\" | digits16 )\n"
     "nonneg-integer ::= \"0\" | digits16\n"
     "pos-integer ::= digits16\n"
-    "frac-exp ::= ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )?\n"
+    "frac-exp ::= ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,2} )?\n"
     "number ::= \"-\"? ( \"0\" | digits16 ) frac-exp\n"
     "nonneg-number ::= ( \"0\" | digits16 ) frac-exp\n"
     "fmt-date ::= [1-9] [0-9]{3} \"-\" ( ( \"0\" [13578] | \"1\" [02] ) \"-\" ( \"0\" [1-9] | [12] [0-9] | \"3\" [01] )"
@@ -826,9 +828,15 @@ static const char PRIMITIVES[] =
 
 kvs_status kvs_json_schema_to_gbnf(const char *schema_text, size_t len, char **gbnf, kvs_error *err)
 {
+    return kvs_json_schema_to_gbnf_in(NULL, schema_text, len, gbnf, err);
+}
+
+kvs_status kvs_json_schema_to_gbnf_in(kvs_garena *ar, const char *schema_text, size_t len, char **gbnf,
+                                      kvs_error *err)
+{
     *gbnf = NULL;
-    js j = {.err = err};
-    kvs_gbuf root = {0};
+    js j = {.err = err, .ar = ar, .rules = {.ar = ar}};
+    kvs_gbuf root = {.ar = ar};
     if (schema_text) {
         json_error_t jerr;
         j.root = json_loadb(schema_text, len, JSON_DECODE_ANY, &jerr);
@@ -839,7 +847,7 @@ kvs_status kvs_json_schema_to_gbnf(const char *schema_text, size_t len, char **g
     } else {
         kvs_gbuf_puts(&root, "object");
     }
-    kvs_gbuf out = {0};
+    kvs_gbuf out = {.ar = ar};
     if (j.st == KVS_OK) {
         kvs_gbuf_printf(&out, "root ::= %s\n", root.s ? root.s : "value");
         if (j.rules.s)
@@ -849,8 +857,8 @@ kvs_status kvs_json_schema_to_gbnf(const char *schema_text, size_t len, char **g
             j.st = kvs_fail(err, KVS_E_NOMEM, "json schema: out of memory");
     }
     for (size_t i = 0; i < j.n_refs; i++)
-        free(j.refs[i].ref);
-    free(j.refs);
+        kvs_gfree(ar, j.refs[i].ref);
+    kvs_gfree(ar, j.refs);
     kvs_gbuf_free(&j.rules);
     kvs_gbuf_free(&root);
     json_decref(j.root);

@@ -158,6 +158,9 @@ kvs_status kvs_gvocab_new(kvs_gvocab **out, const kvs_tokenizer *t, kvs_error *e
     for (; depth >= 0; depth--)
         v->nodes[path[depth]].end = n;
     free(path);
+    tnode *fit = realloc(v->nodes, (size_t)n * sizeof *v->nodes); /* room was for one node per byte */
+    if (fit)
+        v->nodes = fit;
     v->n_nodes = n;
     v->total_bytes = (size_t)V * (1 + 4 + 4 + 4) + total + (size_t)n * sizeof(tnode);
     free(buf);
@@ -255,6 +258,8 @@ struct kvs_gmatcher {
     int32_t key[KEY_MAX];
 
     kvs_gmatcher_stats stats;
+    void (*home)(void *ctx, kvs_gmatcher *m); /* a pooled matcher: where kvs_gmatcher_free returns it */
+    void *home_ctx;
 };
 
 kvs_gmatcher_limits kvs_gmatcher_default_limits(void)
@@ -262,23 +267,66 @@ kvs_gmatcher_limits kvs_gmatcher_default_limits(void)
     return (kvs_gmatcher_limits){.max_frames = 1 << 15, .max_tops = 1 << 13, .cache_entries = 32};
 }
 
-size_t kvs_gmatcher_bytes(int32_t n_vocab, const kvs_gmatcher_limits *lim)
+/* What malloc takes for n bytes, as resident memory: its header, rounded
+ * up to whole pages (an upper bound for small blocks too). */
+static size_t alloc_bytes(size_t n) { return (n + 16 + 4095) / 4096 * 4096; }
+
+size_t kvs_gmatcher_bytes(int32_t n_vocab, size_t max_token_bytes, const kvs_gmatcher_limits *lim)
 {
     kvs_gmatcher_limits d = kvs_gmatcher_default_limits();
     if (!lim)
         lim = &d;
-    size_t words = ((size_t)n_vocab + 31) / 32;
-    size_t E = (size_t)lim->cache_entries;
-    return sizeof(struct kvs_gmatcher) + (size_t)lim->max_frames * (sizeof(frame) + 1 + 4) +
-           (size_t)lim->max_tops * 4 + (65536 + 2) * sizeof(level) + MAX_STATES * (sizeof(wstate) + 2 * sizeof(state_slot)) +
-           MAX_STATES * 256 * sizeof(int16_t) + words * 4 +
-           E * (8 + 4 + 4 + KEY_MAX * 4 + words * 4);
+    size_t W = ((size_t)n_vocab + 31) / 32, F = (size_t)(lim->max_frames < 16 ? 16 : lim->max_frames);
+    size_t T = (size_t)(lim->max_tops < 16 ? 16 : lim->max_tops), E = (size_t)(lim->cache_entries < 0 ? 0 : lim->cache_entries);
+    /* every allocation kvs_gmatcher_new makes, in its order */
+    return alloc_bytes(sizeof(struct kvs_gmatcher)) + alloc_bytes(F * sizeof(frame)) + alloc_bytes(F) +
+           alloc_bytes(F * 4) + alloc_bytes(T * 4) + alloc_bytes((max_token_bytes + 2) * sizeof(level)) +
+           alloc_bytes(MAX_STATES * sizeof(wstate)) + alloc_bytes(2 * MAX_STATES * sizeof(state_slot)) +
+           alloc_bytes(MAX_STATES * 256 * sizeof(int16_t)) + alloc_bytes((W + 1) * 4) +
+           alloc_bytes((E + 1) * 8) + alloc_bytes((E + 1) * 4) + alloc_bytes((E * KEY_MAX + 1) * 4) +
+           alloc_bytes((E * W + 1) * 4) + alloc_bytes((E + 1) * 4);
+}
+
+size_t kvs_gvocab_reserve_bytes(const kvs_tokenizer *t, size_t *max_token_bytes)
+{
+    /* built and measured: the node count is the trie's (a few ms at 128k tokens) */
+    kvs_gvocab *v;
+    kvs_error err;
+    if (kvs_gvocab_new(&v, t, &err) != KVS_OK)
+        return 0;
+    size_t V = (size_t)v->n_vocab, total = 0;
+    for (size_t i = 0; i < V; i++)
+        total += (size_t)v->len[i];
+    if (max_token_bytes)
+        *max_token_bytes = (size_t)v->max_len;
+    size_t b = alloc_bytes(sizeof *v) + alloc_bytes(V) + 3 * alloc_bytes(V * 4) + alloc_bytes(total + 1) +
+               alloc_bytes((size_t)v->n_nodes * sizeof(tnode));
+    kvs_gvocab_free(v);
+    return b;
+}
+
+void kvs_gmatcher_set_home(kvs_gmatcher *m, void (*home)(void *ctx, kvs_gmatcher *m), void *ctx)
+{
+    m->home = home;
+    m->home_ctx = ctx;
+}
+
+void kvs_gmatcher_stop(kvs_gmatcher *m)
+{
+    kvs_grammar *g = m->g;
+    m->g = NULL;
+    kvs_grammar_unref(g);
 }
 
 void kvs_gmatcher_free(kvs_gmatcher *m)
 {
     if (!m)
         return;
+    if (m->home) { /* pooled: back to its pool, not freed */
+        kvs_gmatcher_stop(m);
+        m->home(m->home_ctx, m);
+        return;
+    }
     kvs_grammar_unref(m->g);
     free(m->frames);
     free(m->mark);
@@ -523,14 +571,13 @@ static void compact(kvs_gmatcher *m)
     m->n_frames = m->n_committed_frames = k;
 }
 
-kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab *v, bool strip_first_space,
-                            const kvs_gmatcher_limits *lim, kvs_error *err)
+kvs_status kvs_gmatcher_alloc(kvs_gmatcher **out, const kvs_gvocab *v, const kvs_gmatcher_limits *lim,
+                              kvs_error *err)
 {
     *out = NULL;
     kvs_gmatcher *m = calloc(1, sizeof *m);
     if (!m)
         return kvs_fail(err, KVS_E_NOMEM, "grammar: out of memory for a matcher");
-    m->g = kvs_grammar_ref(g);
     m->v = v;
     m->lim = lim ? *lim : kvs_gmatcher_default_limits();
     if (m->lim.max_frames < 16)
@@ -539,7 +586,6 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
         m->lim.max_tops = 16;
     if (m->lim.cache_entries < 0)
         m->lim.cache_entries = 0;
-    m->strip_pending = strip_first_space;
     m->pf_low = m->lim.max_frames;
     m->pt_low = m->lim.max_tops;
     int32_t depth_cap = (v ? v->max_len : 0) + 2;
@@ -581,18 +627,49 @@ kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab
         memset(m->states, 0, MAX_STATES * sizeof *m->states);
     }
     memset(m->lvl, 0, (size_t)depth_cap * sizeof *m->lvl);
+    *out = m;
+    return KVS_OK;
+}
+
+kvs_status kvs_gmatcher_start(kvs_gmatcher *m, kvs_grammar *g, bool strip_first_space, kvs_error *err)
+{
+    kvs_gmatcher_stop(m);
+    m->g = kvs_grammar_ref(g);
+    m->strip_pending = strip_first_space;
+    m->n_frames = m->n_committed_frames = m->n_cur = 0;
+    m->cur_accept = false;
+    m->pf_low = m->lim.max_frames;
+    m->pt_low = m->lim.max_tops;
+    memset(&m->stats, 0, sizeof m->stats);
+    m->c_next = 0;
+    for (int32_t i = 0; i < m->lim.cache_entries; i++)
+        m->c_klen[i] = -1;
     /* the start state: every alternative of the root */
     m->lv_begin = m->lv_end = 0;
     m->lv_accept = m->lv_overflow = false;
     for (int32_t k = g->alt_begin[g->root]; k < g->alt_begin[g->root + 1]; k++)
         expand(m, g->alts[k], -1);
     if (m->lv_overflow) {
-        kvs_gmatcher_free(m);
+        kvs_gmatcher_stop(m);
         return kvs_fail(err, KVS_E_INVALID, "grammar: the start state does not fit the matcher's limits");
     }
     m->n_cur = m->lv_end;
     m->cur_accept = m->lv_accept;
     compact(m);
+    return KVS_OK;
+}
+
+kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab *v, bool strip_first_space,
+                            const kvs_gmatcher_limits *lim, kvs_error *err)
+{
+    kvs_gmatcher *m;
+    kvs_status st = kvs_gmatcher_alloc(&m, v, lim, err);
+    if (st != KVS_OK)
+        return st;
+    if ((st = kvs_gmatcher_start(m, g, strip_first_space, err)) != KVS_OK) {
+        kvs_gmatcher_free(m);
+        return st;
+    }
     *out = m;
     return KVS_OK;
 }

@@ -50,6 +50,11 @@ void kvs_gvocab_free(kvs_gvocab *v);
 int32_t kvs_gvocab_n_vocab(const kvs_gvocab *v);
 /* Bytes the trie and token tables take. */
 size_t kvs_gvocab_bytes(const kvs_gvocab *v);
+/* The resident bytes kvs_gvocab_new(t) takes (every allocation it keeps,
+ * page-rounded), measured on a trie built and freed here (a few ms at
+ * 128k tokens); and (if not NULL) the longest token's bytes, which sizes
+ * a matcher.  0 when out of memory. */
+size_t kvs_gvocab_reserve_bytes(const kvs_tokenizer *t, size_t *max_token_bytes);
 
 typedef struct kvs_gmatcher_limits {
     int32_t max_frames;          /* stack frames alive at once (committed + the trie walk) */
@@ -75,8 +80,23 @@ typedef struct kvs_gmatcher_stats {
 kvs_status kvs_gmatcher_new(kvs_gmatcher **out, kvs_grammar *g, const kvs_gvocab *v, bool strip_first_space,
                             const kvs_gmatcher_limits *lim, kvs_error *err);
 void kvs_gmatcher_free(kvs_gmatcher *m);
-/* Bytes a matcher over a vocabulary of n_vocab takes with limits lim. */
-size_t kvs_gmatcher_bytes(int32_t n_vocab, const kvs_gmatcher_limits *lim);
+/* The resident bytes a matcher over a vocabulary of n_vocab whose longest
+ * token has max_token_bytes takes with limits lim (NULL: the defaults):
+ * every allocation kvs_gmatcher_new makes, page-rounded. */
+size_t kvs_gmatcher_bytes(int32_t n_vocab, size_t max_token_bytes, const kvs_gmatcher_limits *lim);
+
+/* Reuse (the structured-output slots of gpool.h): a matcher made once
+ * with no grammar, started at a grammar for each request and stopped
+ * after it.  kvs_gmatcher_alloc makes (and touches) all its memory;
+ * kvs_gmatcher_start references g and puts the matcher at its start
+ * (allocating nothing; KVS_E_INVALID if the start state does not fit);
+ * kvs_gmatcher_stop drops the grammar.  With a home set, kvs_gmatcher_free
+ * stops the matcher and hands it to home(ctx, m) instead of freeing it. */
+kvs_status kvs_gmatcher_alloc(kvs_gmatcher **out, const kvs_gvocab *v, const kvs_gmatcher_limits *lim,
+                              kvs_error *err);
+kvs_status kvs_gmatcher_start(kvs_gmatcher *m, kvs_grammar *g, bool strip_first_space, kvs_error *err);
+void kvs_gmatcher_stop(kvs_gmatcher *m);
+void kvs_gmatcher_set_home(kvs_gmatcher *m, void (*home)(void *ctx, kvs_gmatcher *m), void *ctx);
 
 /* The allowed tokens now, as a bitset of n_vocab bits (bit i of word i/32);
  * *n_allowed gets their number.  Valid until the next call. */

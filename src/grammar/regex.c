@@ -376,7 +376,7 @@ static void parse_seq(rx *r, kvs_gbuf *out, bool top)
         int c = peekc(r);
         if (c == '|' || c == ')')
             break;
-        kvs_gbuf atom = {0};
+        kvs_gbuf atom = {.ar = out->ar};
         if (c == '^') {
             r->pos++;
             if (!(top && r->pos - 1 == seq_start))
@@ -490,7 +490,7 @@ static void parse_seq(rx *r, kvs_gbuf *out, bool top)
             }
             quantified = true;
             /* group the atom so the quantifier applies to all of it */
-            kvs_gbuf g = {0};
+            kvs_gbuf g = {.ar = out->ar};
             kvs_gbuf_puts(&g, "(");
             kvs_gbuf_put(&g, atom.s ? atom.s : "", atom.len);
             kvs_gbuf_puts(&g, ")");
@@ -539,8 +539,13 @@ kvs_status kvs_regex_to_gbnf_expr(const char *re, bool json_string, kvs_gbuf *ex
 
 kvs_status kvs_regex_to_gbnf(const char *re, char **gbnf, kvs_error *err)
 {
+    return kvs_regex_to_gbnf_in(NULL, re, gbnf, err);
+}
+
+kvs_status kvs_regex_to_gbnf_in(kvs_garena *ar, const char *re, char **gbnf, kvs_error *err)
+{
     *gbnf = NULL;
-    kvs_gbuf b = {0};
+    kvs_gbuf b = {.ar = ar};
     kvs_gbuf_puts(&b, "root ::= ");
     kvs_status st = kvs_regex_to_gbnf_expr(re, false, &b, err);
     kvs_gbuf_puts(&b, "\n");
@@ -556,10 +561,15 @@ kvs_status kvs_regex_to_gbnf(const char *re, char **gbnf, kvs_error *err)
 
 kvs_status kvs_choice_to_gbnf(const char *const *choices, size_t n, char **gbnf, kvs_error *err)
 {
+    return kvs_choice_to_gbnf_in(NULL, choices, n, gbnf, err);
+}
+
+kvs_status kvs_choice_to_gbnf_in(kvs_garena *ar, const char *const *choices, size_t n, char **gbnf, kvs_error *err)
+{
     *gbnf = NULL;
     if (n == 0)
         return kvs_fail(err, KVS_E_INVALID, "choice: the list of choices is empty");
-    kvs_gbuf b = {0};
+    kvs_gbuf b = {.ar = ar};
     kvs_gbuf_puts(&b, "root ::= ");
     for (size_t i = 0; i < n; i++) {
         if (i)

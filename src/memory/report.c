@@ -30,11 +30,12 @@ void kvs_report_log(const kvs_memory_report *r, FILE *f)
             r->graph_bytes / GIB);
     fprintf(f, "INFO kvserve: Reserved: runtime overhead %.2f MiB (computed; %.2f MiB measured%s, %.2f MiB to "
                "spare), plus %.0f bytes per KV block of host bookkeeping; serving reserve %.2f MiB (the HTTP "
-               "front end and the serving pools)\n",
+               "front end and the serving pools, of which %.2f MiB for %d structured-output slots)\n",
             r->overhead_reserve_bytes / MIB, r->overhead_measured_bytes / MIB,
             r->overhead_estimate ? ", an estimate" : "",
             ((double)r->overhead_reserve_bytes - (double)r->overhead_measured_bytes) / MIB,
-            (double)r->overhead_per_block_bytes, r->serving_reserve_bytes / MIB);
+            (double)r->overhead_per_block_bytes, r->serving_reserve_bytes / MIB, r->structured_reserve_bytes / MIB,
+            r->structured_slots);
     fprintf(f, "INFO kvserve: Available KV cache memory: %.4f GiB\n", r->kv_cache_bytes / GIB);
     fprintf(f, "INFO kvserve: KV cache size: %lld tokens (%d blocks of %d tokens, %.1f KiB per token)\n",
             (long long)r->kv_cache_tokens, r->num_blocks, r->block_size, r->kv_bytes_per_token / 1024.0);
@@ -62,8 +63,9 @@ void kvs_report_table(const kvs_memory_report *r, FILE *f)
             r->overhead_bytes / GIB, r->overhead_reserve_bytes / MIB, r->num_blocks,
             (unsigned long long)r->overhead_per_block_bytes, r->overhead_measured_bytes / MIB,
             r->overhead_estimate ? ", an estimate" : "");
-    fprintf(f, "  serving reserve      %10.3f GiB  (%.2f MiB)\n", r->serving_reserve_bytes / GIB,
-            r->serving_reserve_bytes / MIB);
+    fprintf(f, "  serving reserve      %10.3f GiB  (%.2f MiB; structured output %d slots %.2f MiB)\n",
+            r->serving_reserve_bytes / GIB, r->serving_reserve_bytes / MIB, r->structured_slots,
+            r->structured_reserve_bytes / MIB);
     fprintf(f, "  KV cache             %10.3f GiB\n", r->kv_cache_bytes / GIB);
     fprintf(f, "  slack inside budget  %10.3f MiB\n", r->slack_inside_bytes / MIB);
     fprintf(f, "block size             %10d tokens\n", r->block_size);
@@ -98,6 +100,8 @@ json_t *kvs_report_json_obj(const kvs_memory_report *r)
     json_object_set_new(o, "overhead_reserve_bytes", json_integer((json_int_t)r->overhead_reserve_bytes));
     json_object_set_new(o, "overhead_measured_bytes", json_integer((json_int_t)r->overhead_measured_bytes));
     json_object_set_new(o, "serving_reserve_bytes", json_integer((json_int_t)r->serving_reserve_bytes));
+    json_object_set_new(o, "structured_reserve_bytes", json_integer((json_int_t)r->structured_reserve_bytes));
+    json_object_set_new(o, "structured_slots", json_integer(r->structured_slots));
     json_object_set_new(o, "projected_peak_bytes", json_integer((json_int_t)r->projected_peak_bytes));
     return o;
 }
@@ -189,7 +193,7 @@ kvs_status kvs_report_write_svg(const kvs_memory_report *r, const char *path, kv
         {"used by other processes", r->used_by_others_bytes, "#bab0ac", NULL},
     };
     const int n_parts = (int)(sizeof parts / sizeof parts[0]);
-    char notes[2][160];
+    char notes[3][160];
     snprintf(notes[0], sizeof notes[0], "computed; %s measured%s", "", "");
     {
         char a[48], b[48];
@@ -202,6 +206,13 @@ kvs_status kvs_report_write_svg(const kvs_memory_report *r, const char *path, kv
     snprintf(notes[1], sizeof notes[1], "%lld tokens, %d blocks of %d", (long long)r->kv_cache_tokens, r->num_blocks,
              r->block_size);
     parts[3].note = notes[0];
+    {
+        char a[48];
+        svg_size(a, sizeof a, r->structured_reserve_bytes, u);
+        snprintf(notes[2], sizeof notes[2], "front end and serving pools; %s for %d structured-output slots", a,
+                 r->structured_slots);
+        parts[4].note = notes[2];
+    }
     parts[5].note = notes[1];
 
     /* Legend lines, each long enough for its text. */

@@ -30,7 +30,10 @@ typedef struct kvs_memory_report {
                                           the measured CUDA costs (GPU profiles) */
     uint64_t overhead_measured_bytes;  /* what start-up measured beyond the ledger (must fit the
                                           reserve); plan: its own estimate of that */
-    uint64_t serving_reserve_bytes;    /* the front end and the serving pools (a budget term) */
+    uint64_t serving_reserve_bytes;    /* the front end and the serving pools (a budget term),
+                                          structured_reserve_bytes included */
+    uint64_t structured_reserve_bytes; /* of which: the structured-output slots (grammar/gpool.h) */
+    int32_t structured_slots;          /* --max-structured-seqs in effect (0: structured output off) */
     uint64_t overhead_per_block_bytes; /* host bookkeeping per KV block (CPU backend; 0 on a GPU) */
     uint64_t kv_cache_bytes;
     int32_t block_size;

@@ -10,6 +10,7 @@
 #include "chat/chat_parse.h"
 #include "formats/gguf.h"
 #include "grammar/grammar.h"
+#include "server/oai_structured.h"
 #include "server/server_internal.h"
 
 struct kvs_chat_state {
@@ -399,9 +400,11 @@ enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char
     kvs_oai_error oe;
     int32_t *ids = NULL;
     size_t n = 0;
+    r.gpool = s->inst->gpool; /* a constraint compiles into the structured-output slots */
+    r.structured_off = !s->inst->gpool;
     kvs_status st = kvs_oai_parse(generic, KVS_OAI_CHAT, &r, &oe);
     if (st != KVS_OK) {
-        ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
+        ret = kvs_http_status_error(c, st, oe.param, oe.message);
         goto done;
     }
     kvs_oai_apply_generation_config(generic, &s->inst->gen_defaults, &r);
@@ -409,9 +412,9 @@ enum MHD_Result kvs_api_chat(kvs_server *s, struct MHD_Connection *c, const char
         goto done;
     /* With tool_choice "required" or a named function the output is
      * constrained to the tool-call JSON, as vLLM does. */
-    char why[256] = "";
-    if (kvs_api_chat_tool_constraint(s, j, &r, why, sizeof why) != KVS_OK) {
-        ret = kvs_http_error(c, 400, "tool_choice", NULL, "%s", why);
+    char why[600] = "";
+    if ((st = kvs_api_chat_tool_constraint(s, j, &r, why, sizeof why)) != KVS_OK) {
+        ret = kvs_http_status_error(c, st, "tool_choice", why);
         goto done;
     }
     if (chat_prompt(s, c, json_object_get(j, "messages"), j, r.add_generation_prompt, true, &ids, &n, &ret)) {
@@ -450,19 +453,18 @@ kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_req
         snprintf(why, cap, "tool_choice cannot be constrained: no tool matches it");
         return KVS_E_INVALID;
     }
-    char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY), *gbnf = NULL;
+    char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY);
     json_decref(schema);
     if (!text) {
         snprintf(why, cap, "out of memory");
         return KVS_E_NOMEM;
     }
-    kvs_error err;
-    kvs_status st = kvs_json_schema_to_gbnf(text, strlen(text), &gbnf, &err);
+    kvs_oai_error oe;
+    kvs_status st = kvs_oai_structured_schema(text, strlen(text), r, "tool_choice", &oe);
     free(text);
-    if (st == KVS_OK)
-        st = kvs_grammar_parse(&r->params.grammar, gbnf, strlen(gbnf), &err);
-    free(gbnf);
-    if (st != KVS_OK)
-        snprintf(why, cap, "tool_choice cannot be constrained: the tools' parameter schema: %s", err.msg);
+    if (st == KVS_E_BUDGET)
+        snprintf(why, cap, "%s", oe.message);
+    else if (st != KVS_OK)
+        snprintf(why, cap, "tool_choice cannot be constrained: the tools' parameter schema: %s", oe.message);
     return st;
 }

@@ -58,8 +58,14 @@ typedef struct gen {
     char *stop[8];                 /* copies, for stop_reason */
     size_t stop_len[8];
     size_t n_stop;
-    char *out;                     /* streaming: bytes not yet handed to MHD */
-    size_t out_len, out_off, out_cap;
+    char *out;                     /* streaming: the chunk buffer (from the stream pool, out_cap bytes) */
+    size_t out_cap;
+    char *pend;                    /* streaming: what MHD is handed next (out or spill)... */
+    size_t pend_len, pend_off;     /* ...its length and what was handed already */
+    char *spill;                   /* a chunk larger than out (see stream_event) */
+    int32_t roles_sent;            /* chat: role chunks written */
+    kvs_srv_event *held;           /* events read while the prompts were accepted, in order */
+    kvs_srv_event *held_tail;
     bool done;                     /* streaming: [DONE] is queued */
     double last_check;             /* when the client was last checked for a hang-up */
     /* Waiting without a thread (http_front.h). */
@@ -134,7 +140,14 @@ static void gen_free(gen *g)
         free(g->stop[i]);
     free(g->ch);
     free(g->pr);
-    free(g->out);
+    if (g->out)
+        kvs_http_pool_free(&g->s->stream_pool, g->out, g->out_cap);
+    free(g->spill);
+    while (g->held) {
+        kvs_srv_event *n = g->held->next;
+        kvs_event_free(g->held);
+        g->held = n;
+    }
     if (g->gs && g->n_replies < g->n_submitted && g->chan) /* the loop may still read them */
         kvs_chan_set_dtor(g->chan, gen_sub_free, g->gs);
     else
@@ -278,15 +291,6 @@ static json_t *envelope(const gen *g, const char *object)
                      g->s->model_name);
 }
 
-/* A streamed chunk: with include_usage every chunk but the last carries "usage": null (OpenAI). */
-static json_t *chunk_envelope(const gen *g)
-{
-    json_t *o = envelope(g, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
-    if (g->include_usage)
-        json_object_set_new(o, "usage", json_null());
-    return o;
-}
-
 static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
 {
     gen_prompt *pr = prompt_of(g, ev->index);
@@ -324,50 +328,427 @@ static bool text_append(gen_choice *c, const char *p, size_t n)
     return true;
 }
 
-/* ---- streaming ---- */
+/* ---- streaming ----
+ *
+ * Each event's chunks ("data: {...}\n\n", and at the end the usage chunk
+ * and "data: [DONE]\n\n") are written with the fixed-buffer JSON writer
+ * (core/json_out.h) straight into g->out, a buffer taken from the server's
+ * stream pool when the request is admitted and sized there for the largest
+ * chunks its limits allow (stream_out_bytes).  The next event is read only
+ * once the client has drained the buffer (MHD calls sse_read when its
+ * socket has room): a slow client holds back its own events, which pauses
+ * its request in the engine (engine_loop.h), and nothing grows.  A chunk
+ * whose size the limits do not bound (the echoed prompt in a choice's first
+ * chunk, a reasoning or tool-call parser's flush, a long error message)
+ * goes through a one-off buffer of its exact size (g->spill). */
 
-static bool out_append(gen *g, const char *p, size_t n)
+/* The bytes one event's output can take at most for this request: a chunk
+ * with up to KVS_EVENT_TEXT bytes of text and its logprobs (the request's
+ * top-n of tokens of the tokenizer's longest), then the usage chunk and
+ * [DONE]; the chat role chunks and the error chunks are smaller. */
+static size_t stream_out_bytes(const gen *g)
 {
-    if (g->out_len + n > g->out_cap) {
-        size_t cap = g->out_cap ? g->out_cap : 1024;
-        while (cap < g->out_len + n)
-            cap *= 2;
-        char *o = realloc(g->out, cap);
-        if (!o)
-            return false;
-        g->out = o;
-        g->out_cap = cap;
+    size_t B = kvs_tok_max_token_bytes(g->s->inst->tok) + 8;
+    if (B > KVS_API_TOKEN_MAX)
+        B = KVS_API_TOKEN_MAX;
+    const size_t tok = 6 * B + 8; /* a token's string, or its "bytes:\\xNN" form */
+    const size_t env = 128 + KVS_JW_STR_MAX(sizeof g->id) + KVS_JW_STR_MAX(strlen(g->s->model_name)) +
+                       KVS_JW_INT_MAX;
+    size_t stop = KVS_JW_INT_MAX;
+    for (size_t i = 0; i < g->n_stop; i++)
+        if (KVS_JW_STR_MAX(g->stop_len[i]) > stop)
+            stop = KVS_JW_STR_MAX(g->stop_len[i]);
+    size_t lp = 0;
+    if (g->logprobs >= 0) {
+        size_t top = (size_t)(g->logprobs < KVS_MAX_LOGPROBS ? g->logprobs : KVS_MAX_LOGPROBS) + 1;
+        lp = g->kind == KVS_OAI_COMPLETION
+                 ? 128 + tok + KVS_JW_DOUBLE_MAX + top * (tok + KVS_JW_DOUBLE_MAX + 2) + KVS_JW_INT_MAX
+                 : 64 + top * (64 + tok + KVS_JW_DOUBLE_MAX + 4 * B + 2);
     }
-    memcpy(g->out + g->out_len, p, n);
-    g->out_len += n;
+    size_t chunk = 8 + env + 128 + KVS_JW_INT_MAX + KVS_JW_STR_MAX(KVS_EVENT_TEXT) + lp + 32 + stop;
+    size_t usage = 8 + env + 192 + 4 * KVS_JW_INT_MAX;
+    return chunk + usage + 16;
+}
+
+static void sse_begin(kvs_jw *w) { kvs_jw_raw(w, "data: ", 6); }
+
+static void sse_end(kvs_jw *w)
+{
+    kvs_jw_raw(w, "\n\n", 2);
+    kvs_jw_next(w);
+}
+
+/* Opens the chunk object: id, object, created, model (and, for a chunk with
+ * include_usage, "usage": null, as chunk_envelope). */
+static void jw_envelope(const gen *g, kvs_jw *w, bool chunk)
+{
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "id");
+    kvs_jw_cstr(w, g->id);
+    kvs_jw_key(w, "object");
+    kvs_jw_cstr(w, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
+    kvs_jw_key(w, "created");
+    kvs_jw_int(w, (long long)g->created);
+    kvs_jw_key(w, "model");
+    kvs_jw_cstr(w, g->s->model_name);
+    if (chunk && g->include_usage) {
+        kvs_jw_key(w, "usage");
+        kvs_jw_null(w);
+    }
+}
+
+static void jw_usage(const gen *g, kvs_jw *w)
+{
+    long long c = 0, p = 0, cached = 0;
+    for (int32_t i = 0; i < g->n; i++)
+        c += g->ch[i].n_output;
+    for (int32_t k = 0; k < g->n_prompts; k++) {
+        p += g->pr[k].n_prompt;
+        cached += g->pr[k].n_cached;
+    }
+    if (g->echo_only)
+        c = 0;
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "prompt_tokens");
+    kvs_jw_int(w, p);
+    kvs_jw_key(w, "completion_tokens");
+    kvs_jw_int(w, c);
+    kvs_jw_key(w, "total_tokens");
+    kvs_jw_int(w, p + c);
+    kvs_jw_key(w, "prompt_tokens_details");
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "cached_tokens");
+    kvs_jw_int(w, cached);
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+}
+
+static void jw_lp_val(kvs_jw *w, float v) { kvs_jw_double(w, isfinite(v) ? (double)v : -9999.0); }
+
+static void jw_token(kvs_jw *w, const kvs_tokenizer *t, int32_t id)
+{
+    char raw[KVS_API_TOKEN_MAX];
+    kvs_api_jw_token(w, raw, kvs_api_token_raw(t, id, raw));
+}
+
+/* A top_logprobs object key as jansson keeps it: the token's string up to a NUL. */
+static size_t top_key(const kvs_tokenizer *t, int32_t id, char raw[KVS_API_TOKEN_MAX],
+                      char esc[KVS_API_TOKEN_FORM_MAX], const char **key)
+{
+    size_t n = kvs_api_token_raw(t, id, raw), len;
+    *key = kvs_api_token_form(raw, n, esc, &len);
+    const char *nul = memchr(*key, '\0', len);
+    return nul ? (size_t)(nul - *key) : len;
+}
+
+/* Completions' top_logprobs entry: {token: logprob} for the top tokens (the
+ * first of each string), then the chosen token unless listed
+ * (lp_completion_entry's object). */
+static void jw_lp_top(kvs_jw *w, const kvs_tokenizer *t, int32_t token, float logprob, int32_t n_top,
+                      const int32_t *ids, const float *lps)
+{
+    char raw[KVS_API_TOKEN_MAX], esc[KVS_API_TOKEN_FORM_MAX], raw2[KVS_API_TOKEN_MAX], esc2[KVS_API_TOKEN_FORM_MAX];
+    kvs_jw_obj(w);
+    for (int32_t k = 0; k <= n_top; k++) {
+        int32_t id = k < n_top ? ids[k] : token;
+        const char *key, *other;
+        size_t n = top_key(t, id, raw, esc, &key);
+        bool dup = false;
+        for (int32_t j = 0; j < k && j < n_top && !dup; j++) {
+            size_t m = top_key(t, ids[j], raw2, esc2, &other);
+            dup = m == n && memcmp(key, other, n) == 0;
+        }
+        if (dup)
+            continue;
+        kvs_jw_keyn(w, key, n);
+        jw_lp_val(w, k < n_top ? lps[k] : logprob);
+    }
+    kvs_jw_end(w);
+}
+
+/* Completions' logprobs: the echoed prompt's (prefix, a jansson object of
+ * lp_completion_new's arrays, or NULL), then ev's token when ev is set. */
+static void jw_lp_completion(const gen *g, kvs_jw *w, const json_t *prefix, const kvs_srv_event *ev, size_t offset)
+{
+    static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+    const kvs_tokenizer *t = g->s->inst->tok;
+    kvs_jw_obj(w);
+    for (int f = 0; f < 4; f++) {
+        kvs_jw_key(w, keys[f]);
+        kvs_jw_arr(w);
+        if (prefix) {
+            size_t i;
+            json_t *v;
+            json_array_foreach(json_object_get(prefix, keys[f]), i, v)
+                kvs_api_jw_json(w, v);
+        }
+        if (ev) {
+            switch (f) {
+            case 0: jw_token(w, t, ev->token); break;
+            case 1: jw_lp_val(w, ev->logprob); break;
+            case 2: jw_lp_top(w, t, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs); break;
+            default: kvs_jw_int(w, (long long)offset); break;
+            }
+        }
+        kvs_jw_end(w);
+    }
+    kvs_jw_end(w);
+}
+
+/* Chat's {"token", "logprob", "bytes"} (lp_chat_entry), left open. */
+static void jw_lp_chat_entry(kvs_jw *w, const kvs_tokenizer *t, int32_t id, float logprob)
+{
+    char raw[KVS_API_TOKEN_MAX];
+    size_t n = kvs_api_token_raw(t, id, raw);
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "token");
+    kvs_api_jw_token(w, raw, n);
+    kvs_jw_key(w, "logprob");
+    jw_lp_val(w, logprob);
+    kvs_jw_key(w, "bytes");
+    kvs_jw_arr(w);
+    for (size_t i = 0; i < n; i++)
+        kvs_jw_int(w, (unsigned char)raw[i]);
+    kvs_jw_end(w);
+}
+
+static void jw_lp_chat(const gen *g, kvs_jw *w, const kvs_srv_event *ev)
+{
+    const kvs_tokenizer *t = g->s->inst->tok;
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "content");
+    kvs_jw_arr(w);
+    if (ev) {
+        jw_lp_chat_entry(w, t, ev->token, ev->logprob);
+        kvs_jw_key(w, "top_logprobs");
+        kvs_jw_arr(w);
+        for (int32_t k = 0; k < ev->n_top; k++) {
+            jw_lp_chat_entry(w, t, ev->top_ids[k], ev->top_logprobs[k]);
+            kvs_jw_end(w);
+        }
+        kvs_jw_end(w);
+        kvs_jw_end(w);
+    }
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+}
+
+/* What one token event writes (stream_event decides, write_event writes;
+ * the writing changes nothing, so it can run again into a larger buffer). */
+typedef struct ev_out {
+    const kvs_srv_event *ev;
+    const gen_choice *c;
+    const json_t *deltas;          /* chat with parsers: this event's deltas, or NULL */
+    size_t n_deltas;
+    bool chunk;                    /* the choice's chunk (else only the parser's deltas / the end) */
+    bool want_lp;
+    const char *text;              /* the choice's text in this chunk (the echoed prompt first) */
+    size_t text_len;               /* (the event's own text: its length, for chat's delta) */
+    size_t text_n;
+    size_t offset;                 /* text_offset of the token */
+    bool end;                      /* every choice is finished: the usage chunk and [DONE] follow */
+} ev_out;
+
+/* "data: {<envelope>, "choices": [{"index": i" -- a chunk's one choice, left open. */
+static void chunk_open(const gen *g, kvs_jw *w, int32_t index)
+{
+    sse_begin(w);
+    jw_envelope(g, w, true);
+    kvs_jw_key(w, "choices");
+    kvs_jw_arr(w);
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "index");
+    kvs_jw_int(w, index);
+}
+
+/* Close what chunk_open opened: the choice, the array, the chunk, the event. */
+static void chunk_close(kvs_jw *w)
+{
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+    sse_end(w);
+}
+
+/* A choice that is not finishing and carries no logprobs: both null, then close. */
+static void chunk_close_open_choice(kvs_jw *w)
+{
+    kvs_jw_key(w, "logprobs");
+    kvs_jw_null(w);
+    kvs_jw_key(w, "finish_reason");
+    kvs_jw_null(w);
+    chunk_close(w);
+}
+
+static void write_end(const gen *g, kvs_jw *w)
+{
+    if (g->include_usage) {
+        sse_begin(w);
+        jw_envelope(g, w, false);
+        kvs_jw_key(w, "choices");
+        kvs_jw_arr(w);
+        kvs_jw_end(w);
+        kvs_jw_key(w, "usage");
+        jw_usage(g, w);
+        kvs_jw_end(w);
+        sse_end(w);
+    }
+    kvs_jw_raw(w, "data: [DONE]\n\n", 14);
+}
+
+static void write_event(const gen *g, const void *arg, kvs_jw *w)
+{
+    const ev_out *o = arg;
+    const kvs_srv_event *ev = o->ev;
+    const gen_choice *c = o->c;
+    bool chat = g->kind == KVS_OAI_CHAT;
+    size_t extra = o->deltas && o->n_deltas > 1 ? o->n_deltas - 1 : 0;
+    for (size_t k = 0; k < extra; k++) { /* all deltas but the last in chunks of their own */
+        chunk_open(g, w, ev->index);
+        kvs_jw_key(w, "delta");
+        kvs_api_jw_json(w, json_array_get(o->deltas, k));
+        chunk_close_open_choice(w);
+    }
+    if (o->chunk) {
+        chunk_open(g, w, ev->index);
+        if (chat && o->deltas) {
+            kvs_jw_key(w, "delta");
+            if (o->n_deltas) {
+                kvs_api_jw_json(w, json_array_get(o->deltas, o->n_deltas - 1));
+            } else {
+                kvs_jw_obj(w);
+                kvs_jw_end(w);
+            }
+        } else if (chat) {
+            kvs_jw_key(w, "delta");
+            kvs_jw_obj(w);
+            if (o->text_len > 0) {
+                kvs_jw_key(w, "content");
+                kvs_jw_str_lossy(w, o->text, o->text_n);
+            }
+            kvs_jw_end(w);
+        } else {
+            kvs_jw_key(w, "text");
+            kvs_jw_str_lossy(w, o->text, o->text_n);
+        }
+        kvs_jw_key(w, "logprobs");
+        if (!c->lp && !o->want_lp)
+            kvs_jw_null(w);
+        else if (g->kind == KVS_OAI_COMPLETION)
+            jw_lp_completion(g, w, c->lp, o->want_lp ? ev : NULL, o->offset);
+        else
+            jw_lp_chat(g, w, o->want_lp ? ev : NULL);
+        kvs_jw_key(w, "finish_reason");
+        if (ev->finished) {
+            const char *fin = finish_name(c->reason);
+            if (kvs_chat_stream_has_tool_calls(c->cs) && strcmp(fin, "stop") == 0)
+                fin = "tool_calls";
+            kvs_jw_cstr(w, fin);
+        } else {
+            kvs_jw_null(w);
+        }
+        kvs_jw_key(w, "stop_reason");
+        if (ev->finished && c->finished && c->stop_string >= 0 && (size_t)c->stop_string < g->n_stop)
+            kvs_jw_str_lossy(w, g->stop[c->stop_string], g->stop_len[c->stop_string]);
+        else if (ev->finished && c->finished && c->stop_token >= 0)
+            kvs_jw_int(w, c->stop_token);
+        else
+            kvs_jw_null(w);
+        chunk_close(w);
+    }
+    if (o->end)
+        write_end(g, w);
+}
+
+typedef struct err_out {
+    unsigned status;
+    const char *param, *msg;
+} err_out;
+
+/* An error chunk (kvs_http_error_obj's object) and [DONE]. */
+static void write_error(const gen *g, const void *arg, kvs_jw *w)
+{
+    (void)g;
+    const err_out *e = arg;
+    sse_begin(w);
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "error");
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "message");
+    kvs_jw_str_lossy(w, e->msg, strlen(e->msg));
+    kvs_jw_key(w, "type");
+    kvs_jw_cstr(w, e->status >= 500 ? "server_error" : "invalid_request_error");
+    kvs_jw_key(w, "param");
+    if (e->param && *e->param)
+        kvs_jw_cstr(w, e->param);
+    else
+        kvs_jw_null(w);
+    kvs_jw_key(w, "code");
+    kvs_jw_null(w);
+    kvs_jw_end(w);
+    kvs_jw_end(w);
+    sse_end(w);
+    kvs_jw_raw(w, "data: [DONE]\n\n", 14);
+}
+
+/* Chat: choice i's role chunk, which comes first as OpenAI sends it. */
+static void write_role(const gen *g, const void *arg, kvs_jw *w)
+{
+    chunk_open(g, w, *(const int32_t *)arg);
+    kvs_jw_key(w, "delta");
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "role");
+    kvs_jw_cstr(w, "assistant");
+    kvs_jw_key(w, "content");
+    kvs_jw_cstr(w, "");
+    kvs_jw_end(w);
+    chunk_close_open_choice(w);
+}
+
+/* Write into the drained buffer what fn writes; when it does not fit, into
+ * a one-off buffer of its size.  False when out of memory. */
+static bool emit(gen *g, void (*fn)(const gen *, const void *, kvs_jw *), const void *arg)
+{
+    kvs_jw w;
+    kvs_jw_init(&w, g->out, g->out_cap);
+    fn(g, arg, &w);
+    size_t need = kvs_jw_len(&w);
+    if (!kvs_jw_overflow(&w)) {
+        g->pend = g->out;
+        g->pend_len = need;
+        g->pend_off = 0;
+        return true;
+    }
+    char *sp = malloc(need ? need : 1);
+    if (!sp)
+        return false;
+    kvs_jw_init(&w, sp, need);
+    fn(g, arg, &w);
+    if (kvs_jw_overflow(&w)) { /* cannot happen: the same text */
+        free(sp);
+        return false;
+    }
+    free(g->spill);
+    g->spill = g->pend = sp;
+    g->pend_len = need;
+    g->pend_off = 0;
     return true;
 }
 
-/* Queue "data: <obj>\n\n" (obj stolen). */
-static bool sse_json(gen *g, json_t *obj)
+static bool stream_error(gen *g, unsigned status, const char *param, const char *msg)
 {
-    char *s = obj ? json_dumps(obj, JSON_COMPACT) : NULL;
-    json_decref(obj);
-    if (!s)
+    err_out e = {status, param, msg};
+    if (!emit(g, write_error, &e))
         return false;
-    bool ok = out_append(g, "data: ", 6) && out_append(g, s, strlen(s)) && out_append(g, "\n\n", 2);
-    free(s);
-    return ok;
-}
-
-static bool sse_done(gen *g)
-{
     g->done = true;
-    return out_append(g, "data: [DONE]\n\n", 14);
+    return true;
 }
 
+/* One event into the (drained) buffer. */
 static bool stream_event(gen *g, const kvs_srv_event *ev)
 {
-    if (ev->kind == KVS_EV_ERROR) {
-        if (g->done)
-            return true;
-        return sse_json(g, kvs_http_error_obj((unsigned)ev->status, ev->param, NULL, ev->text)) && sse_done(g);
-    }
+    if (ev->kind == KVS_EV_ERROR)
+        return g->done || stream_error(g, (unsigned)ev->status, ev->param, ev->text);
     if (ev->kind != KVS_EV_TOKEN || ev->index < 0 || ev->index >= g->n || g->done)
         return true;
     if (ev->prompt_index > 0)
@@ -375,89 +756,45 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     gen_choice *c = &g->ch[ev->index];
     gen_prompt *pr = prompt_of(g, ev->index);
     bool sampled = ev->token >= 0 && !g->echo_only;
-    bool want_lp = g->logprobs >= 0 && sampled;
-    size_t text_len = g->echo_only ? 0 : ev->text_len;
+    ev_out o = {.ev = ev, .c = c, .want_lp = g->logprobs >= 0 && sampled,
+                .text_len = g->echo_only ? 0 : ev->text_len, .offset = c->offset};
     bool echo_now = g->echo && !c->echoed && (sampled || ev->finished);
-    bool ok = true;
     json_t *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
     if (g->kind == KVS_OAI_CHAT && g->parse && (ev->text_len > 0 || ev->finished)) {
         if ((!c->cs && !(c->cs = kvs_chat_stream_new(&g->pcfg))) ||
             !(deltas = kvs_chat_stream_feed(c->cs, ev->text, ev->text_len, ev->finished)))
             return false;
-        while (ok && json_array_size(deltas) > 1) { /* all but the last in chunks of their own */
-            json_t *chunk = chunk_envelope(g);
-            json_object_set_new(chunk, "choices", json_pack("[{s:i, s:O, s:n, s:n}]", "index", ev->index, "delta",
-                                                            json_array_get(deltas, 0), "logprobs", "finish_reason"));
-            ok = sse_json(g, chunk);
-            json_array_remove(deltas, 0);
-        }
+        o.deltas = deltas;
+        o.n_deltas = json_array_size(deltas);
     }
-    if (ok && (deltas ? json_array_size(deltas) > 0 || ev->finished || want_lp
-                      : text_len > 0 || ev->finished || want_lp || echo_now)) {
-        bool chat = g->kind == KVS_OAI_CHAT;
-        json_t *chunk = chunk_envelope(g);
-        json_t *choice = json_pack("{s:i}", "index", ev->index);
-        json_t *text;
-        if (echo_now) { /* the prompt comes first, in the choice's first chunk (as vLLM) */
-            char *both = malloc(pr->echo_len + text_len + 1);
-            if (!both) {
-                json_decref(chunk);
-                json_decref(choice);
-                return false;
-            }
-            memcpy(both, pr->echo, pr->echo_len);
-            memcpy(both + pr->echo_len, ev->text, text_len);
-            text = kvs_api_text_json(both, pr->echo_len + text_len);
-            free(both);
-            c->echoed = true;
-        } else {
-            text = kvs_api_text_json(ev->text, text_len);
+    o.chunk = deltas ? o.n_deltas > 0 || ev->finished || o.want_lp
+                     : o.text_len > 0 || ev->finished || o.want_lp || echo_now;
+    note_event(g, ev, c);
+    o.end = g->n_finished == g->n;
+    char *both = NULL;
+    o.text = ev->text;
+    o.text_n = o.text_len;
+    if (o.chunk && echo_now) { /* the prompt comes first, in the choice's first chunk (as vLLM) */
+        if (!(both = malloc(pr->echo_len + o.text_len + 1))) {
+            json_decref(deltas);
+            return false;
         }
-        if (chat && deltas)
-            json_object_set_new(choice, "delta",
-                                json_array_size(deltas) ? json_incref(json_array_get(deltas, 0)) : json_object());
-        else if (chat)
-            json_object_set_new(choice, "delta", text_len > 0 ? json_pack("{s:o}", "content", text) : json_object());
-        else
-            json_object_set_new(choice, "text", text);
-        if (chat && (text_len == 0 || deltas))
-            json_decref(text);
-        json_t *lp = json_null();
-        if (c->lp) { /* the echoed prompt's logprobs, then this token's */
-            lp = c->lp;
-            c->lp = NULL;
-        }
-        if (want_lp) {
-            if (json_is_null(lp))
-                lp = lp_new(g);
-            lp_add(g, lp, ev, c->offset);
-        }
-        json_object_set_new(choice, "logprobs", lp);
-        json_object_set_new(choice, "finish_reason", json_null());
-        json_object_set_new(choice, "stop_reason", json_null());
-        note_event(g, ev, c);
-        if (ev->finished) {
-            const char *fin = finish_name(c->reason);
-            if (kvs_chat_stream_has_tool_calls(c->cs) && strcmp(fin, "stop") == 0)
-                fin = "tool_calls";
-            json_object_set_new(choice, "finish_reason", json_string(fin));
-            json_object_set_new(choice, "stop_reason", stop_reason_json(g, c));
-        }
-        json_object_set_new(chunk, "choices", json_pack("[o]", choice));
-        ok = sse_json(g, chunk);
-    } else {
-        note_event(g, ev, c);
+        memcpy(both, pr->echo, pr->echo_len);
+        memcpy(both + pr->echo_len, ev->text, o.text_len);
+        o.text = both;
+        o.text_n = pr->echo_len + o.text_len;
     }
+    bool ok = !(o.chunk || o.n_deltas > 1 || o.end) || emit(g, write_event, &o);
+    free(both);
     json_decref(deltas);
-    if (ok && g->n_finished == g->n) {
-        if (g->include_usage) {
-            json_t *u = envelope(g, g->kind == KVS_OAI_CHAT ? "chat.completion.chunk" : "text_completion");
-            json_object_set_new(u, "choices", json_array());
-            json_object_set_new(u, "usage", usage_json(g));
-            ok = sse_json(g, u);
-        }
-        ok = ok && sse_done(g);
+    if (ok && o.chunk) {
+        if (echo_now)
+            c->echoed = true;
+        json_decref(c->lp); /* the echoed prompt's logprobs went out */
+        c->lp = NULL;
     }
+    if (ok && o.end)
+        g->done = true;
     return ok;
 }
 
@@ -469,18 +806,30 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
     gen *g = cls;
     if (!g->done && kvs_http_gone(g->conn))
         return MHD_CONTENT_READER_END_WITH_ERROR;
-    while (g->out_off == g->out_len) {
+    while (g->pend_off == g->pend_len) { /* drained: the next event */
+        free(g->spill);
+        g->spill = NULL;
+        g->pend = g->out;
+        g->pend_off = g->pend_len = 0;
         if (g->done)
             return MHD_CONTENT_READER_END_OF_STREAM;
-        g->out_off = g->out_len = 0;
-        kvs_srv_event *ev = kvs_chan_pop(g->chan, 0);
-        if (!ev) {
+        if (g->kind == KVS_OAI_CHAT && g->roles_sent < g->n) {
+            if (!emit(g, write_role, &g->roles_sent))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            g->roles_sent++;
+            continue;
+        }
+        kvs_srv_event *ev = g->held;
+        if (ev) { /* events that came while the prompts were being accepted */
+            g->held = ev->next;
+            ev->next = NULL;
+        } else if (!(ev = kvs_chan_pop(g->chan, 0))) {
             switch (kvs_http_sleep(g->conn)) {
             case KVS_HTTP_SLEPT: return 0;
             case KVS_HTTP_AGAIN: continue;
             case KVS_HTTP_GONE: return MHD_CONTENT_READER_END_WITH_ERROR;
             case KVS_HTTP_STOPPING: /* the engine has stopped: end the stream properly */
-                if (!sse_json(g, kvs_http_error_obj(503, NULL, NULL, "the server is shutting down")) || !sse_done(g))
+                if (!stream_error(g, 503, NULL, "the server is shutting down"))
                     return MHD_CONTENT_READER_END_WITH_ERROR;
                 continue;
             }
@@ -490,9 +839,9 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max)
         if (!ok)
             return MHD_CONTENT_READER_END_WITH_ERROR;
     }
-    size_t n = g->out_len - g->out_off < max ? g->out_len - g->out_off : max;
-    memcpy(buf, g->out + g->out_off, n);
-    g->out_off += n;
+    size_t n = g->pend_len - g->pend_off < max ? g->pend_len - g->pend_off : max;
+    memcpy(buf, g->pend + g->pend_off, n);
+    g->pend_off += n;
     return (ssize_t)n;
 }
 
@@ -509,37 +858,8 @@ static void sse_free(void *cls)
     kvs_server_job_end(s);
 }
 
-/* The chat role chunks, which come first as OpenAI sends them, before any
- * event queued while the prompts were accepted. */
-static bool role_chunks(gen *g)
-{
-    char *pending = g->out;
-    size_t pending_len = g->out_len;
-    g->out = NULL;
-    g->out_len = g->out_cap = 0;
-    bool ok = true;
-    for (int32_t i = 0; i < g->n && ok; i++) {
-        json_t *chunk = chunk_envelope(g);
-        json_object_set_new(chunk, "choices",
-                            json_pack("[{s:i, s:{s:s, s:s}, s:n, s:n}]", "index", i, "delta", "role", "assistant",
-                                      "content", "", "logprobs", "finish_reason"));
-        ok = sse_json(g, chunk);
-    }
-    ok = ok && (pending_len == 0 || out_append(g, pending, pending_len));
-    free(pending);
-    return ok;
-}
-
 static enum MHD_Result start_stream(gen *g, struct MHD_Connection *c)
 {
-    if (g->kind == KVS_OAI_CHAT && !role_chunks(g)) {
-        kvs_server *s = g->s;
-        kvs_chan_close(g->chan);
-        gen_abort(g);
-        gen_free(g);
-        kvs_server_job_end(s);
-        return kvs_http_error(c, 500, NULL, NULL, "out of memory");
-    }
     g->conn = c;
     struct MHD_Response *r = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, KVS_HTTP_STREAM_BLOCK, sse_read, g,
                                                                sse_free);
@@ -760,8 +1080,16 @@ static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
             }
             if (ev->reply)
                 g->n_replies++;
+        } else if (g->stream) { /* kept for the stream, which has not started */
+            ev->next = NULL;
+            if (g->held)
+                g->held_tail->next = ev;
+            else
+                g->held = ev;
+            g->held_tail = ev;
+            continue;
         } else if (g->keep_ok) {
-            g->keep_ok = g->stream ? stream_event(g, ev) : collect_event(g, ev);
+            g->keep_ok = collect_event(g, ev);
         }
         kvs_event_free(ev);
     }
@@ -925,6 +1253,12 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         g->ch[i].offset = g->echo ? g->pr[i / r->n].echo_len : 0; /* text_offset counts the echoed prompt */
     }
     g->stream = r->stream;
+    if (!oom && g->stream && !(g->out = kvs_http_pool_alloc(&s->stream_pool, stream_out_bytes(g), &g->out_cap))) {
+        gen_free(g);
+        kvs_server_job_end(s);
+        return kvs_http_error(c, 503, NULL, NULL, "the server is busy streaming other responses (its stream buffer "
+                              "pool is full); retry");
+    }
     g->conn = c;
     g->keep_ok = true;
     g->n_submitted = P; /* until submitted: g->gs is ours (see gen_free) */

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/json_out.h"
 #include "server/server_internal.h"
 
 json_t *kvs_api_token_str(const kvs_tokenizer *t, int32_t id, json_t **bytes)
@@ -27,38 +28,6 @@ json_t *kvs_api_token_str(const kvs_tokenizer *t, int32_t id, json_t **bytes)
     return json_stringn(esc, k);
 }
 
-/* Length of the valid UTF-8 sequence at p (at most n bytes), or 0. */
-static size_t utf8_seq(const unsigned char *p, size_t n)
-{
-    size_t len;
-    uint32_t cp;
-    if (p[0] < 0x80)
-        return 1;
-    if ((p[0] & 0xE0) == 0xC0) {
-        len = 2;
-        cp = p[0] & 0x1F;
-    } else if ((p[0] & 0xF0) == 0xE0) {
-        len = 3;
-        cp = p[0] & 0x0F;
-    } else if ((p[0] & 0xF8) == 0xF0) {
-        len = 4;
-        cp = p[0] & 0x07;
-    } else {
-        return 0;
-    }
-    if (len > n)
-        return 0;
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xC0) != 0x80)
-            return 0;
-        cp = cp << 6 | (p[i] & 0x3F);
-    }
-    static const uint32_t min_cp[5] = {0, 0, 0x80, 0x800, 0x10000};
-    if (cp < min_cp[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-        return 0;
-    return len;
-}
-
 json_t *kvs_api_text_json(const char *text, size_t n)
 {
     json_t *j = json_stringn(text, n);
@@ -70,7 +39,7 @@ json_t *kvs_api_text_json(const char *text, size_t n)
     const unsigned char *p = (const unsigned char *)text;
     size_t k = 0;
     for (size_t i = 0; i < n;) {
-        size_t l = utf8_seq(p + i, n - i);
+        size_t l = kvs_jw_utf8_seq(p + i, n - i);
         if (l == 0) { /* NUL is valid UTF-8 (and JSON's \u0000): kept */
             memcpy(fixed + k, "\xEF\xBF\xBD", 3);
             k += 3;
@@ -84,4 +53,72 @@ json_t *kvs_api_text_json(const char *text, size_t n)
     j = json_stringn(fixed, k);
     free(fixed);
     return j;
+}
+
+/* ---- the same, written with the fixed-buffer writer (streaming) ---- */
+
+size_t kvs_api_token_raw(const kvs_tokenizer *t, int32_t id, char raw[KVS_API_TOKEN_MAX])
+{
+    size_t n = kvs_tok_decode_token(t, id, true, raw, KVS_API_TOKEN_MAX);
+    return n > KVS_API_TOKEN_MAX ? KVS_API_TOKEN_MAX : n;
+}
+
+const char *kvs_api_token_form(const char *raw, size_t n, char esc[KVS_API_TOKEN_FORM_MAX], size_t *len)
+{
+    if (kvs_jw_utf8_valid(raw, n)) {
+        *len = n;
+        return raw;
+    }
+    static const char hex[] = "0123456789abcdef";
+    memcpy(esc, "bytes:", 6);
+    size_t k = 6;
+    for (size_t i = 0; i < n; i++) { /* as kvs_api_token_str's "\\x%02x" */
+        unsigned char b = (unsigned char)raw[i];
+        esc[k++] = '\\';
+        esc[k++] = 'x';
+        esc[k++] = hex[b >> 4];
+        esc[k++] = hex[b & 15];
+    }
+    *len = k;
+    return esc;
+}
+
+void kvs_api_jw_token(kvs_jw *w, const char *raw, size_t n)
+{
+    char esc[KVS_API_TOKEN_FORM_MAX];
+    size_t len;
+    const char *s = kvs_api_token_form(raw, n, esc, &len);
+    kvs_jw_str(w, s, len);
+}
+
+void kvs_api_jw_json(kvs_jw *w, const json_t *v)
+{
+    switch (json_typeof(v)) {
+    case JSON_OBJECT: {
+        kvs_jw_obj(w);
+        const char *key;
+        json_t *m;
+        json_object_foreach((json_t *)v, key, m) {
+            kvs_jw_key(w, key);
+            kvs_api_jw_json(w, m);
+        }
+        kvs_jw_end(w);
+        break;
+    }
+    case JSON_ARRAY: {
+        kvs_jw_arr(w);
+        size_t i;
+        json_t *m;
+        json_array_foreach(v, i, m)
+            kvs_api_jw_json(w, m);
+        kvs_jw_end(w);
+        break;
+    }
+    case JSON_STRING: kvs_jw_str(w, json_string_value(v), json_string_length(v)); break;
+    case JSON_INTEGER: kvs_jw_int(w, (long long)json_integer_value(v)); break;
+    case JSON_REAL: kvs_jw_double(w, json_real_value(v)); break;
+    case JSON_TRUE: kvs_jw_bool(w, true); break;
+    case JSON_FALSE: kvs_jw_bool(w, false); break;
+    case JSON_NULL: kvs_jw_null(w); break;
+    }
 }

@@ -31,9 +31,11 @@ json_t *kvs_api_parse_request(kvs_server *s, struct MHD_Connection *c, const cha
     if (!j)
         return NULL;
     kvs_oai_error oe;
+    r->gpool = s->inst->gpool; /* a constraint compiles into the structured-output slots */
+    r->structured_off = !s->inst->gpool;
     kvs_status st = kvs_oai_parse(j, kind, r, &oe);
     if (st != KVS_OK) {
-        *ret = kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, oe.param, NULL, "%s", oe.message);
+        *ret = kvs_http_status_error(c, st, oe.param, oe.message);
     } else if (kvs_api_check_model_n(s, c, r->model, r->model_len, ret)) {
         kvs_oai_apply_generation_config(j, &s->inst->gen_defaults, r);
         return j;
@@ -89,6 +91,9 @@ enum MHD_Result kvs_api_health(kvs_server *s, struct MHD_Connection *c)
 enum MHD_Result kvs_api_metrics(kvs_server *s, struct MHD_Connection *c)
 {
     size_t len;
+    kvs_server_http_stats front;
+    kvs_server_http_stats_get(s, &front);
+    kvs_metrics_set_front(&s->metrics, &front);
     char *txt = kvs_metrics_render(&s->metrics, &len);
     if (!txt)
         return kvs_http_error(c, 500, NULL, NULL, "out of memory");

@@ -136,7 +136,9 @@ uint64_t kvs_loop_reserve_bytes(int32_t max_requests);
 
 /* The serving reserve for a start with these options: the loop's pools
  * for the engine's request slots, plus the HTTP front end's memory for
- * --max-connections and --max-request-bytes (http_reserve.h).  A budget
+ * --http-threads, --max-connections, --max-request-bytes and
+ * --http-body-pool (http_reserve.h).  (A start adds the structured-output
+ * slots, launch.h: kvs_launch_structured_reserve.)  A budget
  * term of its own (launch.h: serving_reserve), the same for `plan`,
  * `generate` and `serve`, so that they agree. */
 uint64_t kvs_serving_reserve_bytes(const kvs_launch_opts *o);

@@ -60,17 +60,23 @@ json_t *kvs_http_error_obj(unsigned status, const char *param, const char *code,
     return o;
 }
 
-static enum MHD_Result send_error_v(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
-                                    const char *hname, const char *hval, const char *fmt, va_list ap)
+static enum MHD_Result send_error_hdr_msg(struct MHD_Connection *c, unsigned status, const char *param,
+                                          const char *code, const char *hname, const char *hval, const char *msg)
 {
-    char msg[1024];
-    vsnprintf(msg, sizeof msg, fmt, ap);
     json_t *o = kvs_http_error_obj(status, param, code, msg);
     char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (!s)
         return MHD_NO;
     return send_buffer(c, status, "application/json", s, strlen(s), hname, hval);
+}
+
+static enum MHD_Result send_error_v(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
+                                    const char *hname, const char *hval, const char *fmt, va_list ap)
+{
+    char msg[1024];
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    return send_error_hdr_msg(c, status, param, code, hname, hval, msg);
 }
 
 enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const char *param, const char *code,
@@ -82,6 +88,7 @@ enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const 
     va_end(ap);
     return r;
 }
+
 
 /* An error response carrying one more header (Connection: close,
  * WWW-Authenticate, Allow). */
@@ -95,6 +102,13 @@ static enum MHD_Result error_hdr(struct MHD_Connection *c, unsigned status, cons
     enum MHD_Result r = send_error_v(c, status, NULL, code, hname, hval, fmt, ap);
     va_end(ap);
     return r;
+}
+
+enum MHD_Result kvs_http_status_error(struct MHD_Connection *c, kvs_status st, const char *param, const char *msg)
+{
+    if (st == KVS_E_BUDGET)
+        return send_error_hdr_msg(c, 503, param, "server_busy", MHD_HTTP_HEADER_RETRY_AFTER, "1", msg);
+    return kvs_http_error(c, st == KVS_E_NOMEM ? 500 : 400, param, NULL, "%s", msg);
 }
 
 int kvs_http_fd(struct MHD_Connection *c)
@@ -614,6 +628,7 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
         }
     }
     kvs_metrics_init(&s->metrics, name, &inst->report);
+    s->metrics.gpool = inst->gpool;
     kvs_status st;
     if (!s->model_name || (o->api_key && !s->api_key)) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
@@ -625,6 +640,9 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     s->front_ready = true;
     if (st != KVS_OK)
         goto fail;
+    if ((st = kvs_http_pool_init(&s->stream_pool, kvs_http_stream_pool_bytes(&lim), err)) != KVS_OK)
+        goto fail;
+    s->stream_pool_ready = true;
     if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
@@ -708,6 +726,8 @@ void kvs_server_stop(kvs_server *s)
         MHD_stop_daemon(s->d);
     if (s->front_ready)
         kvs_http_front_free(&s->front);
+    if (s->stream_pool_ready) /* every stream has given its buffer back (MHD is stopped) */
+        kvs_http_pool_destroy(&s->stream_pool);
     kvs_loop_free(s->loop);
     kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
@@ -735,5 +755,14 @@ void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out)
     out->body_pool_bytes = f->pool.bytes;
     out->refused_bodies = f->pool.refused;
     pthread_mutex_unlock(&f->pool.mu);
+    if (s->stream_pool_ready) {
+        kvs_http_pool *p = &s->stream_pool;
+        pthread_mutex_lock(&p->mu);
+        out->stream_pool_used = p->pages_used * KVS_HTTP_POOL_PAGE;
+        out->stream_pool_peak = p->pages_hwm * KVS_HTTP_POOL_PAGE;
+        out->stream_pool_bytes = p->bytes;
+        out->refused_streams = p->refused;
+        pthread_mutex_unlock(&p->mu);
+    }
     out->refused_connections = atomic_load(&f->refused_full);
 }

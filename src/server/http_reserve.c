@@ -31,11 +31,19 @@ size_t kvs_http_body_pool_bytes(const kvs_http_limits *l)
     return (r.body_pool_bytes + 4095) / 4096 * 4096;
 }
 
+size_t kvs_http_stream_pool_bytes(const kvs_http_limits *l)
+{
+    kvs_http_limits r = kvs_http_limits_resolve(l);
+    size_t b = (size_t)r.max_connections * KVS_HTTP_STREAM_OUT + KVS_HTTP_STREAM_OUT_MAX;
+    return (b + 4095) / 4096 * 4096;
+}
+
 size_t kvs_http_reserve_bytes(const kvs_http_limits *l)
 {
     kvs_http_limits r = kvs_http_limits_resolve(l);
     size_t threads = (size_t)r.threads * KVS_HTTP_THREAD_STACK + KVS_HTTP_GATE_STACK;
     size_t per_conn = r.connection_memory + KVS_HTTP_CONN_BOOKKEEPING + KVS_HTTP_STREAM_BLOCK + kvs_http_slot_bytes();
     size_t lingering = KVS_HTTP_OVERFLOW_SLOTS * 16 + KVS_HTTP_WAIT_SLOTS * 160;
-    return threads + (size_t)r.max_connections * per_conn + lingering + kvs_http_body_pool_bytes(&r);
+    return threads + (size_t)r.max_connections * per_conn + lingering + kvs_http_body_pool_bytes(&r) +
+           kvs_http_stream_pool_bytes(&r);
 }

@@ -7,8 +7,13 @@
  * gate thread), a fixed number of connection slots, each with
  * libmicrohttpd's per-connection memory pool (MHD_OPTION_CONNECTION_MEMORY_LIMIT,
  * which holds the request head and the write buffer), its bookkeeping, and
- * the buffer of a streaming response, and one request-body pool
- * (http_pool.h).  kvs_http_reserve_bytes is their sum: the memory report's
+ * the buffer of a streaming response, one request-body pool (http_pool.h),
+ * and one stream pool (the same kind) from which a streamed response takes,
+ * when it is admitted, the buffer its chunks are written into (one event's
+ * chunks at a time: sized from the request's limits, see api_gen.c; it
+ * never grows, the client drains it before the next event is read): room
+ * for KVS_HTTP_STREAM_OUT bytes per connection plus one stream of
+ * KVS_HTTP_STREAM_OUT_MAX (the largest a request can ask for).  kvs_http_reserve_bytes is their sum: the memory report's
  * share for the front end (the serving reserve), computable without
  * starting anything, so `plan` and a start agree.
  *
@@ -30,6 +35,11 @@
 #define KVS_HTTP_GATE_STACK ((size_t)128 << 10)     /* the gate thread (heads and error answers only) */
 /* A streaming response's buffer (MHD_create_response_from_callback's block). */
 #define KVS_HTTP_STREAM_BLOCK ((size_t)4 << 10)
+/* The stream pool: pages per connection (a chunk without logprobs needs
+ * about 2 KiB), and room for one more stream of the largest kind (20 top
+ * logprobs of 512-byte tokens). */
+#define KVS_HTTP_STREAM_OUT ((size_t)4 << 10)
+#define KVS_HTTP_STREAM_OUT_MAX ((size_t)128 << 10)
 /* libmicrohttpd's own structure for a connection, its copy of the peer
  * address and allocator overhead, rounded up (struct MHD_Connection is
  * about 1 KiB in 0.9.75). */
@@ -49,9 +59,12 @@ kvs_http_limits kvs_http_limits_defaults(void);
 kvs_http_limits kvs_http_limits_resolve(const kvs_http_limits *l);
 /* The body pool's size for l (after defaults). */
 size_t kvs_http_body_pool_bytes(const kvs_http_limits *l);
+/* The stream pool's size for l: connections x KVS_HTTP_STREAM_OUT +
+ * KVS_HTTP_STREAM_OUT_MAX (whole pages). */
+size_t kvs_http_stream_pool_bytes(const kvs_http_limits *l);
 /* The front end's fixed host memory for l (0 fields take their defaults):
  * worker and gate thread stacks + connections x (connection memory +
- * bookkeeping + stream buffer + slot) + the body pool. */
+ * bookkeeping + stream buffer + slot) + the body pool + the stream pool. */
 size_t kvs_http_reserve_bytes(const kvs_http_limits *l);
 
 #endif

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "grammar/gpool.h"
 #include "memory/host.h"
 
 /* vLLM's bucket boundaries. */
@@ -106,6 +107,13 @@ void kvs_metrics_refused_for_memory(kvs_metrics *m)
     pthread_mutex_unlock(&m->mu);
 }
 
+void kvs_metrics_set_front(kvs_metrics *m, const kvs_server_http_stats *front)
+{
+    pthread_mutex_lock(&m->mu);
+    m->front = *front;
+    pthread_mutex_unlock(&m->mu);
+}
+
 /* ---- rendering ---- */
 
 static void header(FILE *f, const char *name, const char *type, const char *help)
@@ -194,8 +202,40 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
           (double)m->serving_loop_bytes);
     gauge(f, m, "num_requests_queued_for_slots", "Requests waiting for engine request slots.",
           (double)m->serving.submissions_waiting);
+    const kvs_server_http_stats *h = &m->front;
+    gauge(f, m, "http_connections_used", "HTTP connection slots in use.", (double)h->connections);
+    gauge(f, m, "http_connections_capacity", "HTTP connection slots (--max-connections).",
+          (double)h->max_connections);
+    gauge(f, m, "http_body_pool_used_bytes", "Request-body pool in use.", (double)h->body_pool_used);
+    gauge(f, m, "http_body_pool_high_water_bytes", "Request-body pool high-water mark.", (double)h->body_pool_peak);
+    gauge(f, m, "http_body_pool_capacity_bytes", "Request-body pool (--http-body-pool).", (double)h->body_pool_bytes);
+    gauge(f, m, "http_stream_pool_used_bytes", "Streamed responses' chunk buffers in use.",
+          (double)h->stream_pool_used);
+    gauge(f, m, "http_stream_pool_high_water_bytes", "Stream pool high-water mark.", (double)h->stream_pool_peak);
+    gauge(f, m, "http_stream_pool_capacity_bytes", "Stream pool (fixed at start).", (double)h->stream_pool_bytes);
+    counter(f, m, "http_refused_connections", "Connections answered 503 past --max-connections.",
+            h->refused_connections);
+    counter(f, m, "http_refused_bodies", "Requests answered 503 for a full body pool.", h->refused_bodies);
+    counter(f, m, "http_refused_streams", "Streams answered 503 for a full stream pool.", h->refused_streams);
+    kvs_gpool_stats gs = {0};
+    if (m->gpool)
+        kvs_gpool_get_stats(m->gpool, &gs);
+    gauge(f, m, "structured_output_slots_capacity", "Structured-output sequences (--max-structured-seqs).",
+          (double)gs.slots);
+    gauge(f, m, "structured_output_slots_used", "Structured-output sequences in use (matchers taken or reserved).",
+          (double)gs.matchers_in_use);
+    gauge(f, m, "structured_output_slots_high_water", "Most structured-output sequences in use at once.",
+          (double)gs.high_water);
+    gauge(f, m, "structured_output_arenas_used", "Structured-output compile arenas in use (requests).",
+          (double)gs.leases_in_use);
+    gauge(f, m, "structured_output_arena_high_water_bytes", "Most bytes one constraint's compile used.",
+          (double)gs.arena_high_water);
+    gauge(f, m, "memory_structured_reserve_bytes", "Structured-output slots: matchers, compile arenas, the "
+          "vocabulary trie (a part of the serving reserve).", (double)r->structured_reserve_bytes);
+    counter(f, m, "structured_output_refused_too_large", "Structured-output constraints refused (400): over "
+            "--max-grammar-bytes.", gs.refused_too_big);
     counter(f, m, "requests_refused_memory", "Requests refused or ended because a memory pool was full.",
-            m->serving.refused_for_memory + m->http_refused_for_memory);
+            m->serving.refused_for_memory + m->http_refused_for_memory + gs.refused_busy);
     counter(f, m, "requests_failed_invariant", "Requests ended by a broken engine invariant.",
             m->st.n_failed_invariant);
 }

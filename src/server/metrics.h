@@ -19,6 +19,7 @@
 
 #include "engine/engine.h"
 #include "memory/report.h"
+#include "server/server.h"
 
 #define KVS_HISTO_MAX_BUCKETS 24
 
@@ -48,6 +49,8 @@ typedef struct kvs_metrics {
     kvs_serving_stats serving;
     uint64_t serving_loop_bytes;     /* the loop's pools, fixed at start */
     uint64_t http_refused_for_memory; /* requests the front end refused for a full pool (503) */
+    kvs_server_http_stats front;     /* the HTTP front end's pools, set by the /metrics handler */
+    struct kvs_gpool *gpool;         /* the structured-output slots (read when rendering), or NULL */
 } kvs_metrics;
 
 /* Zero m and set its model label (copied, quotes, backslashes and newlines
@@ -71,6 +74,9 @@ void kvs_metrics_set_serving(kvs_metrics *m, const kvs_serving_stats *ss);
 void kvs_metrics_set_serving_capacity(kvs_metrics *m, uint64_t bytes);
 /* Any thread: a request refused for a full pool (the front end's 503). */
 void kvs_metrics_refused_for_memory(kvs_metrics *m);
+/* /metrics handler: the front end's connection slots and pools, read just
+ * before rendering (kvs_server_http_stats_get). */
+void kvs_metrics_set_front(kvs_metrics *m, const kvs_server_http_stats *front);
 
 /* The Prometheus text exposition (malloc'ed, NUL-terminated); NULL if out
  * of memory. */

@@ -50,6 +50,10 @@ typedef struct kvs_oai_request {
     size_t stop_len[8];
     int32_t stop_ids[64];
     kvs_logit_bias *logit_bias;        /* malloc'ed, or NULL */
+    /* in, set by the caller before parsing: where a structured-output
+     * constraint compiles (oai_structured.h) */
+    struct kvs_gpool *gpool;           /* the server's slots; NULL with !structured_off: malloc */
+    bool structured_off;               /* no slots (--max-structured-seqs 0): such requests are a 400 */
 } kvs_oai_request;
 
 typedef struct kvs_oai_error {

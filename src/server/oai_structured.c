@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "grammar/grammar.h"
+#include "grammar/gpool.h"
 
 static const char *const FIELDS[] = {"response_format", "structured_outputs", "guided_json", "guided_regex",
                                      "guided_choice", "guided_grammar", "guided_decoding_backend",
@@ -116,8 +116,8 @@ static kvs_status read_structured_outputs(json_t *so, constraint *c, kvs_oai_err
     return KVS_OK;
 }
 
-/* The constraint as GBNF text (malloc'ed). */
-static kvs_status to_gbnf(const constraint *c, char **gbnf, kvs_oai_error *e)
+/* The constraint as GBNF text, allocated from ar (NULL: malloc). */
+static kvs_status to_gbnf(const constraint *c, kvs_garena *ar, char **gbnf, kvs_oai_error *e)
 {
     kvs_error err;
     kvs_status st = KVS_OK;
@@ -126,12 +126,12 @@ static kvs_status to_gbnf(const constraint *c, char **gbnf, kvs_oai_error *e)
     case C_NONE:
         return KVS_OK;
     case C_JSON_OBJECT:
-        st = kvs_json_schema_to_gbnf(NULL, 0, gbnf, &err);
+        st = kvs_json_schema_to_gbnf_in(ar, NULL, 0, gbnf, &err);
         break;
     case C_JSON: {
         if (json_is_string(c->value)) { /* a schema sent as a JSON string */
             const char *s = json_string_value(c->value);
-            st = kvs_json_schema_to_gbnf(s, json_string_length(c->value), gbnf, &err);
+            st = kvs_json_schema_to_gbnf_in(ar, s, json_string_length(c->value), gbnf, &err);
             break;
         }
         if (!json_is_object(c->value) && !json_is_boolean(c->value))
@@ -139,37 +139,37 @@ static kvs_status to_gbnf(const constraint *c, char **gbnf, kvs_oai_error *e)
         char *text = json_dumps(c->value, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text)
             return bad(e, c->param, "out of memory"), KVS_E_NOMEM;
-        st = kvs_json_schema_to_gbnf(text, strlen(text), gbnf, &err);
+        st = kvs_json_schema_to_gbnf_in(ar, text, strlen(text), gbnf, &err);
         free(text);
         break;
     }
     case C_REGEX:
         if (!json_is_string(c->value))
             return bad(e, c->param, "the regex must be a string");
-        st = kvs_regex_to_gbnf(json_string_value(c->value), gbnf, &err);
+        st = kvs_regex_to_gbnf_in(ar, json_string_value(c->value), gbnf, &err);
         break;
     case C_CHOICE: {
         size_t n = json_array_size(c->value);
         if (!json_is_array(c->value) || n == 0)
             return bad(e, c->param, "the choices must be a non-empty array of strings");
-        const char **list = calloc(n, sizeof *list);
+        const char **list = kvs_gcalloc(ar, n, sizeof *list);
         if (!list)
             return bad(e, c->param, "out of memory"), KVS_E_NOMEM;
         for (size_t i = 0; i < n; i++) {
             list[i] = json_string_value(json_array_get(c->value, i));
             if (!list[i]) {
-                free(list);
+                kvs_gfree(ar, list);
                 return bad(e, c->param, "the choices must be a non-empty array of strings");
             }
         }
-        st = kvs_choice_to_gbnf(list, n, gbnf, &err);
-        free(list);
+        st = kvs_choice_to_gbnf_in(ar, list, n, gbnf, &err);
+        kvs_gfree(ar, list);
         break;
     }
     case C_GRAMMAR:
         if (!json_is_string(c->value))
             return bad(e, c->param, "the grammar must be a string (GBNF)");
-        if (!(*gbnf = strdup(json_string_value(c->value))))
+        if (!(*gbnf = kvs_gstrdup(ar, json_string_value(c->value))))
             return bad(e, c->param, "out of memory"), KVS_E_NOMEM;
         break;
     }
@@ -178,6 +178,63 @@ static kvs_status to_gbnf(const constraint *c, char **gbnf, kvs_oai_error *e)
         return st == KVS_E_NOMEM ? KVS_E_NOMEM : KVS_E_INVALID;
     }
     return KVS_OK;
+}
+
+/* A constraint, or schema text when c is NULL, to r->params.grammar: in a
+ * lease of the server's slots when it has them (see oai_structured.h). */
+static kvs_status compile(const constraint *c, const char *schema, size_t schema_len, const char *param,
+                          kvs_oai_request *r, kvs_oai_error *e)
+{
+    if (r->structured_off)
+        return bad(e, param, "structured output is off on this server (--max-structured-seqs 0)");
+    kvs_glease *l = NULL;
+    kvs_garena *ar = NULL;
+    kvs_error err;
+    kvs_status st;
+    if (r->gpool) {
+        int64_t seqs = (int64_t)(r->n > 0 ? r->n : 1) * (int64_t)(r->n_prompts > 0 ? r->n_prompts : 1);
+        if ((st = kvs_gpool_take(r->gpool, seqs > INT32_MAX ? INT32_MAX : (int32_t)seqs, &l, &err)) != KVS_OK) {
+            bad(e, param, "%s", err.msg);
+            return st;
+        }
+        ar = kvs_glease_arena(l);
+    }
+    char *gbnf = NULL;
+    if (c) {
+        st = to_gbnf(c, ar, &gbnf, e);
+    } else if ((st = kvs_json_schema_to_gbnf_in(ar, schema, schema_len, &gbnf, &err)) != KVS_OK) {
+        bad(e, param, "%s", err.msg);
+        st = st == KVS_E_NOMEM ? KVS_E_NOMEM : KVS_E_INVALID;
+    }
+    kvs_grammar *g = NULL;
+    if (st == KVS_OK) {
+        st = kvs_grammar_parse_in(ar, &g, gbnf, strlen(gbnf), &err);
+        if (st != KVS_OK) {
+            bad(e, param, "%s", err.msg);
+            st = st == KVS_E_NOMEM ? KVS_E_NOMEM : KVS_E_INVALID;
+        }
+    }
+    kvs_gfree(ar, gbnf);
+    if (st != KVS_OK) {
+        if (l && kvs_glease_full(l)) {
+            kvs_gpool_count_too_big(r->gpool);
+            st = bad(e, param, "the structured output constraint needs more than %zu bytes to compile, this "
+                     "server's limit per request (--max-grammar-bytes)", kvs_gpool_limits_of(r->gpool)->arena_bytes);
+        }
+        kvs_grammar_unref(g);
+        kvs_glease_cancel(l);
+        return st;
+    }
+    if (l)
+        kvs_glease_bind(l, g);
+    r->params.grammar = g;
+    return KVS_OK;
+}
+
+kvs_status kvs_oai_structured_schema(const char *schema_text, size_t len, kvs_oai_request *r, const char *param,
+                                     kvs_oai_error *e)
+{
+    return compile(NULL, schema_text, len, param, r, e);
 }
 
 kvs_status kvs_oai_structured_parse(json_t *body, kvs_oai_request *r, kvs_oai_error *e)
@@ -204,17 +261,7 @@ kvs_status kvs_oai_structured_parse(json_t *body, kvs_oai_request *r, kvs_oai_er
         return bad(e, "guided_decoding_backend", "'guided_decoding_backend' must be a string");
     if ((v = json_object_get(body, "guided_whitespace_pattern")) && !json_is_null(v))
         return bad(e, "guided_whitespace_pattern", "'guided_whitespace_pattern' is not supported by kvserve");
-    char *gbnf;
-    if ((st = to_gbnf(&c, &gbnf, e)) != KVS_OK || !gbnf)
-        return st;
-    kvs_error err;
-    kvs_grammar *g;
-    st = kvs_grammar_parse(&g, gbnf, strlen(gbnf), &err);
-    free(gbnf);
-    if (st != KVS_OK) {
-        bad(e, c.param, "%s", err.msg);
-        return st == KVS_E_NOMEM ? KVS_E_NOMEM : KVS_E_INVALID;
-    }
-    r->params.grammar = g;
-    return KVS_OK;
+    if (c.kind == C_NONE)
+        return KVS_OK;
+    return compile(&c, NULL, 0, c.param, r, e);
 }

@@ -14,7 +14,11 @@
  *
  * Each is compiled to a grammar (grammar/grammar.h) when the request is
  * parsed, so a schema kvserve cannot express is a 400 naming the field and
- * the feature before anything is queued.  The engine masks the logits
+ * the feature before anything is queued.  With r->gpool set (the server)
+ * the request first takes a lease of the structured-output slots
+ * (grammar/gpool.h: one compile arena and a matcher per sequence) and
+ * compiles into it: all slots busy is KVS_E_BUDGET (the server answers
+ * 503), a constraint that does not fit --max-grammar-bytes a 400.  The engine masks the logits
  * with it at every step and stops the request when the output is
  * complete.
  */
@@ -33,7 +37,13 @@ bool kvs_oai_structured_field(const char *key);
 /* Read the structured output fields of body into r->params.grammar (a new
  * reference that kvs_oai_request_free drops; NULL when there are none).
  * KVS_E_INVALID with e filled (param: the field) on a bad or unsupported
- * constraint, KVS_E_NOMEM when out of memory. */
+ * constraint, KVS_E_BUDGET when every slot is busy, KVS_E_NOMEM when out
+ * of memory. */
 kvs_status kvs_oai_structured_parse(json_t *body, kvs_oai_request *r, kvs_oai_error *e);
+
+/* Compile a JSON schema (text) into r->params.grammar the same way (the
+ * chat endpoint's tool_choice constraint); errors as above, named `param`. */
+kvs_status kvs_oai_structured_schema(const char *schema_text, size_t len, kvs_oai_request *r, const char *param,
+                                     kvs_oai_error *e);
 
 #endif

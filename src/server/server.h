@@ -90,6 +90,8 @@ typedef struct kvs_server_http_stats {
     size_t body_pool_used, body_pool_peak, body_pool_bytes;
     uint64_t refused_connections;                 /* answered 503 for --max-connections */
     uint64_t refused_bodies;                      /* answered 503 for a full body pool */
+    size_t stream_pool_used, stream_pool_peak, stream_pool_bytes; /* streamed responses' chunk buffers */
+    uint64_t refused_streams;                     /* answered 503 for a full stream pool */
 } kvs_server_http_stats;
 void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out);
 

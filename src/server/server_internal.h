@@ -15,6 +15,7 @@
 #include <stdint.h>
 #include <time.h>
 
+#include "core/json_out.h"
 #include "server/engine_loop.h"
 #include "server/http_front.h"
 #include "server/metrics.h"
@@ -34,6 +35,9 @@ struct kvs_server {
     time_t started;
     uint64_t salt;                 /* makes response ids differ between runs */
     char mhd_error[256];           /* libmicrohttpd's last log line */
+
+    kvs_http_pool stream_pool;     /* streamed responses' chunk buffers (http_reserve.h) */
+    bool stream_pool_ready;
 
     struct kvs_chat_state *chat;     /* the chat template and parsers (api_chat.c) */
     bool chat_auto_tools;          /* --enable-auto-tool-choice */
@@ -66,6 +70,10 @@ enum MHD_Result kvs_http_error(struct MHD_Connection *c, unsigned status, const 
 enum MHD_Result kvs_http_text(struct MHD_Connection *c, unsigned status, const char *ctype, char *text, size_t len);
 /* The error object itself (a new reference). */
 json_t *kvs_http_error_obj(unsigned status, const char *param, const char *code, const char *msg);
+/* The answer to a request's parse failure st: KVS_E_NOMEM 500,
+ * KVS_E_BUDGET 503 (server_busy, with Retry-After: a structured-output
+ * slot or another pool is full now), anything else 400. */
+enum MHD_Result kvs_http_status_error(struct MHD_Connection *c, kvs_status st, const char *param, const char *msg);
 /* True when the peer of connection socket fd has hung up. */
 bool kvs_http_peer_gone(int fd);
 /* The connection's socket, or -1. */
@@ -106,7 +114,8 @@ kvs_status kvs_api_chat_init(kvs_server *s, const kvs_server_opts *o, kvs_error 
 void kvs_api_chat_free(kvs_server *s);
 /* tool_choice "required" / named: constrain r's decoding to the tool-call
  * JSON (r->params.grammar).  No-op for other tool_choice values; on failure
- * `why` (cap bytes) says what the client should change (a 400). */
+ * `why` (cap bytes) says what the client should change (a 400), or with
+ * KVS_E_BUDGET that every structured-output slot is busy (a 503). */
 kvs_status kvs_api_chat_tool_constraint(kvs_server *s, json_t *body, kvs_oai_request *r, char *why, size_t cap);
 
 /* Chat: render body's messages with the model's template and tokenize them
@@ -147,5 +156,20 @@ char *kvs_api_decode(const kvs_tokenizer *t, const int32_t *ids, size_t n, size_
 /* A JSON string of n bytes of text; bytes that are not valid UTF-8 become
  * U+FFFD.  NULL only when out of memory. */
 json_t *kvs_api_text_json(const char *text, size_t n);
+
+/* The same forms for the fixed-buffer writer (core/json_out.h), which
+ * streamed chunks use so that they allocate nothing; kvs_jw_str_lossy is
+ * kvs_api_text_json's.  A token's decoded bytes (at most KVS_API_TOKEN_MAX,
+ * as kvs_api_token_str keeps): */
+#define KVS_API_TOKEN_MAX 512
+#define KVS_API_TOKEN_FORM_MAX (6 + 4 * KVS_API_TOKEN_MAX)
+size_t kvs_api_token_raw(const kvs_tokenizer *t, int32_t id, char raw[KVS_API_TOKEN_MAX]);
+/* Its string as kvs_api_token_str gives it: raw itself when valid UTF-8,
+ * else "bytes:\xNN..." written into esc; *len its length. */
+const char *kvs_api_token_form(const char *raw, size_t n, char esc[KVS_API_TOKEN_FORM_MAX], size_t *len);
+/* Write that string. */
+void kvs_api_jw_token(kvs_jw *w, const char *raw, size_t n);
+/* Write a jansson value as json_dumps(JSON_COMPACT) would (allocates nothing). */
+void kvs_api_jw_json(kvs_jw *w, const json_t *v);
 
 #endif

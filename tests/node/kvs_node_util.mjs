@@ -3,8 +3,26 @@
 // SIGKILL after 30 s).  Every server started is in `servers`, so a test can
 // print their logs and stop them all on failure.
 import { spawn } from 'node:child_process';
+import path from 'node:path';
 
-const KVSERVE = process.env.KVSERVE;
+// What ctest passes: the binary, the test data, the build folder.
+export const KVSERVE = process.env.KVSERVE;
+export const SHARED = process.env.KVS_SHARED;
+export const BUILD = process.env.KVS_BUILD_DIR || '/tmp';
+if (!KVSERVE || !SHARED) {
+  console.error('KVSERVE and KVS_SHARED must be set (ctest sets them)');
+  process.exit(1);
+}
+export const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
+
+// Run one named check, counting it and printing its time (width: the name's column).
+export const tally = { passed: 0 };
+export async function check(name, fn, width = 44) {
+  const t0 = Date.now();
+  await fn();
+  tally.passed++;
+  console.log(`ok   ${name.padEnd(width)} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+}
 
 export const servers = [];
 

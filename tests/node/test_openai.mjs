@@ -7,27 +7,12 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { servers, startServer, stopServer } from './kvs_node_util.mjs';
+import { BUILD, KVSERVE, SHARED, STORIES, check, servers, startServer, stopServer, tally } from './kvs_node_util.mjs';
 
-const KVSERVE = process.env.KVSERVE;
-const SHARED = process.env.KVS_SHARED;
-const BUILD = process.env.KVS_BUILD_DIR || '/tmp';
-if (!KVSERVE || !SHARED) {
-  console.error('KVSERVE and KVS_SHARED must be set (ctest sets them)');
-  process.exit(1);
-}
-const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
 const KEY = 'sk-node-test';
 
 const client = (srv, key = KEY) => new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: key,
                                                  maxRetries: 0, timeout: 120000 });
-let passed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  await fn();
-  passed++;
-  console.log(`ok   ${name.padEnd(44)} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-}
 
 async function main() {
   const expected = readFileSync(path.join(SHARED, 'expected', 'stories260K_greedy_once_upon_a_time_n64.txt'), 'utf8');
@@ -182,7 +167,7 @@ async function main() {
     assert.equal(await stopServer(chatSrv), 0);
     assert.equal(await stopServer(srv), 0);
   });
-  console.log(`${passed} checks passed`);
+  console.log(`${tally.passed} checks passed`);
 }
 
 const guard = setTimeout(() => {

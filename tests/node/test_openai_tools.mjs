@@ -13,26 +13,11 @@ import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import OpenAI from 'openai';
-import { servers, startServer, stopServer } from './kvs_node_util.mjs';
+import { BUILD, KVSERVE, SHARED, STORIES, check, servers, startServer, stopServer, tally } from './kvs_node_util.mjs';
 
-const KVSERVE = process.env.KVSERVE;
-const SHARED = process.env.KVS_SHARED;
-const BUILD = process.env.KVS_BUILD_DIR || '/tmp';
-if (!KVSERVE || !SHARED) {
-  console.error('KVSERVE and KVS_SHARED must be set (ctest sets them)');
-  process.exit(1);
-}
-const STORIES = path.join(SHARED, 'models', 'stories260K.gguf');
 
 const client = (srv, key = KEY) => new OpenAI({ baseURL: `http://127.0.0.1:${srv.port}/v1`, apiKey: key,
                                                  maxRetries: 0, timeout: 120000 });
-let passed = 0;
-async function check(name, fn) {
-  const t0 = Date.now();
-  await fn();
-  passed++;
-  console.log(`ok   ${name.padEnd(44)} ${((Date.now() - t0) / 1000).toFixed(1)}s`);
-}
 
 
 const TOOLS = [{ type: 'function', function: { name: 'get_weather', description: 'Weather in a city',
@@ -142,7 +127,7 @@ async function main() {
     assert.equal(got.content, null);
   });
   assert.equal(await stopServer(r1), 0);
-  console.log(`${passed} checks passed`);
+  console.log(`${tally.passed} checks passed`);
 }
 
 const guard = setTimeout(() => {

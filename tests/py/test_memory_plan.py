@@ -24,6 +24,9 @@ twice, and check:
 import json
 import math
 import os
+import re
+import signal
+import subprocess
 import sys
 from fractions import Fraction
 
@@ -136,6 +139,85 @@ def check_inverse(work, fail):
         print("inverse %-60s min utilization %.4f, max_model_len %d" % (name, u, L))
 
 
+def seqs_of(flags):
+    return int(flags[flags.index("--max-num-seqs") + 1]) if "--max-num-seqs" in flags else 256
+
+
+def serve_report(model, flags, path):
+    """The memory report of a real `serve` start with these flags (then SIGTERM)."""
+    if os.path.exists(path):
+        os.unlink(path)
+    p = subprocess.Popen([mt.KVSERVE, "serve", "-m", model, "--port", "0", "-q", "--memory-report", path] + flags,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in p.stderr:
+            if re.search(r"listening on http://", line):
+                break
+        else:
+            raise AssertionError("serve %s did not start: rc %s" % (" ".join(flags), p.wait()))
+        with open(path) as f:
+            return json.load(f)
+    finally:
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def check_serve(work, fail):
+    """plan == a real `serve` start for the flags that size the serving reserve, at their defaults and
+    not: --http-threads, --http-body-pool, --max-connections, --max-request-bytes, --max-structured-seqs,
+    --max-grammar-bytes (the structured-output slots, sized from the vocabulary)."""
+    S = mt.STORIES
+    cases = [(S, f) for f in (
+        ["--device-memory", "256MiB"],
+        ["--device-memory", "256MiB", "--http-threads", "5", "--http-body-pool", "6MiB", "--max-connections", "16",
+         "--max-request-bytes", "512KiB", "--max-structured-seqs", "3", "--max-grammar-bytes", "128KiB"],
+        ["--device-memory", "64MiB", "--max-model-len", "512"],
+        ["--device-memory", "64MiB", "--max-model-len", "512", "--max-structured-seqs", "0", "--http-threads", "1"],
+        ["--device-memory", "28MiB", "--max-model-len", "512", "--max-structured-seqs", "1"],
+        ["--device-memory", "1GiB", "--max-num-seqs", "4", "--http-body-pool", "3MiB"],
+    )]
+    q3 = os.path.join(work, "qwen3-2l-f16.gguf")
+    if os.path.exists(q3):  # a 4096-token vocabulary: bigger matchers
+        cases.append((q3, ["--device-memory", "1GiB", "--max-structured-seqs", "5", "--http-threads", "3"]))
+    seen_slots = set()
+    for model, flags in cases:
+        name = "serve %s %s" % (os.path.basename(model), " ".join(flags))
+        p = mt.plan_json(model, flags)
+        r = serve_report(model, flags, os.path.join(work, "serve_report.json"))
+        bad = [k for k in sorted(set(p) | set(r)) if k not in OBSERVED_KEYS and p.get(k) != r.get(k)]
+        for k in bad:
+            fail("%s: %s: plan %s, serve start %s" % (name, k, p.get(k), r.get(k)))
+        if "--max-structured-seqs" in flags:
+            want = int(flags[flags.index("--max-structured-seqs") + 1])
+            if r["structured_slots"] != want:
+                fail("%s: %d structured slots, asked for %d" % (name, r["structured_slots"], want))
+        if (r["structured_slots"] > 0) != (r["structured_reserve_bytes"] > 0) or \
+                r["structured_reserve_bytes"] > r["serving_reserve_bytes"]:
+            fail("%s: structured reserve %d for %d slots, serving reserve %d" %
+                 (name, r["structured_reserve_bytes"], r["structured_slots"], r["serving_reserve_bytes"]))
+        if "--max-structured-seqs" not in flags and r["structured_slots"] != min(8, seqs_of(flags)):
+            fail("%s: %d default structured slots, not min(max-num-seqs, 8)" % (name, r["structured_slots"]))
+        seen_slots.add(r["structured_slots"])
+        print("%s %-100s serving %.2f MiB (structured %d slots %.2f MiB), %d blocks" %
+              ("ok  " if not bad else "FAIL", name, r["serving_reserve_bytes"] / mt.MIB, r["structured_slots"],
+               r["structured_reserve_bytes"] / mt.MIB, r["num_blocks"]))
+    if len(seen_slots) < 3:
+        fail("serve: the cases should cover several slot counts, saw %s" % sorted(seen_slots))
+    # more threads or a bigger body pool is a bigger serving reserve (the flags reach the formula)
+    fixed = ["--device-memory", "256MiB", "--max-structured-seqs", "2"]
+    base = mt.plan_json(S, fixed)
+    for extra in (["--http-threads", "6"], ["--http-body-pool", "9MiB"], ["--max-structured-seqs", "9"],
+                  ["--max-grammar-bytes", "2MiB"]):
+        q = mt.plan_json(S, fixed + extra)
+        if not q["serving_reserve_bytes"] > base["serving_reserve_bytes"]:
+            fail("plan %s: serving reserve %d, not above the default's %d" %
+                 (" ".join(extra), q["serving_reserve_bytes"], base["serving_reserve_bytes"]))
+
+
 def main():
     asan = mt.sanitizer_build()
     work = os.path.join(mt.BUILD, "memtest")
@@ -172,9 +254,11 @@ def main():
         C(S, "1GiB", 0.92, 16, 256, 8, "bf16", "auto", extra=["--mmap"]),
         C(S, "1GiB", 0.5, 32, 256, 8, "auto", 2048, kv_cache_memory=64 * mt.MIB),
         # small devices, where the reserves are a large part of the budget
-        C(S, "24MiB", 0.92, 16, 256, 256, "auto", 1024),
-        C(S, "24MiB", 0.92, 16, 256, 256, "auto", "auto"),
-        C(S, "32MiB", 0.8, 8, 128, 64, "f16", 512),
+        # (the default 8 structured-output slots, 12 MiB at this vocabulary, do not fit below ~40 MiB;
+        # the front end's pools, stream buffers included, take ~6.7 MiB more)
+        C(S, "28MiB", 0.92, 16, 256, 256, "auto", 1024, extra=["--max-structured-seqs", "1"]),
+        C(S, "24MiB", 0.92, 16, 256, 256, "auto", "auto", extra=["--max-structured-seqs", "0"]),
+        C(S, "32MiB", 0.8, 8, 128, 64, "f16", 512, extra=["--max-structured-seqs", "1"]),
         C(S, "48MiB", 0.92, 64, 256, 32, "bf16", "auto"),
         C(S, "64MiB", 0.7, 16, 512, 128, "auto", 256, extra=["--threads", "1"]),
         C(S, "64MiB", 0.92, 16, 256, 16, "auto", 2048, extra=["--max-connections", "8", "--max-request-bytes", "64KiB"]),
@@ -250,6 +334,7 @@ def main():
     print("plan == start == second start on every key in %d of %d configurations; runtime reserve minus measured "
           "overhead: min %.2f MiB, max %.2f MiB" % (n_exact, len(grid), min(diffs) / mt.MIB, max(diffs) / mt.MIB))
     check_inverse(work, fail)
+    check_serve(work, fail)
     if failures:
         print("\n".join(failures))
         sys.exit("FAIL: %d problems" % len(failures))

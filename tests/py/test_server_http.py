@@ -292,6 +292,8 @@ def t_connection_limit():
             extra = exchange(srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
             assert_json_error(extra, 503, "server_busy")
             assert "retry-after" in parse_response(extra)[1]
+            # /metrics shows the slots, their number and the refusal (a scrape needs a slot: read it
+            # after the held heads time out, below)
             # the partial heads are answered 408 at the header time-out
             for s in held:
                 assert_json_error(read_all(s), 408, "request_timeout")
@@ -299,6 +301,10 @@ def t_connection_limit():
             for s in held:
                 s.close()
         assert wait_for(lambda: health_or_503(srv) == 200, timeout=20)
+        m = srv.metrics()
+        assert m["kvserve:http_connections_capacity"] == 4, m
+        assert 1 <= m["kvserve:http_connections_used"] <= 4, m  # the scrape's own connection at least
+        assert m["kvserve:http_refused_connections_total"] >= 1, m
         # idle sockets (no byte sent) give their slots to new clients after a second
         idle = [socket.create_connection(("127.0.0.1", srv.port), timeout=10) for _ in range(4)]
         try:
@@ -331,6 +337,12 @@ def t_body_pool_full():
         time.sleep(0.3)  # (no time is asserted: this only lets the server take a's head)
         raw = exchange(srv.port, post_head(b"/v1/completions", b"", body))
         assert_json_error(raw, 503, "server_busy")
+        m = srv.metrics()  # the body pool's live use, its capacity, the refusal
+        assert m["kvserve:http_body_pool_capacity_bytes"] == 80 * 1024, m
+        assert m["kvserve:http_body_pool_used_bytes"] >= 30000, m  # a's half body
+        assert m["kvserve:http_body_pool_high_water_bytes"] >= m["kvserve:http_body_pool_used_bytes"], m
+        assert m["kvserve:http_refused_bodies_total"] == 1, m
+        assert m["kvserve:http_stream_pool_capacity_bytes"] > 0, m
         a.sendall(body[-30000:])
         raw = b""
         while True:

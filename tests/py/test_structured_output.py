@@ -17,11 +17,12 @@ mostly ones whose strings are bounded, so most requests finish."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from kvs_server_util import BUILD, KVSERVE, SHARED, STORIES, Checks, Server, assert_error  # noqa: E402
+from kvs_server_util import BUILD, KVSERVE, SHARED, STORIES, Checks, Server, assert_error, wait_for  # noqa: E402
 
 try:
     import jsonschema
@@ -299,6 +300,85 @@ def t_unsupported(srv):
     assert st == 200, r
 
 
+def t_slots(model):
+    """The structured-output reserve (--max-structured-seqs, --max-grammar-bytes): a request that finds
+    every slot busy is a 503 with Retry-After (not queued), one of more sequences than the server holds
+    and a constraint over the compile limit are 400s naming the flag, the slots come back when requests
+    end, and /metrics shows their use.  The holder is a stream on a model slow enough (110M, zero
+    weights) that it is still running while the other requests are made."""
+    choice = {"prompt": "Once", "max_tokens": 5, "guided_choice": ["yes", "no"]}
+    with Server(model, "--max-model-len", "512", "--max-structured-seqs", "2", "--max-grammar-bytes", "16KiB",
+                "--device-memory", "1GiB") as srv:
+        m = srv.metrics()
+        assert m["kvserve:structured_output_slots_capacity"] == 2, m
+        assert m["kvserve:memory_structured_reserve_bytes"] > 0, m
+        # over the compile arena: a clean 400 naming the limit (any JSON object needs more than 16 KiB)
+        st, r = srv.post("/v1/completions", dict(choice, guided_choice=None, response_format={"type": "json_object"}))
+        assert_error(st, r, 400, param="response_format", contains="--max-grammar-bytes")
+        # more sequences than the server holds
+        st, r = srv.post("/v1/completions", dict(choice, n=3))
+        assert_error(st, r, 400, param="guided_choice", contains="--max-structured-seqs 2")
+        # one stream holds one slot while it runs
+        body = json.dumps({"prompt": "Once", "max_tokens": 400, "stream": True, "ignore_eos": True,
+                           "guided_regex": "[a-z ]*"}).encode()
+        s = socket.create_connection(("127.0.0.1", srv.port), timeout=120)
+        try:
+            s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: %d\r\n\r\n" % len(body) + body)
+            head = b""
+            while b"data: " not in head:  # its first token: it is running
+                head += s.recv(4096)
+            assert head.startswith(b"HTTP/1.1 200"), head[:200]
+            m = srv.metrics()
+            assert m["kvserve:structured_output_slots_used"] == 1, m
+            st, hdrs, data = srv.request("POST", "/v1/completions", dict(choice, n=2))
+            r = json.loads(data)
+            assert_error(st, r, 503, param="guided_choice", code="server_busy", contains="--max-structured-seqs")
+            assert hdrs.get("retry-after") == "1", hdrs
+            # one sequence still fits, and sequential requests never find their own slot busy
+            for _ in range(3):
+                st, r = srv.post("/v1/completions", choice)
+                assert st == 200 and r["choices"][0]["text"] in ("yes", "no"), (st, r)
+        finally:
+            s.close()
+        assert wait_for(lambda: srv.metrics()["kvserve:structured_output_slots_used"] == 0, timeout=60)
+        for _ in range(3):  # an idle engine gives each finished request's slots back at once
+            st, r = srv.post("/v1/completions", dict(choice, n=2))
+            assert st == 200 and all(c["text"] in ("yes", "no") for c in r["choices"]), (st, r)
+        m = srv.metrics()
+        assert m["kvserve:structured_output_refused_too_large_total"] == 1, m
+        assert m["kvserve:requests_refused_memory_total"] >= 1, m
+        assert m["kvserve:structured_output_slots_high_water"] == 2, m
+        assert srv.stop() == 0  # (under the sanitizers: no leak, every lease and matcher back)
+    with Server(model, "--max-model-len", "512", "--max-structured-seqs", "0", "--device-memory", "1GiB") as srv:
+        st, r = srv.post("/v1/completions", choice)
+        assert_error(st, r, 400, param="guided_choice", contains="--max-structured-seqs 0")
+        st, r = srv.post("/v1/completions", {"prompt": "Once", "max_tokens": 3})
+        assert st == 200, r
+
+
+def t_reserve_resident(model):
+    """The slots are resident from the start and inside their reserve: the resident memory of a start
+    with 8 slots over one with none (the same KV cache) is positive and at most the reserve.  (Not under
+    the sanitizers, whose shadow memory and redzones make every allocation resident several times.)"""
+    cache = os.path.join(BUILD, "CMakeCache.txt")
+    if os.path.exists(cache) and "KVS_SANITIZE:BOOL=ON" in open(cache).read():
+        print("    skipped under the sanitizers")
+        return
+    rss = {}
+    for n in ("0", "8"):
+        with Server(model, "--max-model-len", "512", "--max-structured-seqs", n, "--device-memory", "1GiB",
+                    "--kv-cache-memory", "32MiB") as srv:
+            m = srv.metrics()
+            rss[n] = m["kvserve:memory_resident_bytes"]
+            reserve = m["kvserve:memory_structured_reserve_bytes"]
+            assert (reserve > 0) == (n != "0"), m
+    delta = rss["8"] - rss["0"]
+    print("    %s: 8 slots add %.2f MiB resident, reserve %.2f MiB" % (os.path.basename(model), delta / 2**20,
+                                                                      reserve / 2**20))
+    assert 0 < delta <= reserve, (delta, reserve)
+
+
 def main():
     checks = Checks()
     chat_model = os.path.join(BUILD, "structured_chat.gguf")
@@ -309,6 +389,10 @@ def main():
         big[name] = os.path.join(BUILD, "structured_%s.gguf" % name)
         subprocess.run([KVSERVE, "synth", "-o", big[name], "--preset", "stories260k", "--vocab-from",
                         os.path.join(SHARED, "vocab", vocab), "--seed", "5"], check=True, timeout=120)
+    slow = os.path.join(BUILD, "structured_110m.gguf")
+    subprocess.run([KVSERVE, "synth", "-o", slow, "--preset", "llama2-110m", "--type", "q8_0", "--header-only",
+                    "--vocab-from", STORIES], check=True, timeout=120)
+    checks.run("structured-output slots: 503 when busy, 400 over the limits, metrics", t_slots, slow)
     tallies = {}
     with Server(STORIES, "--max-model-len", "512") as srv:
         tallies["stories260K"] = Tally()
@@ -323,6 +407,7 @@ def main():
     with Server(chat_model, "--served-model-name", "chat", "--max-model-len", "512") as srv:
         tallies["chat"] = Tally()
         checks.run("chat response_format json_schema", t_schemas, srv, tallies["chat"], 160, "chat")
+    checks.run("structured-output slots resident inside their reserve", t_reserve_resident, big["gpt2"])
     for name, path in big.items():
         with Server(path, "--max-model-len", "512") as srv:
             tallies[name] = Tally()
