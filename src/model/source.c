@@ -240,7 +240,7 @@ kvs_status kvs_source_read_many(const kvs_model_source *s, const kvs_source_read
     for (uint32_t f = 0; f < s->n_files; f++)
         fds[f] = -1;
     /* Cut each tensor where its destination crosses a multiple of
-     * KVS_SOURCE_READ_CHUNK, so that threads never share a huge page. */
+     * KVS_SOURCE_READ_CHUNK, so that threads never fault the same page. */
     size_t n_pieces = 0;
     uint64_t total = 0;
     for (size_t i = 0; i < n_jobs; i++) {

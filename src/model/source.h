@@ -20,11 +20,11 @@
  * of that memory, not the disk.  kvs_source_read_many() reads many tensors
  * at once with several threads: every tensor is cut into pieces where its
  * destination crosses a multiple of KVS_SOURCE_READ_CHUNK (8 MiB: a whole
- * number of 2 MiB huge pages, so no two threads fault the same page), the
- * threads claim pieces in file order and pread() them straight into place
- * through one descriptor per file.  Its errors are those of reading the
- * tensors one by one in that order: of the pieces that fail, the first one's
- * is reported.
+ * number of pages, 2 MiB huge ones included, so no two threads fault the
+ * same page), the threads claim pieces in the jobs' order (the model loader
+ * gives file order) and pread() them straight into place through one
+ * descriptor per file.  Its errors are those of reading the jobs one by one
+ * in that order: of the pieces that fail, the first one's is reported.
  *
  * Everything a source accepts has been checked: each file's header is
  * validated (formats/gguf.h, formats/safetensors.h), every shard the index
