@@ -2,6 +2,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "backends/cpu/cpu_backend.h"
@@ -387,10 +388,18 @@ static void read_pages(const void *p, uint64_t bytes)
     (void)sum;
 }
 
+static double now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *err)
 {
     *out = NULL;
     kvs_status st;
+    double t_start = now_seconds(), t_load0 = 0, t_prof0 = 0, t_prof1 = 0, t_kv0 = 0;
     kvs_model_source *src = NULL;
     /* No --device: the GPU when one is built in and present, else the CPU. */
     kvs_launch_opts resolved = *o;
@@ -494,10 +503,13 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     in->gen_defaults = src->gen;
     load_progress lp = {.f = o->log, .last_pct = -1};
     kvs_model_load_opts lo = {.use_mmap = o->use_mmap};
+    if (host_dev)   /* the weights are read by as many threads as the kernels use */
+        lo.n_threads = kvs_cpu_backend_threads(b);
     if (o->log && isatty(fileno(o->log))) {
         lo.progress = on_progress;
         lo.progress_ctx = &lp;
     }
+    t_load0 = now_seconds();
     if ((st = kvs_model_load_source(&in->model, src, b, &lo, err)) != KVS_OK)
         goto fail;
     const kvs_model_hparams *hp = &in->model->hp;
@@ -517,9 +529,13 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     rep->weights_bytes = led.cur[KVS_MEM_WEIGHTS];
 
     /* 5: the largest step, measured; and the same peak from the shapes. */
-    if ((st = kvs_runner_new(&in->runner, in->model, &lim, err)) != KVS_OK ||
-        (st = kvs_runner_profile(in->runner, kv_dtype, err)) != KVS_OK)
+    t_prof0 = now_seconds();
+    if ((st = kvs_runner_new(&in->runner, in->model, &lim, err)) != KVS_OK)
         goto fail;
+    in->runner->profile_mode = o->full_profile ? KVS_PROFILE_FULL : KVS_PROFILE_WALK;
+    if ((st = kvs_runner_profile(in->runner, kv_dtype, err)) != KVS_OK)
+        goto fail;
+    t_prof1 = now_seconds();
     rep->activation_peak_bytes = in->runner->profiled_peak;
     rep->activation_formula_bytes = kvs_runner_activation_bytes(hp, &lim, b);
     if (b->ops->touch)
@@ -571,12 +587,20 @@ kvs_status kvs_launch(kvs_instance **out, const kvs_launch_opts *o, kvs_error *e
     bi.overhead = rr.total;
     if ((st = kvs_launch_solve(&fit, &bi, &bud, err)) != KVS_OK)
         goto fail;
+    t_kv0 = now_seconds();
     if ((st = kvs_engine_set_cache(in->engine, bud.num_blocks, bud.max_model_len, err)) != KVS_OK)
         goto fail;
+    double t_kv1 = now_seconds();
     /* The structured-output slots: a part of the serving reserve, made
      * (and resident) after the measurement, like the front end's pools. */
     if (gl.slots > 0 && (st = kvs_gpool_new(&in->gpool, in->tok, &gl, err)) != KVS_OK)
         goto fail;
+    double t_end = now_seconds();
+    rep->startup_seconds = t_end - t_start;
+    rep->profile_seconds = t_prof1 - t_prof0;
+    rep->full_profile = o->full_profile;
+    rep->kv_alloc_seconds = t_kv1 - t_kv0;
+    rep->header_seconds = t_load0 - t_start;
     kvs_ledger_snapshot(&b->ledger, &led);
     kvs_launch_fill_report(rep, &bi, &bud);
     rep->overhead_measured_bytes = measured;

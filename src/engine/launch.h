@@ -76,6 +76,7 @@ typedef struct kvs_launch_opts {
     const char *kv_cache_dtype;         /* "auto" | "f32" | "f16" | "bf16" */
     const char *cpu_matmul;             /* CPU, k-quant weights: "int8" (default, 8-bit activations) | "f32" */
     bool enforce_eager;
+    bool full_profile;                  /* profile the largest step with its arithmetic (runner.h) */
     bool no_prefix_caching;             /* --no-prefix-caching */
     bool use_mmap;
     int32_t max_requests;               /* engine request slots (running + waiting); 0: default */

@@ -12,6 +12,13 @@ void kvs_report_log(const kvs_memory_report *r, FILE *f)
     const char *est = r->estimate ? " (estimate)" : "";
     fprintf(f, "INFO kvserve: Model loading took %.4f GiB and %.3f seconds\n", r->weights_bytes / GIB,
             r->load_seconds);
+    if (r->startup_seconds > 0)
+        fprintf(f, "INFO kvserve: Start-up took %.3f seconds: header and budget %.3f, load %.3f, profile %.3f (%s), "
+                   "KV cache %.3f, other %.3f\n",
+                r->startup_seconds, r->header_seconds, r->load_seconds, r->profile_seconds,
+                r->full_profile ? "full" : "walk", r->kv_alloc_seconds,
+                r->startup_seconds - r->header_seconds - r->load_seconds - r->profile_seconds -
+                    r->kv_alloc_seconds);
     fprintf(f, "INFO kvserve: Memory budget on %s: total %.2f GiB x gpu_memory_utilization %.4g%s = %.2f GiB"
                " (used by other processes at start: %.2f GiB)\n",
             r->device, r->total_bytes / GIB, r->utilization,

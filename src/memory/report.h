@@ -48,6 +48,11 @@ typedef struct kvs_memory_report {
     uint64_t slack_inside_bytes;
     uint64_t slack_outside_bytes;
     double load_seconds;
+    /* Start-up phases (logged, not in the JSON): the header, tokenizer and
+     * budget before loading; the profile of the largest step; the KV cache;
+     * and the whole start-up. */
+    double header_seconds, profile_seconds, kv_alloc_seconds, startup_seconds;
+    bool full_profile;            /* the profile computed the largest step (else walked its allocations) */
 } kvs_memory_report;
 
 /* vLLM-style start-up lines ("INFO ...") to f. */

@@ -44,6 +44,8 @@ kvs_status kvs_arena_alloc(kvs_arena *a, uint64_t bytes, void **out, kvs_error *
         *out = a->live[a->n_live++].ptr;
     }
     a->used += n;
+    a->n_allocs++;
+    a->trace = (a->trace ^ n) * 0x100000001b3ull;   /* FNV-1a over the sizes, in order */
     if (a->used > a->high_water)
         a->high_water = a->used;
     return KVS_OK;

@@ -42,6 +42,8 @@ typedef struct kvs_arena {
     uint64_t high_water;                   /* most ever taken at once */
     kvs_dbuf live[KVS_ARENA_MAX_LIVE];     /* PROFILE: the live allocations, in order */
     int n_live;
+    uint64_t n_allocs;                     /* allocations taken (both modes) */
+    uint64_t trace;                        /* a hash of their sizes in order (tests compare steps) */
 } kvs_arena;
 
 typedef struct kvs_arena_mark { uint64_t used; int n_live; } kvs_arena_mark;

@@ -179,6 +179,7 @@ typedef struct kvs_model_load_opts {
     bool use_mmap;         /* CPU backend only: weights stay in the mapped file */
     kvs_load_progress_fn progress;  /* optional */
     void *progress_ctx;
+    int n_threads;         /* threads reading weights into host memory (<= 1: the caller alone) */
 } kvs_model_load_opts;
 
 /* Load the model's weights from a source onto backend b.  Checks that

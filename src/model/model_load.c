@@ -234,6 +234,19 @@ static kvs_status map_files(kvs_model_model *m, const kvs_model_source *src, kvs
     return KVS_OK;
 }
 
+/* Progress of the bulk read, as a share of every tensor's bytes. */
+typedef struct load_progress {
+    const kvs_model_load_opts *opts;
+    uint64_t file_bytes, base;
+} load_progress;
+
+static void bulk_progress(void *ctx, uint64_t done, uint64_t total, uint32_t file, uint32_t n_files)
+{
+    (void)total;
+    const load_progress *lp = ctx;
+    lp->opts->progress(lp->opts->progress_ctx, lp->base + done, lp->file_bytes, file, n_files);
+}
+
 static int by_file_offset(const void *a, const void *b, void *ctx)
 {
     const kvs_source_tensor *const *t = ctx;
@@ -308,6 +321,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
     tensor_spec *specs = NULL;
     const kvs_source_tensor **srct = NULL;
     size_t *order = NULL;
+    kvs_source_read_job *jobs = NULL;
     void *host = NULL, *tmp = NULL;
     kvs_model_model *m = calloc(1, sizeof *m);
     if (!m)
@@ -376,7 +390,17 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
     for (size_t i = 0; i < n; i++)
         order[i] = i;
     qsort_r(order, n, sizeof *order, by_file_offset, srct);
+    /* Place every tensor (file order), then read: on a backend whose memory
+     * is host memory, the tensors stored as they are used go straight into
+     * place with several threads (kvs_source_read_many), and the few that
+     * are converted on the way (norm vectors) follow one by one; otherwise
+     * each is staged through the host buffer and copied to the device. */
+    if (!(jobs = malloc((n ? n : 1) * sizeof *jobs))) {
+        st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
+        goto fail;
+    }
     uint64_t off = 0, done = 0;
+    size_t n_jobs = 0;
     for (size_t k = 0; k < n; k++) {
         size_t i = order[k];
         tensor_spec *s = &specs[i];
@@ -385,19 +409,40 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
         w->type = s->is_norm ? KVS_DTYPE_F32 : (kvs_dtype)t->type;
         w->ne0 = s->ne0;
         w->ne1 = s->ne1;
-        done += t->nbytes;
         if (mmap_mode && mappable(s, t)) {
             w->data = (const char *)m->maps[t->file] + t->offset;
-        } else {
-            char *dev = (char *)m->weights.ptr + off;
+            continue;
+        }
+        w->data = (char *)m->weights.ptr + off;
+        off += device_bytes(s, t);
+        if (direct && !needs_convert(s, t))
+            jobs[n_jobs++] = (kvs_source_read_job){t, (void *)w->data};
+    }
+    load_progress lp = {opts, file_bytes, 0};
+    if (n_jobs > 0) {
+        int threads = opts && opts->n_threads > 1 ? opts->n_threads : 1;
+        if ((st = kvs_source_read_many(src, jobs, n_jobs, threads, opts && opts->progress ? bulk_progress : NULL,
+                                       &lp, err)) != KVS_OK)
+            goto fail;
+        for (size_t j = 0; j < n_jobs; j++)
+            done += jobs[j].t->nbytes;
+    }
+    for (size_t k = 0; k < n; k++) {
+        size_t i = order[k];
+        tensor_spec *s = &specs[i];
+        const kvs_source_tensor *t = srct[i];
+        bool mapped = mmap_mode && mappable(s, t);
+        if (!mapped && direct && !needs_convert(s, t))
+            continue;   /* read above */
+        if (!mapped) {
+            void *dev = (void *)slot_ptr(m, s)->data;
             uint64_t bytes = s->is_norm ? (uint64_t)s->ne0 * 4 : t->nbytes;
-            if ((st = read_host(src, s, t, direct ? (void *)dev : host, tmp, err)) != KVS_OK)
+            if ((st = read_host(src, s, t, direct ? dev : host, tmp, err)) != KVS_OK)
                 goto fail;
             if (!direct)
                 b->ops->to_device(b, dev, host, bytes);
-            w->data = dev;
-            off += device_bytes(s, t);
         }
+        done += t->nbytes;
         if (opts && opts->progress)
             opts->progress(opts->progress_ctx, done, file_bytes, t->file, src->n_files);
     }
@@ -439,6 +484,7 @@ kvs_status kvs_model_load_source(kvs_model_model **out, const kvs_model_source *
     free(specs);
     free(srct);
     free(order);
+    free(jobs);
     free(host);
     free(tmp);
     clock_gettime(CLOCK_MONOTONIC, &t1);
@@ -449,6 +495,7 @@ fail:
     free(specs);
     free(srct);
     free(order);
+    free(jobs);
     free(host);
     free(tmp);
     kvs_model_free(m);

@@ -15,6 +15,17 @@
  * source without reading a weight.  kvs_source_read() reads one tensor's
  * bytes; the model loader (model.h) owns where they go.
  *
+ * Loading a model reads gigabytes that are usually in the page cache
+ * already, so the cost is the copy into fresh memory and the page faults
+ * of that memory, not the disk.  kvs_source_read_many() reads many tensors
+ * at once with several threads: every tensor is cut into pieces where its
+ * destination crosses a multiple of KVS_SOURCE_READ_CHUNK (8 MiB: a whole
+ * number of pages, 2 MiB huge ones included, so no two threads fault the
+ * same page), the threads claim pieces in the jobs' order (the model loader
+ * gives file order) and pread() them straight into place through one
+ * descriptor per file.  Its errors are those of reading the jobs one by one
+ * in that order: of the pieces that fail, the first one's is reported.
+ *
  * Everything a source accepts has been checked: each file's header is
  * validated (formats/gguf.h, formats/safetensors.h), every shard the index
  * names exists and holds the tensors the index says, and errors name the
@@ -91,6 +102,19 @@ const kvs_source_tensor *kvs_source_find(const kvs_model_source *s, const char *
 /* Read tensor t's nbytes into dst. */
 kvs_status kvs_source_read(const kvs_model_source *s, const kvs_source_tensor *t, void *dst,
                            kvs_error *err);
+/* Many tensors into their destinations (see the top): n_threads threads
+ * (the caller included; the caller alone for n_threads <= 1 or under two
+ * pieces' worth of bytes).  progress, if not NULL, is called on the
+ * caller's thread with the bytes read so far of the jobs' total, last with
+ * the total.  On failure the destinations hold partial data. */
+#define KVS_SOURCE_READ_CHUNK (8ull << 20)
+typedef struct kvs_source_read_job {
+    const kvs_source_tensor *t;
+    void *dst;              /* t->nbytes bytes */
+} kvs_source_read_job;
+kvs_status kvs_source_read_many(const kvs_model_source *s, const kvs_source_read_job *jobs, size_t n_jobs,
+                                int n_threads, kvs_load_progress_fn progress, void *progress_ctx,
+                                kvs_error *err);
 /* Bytes of tensor data in all files (for progress). */
 uint64_t kvs_source_data_bytes(const kvs_model_source *s);
 
