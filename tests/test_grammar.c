@@ -551,10 +551,8 @@ static void test_mask_gpt2(void **state)
     check_masks("ggml-vocab-gpt-2.gguf", "{\"type\":\"array\",\"items\":{\"enum\":[\"yes\",\"no\",1.5]}}", 6);
 }
 
-/* The cache answers a state it has seen with the same mask. */
-static void test_mask_cache(void **state)
+static kvs_tokenizer *stories_tok(void)
 {
-    (void)state;
     char path[1024];
     snprintf(path, sizeof path, "%s/models/stories260K.gguf", mt_shared_dir());
     kvs_gguf *gg;
@@ -563,6 +561,15 @@ static void test_mask_cache(void **state)
     assert_int_equal(kvs_gguf_open(&gg, path, &err), KVS_OK);
     assert_int_equal(kvs_tok_load(&tok, gg, &err), KVS_OK);
     kvs_gguf_close(gg);
+    return tok;
+}
+
+/* The cache answers a state it has seen with the same mask. */
+static void test_mask_cache(void **state)
+{
+    (void)state;
+    kvs_tokenizer *tok = stories_tok();
+    kvs_error err;
     kvs_gvocab *v;
     assert_int_equal(kvs_gvocab_new(&v, tok, &err), KVS_OK);
     kvs_grammar *g = parse_ok("root ::= \"\\\"\" [a-z ]* \"\\\"\"\n");
@@ -666,18 +673,6 @@ static void test_arena_compile(void **state)
     kvs_grammar_unref(ref);
 }
 
-static kvs_tokenizer *stories_tok(void)
-{
-    char path[1024];
-    snprintf(path, sizeof path, "%s/models/stories260K.gguf", mt_shared_dir());
-    kvs_gguf *gg;
-    kvs_tokenizer *tok;
-    kvs_error err;
-    assert_int_equal(kvs_gguf_open(&gg, path, &err), KVS_OK);
-    assert_int_equal(kvs_tok_load(&tok, gg, &err), KVS_OK);
-    kvs_gguf_close(gg);
-    return tok;
-}
 
 /* A constraint compiled in a lease of p, bound to it. */
 static kvs_grammar *lease_grammar(kvs_gpool *p, int32_t seqs, const char *schema)
