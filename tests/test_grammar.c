@@ -293,7 +293,7 @@ static void test_regex_errors(void **state)
 static void test_choice(void **state)
 {
     (void)state;
-    const char *ch[] = {"red", "green", "blue \"sky\"", "r\xc3\xa9" "d", ""};
+    const char *ch[] = {"red", "green", "blue \"sky\"", "r\u00e9d", ""};
     char *gbnf;
     kvs_error err;
     assert_int_equal(kvs_choice_to_gbnf(ch, 5, &gbnf, &err), KVS_OK);

@@ -97,8 +97,9 @@ bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
 
 /* --- activations --- */
 
-/* Round half away from zero, exactly (r - trunc(r) is exact). */
-static inline int round_away(float r)
+/* Round half away from zero, exactly (r - trunc(r) is exact).  The scalar
+ * form of the AVX-512 code below (unused when that is compiled). */
+__attribute__((unused)) static inline int round_away(float r)
 {
     const float t = truncf(r), f = r - t;
     int q = (int)t + (fabsf(f) >= 0.5f ? (r < 0.0f ? -1 : 1) : 0);
