@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "chat/jinja_internal.h"
+#include "core/chars.h"
 
 
 typedef struct tok {
@@ -138,10 +139,11 @@ static jv unescape(parser *P, const char *s, size_t n, int line)
         }
         if (hex > 0) {
             for (int d = 0; d < hex; d++) {
-                if (i + 1 >= n || !isxdigit((unsigned char)s[i + 1]))
+                const int h = i + 1 < n ? kvs_hex_digit((unsigned char)s[i + 1]) : -1;
+                if (h < 0)
                     jfail(c, KVS_E_INVALID, "line %d: truncated \\%cXX escape in a string literal", line, e);
-                char ch = s[++i];
-                cp = cp * 16 + (uint32_t)(isdigit((unsigned char)ch) ? ch - '0' : (tolower(ch) - 'a' + 10));
+                i++;
+                cp = cp * 16 + (uint32_t)h;
             }
         }
         if (cp > 0x10ffff)

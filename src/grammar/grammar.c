@@ -1,5 +1,6 @@
 /* GBNF text -> the byte-level grammar of grammar.h. */
 #include "grammar/grammar.h"
+#include "core/chars.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -559,17 +560,6 @@ static bool is_name_char(int c)
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
 }
 
-static int hexval(int c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* One character of a literal or class (escapes, UTF-8) as a code point;
  * false after a failure. */
 static bool parse_char(builder *b, uint32_t *cp)
@@ -590,7 +580,7 @@ static bool parse_char(builder *b, uint32_t *cp)
         if (nhex) {
             uint32_t v = 0;
             for (int i = 0; i < nhex; i++) {
-                int h = b->pos < b->len ? hexval((unsigned char)b->src[b->pos]) : -1;
+                int h = b->pos < b->len ? kvs_hex_digit((unsigned char)b->src[b->pos]) : -1;
                 if (h < 0) {
                     fail_at(b, off, "'\\%c' needs %d hex digits", e, nhex);
                     return false;

@@ -1,5 +1,6 @@
 /* Regular expressions and choice lists -> GBNF (see grammar.h). */
 #include "grammar/grammar.h"
+#include "core/chars.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -157,11 +158,6 @@ static void emit_char(rx *r, uint32_t c, kvs_gbuf *out)
 
 static int peekc(const rx *r) { return r->pos < r->n ? (unsigned char)r->s[r->pos] : -1; }
 
-static int hexv(int c)
-{
-    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
 /* A UTF-8 character of the pattern. */
 static uint32_t next_cp(rx *r)
 {
@@ -229,7 +225,7 @@ static uint32_t parse_escape(rx *r, bool in_class, bool *cls, ranges *v, bool *n
         int nd = e == 'x' ? 2 : 4;
         uint32_t x = 0;
         for (int i = 0; i < nd; i++) {
-            int h = r->pos < r->n ? hexv((unsigned char)r->s[r->pos]) : -1;
+            int h = r->pos < r->n ? kvs_hex_digit((unsigned char)r->s[r->pos]) : -1;
             if (h < 0) {
                 rx_fail(r, "'\\%s' needs hex digits", e == 'x' ? "x" : "u");
                 return 0;

@@ -1,5 +1,6 @@
 /* A strict check of an HTTP/1.x request head (see http_head.h). */
 #include "server/http_head.h"
+#include "core/chars.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -11,17 +12,6 @@ static bool is_tchar(unsigned char c)
     if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'))
         return true;
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
-}
-
-static int hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 static kvs_head_result bad(kvs_http_head_verdict *v, int status, const char *code, const char *fmt, ...)
@@ -117,11 +107,11 @@ static kvs_head_result first_chunk(const char *buf, size_t len, size_t p, bool e
     const unsigned char *b = (const unsigned char *)buf;
     uint64_t size = 0;
     size_t nd = 0;
-    for (; p < len && hexval(b[p]) >= 0; p++, nd++) {
+    for (; p < len && kvs_hex_digit(b[p]) >= 0; p++, nd++) {
         if (nd >= 16 || size > (lim->max_body >> 4))
             return bad(v, 413, "request_too_large", "a chunk of the request body exceeds the limit of %llu bytes",
                        (unsigned long long)lim->max_body);
-        size = size * 16 + (uint64_t)hexval(b[p]);
+        size = size * 16 + (uint64_t)kvs_hex_digit(b[p]);
     }
     if (size > lim->max_body)
         return bad(v, 413, "request_too_large", "a chunk of the request body exceeds the limit of %llu bytes",

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/chars.h"
 #include "tokenizer/tok_internal.h"
 #include "tokenizer/unicode.h"
 
@@ -22,10 +23,7 @@ int kvs_tok_byte_piece(const char *s, size_t len)
         return -1;
     int v = 0;
     for (int i = 3; i < 5; i++) {
-        char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10
-                                               : c >= 'a' && c <= 'f' ? c - 'a' + 10
-                                                                      : -1;
+        int d = kvs_hex_digit((unsigned char)s[i]);
         if (d < 0)
             return -1;
         v = v * 16 + d;

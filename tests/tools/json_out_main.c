@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/chars.h"
 #include "core/json_out.h"
 #include "server/server_internal.h"
 
@@ -84,8 +85,6 @@ static char *write_job(const job *j, size_t *len, const char **bad)
     return full;
 }
 
-static int hexval(int c) { return c <= '9' ? c - '0' : (c | 32) - 'a' + 10; }
-
 static void out_text(const char *s, size_t n)
 {
     fwrite(s, 1, n, stdout);
@@ -109,7 +108,8 @@ int main(void)
             size_t m = strlen(arg) / 2;
             unsigned char *bytes = malloc(m + 1);
             for (size_t i = 0; i < m; i++)
-                bytes[i] = (unsigned char)(hexval(arg[2 * i]) << 4 | hexval(arg[2 * i + 1]));
+                bytes[i] = (unsigned char)(kvs_hex_digit((unsigned char)arg[2 * i]) << 4 |
+                                        kvs_hex_digit((unsigned char)arg[2 * i + 1]));
             j.bytes = bytes;
             j.n = m;
             if (kvs_jw_utf8_valid((const char *)bytes, m)) {
