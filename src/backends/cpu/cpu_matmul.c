@@ -21,7 +21,7 @@
  * it from cache).
  *
  * Prefill (larger n) is bound by arithmetic: a panel of whole W rows is
- * dequantized once into the thread's f32 scratch (256 KiB, stays in L2),
+ * dequantized once into the thread's f32 scratch (512 KiB, stays in L2),
  * then all rows of x are run against it with the f32 tile kernel.  f32
  * weights are used in place.  The dequantized values are exactly those the
  * decode tile makes in registers and the tile accumulates the same way, so

@@ -40,8 +40,11 @@
  * Tiling: R rows of x against C rows of W, R x C accumulators.  Up to R
  * rows (decode), the weights stream once: each super-block is unpacked into
  * L1 as it is used, while the next tile's rows are prefetched.  With more
- * rows (prefill), the C weight rows are unpacked once per chunk of
- * quantized x rows into the scratch and every R rows run against them.
+ * rows (prefill, i8_prefill), the threads first quantize a chunk of x rows
+ * together, each row once, into the scratch of all threads taken as one
+ * region; then each tile of C weight rows is unpacked once per chunk into
+ * the thread's panel and every R rows of the chunk run against it (on
+ * AVX-512 in ptile, the R x C accumulators held in registers).
  *
  * The approximation is the rounding of x to 8 bits per super-block (the
  * weights are used exactly); tests/py/test_accuracy_guard.py measures it.
@@ -519,7 +522,9 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
  * block_dot's, in the same order (the same bits as tile() and the scalar
  * twin); only the loop order and register use differ.
  */
+#ifndef I8_PR
 #define I8_PR 4
+#endif
 #ifndef I8_PC
 #define I8_PC 4
 #endif
@@ -563,7 +568,7 @@ static void ptile_any(int R, int C, const i8_xblk *const *x, const i8_wblk *cons
     case 1: ptile(RR, 1, x, wu, nsb, y, ldy); break;               \
     case 2: ptile(RR, 2, x, wu, nsb, y, ldy); break;               \
     case 3: ptile(RR, 3, x, wu, nsb, y, ldy); break;               \
-    case 4: ptile(RR, 4, x, wu, nsb, y, ldy); break;               \
+    case 4: ptile(RR, I8_PC > 3 ? 4 : 3, x, wu, nsb, y, ldy); break; \
     case 5: ptile(RR, I8_PC > 4 ? 5 : 4, x, wu, nsb, y, ldy); break; \
     default: ptile(RR, I8_PC, x, wu, nsb, y, ldy); break;          \
     }
@@ -571,11 +576,13 @@ static void ptile_any(int R, int C, const i8_xblk *const *x, const i8_wblk *cons
     case 1: P_C(1); break;
     case 2: P_C(2); break;
     case 3: P_C(3); break;
-    default: P_C(4); break;
+    case 4: P_C(4 < I8_PR ? 4 : I8_PR); break;
+    case 5: P_C(5 < I8_PR ? 5 : I8_PR); break;
+    default: P_C(I8_PR); break;
     }
 #undef P_C
 }
-_Static_assert(I8_PR == 4 && I8_PC >= 4 && I8_PC <= 6, "ptile_any dispatches R 1..4, C 1..I8_PC");
+_Static_assert(I8_PR >= 3 && I8_PR <= 6 && I8_PC >= 3 && I8_PC <= 6, "ptile_any dispatches R 1..I8_PR, C 1..I8_PC");
 #endif
 
 #define I8_TILE_ARGS t, bb, x, w, wu, nsb, y, ldy, pf
@@ -709,6 +716,11 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
  * about twice what one thread's scratch holds, so each weight super-block
  * is unpacked half as often.
  */
+#if defined(KVS_SIMD_AVX512)
+#define I8_RT I8_PR
+#else
+#define I8_RT I8_MR
+#endif
 typedef struct i8_pjob {
     const i8_job *j;
     i8_xblk *xq;        /* the shared chunk */
@@ -757,10 +769,10 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
                 unpack(j->wt, w + (size_t)b * bb, panel + (size_t)c * (size_t)j->nsb + b);
             }
         }
-        for (int64_t r0 = p->a0; r0 < p->a1; r0 += I8_MR) {
-            const int R = (int)min64(I8_MR, p->a1 - r0);
-            const i8_xblk *xr[I8_MR];
-            for (int r = 0; r < I8_MR; r++)
+        for (int64_t r0 = p->a0; r0 < p->a1; r0 += I8_RT) {
+            const int R = (int)min64(I8_RT, p->a1 - r0);
+            const i8_xblk *xr[I8_RT];
+            for (int r = 0; r < I8_RT; r++)
                 xr[r] = p->xq + (min64(r0 + r, p->a1 - 1) - p->a0) * j->nsb;
             float *y = j->y + r0 * j->m + c0;
 #if defined(KVS_SIMD_AVX512)
