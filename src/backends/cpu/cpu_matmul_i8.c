@@ -522,12 +522,8 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
  * block_dot's, in the same order (the same bits as tile() and the scalar
  * twin); only the loop order and register use differ.
  */
-#ifndef I8_PR
-#define I8_PR 4
-#endif
-#ifndef I8_PC
+#define I8_PR 4 /* 4 x 4 measured best: 16 accumulators, 4 + 2 weight registers, 2 temporaries */
 #define I8_PC 4
-#endif
 KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb, float *y,
                            int64_t ldy)
 {
@@ -568,21 +564,17 @@ static void ptile_any(int R, int C, const i8_xblk *const *x, const i8_wblk *cons
     case 1: ptile(RR, 1, x, wu, nsb, y, ldy); break;               \
     case 2: ptile(RR, 2, x, wu, nsb, y, ldy); break;               \
     case 3: ptile(RR, 3, x, wu, nsb, y, ldy); break;               \
-    case 4: ptile(RR, I8_PC > 3 ? 4 : 3, x, wu, nsb, y, ldy); break; \
-    case 5: ptile(RR, I8_PC > 4 ? 5 : 4, x, wu, nsb, y, ldy); break; \
-    default: ptile(RR, I8_PC, x, wu, nsb, y, ldy); break;          \
+    default: ptile(RR, 4, x, wu, nsb, y, ldy); break;              \
     }
     switch (R) {
     case 1: P_C(1); break;
     case 2: P_C(2); break;
     case 3: P_C(3); break;
-    case 4: P_C(4 < I8_PR ? 4 : I8_PR); break;
-    case 5: P_C(5 < I8_PR ? 5 : I8_PR); break;
-    default: P_C(I8_PR); break;
+    default: P_C(4); break;
     }
 #undef P_C
 }
-_Static_assert(I8_PR >= 3 && I8_PR <= 6 && I8_PC >= 3 && I8_PC <= 6, "ptile_any dispatches R 1..I8_PR, C 1..I8_PC");
+_Static_assert(I8_PR == 4 && I8_PC == 4 && I8_PC == I8_MC, "ptile_any dispatches R 1..4, C 1..4; panels of I8_MC rows");
 #endif
 
 #define I8_TILE_ARGS t, bb, x, w, wu, nsb, y, ldy, pf
@@ -640,12 +632,7 @@ static inline int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static inline int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 /* The thread's scratch: I8_MC rows of unpacked weights, then quantized x rows. */
-#if defined(KVS_SIMD_AVX512)
-#define I8_CMAX (I8_PC > I8_MC ? I8_PC : I8_MC)
-#else
-#define I8_CMAX I8_MC
-#endif
-static size_t panel_bytes(int64_t nsb) { return (size_t)(I8_CMAX * nsb) * sizeof(i8_wblk); }
+static size_t panel_bytes(int64_t nsb) { return (size_t)(I8_MC * nsb) * sizeof(i8_wblk); }
 
 static void i8_task(void *arg, int task, int n_tasks, int thread)
 {
@@ -664,20 +651,16 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
         const int64_t a1 = min64(n1, a0 + j->rows_per_chunk);
         for (int64_t r = a0; r < a1; r++)
             quantize_row(xq + (r - a0) * j->nsb, j->x + r * j->k, j->nsb, lane_map(j->wt));
-        /* unpack the weights once for the chunk when more than one tile of rows uses them */
+        /* unpack the weights once for the chunk when more than one tile of rows uses them
+         * (i8_prefill takes such shapes first) */
         const bool packed = a1 - a0 > I8_MR;
-#if defined(KVS_SIMD_AVX512)
-        const int CW = packed ? I8_PC : I8_MC;
-#else
-        const int CW = I8_MC;
-#endif
-        for (int64_t c0 = m0; c0 < m1; c0 += CW) {
-            const int C = (int)min64(CW, m1 - c0);
-            const uint8_t *w[I8_CMAX], *pf[I8_CMAX];
-            const i8_wblk *wu[I8_CMAX];
-            for (int c = 0; c < CW; c++) {
+        for (int64_t c0 = m0; c0 < m1; c0 += I8_MC) {
+            const int C = (int)min64(I8_MC, m1 - c0);
+            const uint8_t *w[I8_MC], *pf[I8_MC];
+            const i8_wblk *wu[I8_MC];
+            for (int c = 0; c < I8_MC; c++) {
                 w[c] = j->w + (uint64_t)min64(c0 + c, m1 - 1) * j->row_bytes;
-                pf[c] = j->w + (uint64_t)min64(c0 + CW + c, m1 - 1) * j->row_bytes;
+                pf[c] = j->w + (uint64_t)min64(c0 + I8_MC + c, m1 - 1) * j->row_bytes;
                 wu[c] = panel + (size_t)(c < C ? c : C - 1) * (size_t)j->nsb;
             }
             if (packed)
@@ -692,12 +675,6 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
                 const i8_xblk *xr[I8_MR];
                 for (int r = 0; r < I8_MR; r++)
                     xr[r] = xq + (min64(r0 + r, a1 - 1) - a0) * j->nsb;
-#if defined(KVS_SIMD_AVX512)
-                if (packed) {
-                    ptile_any(R, C, xr, wu, j->nsb, j->y + r0 * j->m + c0, j->m);
-                    continue;
-                }
-#endif
                 tile_any(R, C, j->wt, bb, xr, w, packed ? wu : NULL, j->nsb, j->y + r0 * j->m + c0, j->m,
                          !packed && r0 == a0 ? pf : NULL);
             }
@@ -707,7 +684,7 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
 
 /*
  * Prefill (more than I8_MR rows): the threads' scratch panels taken
- * together.  Each thread keeps a weight panel of I8_CMAX rows at the
+ * together.  Each thread keeps a weight panel of I8_MC rows at the
  * start of its own panel; the rest of the whole scratch holds one chunk
  * of quantized x rows shared by all threads.  Per chunk, the threads first
  * quantize its rows (each row once), then split the weight rows between
@@ -748,15 +725,11 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
         return;
     i8_wblk *panel = (i8_wblk *)(j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH);
     const size_t bb = kvs_dtype_block_bytes(j->wt);
-#if defined(KVS_SIMD_AVX512)
-    const int CW = I8_PC;
-#else
     const int CW = I8_MC;
-#endif
     for (int64_t c0 = m0; c0 < m1; c0 += CW) {
         const int C = (int)min64(CW, m1 - c0);
-        const uint8_t *pf[I8_CMAX];
-        const i8_wblk *wu[I8_CMAX];
+        const uint8_t *pf[I8_MC];
+        const i8_wblk *wu[I8_MC];
         for (int c = 0; c < CW; c++) {
             pf[c] = j->w + (uint64_t)min64(c0 + CW + c, m1 - 1) * j->row_bytes;
             wu[c] = panel + (size_t)(c < C ? c : C - 1) * (size_t)j->nsb;
@@ -801,10 +774,10 @@ static bool i8_prefill(i8_job *j)
     i8_pjob p = {.j = j, .xq = (i8_xblk *)((uint8_t *)j->ctx->mm_scratch + panels)};
     const int64_t n_chunks = cdiv(j->n, rows);
     rows = cdiv(cdiv(j->n, n_chunks), I8_MR) * I8_MR;
-    int64_t n_ctasks = min64(cdiv(j->m, I8_CMAX), (int64_t)T * 4);
+    int64_t n_ctasks = min64(cdiv(j->m, I8_MC), (int64_t)T * 4);
     if (T == 1)
         n_ctasks = 1;
-    p.cols_per_task = cdiv(cdiv(j->m, n_ctasks), I8_CMAX) * I8_CMAX;
+    p.cols_per_task = cdiv(cdiv(j->m, n_ctasks), I8_MC) * I8_MC;
     n_ctasks = cdiv(j->m, p.cols_per_task);
     for (p.a0 = 0; p.a0 < j->n; p.a0 += rows) {
         p.a1 = min64(j->n, p.a0 + rows);
