@@ -653,7 +653,7 @@ def t_kept_alive_timeouts():
 def t_drain_kept_alive():
     with Server(STORIES, "--max-num-seqs", "1", "--shutdown-timeout", "3", "--http-idle-timeout", "30") as srv:
         out = {}
-        t = threading.Thread(target=read_stream, args=(srv.port, dict(prompt="Once upon a time", max_tokens=4000,
+        t = threading.Thread(target=read_stream, args=(srv.port, dict(prompt="Once upon a time", max_tokens=2000,
                              ignore_eos=True, stream=True), out, 0), daemon=True)
         t.start()
         assert wait_for(lambda: srv.metrics()["kvserve:num_requests_running"] == 1, timeout=60)
