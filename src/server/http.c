@@ -27,6 +27,11 @@ static enum MHD_Result send_buffer(struct MHD_Connection *c, unsigned status, co
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (hname)
         MHD_add_response_header(r, hname, hval);
+    if (hname && strcasecmp(hname, MHD_HTTP_HEADER_CONNECTION) == 0) {
+        kvs_http_slot *sl = kvs_http_slot_of(c);
+        if (sl) /* libmicrohttpd closes after this response */
+            sl->resp_close = true;
+    }
     kvs_http_decorate(c, r);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
@@ -386,10 +391,34 @@ static bool head_ok(kvs_server *s, struct MHD_Connection *c, enum MHD_Result *re
     return true;
 }
 
+/* Whether value (a Connection header) lists the token `close`. */
+static bool lists_close(const char *value)
+{
+    for (const char *p = value; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", \t");
+        if (n == 5 && strncasecmp(p, "close", 5) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* Whether libmicrohttpd keeps the connection alive after this request, as
+ * far as the request tells (its keepalive_possible: HTTP/1.1 and no
+ * `Connection: close`; HTTP/1.0 keep-alive is left to libmicrohttpd). */
+static bool request_keeps(struct MHD_Connection *c, const char *version)
+{
+    if (!version || strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
+        return false;
+    const char *conn = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
+    return !lists_close(conn);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
-    (void)version;
     kvs_server *s = cls;
     kvs_http_slot *sl = kvs_http_slot_of(c);
     if (!sl)
@@ -401,6 +430,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         sl->too_large = sl->pool_full = false;
         sl->dropped = 0;
         sl->defer_fn = NULL;
+        sl->keep = request_keeps(c, version);
+        sl->resp_close = false;
         enum MHD_Result ret;
         if (!head_ok(s, c, &ret)) {
             sl->phase = REQ_DONE;
@@ -480,9 +511,14 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     return ret;
 }
 
+/* A request ends.  When libmicrohttpd keeps the connection alive, this runs
+ * from its connection_reset(), just before the connection waits for the
+ * next head (MHD_CONNECTION_INIT, read buffer kept); suspending it here
+ * hands that wait to the gate (kvs_http_keep).  A wrong guess is harmless:
+ * a connection libmicrohttpd closes after all is resumed by the gate when
+ * its peer leaves or at the idle time-out, and cleaned up then. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)toe;
     kvs_server *s = cls;
     kvs_http_slot *sl = *con_cls;
     *con_cls = NULL;
@@ -500,6 +536,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     sl->bad_target = false;
     body_free(s, sl);
     kvs_http_request_end(&s->front, sl);
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && sl->keep && !sl->resp_close)
+        kvs_http_keep(&s->front, sl, c);
+    sl->keep = sl->resp_close = false;
 }
 
 /* Percent-decoding of the target, as MHD's own, but a decoded NUL marks the

@@ -63,7 +63,7 @@ struct kvs_server;
 typedef enum MHD_Result (*kvs_http_resume_fn)(void *ctx, struct MHD_Connection *c);
 typedef void (*kvs_http_cancel_fn)(void *ctx);
 
-enum { SLOT_FREE, SLOT_GATE, SLOT_LINGER, SLOT_HANDED, SLOT_LIVE };
+enum { SLOT_FREE, SLOT_GATE, SLOT_LINGER, SLOT_HANDED, SLOT_LIVE, SLOT_IDLE };
 enum { REQ_NONE, REQ_BODY, REQ_DONE, REQ_DEFERRED };
 
 typedef struct kvs_http_slot {
@@ -75,10 +75,13 @@ typedef struct kvs_http_slot {
     int fd;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    double deadline;               /* GATE: head due; LINGER: close; LIVE+awaiting_head: head due */
-    double t_accept;               /* GATE: when accepted */
-    size_t seen;                   /* GATE: bytes received so far */
-    bool awaiting_head;            /* LIVE: between requests */
+    double deadline;               /* GATE, IDLE with bytes: head due; LINGER: close; LIVE+awaiting_head: head due */
+    double t_accept;               /* GATE: when accepted; IDLE: when the last response ended */
+    size_t seen;                   /* GATE, IDLE: bytes of the head received so far */
+    bool awaiting_head;            /* LIVE: between requests (a head libmicrohttpd reads itself) */
+    bool owned;                    /* libmicrohttpd has the socket (from HANDED on; LINGER and IDLE too) */
+    bool tracked;                  /* every head so far passed the gate, every body had a Content-Length */
+    uint64_t consumed;             /* tracked: bytes of the requests so far (heads and bodies) */
     struct MHD_Connection *conn;
     bool suspended, wake_pending, hup, watched;
     struct kvs_http_slot *next_free;
@@ -89,6 +92,8 @@ typedef struct kvs_http_slot {
     size_t len, cap, dropped;
     bool too_large, pool_full, bad_target;
     bool long_timeout;             /* a stream: KVS_HTTP_WRITE_TIMEOUT_S applies until it ends */
+    bool keep;                     /* the request allows keep-alive (HTTP/1.1 without Connection: close) */
+    bool resp_close;               /* the response says Connection: close */
     kvs_http_resume_fn defer_fn;
     kvs_http_cancel_fn defer_cancel;
     void *defer_ctx;
@@ -155,6 +160,13 @@ kvs_http_slot *kvs_http_slot_of(struct MHD_Connection *c);
 /* A request starts (first call of the access handler) / ends (completed). */
 void kvs_http_request_begin(kvs_http_front *f, kvs_http_slot *sl);
 void kvs_http_request_end(kvs_http_front *f, kvs_http_slot *sl);
+/* From NOTIFY_COMPLETED of a request that libmicrohttpd keeps the
+ * connection alive after (status COMPLETED_OK, keep and not resp_close):
+ * if libmicrohttpd has read no byte past the requests the gate checked,
+ * suspend c and let the gate check the next head (IDLE).  Otherwise (a
+ * pipelined request in libmicrohttpd's buffer, a chunked body, stopping)
+ * leave c to libmicrohttpd from now on.  True if suspended. */
+bool kvs_http_keep(kvs_http_front *f, kvs_http_slot *sl, struct MHD_Connection *c);
 
 /* Answer on a raw socket: status with the JSON error object, Connection:
  * close (used by the gate). */

@@ -55,6 +55,8 @@ typedef struct kvs_http_head_verdict {
     char msg[200];                 /* BAD: what was wrong */
     bool head_done;                /* MORE: the head is complete, only the first chunk line is missing */
     size_t head_len;               /* OK or head_done: bytes of the head including its blank line */
+    uint64_t body_len;             /* OK: the Content-Length (0 without one) */
+    bool chunked;                  /* OK or head_done: the body is chunked (its length is not known) */
 } kvs_http_head_verdict;
 
 /* Check the first len bytes received on a connection (buf need not be NUL
