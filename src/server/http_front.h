@@ -80,6 +80,7 @@ typedef struct kvs_http_slot {
     size_t seen;                   /* GATE, IDLE: bytes of the head received so far */
     bool awaiting_head;            /* LIVE: between requests (a head libmicrohttpd reads itself) */
     bool owned;                    /* libmicrohttpd has the socket (from HANDED on; LINGER and IDLE too) */
+    bool closing;                  /* closed by the gate, libmicrohttpd has yet to free it (n_closing) */
     bool tracked;                  /* every head so far passed the gate, every body had a Content-Length */
     uint64_t consumed;             /* tracked: bytes of the requests so far (heads and bodies) */
     struct MHD_Connection *conn;
@@ -106,6 +107,7 @@ typedef struct kvs_http_front {
     unsigned idle_timeout_s;
     double header_timeout_s;
     int listen_fd, ep, wake_fd;
+    int dead_fd;                   /* a socket whose peer is gone: what a closed kept-alive socket becomes */
     int port;
     pthread_t thread;
     bool thread_started;
@@ -128,6 +130,7 @@ typedef struct kvs_http_front {
     unsigned wait_head, n_waiting;
     double listen_paused_until;
     atomic_uint_fast64_t refused_full; /* connections answered 503 for the limit */
+    atomic_uint n_closing;         /* slots with closing set */
 
     kvs_http_pool pool;
     atomic_bool draining, stopping, quit;

@@ -86,6 +86,9 @@ static void slot_release(kvs_http_front *f, kvs_http_slot *sl)
     sl->suspended = sl->wake_pending = sl->hup = sl->watched = sl->awaiting_head = false;
     sl->owned = sl->tracked = sl->keep = sl->resp_close = false;
     sl->consumed = 0;
+    if (sl->closing)
+        atomic_fetch_sub(&f->n_closing, 1);
+    sl->closing = false;
     pthread_mutex_unlock(&sl->mu);
     pthread_mutex_lock(&f->mu);
     sl->next_free = f->free_list;
@@ -100,20 +103,26 @@ static void slot_release(kvs_http_front *f, kvs_http_slot *sl)
 }
 
 /* Close a kept-alive connection that libmicrohttpd has suspended between
- * two requests (IDLE, or LINGER after an answer): drop what the peer sent,
- * shut the socket down and resume it; libmicrohttpd reads the end of the
- * stream, closes the socket and frees the slot (kvs_http_on_connection).
- * It never sees a byte of the refused head.  Call with sl->mu held. */
+ * two requests (IDLE, or LINGER after an answer).  Its descriptor is made a
+ * copy of dead_fd (dup3 closes the TCP socket in the same step), and the
+ * connection is resumed: libmicrohttpd reads the end of the stream, closes
+ * the descriptor and frees the slot (kvs_http_on_connection).  So it never
+ * reads a byte that came after the last head the gate passed.  Call with
+ * sl->mu held. */
 static void owned_close(kvs_http_front *f, kvs_http_slot *sl)
 {
     if (sl->watched)
         epoll_ctl(f->ep, EPOLL_CTL_DEL, sl->fd, NULL);
     sl->watched = false;
-    drain_socket(sl->fd);
-    shutdown(sl->fd, SHUT_RDWR);
+    drain_socket(sl->fd); /* (what is left unread would make the close a reset) */
+    if (f->dead_fd < 0 || dup3(f->dead_fd, sl->fd, O_CLOEXEC) < 0)
+        shutdown(sl->fd, SHUT_RDWR);
     sl->state = SLOT_LIVE;
     sl->awaiting_head = false;
     sl->tracked = false;
+    if (!sl->closing)
+        atomic_fetch_add(&f->n_closing, 1);
+    sl->closing = true;
     MHD_resume_connection(sl->conn);
 }
 
@@ -356,15 +365,27 @@ static void overflow_close(kvs_http_front *f, int i)
 static kvs_http_slot *evict_idle(kvs_http_front *f, double now)
 {
     kvs_http_slot *old = NULL;
+    if (atomic_load(&f->n_closing) > 0)
+        return NULL; /* a slot is about to be freed: no need to close another */
     for (unsigned i = 0; i < f->n_slots; i++) {
         kvs_http_slot *sl = &f->slots[i];
-        if (sl->state == SLOT_GATE && sl->seen == 0 && now - sl->t_accept >= KVS_HTTP_EVICT_IDLE_S &&
+        int st = sl->state; /* (IDLE is checked again under its lock) */
+        if ((st == SLOT_GATE || st == SLOT_IDLE) && sl->seen == 0 && now - sl->t_accept >= KVS_HTTP_EVICT_IDLE_S &&
             (!old || sl->t_accept < old->t_accept))
             old = sl;
     }
     if (!old || recv(old->fd, f->peek, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
         return NULL; /* (it has just sent something: leave it) */
-    gate_close(f, old);
+    if (old->state == SLOT_GATE) {
+        gate_close(f, old);
+        return slot_alloc(f);
+    }
+    /* A kept-alive connection between requests: libmicrohttpd frees its
+     * slot a moment later, and the new connection waits for it. */
+    pthread_mutex_lock(&old->mu);
+    if (old->state == SLOT_IDLE && old->seen == 0)
+        owned_close(f, old);
+    pthread_mutex_unlock(&old->mu);
     return slot_alloc(f);
 }
 
@@ -617,7 +638,7 @@ kvs_status kvs_http_front_init(kvs_http_front *f, struct kvs_server *s, const ch
 {
     memset(f, 0, sizeof *f);
     f->s = s;
-    f->listen_fd = f->ep = f->wake_fd = -1;
+    f->listen_fd = f->ep = f->wake_fd = f->dead_fd = -1;
     f->lim = kvs_http_limits_resolve(lim);
     f->idle_timeout_s = idle_timeout_s;
     f->header_timeout_s = header_timeout_s;
@@ -658,6 +679,11 @@ kvs_status kvs_http_front_init(kvs_http_front *f, struct kvs_server *s, const ch
     f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f->ep < 0 || f->wake_fd < 0)
         return kvs_fail(err, KVS_E_IO, "epoll: %s", strerror(errno));
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
+        return kvs_fail(err, KVS_E_IO, "socketpair: %s", strerror(errno));
+    close(pair[1]); /* pair[0] now reads the end of the stream */
+    f->dead_fd = pair[0];
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_LISTEN, 0, 0)};
     struct epoll_event wv = {.events = EPOLLIN, .data.u64 = TAG(TAG_WAKE, 0, 0)};
     if (epoll_ctl(f->ep, EPOLL_CTL_ADD, f->listen_fd, &ev) != 0 ||
@@ -721,6 +747,8 @@ void kvs_http_front_free(kvs_http_front *f)
         close(f->ep);
     if (f->wake_fd >= 0)
         close(f->wake_fd);
+    if (f->dead_fd >= 0)
+        close(f->dead_fd);
     for (unsigned i = 0; f->slots && i < f->n_slots; i++)
         pthread_mutex_destroy(&f->slots[i].mu);
     free(f->slots);

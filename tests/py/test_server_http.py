@@ -650,6 +650,24 @@ def t_kept_alive_timeouts():
         assert srv.stop() == 0
 
 
+def t_kept_alive_evicted():
+    with Server(STORIES, "--max-connections", "4", "--http-idle-timeout", "60") as srv:
+        # four kept-alive connections, idle between requests, hold every slot
+        held = [kept_alive(srv.port, timeout=20) for _ in range(4)]
+        try:
+            time.sleep(1.2)  # (idle long enough to give way; nothing is timed)
+            raw = exchange(srv.port, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            assert parse_response(raw)[0] == 200, raw[:200]
+            assert read_all(held[0]) == b""  # the oldest was closed for it, without an answer
+            held[1].sendall(HEALTH)  # the others still serve
+            raw, _ = read_response(held[1])
+            assert raw.startswith(b"HTTP/1.1 200"), raw[:200]
+        finally:
+            for s in held:
+                s.close()
+        assert srv.stop() == 0
+
+
 def t_drain_kept_alive():
     with Server(STORIES, "--max-num-seqs", "1", "--shutdown-timeout", "3", "--http-idle-timeout", "30") as srv:
         out = {}
@@ -688,6 +706,7 @@ def main():
     checks.run("CORS: --allowed-origins", t_cors_allowed)
     checks.run("connection limit and time-outs", t_connection_limit)
     checks.run("kept-alive: idle and header time-outs", t_kept_alive_timeouts)
+    checks.run("kept-alive idle connections give way at the limit", t_kept_alive_evicted)
     checks.run("draining: a kept-alive connection gets 503", t_drain_kept_alive)
     checks.run("body pool full -> 503", t_body_pool_full)
     checks.run("empty API key refused", t_empty_api_key)
