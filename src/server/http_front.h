@@ -7,18 +7,47 @@
  * and hands them to libmicrohttpd (MHD_add_connection) only once their
  * first request head has arrived and passed kvs_http_head_check: MHD runs
  * epoll on a fixed pool of worker threads (--http-threads) and never sees a
- * malformed or incomplete first head, which the gate answers with a JSON
- * error itself.  Every connection holds one slot of a table sized at
- * start-up (--max-connections) from accept to close; a connection that
- * finds the table full gets a 503 JSON error at once and is closed after a
- * short linger, never silently.  The gate also enforces the header-read
- * timeout (the first head and every later one on a kept-alive connection
- * must arrive within --http-header-timeout seconds; an idle connection is
- * closed after --http-idle-timeout by libmicrohttpd), and watches the
- * sockets of suspended connections for a hang-up.
+ * malformed or incomplete head, which the gate answers with a JSON error
+ * itself.  Every connection holds one slot of a table sized at start-up
+ * (--max-connections) from accept to close; a connection that finds the
+ * table full gets a 503 JSON error at once and is closed after a short
+ * linger, never silently.
  *
- *     accept -> GATE (peek, check) -> HANDED -> LIVE (MHD) -> FREE
- *                 \-> LINGER (error answered, reading until the peer closes) -> FREE
+ * Kept-alive connections come back to the gate between requests.  When a
+ * request completes and MHD will reuse the connection, MHD calls
+ * NOTIFY_COMPLETED from connection_reset() just before the connection
+ * waits for its next head (MHD_CONNECTION_INIT, read buffer kept); the
+ * handler suspends it there (kvs_http_keep), which stops MHD reading the
+ * socket.  The gate watches the socket (IDLE) and peeks at the next head
+ * exactly as at a first one: a head that passes resumes the connection (MHD
+ * reads the same bytes); a refused one is answered in JSON on the socket
+ * (MHD, suspended, writes nothing), lingered, and the connection is closed
+ * by turning its descriptor into a copy of a dead socket (dup3) and
+ * resuming it, so MHD reads only the end of a stream, never the refused
+ * bytes.  So the gate enforces the idle time-out between requests (nothing
+ * sent: a silent close) and the header time-out (a partial head: 408),
+ * answers 503 while draining, and lets idle kept-alive connections give
+ * their slot to new ones at the limit.
+ *
+ * The gate sees only the socket, so it must know that MHD has not already
+ * read the next request into its buffer (a pipelining client): it counts
+ * the bytes of the heads it passed plus their Content-Length and compares
+ * them with what MHD has read (TCP_INFO's bytes received less SIOCINQ's
+ * still queued).  More read, a chunked body, or a head the gate did not
+ * see, and the connection is left to MHD for good (it parses later heads
+ * itself, as before).  A wrong guess that MHD keeps a connection is
+ * harmless: a suspended connection MHD has closed is resumed, and freed,
+ * when its peer leaves or at the idle time-out.
+ *
+ *     accept -> GATE (peek, check) -> HANDED -> LIVE (MHD) ----------------> FREE
+ *                 |                              |      ^           (MHD closes)
+ *                 |            request done, MHD |      | next head passed:
+ *                 |        keeps it, counts agree v      | resumed
+ *                 |                             IDLE (suspended; peek, check)
+ *                 v                              |
+ *               LINGER (answered: 4xx/5xx JSON, <--/ refused, 408, 503
+ *                 reading until the peer closes) -> FREE; a kept-alive one:
+ *                 dead socket, resumed -> LIVE -> MHD closes -> FREE
  *
  * Waiting.  A handler never blocks on the engine: when its channel has no
  * event it calls kvs_http_sleep, which suspends the connection
