@@ -326,7 +326,6 @@ bool kvs_http_keep(kvs_http_front *f, kvs_http_slot *sl, struct MHD_Connection *
     sl->watched = true;
     kept = true;
 done:
-    if (f->s->log) fprintf(f->s->log, "DBGKEEP slot=%u kept=%d got=%llu consumed=%llu tracked=%d\n", sl->index, kept, (unsigned long long)got, (unsigned long long)sl->consumed, sl->tracked);
     pthread_mutex_unlock(&sl->mu);
     return kept;
 }
@@ -384,7 +383,6 @@ static kvs_http_slot *evict_idle(kvs_http_front *f, double now)
     /* A kept-alive connection between requests: libmicrohttpd frees its
      * slot a moment later, and the new connection waits for it. */
     pthread_mutex_lock(&old->mu);
-    if (f->s->log) fprintf(f->s->log, "DBGEVICT slot=%u state=%d\n", old->index, old->state);
     if (old->state == SLOT_IDLE && old->seen == 0)
         owned_close(f, old);
     pthread_mutex_unlock(&old->mu);
