@@ -105,10 +105,22 @@ static void test_head_limits(void **state)
     const char *h = "GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY";
     assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_OK);
     assert_int_equal(v.head_len, strlen(h) - 4);
+    assert_int_equal(v.body_len, 0);
+    assert_false(v.chunked);
+    /* the body's length (the gate counts a kept-alive connection's bytes), empty lines before included */
+    h = "\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n";
+    assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_OK);
+    assert_int_equal(v.head_len, strlen(h));
+    assert_int_equal(v.body_len, 12);
+    assert_false(v.chunked);
     /* a complete head whose first chunk line is missing is flagged */
     h = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_MORE);
     assert_true(v.head_done);
+    assert_true(v.chunked);
+    h = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_OK);
+    assert_true(v.chunked);
 }
 
 static void test_pool(void **state)
