@@ -14,9 +14,12 @@
 #define KVS_GEN_PARAMS_SIZE 136
 
 typedef struct gen_choice {
-    char *text;                    /* non-streaming: the text so far */
+    char *text;                    /* non-streaming: the text so far (a run of the answer pool, cap bytes) */
     size_t len, cap;
-    json_t *lp;                    /* logprobs so far (streaming: the echoed prompt's, until the first chunk) */
+    unsigned char *rec;            /* non-streaming: its logprob records (answer pool, rec_cap bytes) */
+    size_t rec_cap, n_rec;
+    json_t *msg;                   /* non-streaming chat with parsers: the parsed message, at the end */
+    json_t *lp;                    /* streaming: the echoed prompt's logprobs, until the first chunk */
     size_t offset;                 /* bytes of text so far (text_offset), the echoed prompt included */
     int32_t n_output;
     int32_t stop_string, stop_token;
@@ -78,6 +81,9 @@ typedef struct gen {
     bool keep_ok;
     bool parse;                    /* chat: reasoning / tool-call parsing per pcfg (api_chat.c) */
     kvs_chat_parse_cfg pcfg;
+    size_t rec_stride;             /* non-streaming: bytes of one logprob record (lp_rec + its top) */
+    int32_t rec_top;               /* top logprobs a record holds */
+    bool pool_full;                /* the answer pool had no room (503) */
 } gen;
 
 /* The submissions and what the engine thread reads from them when it takes
@@ -128,7 +134,11 @@ static void gen_free(gen *g)
     if (!g)
         return;
     for (int32_t i = 0; g->ch && i < g->n; i++) {
-        free(g->ch[i].text);
+        if (g->ch[i].text)
+            kvs_http_pool_free(&g->s->answer_pool, g->ch[i].text, g->ch[i].cap);
+        if (g->ch[i].rec)
+            kvs_http_pool_free(&g->s->answer_pool, g->ch[i].rec, g->ch[i].rec_cap);
+        json_decref(g->ch[i].msg);
         json_decref(g->ch[i].lp);
         kvs_chat_stream_free(g->ch[i].cs);
     }
@@ -163,16 +173,6 @@ static const char *finish_name(kvs_finish_reason r)
     return n ? n : "stop";
 }
 
-/* vLLM's stop_reason: the stop string or stop token id that ended the choice, else null. */
-static json_t *stop_reason_json(const gen *g, const gen_choice *c)
-{
-    if (c->finished && c->stop_string >= 0 && (size_t)c->stop_string < g->n_stop)
-        return kvs_api_text_json(g->stop[c->stop_string], g->stop_len[c->stop_string]);
-    if (c->finished && c->stop_token >= 0)
-        return json_integer(c->stop_token);
-    return json_null();
-}
-
 /* ---- logprobs ---- */
 
 static gen_prompt *prompt_of(gen *g, int32_t index) { return &g->pr[index / g->per_prompt]; }
@@ -205,44 +205,98 @@ static json_t *lp_completion_new(void)
     return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
 }
 
-static json_t *lp_chat_entry(const kvs_tokenizer *t, int32_t id, float logprob)
-{
-    json_t *bytes = NULL;
-    json_t *tok = kvs_api_token_str(t, id, &bytes);
-    return json_pack("{s:o, s:o, s:o}", "token", tok, "logprob", lp_val(logprob), "bytes", bytes);
-}
-
-static void lp_chat_add(json_t *lp, const kvs_tokenizer *t, const kvs_srv_event *ev)
-{
-    json_t *e = lp_chat_entry(t, ev->token, ev->logprob);
-    json_t *top = json_array();
-    for (int32_t k = 0; k < ev->n_top; k++)
-        json_array_append_new(top, lp_chat_entry(t, ev->top_ids[k], ev->top_logprobs[k]));
-    json_object_set_new(e, "top_logprobs", top);
-    json_array_append_new(json_object_get(lp, "content"), e);
-}
-
 static json_t *lp_new(const gen *g)
 {
     return g->kind == KVS_OAI_COMPLETION ? lp_completion_new() : json_pack("{s:[]}", "content");
 }
 
-static void lp_add(const gen *g, json_t *lp, const kvs_srv_event *ev, size_t offset)
+/* ---- a non-streamed answer's storage (the answer pool) ----
+ *
+ * A choice's text and its logprobs (one fixed-size record per token: the
+ * token, its logprob, text_offset and the top ids and logprobs) are kept in
+ * runs of the server's answer pool (http_reserve.h), which grow in place or
+ * move by doubling, so nothing is allocated per token and nothing grows
+ * past the pool: a request that finds no room is answered 503. */
+
+typedef struct lp_rec {
+    size_t offset;                 /* text_offset */
+    int32_t token;
+    float logprob;
+    int32_t n_top;                 /* top entries after the record; -1: the echoed prompt's first token */
+} lp_rec;                          /* then int32_t ids[rec_top], float logprobs[rec_top] */
+
+#define ANSWER_FIRST_RUN ((size_t)4 << 10)
+
+/* Room for `need` bytes in the run *p (*cap bytes, `len` used): false (and
+ * pool_full) when the pool has none. */
+static bool answer_room(gen *g, void **p, size_t *cap, size_t len, size_t need)
 {
-    const kvs_tokenizer *t = g->s->inst->tok;
-    if (g->kind == KVS_OAI_COMPLETION)
-        lp_completion_entry(lp, t, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, offset);
-    else
-        lp_chat_add(lp, t, ev);
+    if (need <= *cap)
+        return true;
+    size_t want = *cap ? 2 * *cap : ANSWER_FIRST_RUN;
+    while (want < need)
+        want *= 2;
+    void *q = kvs_http_pool_grow(&g->s->answer_pool, *p, cap, len, want);
+    if (!q && want > need)
+        q = kvs_http_pool_grow(&g->s->answer_pool, *p, cap, len, need);
+    if (!q) {
+        g->pool_full = true;
+        return false;
+    }
+    *p = q;
+    return true;
+}
+
+static const lp_rec *rec_at(const gen *g, const gen_choice *c, size_t i)
+{
+    return (const lp_rec *)(const void *)(c->rec + i * g->rec_stride);
+}
+
+static const int32_t *rec_ids(const lp_rec *r) { return (const int32_t *)(const void *)(r + 1); }
+
+static const float *rec_lps(const gen *g, const lp_rec *r)
+{
+    return (const float *)(const void *)(rec_ids(r) + g->rec_top);
+}
+
+static bool rec_add(gen *g, gen_choice *c, int32_t token, float logprob, int32_t n_top, const int32_t *ids,
+                    const float *lps, size_t offset)
+{
+    void *p = c->rec;
+    size_t used = c->n_rec * g->rec_stride;
+    if (!answer_room(g, &p, &c->rec_cap, used, used + g->rec_stride))
+        return false;
+    c->rec = p;
+    lp_rec *r = (lp_rec *)(void *)(c->rec + used);
+    if (n_top > g->rec_top)
+        n_top = g->rec_top;
+    *r = (lp_rec){.offset = offset, .token = token, .logprob = logprob, .n_top = n_top};
+    int32_t *ri = (int32_t *)(void *)(r + 1);
+    float *rl = (float *)(void *)(ri + g->rec_top);
+    for (int32_t k = 0; k < n_top; k++) {
+        ri[k] = ids[k];
+        rl[k] = lps[k];
+    }
+    c->n_rec++;
+    return true;
 }
 
 /* echo with logprobs: the prompt's tokens first, as vLLM returns them (the
  * first has no logprob: nothing comes before it); ev is a prompt-logprob
  * event (ev->prompt_index > 0). */
-static bool lp_prompt_add(const gen *g, gen_choice *c, const gen_prompt *pr, const kvs_srv_event *ev)
+static bool lp_prompt_add(gen *g, gen_choice *c, const gen_prompt *pr, const kvs_srv_event *ev)
 {
     if (!g->echo || g->logprobs < 0 || g->kind != KVS_OAI_COMPLETION)
         return true;
+    if (!g->stream) { /* records in the answer pool */
+        if (!c->plp_started) {
+            if (!rec_add(g, c, pr->first_id, 0.0f, -1, NULL, NULL, 0))
+                return false;
+            c->plp_started = true;
+        }
+        size_t off = ev->prompt_index < pr->n_ids && pr->tok_off ? pr->tok_off[ev->prompt_index] : pr->echo_len;
+        return rec_add(g, c, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, off);
+    }
     if (!c->lp && !(c->lp = lp_new(g)))
         return false;
     const kvs_tokenizer *t = g->s->inst->tok;
@@ -270,27 +324,6 @@ static bool prompt_event(gen *g, const kvs_srv_event *ev)
 
 /* ---- response pieces ---- */
 
-static json_t *usage_json(const gen *g)
-{
-    json_int_t c = 0, p = 0, cached = 0;
-    for (int32_t i = 0; i < g->n; i++)
-        c += g->ch[i].n_output;
-    for (int32_t k = 0; k < g->n_prompts; k++) {
-        p += g->pr[k].n_prompt;
-        cached += g->pr[k].n_cached;
-    }
-    if (g->echo_only) /* the one token the engine ran is not part of the answer */
-        c = 0;
-    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", p, "completion_tokens", c, "total_tokens", p + c,
-                     "prompt_tokens_details", "cached_tokens", cached);
-}
-
-static json_t *envelope(const gen *g, const char *object)
-{
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", g->id, "object", object, "created", g->created, "model",
-                     g->s->model_name);
-}
-
 static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
 {
     gen_prompt *pr = prompt_of(g, ev->index);
@@ -310,19 +343,13 @@ static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
     }
 }
 
-/* echo: the choice's text starts with its prompt's; false when out of memory */
-static bool text_append(gen_choice *c, const char *p, size_t n)
+/* echo: the choice's text starts with its prompt's; false when the answer pool is full */
+static bool text_append(gen *g, gen_choice *c, const char *p, size_t n)
 {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *t = realloc(c->text, cap);
-        if (!t)
-            return false;
-        c->text = t;
-        c->cap = cap;
-    }
+    void *t = c->text;
+    if (!answer_room(g, &t, &c->cap, c->len, c->len + n + 1))
+        return false;
+    c->text = t;
     memcpy(c->text + c->len, p, n);
     c->len += n;
     return true;
@@ -887,7 +914,7 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
     gen_choice *c = &g->ch[ev->index];
     gen_prompt *pr = prompt_of(g, ev->index);
     if (g->echo && !c->echoed) {
-        if (!text_append(c, pr->echo, pr->echo_len))
+        if (!text_append(g, c, pr->echo, pr->echo_len))
             return false;
         c->echoed = true;
     }
@@ -895,50 +922,187 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
         note_event(g, ev, c);
         return true;
     }
-    if (ev->text_len && !text_append(c, ev->text, ev->text_len))
+    if (ev->text_len && !text_append(g, c, ev->text, ev->text_len))
         return false;
-    if (g->logprobs >= 0 && ev->token >= 0) {
-        if (!c->lp && !(c->lp = lp_new(g)))
-            return false;
-        lp_add(g, c->lp, ev, c->offset);
-    }
+    if (g->logprobs >= 0 && ev->token >= 0 &&
+        !rec_add(g, c, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, c->offset))
+        return false;
     note_event(g, ev, c);
     return true;
 }
 
-static json_t *final_json(gen *g)
+/* The answer: the same document the jansson version built (and the same
+ * text json_dumps gave), written from the stored text and records. */
+static void jw_answer_lp(const gen *g, kvs_jw *w, const gen_choice *c)
+{
+    const kvs_tokenizer *t = g->s->inst->tok;
+    if (g->logprobs < 0) {
+        kvs_jw_null(w);
+        return;
+    }
+    kvs_jw_obj(w);
+    if (g->kind == KVS_OAI_COMPLETION) {
+        static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+        for (int f = 0; f < 4; f++) {
+            kvs_jw_key(w, keys[f]);
+            kvs_jw_arr(w);
+            for (size_t i = 0; i < c->n_rec; i++) {
+                const lp_rec *r = rec_at(g, c, i);
+                bool none = r->n_top < 0; /* the echoed prompt's first token */
+                switch (f) {
+                case 0: jw_token(w, t, r->token); break;
+                case 1: none ? kvs_jw_null(w) : jw_lp_val(w, r->logprob); break;
+                case 2:
+                    if (none)
+                        kvs_jw_null(w);
+                    else
+                        jw_lp_top(w, t, r->token, r->logprob, r->n_top, rec_ids(r), rec_lps(g, r));
+                    break;
+                default: kvs_jw_int(w, (long long)r->offset); break;
+                }
+            }
+            kvs_jw_end(w);
+        }
+    } else {
+        kvs_jw_key(w, "content");
+        kvs_jw_arr(w);
+        for (size_t i = 0; i < c->n_rec; i++) {
+            const lp_rec *r = rec_at(g, c, i);
+            jw_lp_chat_entry(w, t, r->token, r->logprob);
+            kvs_jw_key(w, "top_logprobs");
+            kvs_jw_arr(w);
+            for (int32_t k = 0; k < r->n_top; k++) {
+                jw_lp_chat_entry(w, t, rec_ids(r)[k], rec_lps(g, r)[k]);
+                kvs_jw_end(w);
+            }
+            kvs_jw_end(w);
+            kvs_jw_end(w);
+        }
+        kvs_jw_end(w);
+    }
+    kvs_jw_end(w);
+}
+
+static void jw_answer(const gen *g, kvs_jw *w)
 {
     bool chat = g->kind == KVS_OAI_CHAT;
-    json_t *o = envelope(g, chat ? "chat.completion" : "text_completion");
-    json_t *choices = json_array();
+    kvs_jw_obj(w);
+    kvs_jw_key(w, "id");
+    kvs_jw_cstr(w, g->id);
+    kvs_jw_key(w, "object");
+    kvs_jw_cstr(w, chat ? "chat.completion" : "text_completion");
+    kvs_jw_key(w, "created");
+    kvs_jw_int(w, (long long)g->created);
+    kvs_jw_key(w, "model");
+    kvs_jw_cstr(w, g->s->model_name);
+    kvs_jw_key(w, "choices");
+    kvs_jw_arr(w);
     for (int32_t i = 0; i < g->n; i++) {
-        gen_choice *c = &g->ch[i];
-        json_t *text = kvs_api_text_json(c->text ? c->text : "", c->len);
-        json_t *lp = c->lp ? json_incref(c->lp) : (g->logprobs >= 0 ? lp_new(g) : json_null());
+        const gen_choice *c = &g->ch[i];
+        const char *text = c->text ? c->text : "";
+        const char *fin = finish_name(c->reason);
+        kvs_jw_obj(w);
+        kvs_jw_key(w, "index");
+        kvs_jw_int(w, i);
         if (chat && g->parse) { /* reasoning_content, tool_calls (api_chat.c's parsers) */
-            json_decref(text);
-            json_t *m = json_pack("{s:s}", "role", "assistant");
-            json_t *pm = kvs_chat_parse_message(&g->pcfg, c->text ? c->text : "", c->len);
-            json_object_update(m, pm);
-            json_decref(pm);
-            const char *fin = finish_name(c->reason);
-            if (json_object_get(m, "tool_calls") && strcmp(fin, "stop") == 0)
+            kvs_jw_key(w, "message");
+            kvs_jw_obj(w);
+            kvs_jw_key(w, "role");
+            kvs_jw_cstr(w, "assistant");
+            const char *key;
+            json_t *v;
+            json_object_foreach(c->msg, key, v) {
+                if (strcmp(key, "role") == 0)
+                    continue;
+                kvs_jw_key(w, key);
+                kvs_api_jw_json(w, v);
+            }
+            kvs_jw_end(w);
+            if (json_object_get(c->msg, "tool_calls") && strcmp(fin, "stop") == 0)
                 fin = "tool_calls";
-            json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:s, s:o}", "index", i, "message", m, "logprobs",
-                                                     lp, "finish_reason", fin, "stop_reason", stop_reason_json(g, c)));
-            continue;
+        } else if (chat) {
+            kvs_jw_key(w, "message");
+            kvs_jw_obj(w);
+            kvs_jw_key(w, "role");
+            kvs_jw_cstr(w, "assistant");
+            kvs_jw_key(w, "content");
+            kvs_jw_str_lossy(w, text, c->len);
+            kvs_jw_end(w);
+        } else {
+            kvs_jw_key(w, "text");
+            kvs_jw_str_lossy(w, text, c->len);
         }
-        json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s, s:o}", "index", i, "message", "role",
-                                      "assistant", "content", text, "logprobs", lp, "finish_reason",
-                                      finish_name(c->reason), "stop_reason", stop_reason_json(g, c))
-                          : json_pack("{s:i, s:o, s:o, s:s, s:o}", "index", i, "text", text, "logprobs", lp,
-                                      "finish_reason", finish_name(c->reason), "stop_reason",
-                                      stop_reason_json(g, c));
-        json_array_append_new(choices, ch);
+        kvs_jw_key(w, "logprobs");
+        jw_answer_lp(g, w, c);
+        kvs_jw_key(w, "finish_reason");
+        kvs_jw_cstr(w, fin);
+        kvs_jw_key(w, "stop_reason"); /* the stop string or stop token id that ended the choice, else null */
+        if (c->finished && c->stop_string >= 0 && (size_t)c->stop_string < g->n_stop)
+            kvs_jw_str_lossy(w, g->stop[c->stop_string], g->stop_len[c->stop_string]);
+        else if (c->finished && c->stop_token >= 0)
+            kvs_jw_int(w, c->stop_token);
+        else
+            kvs_jw_null(w);
+        kvs_jw_end(w);
     }
-    json_object_set_new(o, "choices", choices);
-    json_object_set_new(o, "usage", usage_json(g));
-    return o;
+    kvs_jw_end(w);
+    kvs_jw_key(w, "usage");
+    jw_usage(g, w);
+    kvs_jw_end(w);
+}
+
+/* The document's run of the answer pool, handed to MHD, which gives it back. */
+typedef struct answer_buf {
+    kvs_http_pool *pool;
+    size_t cap;
+    size_t pad[2];                 /* the text starts 32 bytes in */
+} answer_buf;
+
+static void answer_free(void *cls)
+{
+    answer_buf *a = cls;
+    kvs_http_pool_free(a->pool, a, a->cap);
+}
+
+static const char ANSWER_FULL[] = "the server is busy building other answers (its answer pool, --http-answer-pool, "
+                                  "is full); retry";
+
+/* Send the answer: its size measured by a dry run, then written into one
+ * run of the answer pool that MHD sends from and gives back. */
+static enum MHD_Result send_answer(gen *g, struct MHD_Connection *c)
+{
+    if (g->kind == KVS_OAI_CHAT && g->parse)
+        for (int32_t i = 0; i < g->n; i++) { /* once per choice, at the end */
+            gen_choice *ch = &g->ch[i];
+            if (!(ch->msg = kvs_chat_parse_message(&g->pcfg, ch->text ? ch->text : "", ch->len)))
+                return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+        }
+    kvs_jw w;
+    kvs_jw_init(&w, NULL, 0);
+    jw_answer(g, &w);
+    size_t need = kvs_jw_len(&w), cap;
+    answer_buf *a = kvs_http_pool_alloc(&g->s->answer_pool, sizeof *a + need, &cap);
+    if (!a)
+        return kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
+    a->pool = &g->s->answer_pool;
+    a->cap = cap;
+    char *body = (char *)(a + 1);
+    kvs_jw_init(&w, body, need);
+    jw_answer(g, &w);
+    if (kvs_jw_overflow(&w)) { /* cannot happen: the same text */
+        answer_free(a);
+        return kvs_http_error(c, 500, NULL, NULL, "the answer did not fit its measured size");
+    }
+    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback_cls(need, body, answer_free, a);
+    if (!r) {
+        answer_free(a);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    kvs_http_decorate(c, r);
+    enum MHD_Result ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* ---- the request ---- */
@@ -1043,11 +1207,13 @@ static enum MHD_Result gen_poll(void *ctx, struct MHD_Connection *c)
         bool ok = collect_event(g, ev);
         kvs_event_free(ev);
         if (!ok) {
+            bool full = g->pool_full;
             gen_end(g, true);
-            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+            return full ? kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL)
+                        : kvs_http_error(c, 500, NULL, NULL, "out of memory");
         }
     }
-    ret = kvs_http_json(c, 200, final_json(g));
+    ret = send_answer(g, c);
     gen_end(g, false);
     return ret;
 }
@@ -1098,11 +1264,13 @@ static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
     g->gs = NULL;
     if (g->err_status || !g->keep_ok) {
         unsigned st = g->err_status;
-        bool oom = !g->keep_ok;
+        bool oom = !g->keep_ok, full = g->pool_full;
         char param[32], msg[sizeof g->err_msg];
         snprintf(param, sizeof param, "%s", g->err_param);
         snprintf(msg, sizeof msg, "%s", g->err_msg);
         gen_end(g, true);
+        if (oom && full)
+            return kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
         if (oom)
             return kvs_http_error(c, 500, NULL, NULL, "out of memory");
         return kvs_http_error(c, st, param[0] ? param : NULL, st == 503 ? "shutting_down" : NULL, "%s", msg);
@@ -1253,6 +1421,9 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         g->ch[i].offset = g->echo ? g->pr[i / r->n].echo_len : 0; /* text_offset counts the echoed prompt */
     }
     g->stream = r->stream;
+    g->rec_top = r->params.logprobs < 0 ? 0 : r->params.logprobs < KVS_MAX_LOGPROBS ? r->params.logprobs
+                                                                                      : KVS_MAX_LOGPROBS;
+    g->rec_stride = (sizeof(lp_rec) + (size_t)g->rec_top * (sizeof(int32_t) + sizeof(float)) + 7) / 8 * 8;
     if (!oom && g->stream && !(g->out = kvs_http_pool_alloc(&s->stream_pool, stream_out_bytes(g), &g->out_cap))) {
         gen_free(g);
         kvs_server_job_end(s);
