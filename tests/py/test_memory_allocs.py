@@ -15,10 +15,11 @@ generating 32:
     process, HTTP threads included (they write each chunk with the
     fixed-buffer JSON writer into a buffer taken once per request), and the
     engine thread;
-  * `serve`, not streaming (one and several choices): the engine thread
-    (the answer is one jansson document built at the end, whose text
-    buffers grow by doubling with the output: its whole-process figures
-    are printed beside).
+  * `serve`, not streaming (completions greedy, sampled with logprobs=5
+    and echo, n=2; chat greedy, sampled with top_logprobs and n=2, and with
+    a reasoning parser): the WHOLE process and the engine thread (the text
+    and the per-token logprob records are kept in runs of the answer pool,
+    the document is written with the fixed-buffer writer into one run).
 
 Not under the sanitizers (they own malloc)."""
 import json
@@ -60,6 +61,33 @@ def compare(what, small, large, key):
     print("%-4s %-58s 32 tokens: %6d   256 tokens: %6d  (%s)" % ("ok" if ok else "FAIL", what, small[key], large[key], key))
     if not ok:
         failures.append("%s: %d allocations for 256 tokens, %d for 32" % (what, large[key], small[key]))
+
+
+def check_plain(what, body, r, n):
+    """A plain answer holds every token's logprobs (and the echoed prompt's)."""
+    chs = r["choices"]
+    if len(chs) != body.get("n", 1):
+        failures.append("serve %s: %d choices" % (what, len(chs)))
+    for c in chs:
+        lp = c.get("logprobs")
+        if body.get("logprobs") is None or body.get("logprobs") is False:
+            if lp is not None:
+                failures.append("serve %s: logprobs %r" % (what, lp))
+            continue
+        if "content" in (lp or {}):
+            got, top = len(lp["content"]), [len(e["top_logprobs"]) for e in lp["content"]]
+            want_top = body.get("top_logprobs", 0)
+            if got != n or any(t != want_top for t in top):
+                failures.append("serve %s: %d logprobs entries (want %d), top sizes %s" % (what, got, n, set(top)))
+        else:
+            got = len(lp["tokens"])
+            extra = got - n  # the echoed prompt's tokens
+            if (extra <= 0) != (not body.get("echo")) or len(lp["text_offset"]) != got or \
+                    lp["text_offset"] != sorted(lp["text_offset"]) or \
+                    any(t is not None and len(t) < 1 for t in lp["top_logprobs"]):
+                failures.append("serve %s: %d logprobs tokens for %d generated" % (what, got, n))
+        if "reasoning" in what and not (c["message"].get("reasoning_content") and c["message"]["content"] is None):
+            failures.append("serve %s: message %r" % (what, c["message"]))
 
 
 def main():
@@ -113,14 +141,28 @@ def main():
               stream=True, stream_options={"include_usage": True})),
     ]
     plain = [
-        ("n=2, sampled", "/v1/completions", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
-        ("greedy", "/v1/completions", dict(prompt="Lily", temperature=0)),
+        ("completions, n=2, sampled", "/v1/completions", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
+        ("completions, greedy", "/v1/completions", dict(prompt="Lily", temperature=0)),
+        ("completions, sampled, logprobs=5, echo", "/v1/completions",
+         dict(prompt="The cat", temperature=0.9, top_k=40, top_p=0.9, seed=3, logprobs=5, echo=True,
+              stop=["zzzz never"])),
+        ("chat, greedy", "/v1/chat/completions", dict(messages=msgs, temperature=0)),
+        ("chat, sampled, top_logprobs, n=2", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=5, n=2, logprobs=True, top_logprobs=5, stop=["zzzz never"])),
     ]
-    for label, cases, key in (("streams", streams, "total"), ("plain answers", plain, "engine")):
+    # deepseek_r1: the whole output (stories260K never writes </think>) is reasoning_content
+    reasoning = [
+        ("chat, reasoning parser, sampled, top_logprobs", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=6, logprobs=True, top_logprobs=3)),
+        ("chat, reasoning parser, greedy, n=2", "/v1/chat/completions", dict(messages=msgs, temperature=0, n=2)),
+    ]
+    for label, cases, extra in (("streams", streams, []), ("plain answers", plain, []),
+                                ("plain answers, --reasoning-parser", reasoning,
+                                 ["--reasoning-parser", "deepseek_r1"])):
         res = {}
         for n in (32, 256):
             env = {"LD_PRELOAD": SHIM, "KVS_ALLOC_COUNT_OUT": cnt}
-            srv = Server(mt.STORIES, "--max-model-len", "512", "--chat-template", template, env=env)
+            srv = Server(mt.STORIES, "--max-model-len", "512", "--chat-template", template, *extra, env=env)
             try:
                 for what, path, body in cases:
                     b = dict(body, max_tokens=n, ignore_eos=True)
@@ -141,6 +183,8 @@ def main():
                         st, r = srv.post(path, b)
                         if st == 200 and r["usage"]["completion_tokens"] != n * b.get("n", 1):
                             failures.append("serve %s: %s tokens" % (what, r["usage"]))
+                        if st == 200:
+                            check_plain(what, b, r, n)
                     if st != 200:
                         failures.append("serve %s: status %s" % (what, st))
             finally:
@@ -152,11 +196,7 @@ def main():
                 failures.append("serve: the shim saw %s engine threads name themselves (expected 1)" %
                                 res[n].get("engine_threads"))
         compare("serve, %s (%d requests), engine thread" % (label, len(cases)), res[32], res[256], "engine")
-        if key == "total":
-            compare("serve, %s, whole process" % label, res[32], res[256], "total")
-        else:
-            print("     serve, %s, whole process (one jansson document each): 32 tokens %d, 256 tokens %d" %
-                  (label, res[32]["total"], res[256]["total"]))
+        compare("serve, %s, whole process" % label, res[32], res[256], "total")
     if failures:
         sys.exit("FAIL:\n" + "\n".join(failures))
     print("OK")
