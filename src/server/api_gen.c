@@ -30,6 +30,20 @@ typedef struct gen_choice {
     kvs_chat_stream *cs;           /* chat with parsers, streaming: the parser state */
 } gen_choice;
 
+typedef enum au_stage {
+    AU_HEAD, AU_CHOICE, AU_TEXT, AU_MSG_KEY, AU_MSG_END, AU_LP_OPEN, AU_LP_ITEM, AU_CHOICE_END, AU_TAIL, AU_DONE
+} au_stage;
+
+typedef struct ans_cur {
+    au_stage st, after;            /* AU_TEXT: the stage after the string */
+    int32_t i;                     /* the choice */
+    const char *s;                 /* the string being written in slices */
+    size_t n, pos;
+    void *mi;                      /* the parsed message's next member */
+    int f;                         /* completions' logprobs: the field */
+    size_t j;                      /* the record */
+} ans_cur;
+
 /* One prompt of the request and its n choices. */
 typedef struct gen_prompt {
     uint64_t base;                 /* engine ids of its choices */
@@ -82,6 +96,10 @@ typedef struct gen {
     bool parse;                    /* chat: reasoning / tool-call parsing per pcfg (api_chat.c) */
     kvs_chat_parse_cfg pcfg;
     size_t rec_stride;             /* non-streaming: bytes of one logprob record (lp_rec + its top) */
+    char *sc;                      /* non-streaming: the answer's scratch run (answer pool, sc_cap bytes)... */
+    size_t sc_cap;
+    kvs_jw aw;                     /* ...the writer, its state carried from unit to unit... */
+    ans_cur ac;                    /* ...and where the answer is (see answer_read) */
     int32_t rec_top;               /* top logprobs a record holds */
     bool pool_full;                /* the answer pool had no room (503) */
 } gen;
@@ -152,6 +170,8 @@ static void gen_free(gen *g)
     free(g->pr);
     if (g->out)
         kvs_http_pool_free(&g->s->stream_pool, g->out, g->out_cap);
+    if (g->sc)
+        kvs_http_pool_free(&g->s->answer_pool, g->sc, g->sc_cap);
     free(g->spill);
     while (g->held) {
         kvs_srv_event *n = g->held->next;
@@ -226,6 +246,9 @@ typedef struct lp_rec {
 } lp_rec;                          /* then int32_t ids[rec_top], float logprobs[rec_top] */
 
 #define ANSWER_FIRST_RUN ((size_t)4 << 10)
+
+static const char ANSWER_FULL[] = "the server is busy building other answers (its answer pool, --http-answer-pool, "
+                                  "is full); retry";
 
 /* Room for `need` bytes in the run *p (*cap bytes, `len` used): false (and
  * pool_full) when the pool has none. */
@@ -565,7 +588,7 @@ static void jw_lp_chat(const gen *g, kvs_jw *w, const kvs_srv_event *ev)
 typedef struct ev_out {
     const kvs_srv_event *ev;
     const gen_choice *c;
-    const json_t *deltas;          /* chat with parsers: this event's deltas, or NULL */
+    const kvs_chat_delta *deltas;  /* chat with parsers: this event's deltas, or NULL */
     size_t n_deltas;
     bool chunk;                    /* the choice's chunk (else only the parser's deltas / the end) */
     bool want_lp;
@@ -575,6 +598,48 @@ typedef struct ev_out {
     size_t offset;                 /* text_offset of the token */
     bool end;                      /* every choice is finished: the usage chunk and [DONE] follow */
 } ev_out;
+
+/* A parser's delta (kvs_chat_delta_json's object). */
+static void jw_delta(kvs_jw *w, const kvs_chat_delta *d)
+{
+    kvs_jw_obj(w);
+    switch (d->kind) {
+    case KVS_CHAT_DELTA_REASONING:
+    case KVS_CHAT_DELTA_CONTENT:
+        kvs_jw_key(w, d->kind == KVS_CHAT_DELTA_REASONING ? "reasoning_content" : "content");
+        kvs_jw_str(w, d->text, d->len);
+        break;
+    case KVS_CHAT_DELTA_CALL:
+    case KVS_CHAT_DELTA_ARGS:
+        kvs_jw_key(w, "tool_calls");
+        kvs_jw_arr(w);
+        kvs_jw_obj(w);
+        kvs_jw_key(w, "index");
+        kvs_jw_int(w, (long long)d->index);
+        if (d->kind == KVS_CHAT_DELTA_CALL) {
+            kvs_jw_key(w, "id");
+            kvs_jw_cstr(w, d->id);
+            kvs_jw_key(w, "type");
+            kvs_jw_cstr(w, "function");
+        }
+        kvs_jw_key(w, "function");
+        kvs_jw_obj(w);
+        if (d->kind == KVS_CHAT_DELTA_CALL) {
+            kvs_jw_key(w, "name");
+            kvs_jw_str(w, d->text, d->len);
+            kvs_jw_key(w, "arguments");
+            kvs_jw_str(w, "", 0);
+        } else {
+            kvs_jw_key(w, "arguments");
+            kvs_jw_str(w, d->text, d->len);
+        }
+        kvs_jw_end(w);
+        kvs_jw_end(w);
+        kvs_jw_end(w);
+        break;
+    }
+    kvs_jw_end(w);
+}
 
 /* "data: {<envelope>, "choices": [{"index": i" -- a chunk's one choice, left open. */
 static void chunk_open(const gen *g, kvs_jw *w, int32_t index)
@@ -633,7 +698,7 @@ static void write_event(const gen *g, const void *arg, kvs_jw *w)
     for (size_t k = 0; k < extra; k++) { /* all deltas but the last in chunks of their own */
         chunk_open(g, w, ev->index);
         kvs_jw_key(w, "delta");
-        kvs_api_jw_json(w, json_array_get(o->deltas, k));
+        jw_delta(w, &o->deltas[k]);
         chunk_close_open_choice(w);
     }
     if (o->chunk) {
@@ -641,7 +706,7 @@ static void write_event(const gen *g, const void *arg, kvs_jw *w)
         if (chat && o->deltas) {
             kvs_jw_key(w, "delta");
             if (o->n_deltas) {
-                kvs_api_jw_json(w, json_array_get(o->deltas, o->n_deltas - 1));
+                jw_delta(w, &o->deltas[o->n_deltas - 1]);
             } else {
                 kvs_jw_obj(w);
                 kvs_jw_end(w);
@@ -786,13 +851,15 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     ev_out o = {.ev = ev, .c = c, .want_lp = g->logprobs >= 0 && sampled,
                 .text_len = g->echo_only ? 0 : ev->text_len, .offset = c->offset};
     bool echo_now = g->echo && !c->echoed && (sampled || ev->finished);
-    json_t *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
+    const kvs_chat_delta *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
     if (g->kind == KVS_OAI_CHAT && g->parse && (ev->text_len > 0 || ev->finished)) {
+        /* the parser reads the whole output so far: kept in the answer pool */
+        if (!text_append(g, c, ev->text, ev->text_len))
+            return g->pool_full && stream_error(g, 503, NULL, ANSWER_FULL);
         if ((!c->cs && !(c->cs = kvs_chat_stream_new(&g->pcfg))) ||
-            !(deltas = kvs_chat_stream_feed(c->cs, ev->text, ev->text_len, ev->finished)))
+            !kvs_chat_stream_step(c->cs, c->text, c->len, ev->finished, &deltas, &o.n_deltas))
             return false;
         o.deltas = deltas;
-        o.n_deltas = json_array_size(deltas);
     }
     o.chunk = deltas ? o.n_deltas > 0 || ev->finished || o.want_lp
                      : o.text_len > 0 || ev->finished || o.want_lp || echo_now;
@@ -802,10 +869,8 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     o.text = ev->text;
     o.text_n = o.text_len;
     if (o.chunk && echo_now) { /* the prompt comes first, in the choice's first chunk (as vLLM) */
-        if (!(both = malloc(pr->echo_len + o.text_len + 1))) {
-            json_decref(deltas);
+        if (!(both = malloc(pr->echo_len + o.text_len + 1)))
             return false;
-        }
         memcpy(both, pr->echo, pr->echo_len);
         memcpy(both + pr->echo_len, ev->text, o.text_len);
         o.text = both;
@@ -813,7 +878,6 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     }
     bool ok = !(o.chunk || o.n_deltas > 1 || o.end) || emit(g, write_event, &o);
     free(both);
-    json_decref(deltas);
     if (ok && o.chunk) {
         if (echo_now)
             c->echoed = true;
@@ -931,109 +995,182 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
     return true;
 }
 
-/* The answer: the same document the jansson version built (and the same
- * text json_dumps gave), written from the stored text and records. */
-static void jw_answer_lp(const gen *g, kvs_jw *w, const gen_choice *c)
+/* ---- the answer, written as it is sent ----
+ *
+ * The document is the one the jansson version built (the same text
+ * json_dumps gave), written from the stored text and records in small
+ * units (the envelope, a choice's head, a slice of a string, one logprob
+ * entry, ...) by one writer whose nesting state carries from unit to unit.
+ * A dry run gives the Content-Length; then MHD pulls the units through
+ * answer_read, each written into a scratch run of the answer pool (grown
+ * only for a unit larger than any before: a parsed tool_calls array), so
+ * no buffer the size of the document is ever needed. */
+
+#define AU_SLICE 512               /* bytes of a string per unit */
+
+static const char *const LP_KEYS[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+
+/* Open a string value (its opening quote only: the slices and the closing
+ * quote follow in AU_TEXT units). */
+static void str_begin(kvs_jw *w, ans_cur *u, const char *s, size_t n, au_stage after)
+{
+    kvs_jw_str(w, "", 0);
+    w->len--; /* the closing quote: written by the last slice */
+    u->s = s;
+    u->n = n;
+    u->pos = 0;
+    u->after = after;
+    u->st = AU_TEXT;
+}
+
+/* The next slice of the string, cut between UTF-8 sequences (an invalid
+ * byte is one sequence), escaped as kvs_jw_str_lossy escapes the whole. */
+static void str_slice(kvs_jw *w, ans_cur *u)
+{
+    const unsigned char *p = (const unsigned char *)u->s;
+    size_t a = u->pos, b = a;
+    while (b < u->n && b - a < AU_SLICE) {
+        size_t l = kvs_jw_utf8_seq(p + b, u->n - b);
+        b += l ? l : 1;
+    }
+    if (b > a) {
+        char tmp[KVS_JW_STR_MAX(AU_SLICE + 4)];
+        kvs_jw t;
+        kvs_jw_init(&t, tmp, sizeof tmp);
+        kvs_jw_str_lossy(&t, u->s + a, b - a);
+        kvs_jw_raw(w, tmp + 1, kvs_jw_len(&t) - 2);
+    }
+    u->pos = b;
+    if (b >= u->n) {
+        kvs_jw_raw(w, "\"", 1);
+        u->st = u->after;
+    }
+}
+
+static void lp_item(const gen *g, kvs_jw *w, const gen_choice *c, const lp_rec *r, int f)
 {
     const kvs_tokenizer *t = g->s->inst->tok;
-    if (g->logprobs < 0) {
-        kvs_jw_null(w);
-        return;
-    }
-    kvs_jw_obj(w);
-    if (g->kind == KVS_OAI_COMPLETION) {
-        static const char *const keys[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
-        for (int f = 0; f < 4; f++) {
-            kvs_jw_key(w, keys[f]);
-            kvs_jw_arr(w);
-            for (size_t i = 0; i < c->n_rec; i++) {
-                const lp_rec *r = rec_at(g, c, i);
-                bool none = r->n_top < 0; /* the echoed prompt's first token */
-                switch (f) {
-                case 0: jw_token(w, t, r->token); break;
-                case 1: none ? kvs_jw_null(w) : jw_lp_val(w, r->logprob); break;
-                case 2:
-                    if (none)
-                        kvs_jw_null(w);
-                    else
-                        jw_lp_top(w, t, r->token, r->logprob, r->n_top, rec_ids(r), rec_lps(g, r));
-                    break;
-                default: kvs_jw_int(w, (long long)r->offset); break;
-                }
-            }
-            kvs_jw_end(w);
-        }
-    } else {
-        kvs_jw_key(w, "content");
+    if (g->kind != KVS_OAI_COMPLETION) {
+        jw_lp_chat_entry(w, t, r->token, r->logprob);
+        kvs_jw_key(w, "top_logprobs");
         kvs_jw_arr(w);
-        for (size_t i = 0; i < c->n_rec; i++) {
-            const lp_rec *r = rec_at(g, c, i);
-            jw_lp_chat_entry(w, t, r->token, r->logprob);
-            kvs_jw_key(w, "top_logprobs");
-            kvs_jw_arr(w);
-            for (int32_t k = 0; k < r->n_top; k++) {
-                jw_lp_chat_entry(w, t, rec_ids(r)[k], rec_lps(g, r)[k]);
-                kvs_jw_end(w);
-            }
-            kvs_jw_end(w);
+        for (int32_t k = 0; k < r->n_top; k++) {
+            jw_lp_chat_entry(w, t, rec_ids(r)[k], rec_lps(g, r)[k]);
             kvs_jw_end(w);
         }
         kvs_jw_end(w);
+        kvs_jw_end(w);
+        return;
     }
-    kvs_jw_end(w);
+    (void)c;
+    bool none = r->n_top < 0; /* the echoed prompt's first token */
+    switch (f) {
+    case 0: jw_token(w, t, r->token); break;
+    case 1: none ? kvs_jw_null(w) : jw_lp_val(w, r->logprob); break;
+    case 2:
+        if (none)
+            kvs_jw_null(w);
+        else
+            jw_lp_top(w, t, r->token, r->logprob, r->n_top, rec_ids(r), rec_lps(g, r));
+        break;
+    default: kvs_jw_int(w, (long long)r->offset); break;
+    }
 }
 
-static void jw_answer(const gen *g, kvs_jw *w)
+/* One unit of the answer; advances u. */
+static void ans_unit(const gen *g, kvs_jw *w, ans_cur *u)
 {
     bool chat = g->kind == KVS_OAI_CHAT;
-    kvs_jw_obj(w);
-    kvs_jw_key(w, "id");
-    kvs_jw_cstr(w, g->id);
-    kvs_jw_key(w, "object");
-    kvs_jw_cstr(w, chat ? "chat.completion" : "text_completion");
-    kvs_jw_key(w, "created");
-    kvs_jw_int(w, (long long)g->created);
-    kvs_jw_key(w, "model");
-    kvs_jw_cstr(w, g->s->model_name);
-    kvs_jw_key(w, "choices");
-    kvs_jw_arr(w);
-    for (int32_t i = 0; i < g->n; i++) {
-        const gen_choice *c = &g->ch[i];
-        const char *text = c->text ? c->text : "";
-        const char *fin = finish_name(c->reason);
+    const gen_choice *c = u->i < g->n ? &g->ch[u->i] : NULL;
+    switch (u->st) {
+    case AU_HEAD:
+        kvs_jw_obj(w);
+        kvs_jw_key(w, "id");
+        kvs_jw_cstr(w, g->id);
+        kvs_jw_key(w, "object");
+        kvs_jw_cstr(w, chat ? "chat.completion" : "text_completion");
+        kvs_jw_key(w, "created");
+        kvs_jw_int(w, (long long)g->created);
+        kvs_jw_key(w, "model");
+        kvs_jw_cstr(w, g->s->model_name);
+        kvs_jw_key(w, "choices");
+        kvs_jw_arr(w);
+        u->i = 0;
+        u->st = g->n ? AU_CHOICE : AU_TAIL;
+        break;
+    case AU_CHOICE:
         kvs_jw_obj(w);
         kvs_jw_key(w, "index");
-        kvs_jw_int(w, i);
-        if (chat && g->parse) { /* reasoning_content, tool_calls (api_chat.c's parsers) */
+        kvs_jw_int(w, u->i);
+        if (chat) {
             kvs_jw_key(w, "message");
             kvs_jw_obj(w);
             kvs_jw_key(w, "role");
             kvs_jw_cstr(w, "assistant");
-            const char *key;
-            json_t *v;
-            json_object_foreach(c->msg, key, v) {
-                if (strcmp(key, "role") == 0)
-                    continue;
-                kvs_jw_key(w, key);
-                kvs_api_jw_json(w, v);
-            }
-            kvs_jw_end(w);
-            if (json_object_get(c->msg, "tool_calls") && strcmp(fin, "stop") == 0)
-                fin = "tool_calls";
-        } else if (chat) {
-            kvs_jw_key(w, "message");
-            kvs_jw_obj(w);
-            kvs_jw_key(w, "role");
-            kvs_jw_cstr(w, "assistant");
-            kvs_jw_key(w, "content");
-            kvs_jw_str_lossy(w, text, c->len);
-            kvs_jw_end(w);
-        } else {
-            kvs_jw_key(w, "text");
-            kvs_jw_str_lossy(w, text, c->len);
         }
+        if (chat && g->parse) { /* reasoning_content, tool_calls (api_chat.c's parsers) */
+            u->mi = json_object_iter(c->msg);
+            u->st = AU_MSG_KEY;
+        } else {
+            kvs_jw_key(w, chat ? "content" : "text");
+            str_begin(w, u, c->text ? c->text : "", c->len, chat ? AU_MSG_END : AU_LP_OPEN);
+        }
+        break;
+    case AU_TEXT: str_slice(w, u); break;
+    case AU_MSG_KEY: {
+        if (!u->mi) {
+            u->st = AU_MSG_END;
+            break;
+        }
+        const char *key = json_object_iter_key(u->mi);
+        json_t *v = json_object_iter_value(u->mi);
+        u->mi = json_object_iter_next(c->msg, u->mi);
+        if (strcmp(key, "role") == 0)
+            break;
+        kvs_jw_key(w, key);
+        if (json_is_string(v))
+            str_begin(w, u, json_string_value(v), json_string_length(v), AU_MSG_KEY);
+        else
+            kvs_api_jw_json(w, v);
+        break;
+    }
+    case AU_MSG_END:
+        kvs_jw_end(w);
+        u->st = AU_LP_OPEN;
+        break;
+    case AU_LP_OPEN:
         kvs_jw_key(w, "logprobs");
-        jw_answer_lp(g, w, c);
+        if (g->logprobs < 0) {
+            kvs_jw_null(w);
+            u->st = AU_CHOICE_END;
+            break;
+        }
+        kvs_jw_obj(w);
+        kvs_jw_key(w, chat ? "content" : LP_KEYS[0]);
+        kvs_jw_arr(w);
+        u->f = 0;
+        u->j = 0;
+        u->st = AU_LP_ITEM;
+        break;
+    case AU_LP_ITEM:
+        if (u->j < c->n_rec) {
+            lp_item(g, w, c, rec_at(g, c, u->j++), u->f);
+            break;
+        }
+        kvs_jw_end(w);
+        if (!chat && ++u->f < 4) {
+            kvs_jw_key(w, LP_KEYS[u->f]);
+            kvs_jw_arr(w);
+            u->j = 0;
+            break;
+        }
+        kvs_jw_end(w);
+        u->st = AU_CHOICE_END;
+        break;
+    case AU_CHOICE_END: {
+        const char *fin = finish_name(c->reason);
+        if (chat && g->parse && json_object_get(c->msg, "tool_calls") && strcmp(fin, "stop") == 0)
+            fin = "tool_calls";
         kvs_jw_key(w, "finish_reason");
         kvs_jw_cstr(w, fin);
         kvs_jw_key(w, "stop_reason"); /* the stop string or stop token id that ended the choice, else null */
@@ -1044,64 +1181,116 @@ static void jw_answer(const gen *g, kvs_jw *w)
         else
             kvs_jw_null(w);
         kvs_jw_end(w);
+        u->st = ++u->i < g->n ? AU_CHOICE : AU_TAIL;
+        break;
     }
-    kvs_jw_end(w);
-    kvs_jw_key(w, "usage");
-    jw_usage(g, w);
-    kvs_jw_end(w);
+    case AU_TAIL:
+        kvs_jw_end(w);
+        kvs_jw_key(w, "usage");
+        jw_usage(g, w);
+        kvs_jw_end(w);
+        u->st = AU_DONE;
+        break;
+    case AU_DONE: break;
+    }
 }
 
-/* The document's run of the answer pool, handed to MHD, which gives it back. */
-typedef struct answer_buf {
-    kvs_http_pool *pool;
-    size_t cap;
-    size_t pad[2];                 /* the text starts 32 bytes in */
-} answer_buf;
-
-static void answer_free(void *cls)
+/* The next unit into the scratch run (g->pend): false when the pool has no
+ * room for a unit larger than the run. */
+static bool ans_next(gen *g)
 {
-    answer_buf *a = cls;
-    kvs_http_pool_free(a->pool, a, a->cap);
+    kvs_jw save = g->aw;
+    ans_cur usave = g->ac;
+    for (;;) {
+        g->aw.buf = g->sc;
+        g->aw.cap = g->sc_cap;
+        g->aw.len = 0;
+        ans_unit(g, &g->aw, &g->ac);
+        size_t need = kvs_jw_len(&g->aw);
+        if (need <= g->sc_cap) {
+            g->pend = g->sc;
+            g->pend_len = need;
+            g->pend_off = 0;
+            return true;
+        }
+        void *p = g->sc;
+        if (!answer_room(g, &p, &g->sc_cap, 0, need))
+            return false;
+        g->sc = p;
+        g->aw = save;
+        g->ac = usave;
+    }
 }
 
-static const char ANSWER_FULL[] = "the server is busy building other answers (its answer pool, --http-answer-pool, "
-                                  "is full); retry";
+static ssize_t answer_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    gen *g = cls;
+    size_t k = 0;
+    while (k < max) {
+        if (g->pend_off == g->pend_len) {
+            if (g->ac.st == AU_DONE)
+                break;
+            if (!ans_next(g))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
+            continue;
+        }
+        size_t n = g->pend_len - g->pend_off < max - k ? g->pend_len - g->pend_off : max - k;
+        memcpy(buf + k, g->pend + g->pend_off, n);
+        g->pend_off += n;
+        k += n;
+    }
+    return k ? (ssize_t)k : MHD_CONTENT_READER_END_OF_STREAM;
+}
 
-/* Send the answer: its size measured by a dry run, then written into one
- * run of the answer pool that MHD sends from and gives back. */
+static void answer_done(void *cls)
+{
+    gen *g = cls;
+    kvs_server *s = g->s;
+    gen_free(g);
+    kvs_server_job_end(s);
+}
+
+/* Answer (g is done with: freed here or when MHD is done with the answer). */
 static enum MHD_Result send_answer(gen *g, struct MHD_Connection *c)
 {
+    enum MHD_Result ret;
     if (g->kind == KVS_OAI_CHAT && g->parse)
         for (int32_t i = 0; i < g->n; i++) { /* once per choice, at the end */
             gen_choice *ch = &g->ch[i];
-            if (!(ch->msg = kvs_chat_parse_message(&g->pcfg, ch->text ? ch->text : "", ch->len)))
-                return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+            if (!(ch->msg = kvs_chat_parse_message(&g->pcfg, ch->text ? ch->text : "", ch->len))) {
+                ret = kvs_http_error(c, 500, NULL, NULL, "out of memory");
+                answer_done(g);
+                return ret;
+            }
         }
     kvs_jw w;
     kvs_jw_init(&w, NULL, 0);
-    jw_answer(g, &w);
-    size_t need = kvs_jw_len(&w), cap;
-    answer_buf *a = kvs_http_pool_alloc(&g->s->answer_pool, sizeof *a + need, &cap);
-    if (!a)
-        return kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
-    a->pool = &g->s->answer_pool;
-    a->cap = cap;
-    char *body = (char *)(a + 1);
-    kvs_jw_init(&w, body, need);
-    jw_answer(g, &w);
-    if (kvs_jw_overflow(&w)) { /* cannot happen: the same text */
-        answer_free(a);
-        return kvs_http_error(c, 500, NULL, NULL, "the answer did not fit its measured size");
+    ans_cur u = {.st = AU_HEAD};
+    while (u.st != AU_DONE)
+        ans_unit(g, &w, &u);
+    size_t total = kvs_jw_len(&w);
+    void *p = NULL;
+    if (!answer_room(g, &p, &g->sc_cap, 0, ANSWER_FIRST_RUN)) {
+        ret = kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
+        answer_done(g);
+        return ret;
     }
-    struct MHD_Response *r = MHD_create_response_from_buffer_with_free_callback_cls(need, body, answer_free, a);
+    g->sc = p;
+    kvs_jw_init(&g->aw, NULL, 0);
+    g->ac = (ans_cur){.st = AU_HEAD};
+    g->pend = g->sc;
+    g->pend_len = g->pend_off = 0;
+    struct MHD_Response *r = MHD_create_response_from_callback(total, KVS_HTTP_STREAM_BLOCK, answer_read, g,
+                                                               answer_done);
     if (!r) {
-        answer_free(a);
+        answer_done(g);
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
     kvs_http_decorate(c, r);
-    enum MHD_Result ret = MHD_queue_response(c, 200, r);
-    MHD_destroy_response(r);
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r); /* answer_done runs when MHD lets go of it */
     return ret;
 }
 
@@ -1213,8 +1402,7 @@ static enum MHD_Result gen_poll(void *ctx, struct MHD_Connection *c)
                         : kvs_http_error(c, 500, NULL, NULL, "out of memory");
         }
     }
-    ret = send_answer(g, c);
-    gen_end(g, false);
+    return send_answer(g, c);
     return ret;
 }
 

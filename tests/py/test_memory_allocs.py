@@ -16,10 +16,13 @@ generating 32:
     fixed-buffer JSON writer into a buffer taken once per request), and the
     engine thread;
   * `serve`, not streaming (completions greedy, sampled with logprobs=5
-    and echo, n=2; chat greedy, sampled with top_logprobs and n=2, and with
-    a reasoning parser): the WHOLE process and the engine thread (the text
-    and the per-token logprob records are kept in runs of the answer pool,
-    the document is written with the fixed-buffer writer into one run).
+    and echo, n=2; chat greedy, sampled with top_logprobs and n=2): the
+    WHOLE process and the engine thread (the text and the per-token logprob
+    records are kept in runs of the answer pool; the document is written
+    with the fixed-buffer writer in small units as MHD sends it);
+  * `serve` with `--reasoning-parser deepseek_r1`, plain and streamed chat:
+    the WHOLE process (the parser reads the output kept in the answer pool
+    and hands back its deltas without building JSON).
 
 Not under the sanitizers (they own malloc)."""
 import json
@@ -155,9 +158,14 @@ def main():
         ("chat, reasoning parser, sampled, top_logprobs", "/v1/chat/completions",
          dict(messages=msgs, temperature=0.8, seed=6, logprobs=True, top_logprobs=3)),
         ("chat, reasoning parser, greedy, n=2", "/v1/chat/completions", dict(messages=msgs, temperature=0, n=2)),
+        ("chat, reasoning parser, streamed, sampled, top_logprobs, n=2, usage", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=5, n=2, logprobs=True, top_logprobs=5, stream=True,
+              stream_options={"include_usage": True})),
+        ("chat, reasoning parser, streamed, greedy", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0, stream=True)),
     ]
     for label, cases, extra in (("streams", streams, []), ("plain answers", plain, []),
-                                ("plain answers, --reasoning-parser", reasoning,
+                                ("plain answers and streams, --reasoning-parser", reasoning,
                                  ["--reasoning-parser", "deepseek_r1"])):
         res = {}
         for n in (32, 256):
