@@ -5,6 +5,7 @@
 
 #include "chat/chat_parse.h"
 #include "chat/jinja.h"
+#include "core/chars.h"
 #include "core/json_out.h"
 
 #define THINK_OPEN "<think>"
@@ -90,23 +91,86 @@ static size_t utf8_boundary(const char *t, size_t from, size_t end)
     return end;
 }
 
+/* A stream's complete calls as parsed (each once, from its text span), and
+ * the array the calls of each step are listed in (cleared, not freed), so
+ * that a step re-reads them without allocating. */
+typedef struct call_cache {
+    json_t *arr;
+    struct cached_call {
+        size_t b0, b1;             /* the span it was parsed from */
+        json_t *call;              /* NULL: it did not parse */
+    } *e;
+    size_t n, cap;
+} call_cache;
+
 typedef struct parsed {
     bool reasoning;
     size_t r0, r1;  /* reasoning text */
     size_t c0, c1;  /* content text */
     json_t *calls;  /* [{"name", "arguments"}] of complete calls (NULL: none yet, so that plain text costs
                        no allocation) */
+    bool has_partial; /* streaming: a call still being written, after the complete ones: */
+    char pname[256];  /* its name */
+    size_t pa0, pa1;  /* its arguments so far */
+    call_cache *cc;   /* streaming: the stream's cache (NULL: none) */
 } parsed;
 
 static void push_call(parsed *p, json_t *c)
 {
     if (!c)
         return;
-    if (!p->calls && !(p->calls = json_array())) {
-        json_decref(c);
-        return;
+    if (!p->calls) {
+        if (p->cc && (p->cc->arr || (p->cc->arr = json_array()))) {
+            json_array_clear(p->cc->arr);
+            p->calls = json_incref(p->cc->arr);
+        } else if (!(p->calls = json_array())) {
+            json_decref(c);
+            return;
+        }
     }
     json_array_append_new(p->calls, c);
+}
+
+/* The k-th complete call, parsed from t[b0, b1) by parse() (a new reference
+ * or NULL), through the cache: *c gets a new reference or NULL.  False when
+ * it is not cached (the caller parses, then cache_put). */
+static bool cache_get(const parsed *p, size_t k, size_t b0, size_t b1, json_t **c)
+{
+    const call_cache *cc = p->cc;
+    if (!cc || k >= cc->n || cc->e[k].b0 != b0 || cc->e[k].b1 != b1)
+        return false;
+    *c = json_incref(cc->e[k].call);
+    return true;
+}
+
+static void cache_put(parsed *p, size_t k, size_t b0, size_t b1, json_t *c)
+{
+    call_cache *cc = p->cc;
+    if (!cc || k > cc->n)
+        return;
+    if (k == cc->cap) {
+        size_t cap = cc->cap ? 2 * cc->cap : 8;
+        struct cached_call *e = realloc(cc->e, cap * sizeof *e);
+        if (!e)
+            return;
+        cc->e = e;
+        cc->cap = cap;
+    }
+    for (size_t i = k; i < cc->n; i++) /* what follows a changed call is stale */
+        json_decref(cc->e[i].call);
+    cc->e[k] = (struct cached_call){b0, b1, json_incref(c)};
+    cc->n = k + 1;
+}
+
+/* A call still being written (streaming): kept as spans, not JSON. */
+static void set_partial(parsed *p, const char *name, const char *t, size_t a0, size_t a1)
+{
+    if (!kvs_jw_utf8_valid(t + a0, a1 - a0)) /* (what json_pack refused) */
+        return;
+    p->has_partial = true;
+    snprintf(p->pname, sizeof p->pname, "%s", name);
+    p->pa0 = a0;
+    p->pa1 = a1;
 }
 
 /* a {"name": N, "arguments"|"parameters": A} object -> a call, or NULL */
@@ -207,6 +271,112 @@ static size_t value_end(const char *t, size_t i, size_t to, bool *done)
     return k;
 }
 
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = kvs_hex_digit((unsigned char)p[i]);
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static size_t put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* The JSON string literal t[v0, v1) (quotes included) decoded into out
+ * (cap bytes, NUL-terminated), allocating nothing: false where jansson's
+ * json_loadb would fail (control characters, bad escapes or UTF-8, lone
+ * surrogates, \u0000) or the value has cap bytes or more. */
+static bool json_str_decode(const char *t, size_t v0, size_t v1, char *out, size_t cap)
+{
+    if (v1 < v0 + 2 || t[v0] != '"' || t[v1 - 1] != '"' || !kvs_jw_utf8_valid(t + v0, v1 - v0))
+        return false;
+    size_t k = 0;
+    for (size_t i = v0 + 1; i < v1 - 1;) {
+        unsigned char c = (unsigned char)t[i];
+        char tmp[4];
+        size_t n;
+        if (c < 0x20 || c == '"') {
+            return false;
+        } else if (c != '\\') {
+            size_t l = kvs_jw_utf8_seq((const unsigned char *)t + i, v1 - 1 - i);
+            if (!l)
+                return false;
+            if (k + l >= cap)
+                return false;
+            memcpy(out + k, t + i, l);
+            k += l;
+            i += l;
+            continue;
+        } else if (i + 1 >= v1 - 1) {
+            return false;
+        }
+        char e = t[i + 1];
+        i += 2;
+        switch (e) {
+        case '"': tmp[0] = '"'; n = 1; break;
+        case '\\': tmp[0] = '\\'; n = 1; break;
+        case '/': tmp[0] = '/'; n = 1; break;
+        case 'b': tmp[0] = '\b'; n = 1; break;
+        case 'f': tmp[0] = '\f'; n = 1; break;
+        case 'n': tmp[0] = '\n'; n = 1; break;
+        case 'r': tmp[0] = '\r'; n = 1; break;
+        case 't': tmp[0] = '\t'; n = 1; break;
+        case 'u': {
+            int u = i + 4 <= v1 - 1 ? hex4(t + i) : -1;
+            if (u < 0)
+                return false;
+            i += 4;
+            unsigned cp = (unsigned)u;
+            if (cp >= 0xd800 && cp < 0xdc00) { /* a high surrogate: its low one must follow */
+                int lo = i + 6 <= v1 - 1 && t[i] == '\\' && t[i + 1] == 'u' ? hex4(t + i + 2) : -1;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return false;
+                i += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + ((unsigned)lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                return false;
+            } else if (cp == 0) {
+                return false;
+            }
+            n = put_utf8(tmp, cp);
+            break;
+        }
+        default: return false;
+        }
+        if (k + n >= cap)
+            return false;
+        memcpy(out + k, tmp, n);
+        k += n;
+    }
+    out[k] = '\0';
+    return true;
+}
+
 static void scan_obj(const char *t, size_t from, size_t to, objscan *o)
 {
     memset(o, 0, sizeof *o);
@@ -232,12 +402,8 @@ static void scan_obj(const char *t, size_t from, size_t to, objscan *o)
         bool is_args = (kl == 11 && memcmp(t + k0, "\"arguments\"", 11) == 0) ||
                        (kl == 12 && memcmp(t + k0, "\"parameters\"", 12) == 0);
         if (is_name && done && t[v0] == '"') {
-            json_t *s = json_loadb(t + v0, v1 - v0, JSON_DECODE_ANY, NULL);
-            if (json_is_string(s) && json_string_length(s) < sizeof o->name) {
+            if (json_str_decode(t, v0, v1, o->name, sizeof o->name))
                 o->has_name = true;
-                snprintf(o->name, sizeof o->name, "%s", json_string_value(s));
-            }
-            json_decref(s);
         } else if (is_args && !o->has_args) {
             o->has_args = true;
             o->args_done = done;
@@ -384,17 +550,22 @@ static void llama3_partial(const char *t, size_t q, size_t len, parsed *p)
             scan_obj(t, q, len, &sc);
             if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
                 size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
-                push_call(p, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw", t + sc.a0, a1 - sc.a0, "partial",
-                                       1));
+                set_partial(p, sc.name, t, sc.a0, a1);
             }
             return;
         }
-        json_t *o = json_loadb(t + q, end - q, 0, NULL);
-        json_t *c = o ? call_of(o, "parameters") : NULL;
-        json_decref(o);
+        size_t k = json_array_size(p->calls);
+        json_t *c;
+        if (!cache_get(p, k, q, end, &c)) {
+            json_t *o = json_loadb(t + q, end - q, 0, NULL);
+            c = o ? call_of(o, "parameters") : NULL;
+            json_decref(o);
+            if (c)
+                add_raw(c, t, q, end);
+            cache_put(p, k, q, end, c);
+        }
         if (!c)
             return;
-        add_raw(c, t, q, end);
         push_call(p, c);
         q = skip_ws(t, end, len);
         if (q >= len || t[q] != ';')
@@ -404,9 +575,10 @@ static void llama3_partial(const char *t, size_t q, size_t len, parsed *p)
 }
 
 /* What of t[0, len) is decided: reasoning, content, complete calls. */
-static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bool final, parsed *p)
+static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bool final, parsed *p, call_cache *cc)
 {
     memset(p, 0, sizeof *p);
+    p->cc = cc;
     size_t rest = 0;
     const size_t ol = strlen(THINK_OPEN), cl = strlen(THINK_CLOSE);
     if (cfg->reasoning != KVS_REASONING_NONE) {
@@ -492,29 +664,32 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
                 /* a call still being written: its name and the arguments so far (streaming) */
                 size_t end = len - partial(t, b0, len, HERMES_CLOSE);
                 scan_obj(t, b0, end, &sc);
-                if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
-                    size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
-                    push_call(p, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw", t + sc.a0, a1 - sc.a0,
-                                           "partial", 1));
-                }
+                if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done)
+                    set_partial(p, sc.name, t, sc.a0, utf8_boundary(t, sc.a0, sc.a1));
                 break;
             }
             size_t b1 = cl2 ? (size_t)(cl2 - t) : len, used;
-            size_t q = skip_ws(t, b0, b1);
-            json_t *obj = load_prefix(t + q, b1 - q, &used);
-            json_t *c = obj && skip_ws(t, q + used, b1) == b1 ? call_of(obj, "parameters") : NULL;
-            json_decref(obj);
+            size_t q = skip_ws(t, b0, b1), k = json_array_size(p->calls);
+            json_t *c;
+            if (!cache_get(p, k, q, b1, &c)) {
+                json_t *obj = load_prefix(t + q, b1 - q, &used);
+                c = obj && skip_ws(t, q + used, b1) == b1 ? call_of(obj, "parameters") : NULL;
+                json_decref(obj);
+                if (c)
+                    add_raw(c, t, q, b1); /* the arguments as the model wrote them (what streaming sent) */
+                cache_put(p, k, q, b1, c);
+            }
             if (!c) {
                 failed = true;
                 break;
             }
-            add_raw(c, t, q, b1); /* the arguments as the model wrote them (what streaming sent) */
             push_call(p, c);
             pos = cl2 ? b1 + strlen(HERMES_CLOSE) : len;
         }
     }
     if (failed && final) {
         json_array_clear(p->calls);
+        p->has_partial = false;
         p->c1 = len;
     }
 }
@@ -600,7 +775,7 @@ static json_t *str_json(const char *t, size_t n)
 json_t *kvs_chat_parse_message(const kvs_chat_parse_cfg *cfg, const char *text, size_t len)
 {
     parsed p;
-    analyze(cfg, text, len, true, &p);
+    analyze(cfg, text, len, true, &p, NULL);
     json_t *m = json_object();
     if (p.reasoning)
         json_object_set_new(m, "reasoning_content", str_json(text + p.r0, p.r1 - p.r0));
@@ -672,6 +847,8 @@ struct kvs_chat_stream {
     char *fix;             /* pieces that are not UTF-8, bytes >= 0x80 replaced (as str_json) */
     size_t fix_len, fix_cap;
     json_t *calls;         /* the step's calls (names and raw arguments point into them) */
+    call_cache cc;         /* the complete calls, each parsed once */
+    char pname[256];       /* the step's call still being written: its name */
     char **bufs;           /* arguments written out for the step (json.dumps) */
     size_t n_bufs, bufs_cap;
 };
@@ -708,6 +885,10 @@ void kvs_chat_stream_free(kvs_chat_stream *s)
     if (!s)
         return;
     step_release(s);
+    for (size_t i = 0; i < s->cc.n; i++)
+        json_decref(s->cc.e[i].call);
+    free(s->cc.e);
+    json_decref(s->cc.arr);
     free(s->text);
     free(s->sent_args);
     free(s->d);
@@ -817,6 +998,19 @@ static const char *step_args(kvs_chat_stream *s, json_t *call)
     json_t *raw = json_object_get(call, "raw");
     if (json_is_string(raw))
         return json_string_value(raw);
+    json_t *dumped = json_object_get(call, "args_text"); /* a cached call's, dumped once */
+    if (json_is_string(dumped))
+        return json_string_value(dumped);
+    for (size_t i = 0; i < s->cc.n; i++)
+        if (s->cc.e[i].call == call) {
+            char *a = kvs_jinja_json_dumps(json_object_get(call, "arguments"));
+            if (!a)
+                return NULL;
+            json_object_set_new(call, "args_text", json_string(a));
+            free(a);
+            dumped = json_object_get(call, "args_text");
+            return json_is_string(dumped) ? json_string_value(dumped) : NULL;
+        }
     if (s->n_bufs == s->bufs_cap) {
         size_t cap = s->bufs_cap ? 2 * s->bufs_cap : 4;
         char **b = realloc(s->bufs, cap * sizeof *b);
@@ -840,7 +1034,7 @@ bool kvs_chat_stream_step(kvs_chat_stream *s, const char *text, size_t len, bool
     if (s->done)
         return true;
     parsed p;
-    analyze(&s->cfg, text, len, final, &p);
+    analyze(&s->cfg, text, len, final, &p, &s->cc);
     s->calls = p.calls; /* released at the next step */
     if (p.reasoning && p.r1 > p.r0 + s->sent_r) {
         if (!text_delta(s, KVS_CHAT_DELTA_REASONING, text + p.r0 + s->sent_r, p.r1 - p.r0 - s->sent_r))
@@ -852,7 +1046,9 @@ bool kvs_chat_stream_step(kvs_chat_stream *s, const char *text, size_t len, bool
             return false;
         s->sent_c = p.c1 - p.c0;
     }
-    size_t nc = json_array_size(p.calls);
+    size_t nj = json_array_size(p.calls), nc = nj + (p.has_partial ? 1 : 0);
+    if (p.has_partial)
+        memcpy(s->pname, p.pname, sizeof s->pname);
     if (nc > s->args_cap) {
         size_t cap = nc + 8;
         size_t *na = realloc(s->sent_args, cap * sizeof *na);
@@ -863,7 +1059,7 @@ bool kvs_chat_stream_step(kvs_chat_stream *s, const char *text, size_t len, bool
         s->args_cap = cap;
     }
     for (size_t i = 0; i < nc; i++) {
-        json_t *call = json_array_get(p.calls, i);
+        json_t *call = i < nj ? json_array_get(p.calls, i) : NULL; /* NULL: the partial call */
         if (i >= s->sent_calls) { /* the call's id and name first, arguments "" */
             kvs_chat_delta *d = delta_new(s);
             if (!d)
@@ -871,15 +1067,21 @@ bool kvs_chat_stream_step(kvs_chat_stream *s, const char *text, size_t len, bool
             json_t *name = json_object_get(call, "name");
             d->kind = KVS_CHAT_DELTA_CALL;
             d->index = i;
-            d->text = json_string_value(name);
-            d->len = json_string_length(name);
+            d->text = call ? json_string_value(name) : s->pname;
+            d->len = call ? json_string_length(name) : strlen(s->pname);
             call_id_str(&s->cfg, i, d->id);
             s->sent_calls = i + 1;
         }
-        const char *args = step_args(s, call);
+        const char *args = call ? step_args(s, call) : text + p.pa0;
         if (!args)
             continue;
-        size_t an = strlen(args);
+        size_t an;
+        if (call) {
+            an = strlen(args);
+        } else { /* the text so far (up to a NUL, as the copy it replaces) */
+            const char *nul = memchr(args, '\0', p.pa1 - p.pa0);
+            an = nul ? (size_t)(nul - args) : p.pa1 - p.pa0;
+        }
         if (an > s->sent_args[i]) {
             if (!args_pieces(s, i, args, s->sent_args[i], an))
                 return false;

@@ -20,6 +20,9 @@ generating 32:
     WHOLE process and the engine thread (the text and the per-token logprob
     records are kept in runs of the answer pool; the document is written
     with the fixed-buffer writer in small units as MHD sends it);
+  * the streaming chat parser alone (tests/tools/chat_stream_main.c): its
+    steps over reasoning and over Hermes tool calls being written, 256
+    vs 2048 bytes of output;
   * `serve` with `--reasoning-parser deepseek_r1`, plain and streamed chat:
     the WHOLE process (the parser reads the output kept in the answer pool
     and hands back its deltas without building JSON).
@@ -59,11 +62,12 @@ def read_counts(path):
         return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
 
 
-def compare(what, small, large, key):
+def compare(what, small, large, key, unit=("32 tokens", "256 tokens")):
     ok = large[key] <= small[key]
-    print("%-4s %-58s 32 tokens: %6d   256 tokens: %6d  (%s)" % ("ok" if ok else "FAIL", what, small[key], large[key], key))
+    print("%-4s %-58s %s: %6d   %s: %6d  (%s)" % ("ok" if ok else "FAIL", what, unit[0], small[key], unit[1],
+                                                 large[key], key))
     if not ok:
-        failures.append("%s: %d allocations for 256 tokens, %d for 32" % (what, large[key], small[key]))
+        failures.append("%s: %d allocations for %s, %d for %s" % (what, large[key], unit[1], small[key], unit[0]))
 
 
 def check_plain(what, body, r, n):
@@ -128,6 +132,21 @@ def main():
                 failures.append("batch: output lengths %s, expected %d each" % (lens, n))
             res[n] = c
         compare("generate --input-file (4 requests), %s" % label, res[32], res[256], "total")
+
+    # the streaming chat parser alone (kvs_chat_stream_step over a growing output, 4 bytes a step):
+    # reasoning, and a Hermes tool call whose arguments stream, after a complete one; the last step
+    # (where a call is parsed whole, allocating per call) is left out
+    tool = os.environ.get("KVS_CHAT_STREAM", "")
+    for kind, label in ((0, "reasoning"), (1, "a tool call being written"), (2, "a complete call, then one being written")):
+        res = {}
+        for nbytes in (256, 2048):
+            env = dict(os.environ, LD_PRELOAD=SHIM, KVS_ALLOC_COUNT_OUT=cnt)
+            p = subprocess.run([tool, str(nbytes), str(kind), "nofinal"], capture_output=True, text=True, env=env,
+                               timeout=120)
+            if p.returncode != 0:
+                sys.exit("FAIL: kvs_chat_stream: %s" % p.stderr)
+            res[nbytes] = read_counts(cnt)
+        compare("chat stream parser, %s" % label, res[256], res[2048], "total", ("256 bytes", "2048 bytes"))
 
     # serve: streams (the whole process) and plain answers (the engine thread)
     template = os.path.join(mt.SHARED, "templates", "hf-internal-testing-llama-tokenizer-llama2.jinja")
