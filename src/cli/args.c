@@ -64,7 +64,7 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
                              "full: 503; sizes the serving reserve)"});
     kvs_cmd_add(c, (kvs_opt){"--http-answer-pool", NULL, KVS_OPT_SIZE, &lo->http_answer_pool, "SIZE",
                              "serve: memory for the non-streamed answers being generated (text, logprobs, the JSON "
-                             "document; default 16KiB x --max-connections + 4MiB; full: 503; sizes the serving "
+                             "document; default 4KiB x --max-connections + 512KiB; full: 503; sizes the serving "
                              "reserve)"});
     kvs_cmd_add(c, (kvs_opt){"--max-structured-seqs", NULL, KVS_OPT_INT, &lo->max_structured_seqs, "N",
                              "sequences with structured output (response_format, guided_*, tool_choice required) "

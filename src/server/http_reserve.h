@@ -46,10 +46,11 @@
 /* The answer pool (--http-answer-pool): a non-streamed answer keeps its
  * choices' text and per-token logprob records there while it is generated,
  * then its JSON document (growing in place, by doubling, from 4 KiB runs;
- * a full pool is a 503 naming the flag).  By default 16 KiB per connection
- * plus 4 MiB, for one large answer. */
-#define KVS_HTTP_ANSWER_OUT ((size_t)8 << 10)
-#define KVS_HTTP_ANSWER_OUT_MAX ((size_t)1 << 20)
+ * a full pool is a 503 naming the flag).  By default 4 KiB per connection
+ * plus 512 KiB, for a few large answers (a record is 24 bytes plus 8 per
+ * top logprob). */
+#define KVS_HTTP_ANSWER_OUT ((size_t)4 << 10)
+#define KVS_HTTP_ANSWER_OUT_MAX ((size_t)512 << 10)
 /* libmicrohttpd's own structure for a connection, its copy of the peer
  * address and allocator overhead, rounded up (struct MHD_Connection is
  * about 1 KiB in 0.9.75). */

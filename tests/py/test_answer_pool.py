@@ -10,7 +10,7 @@ one more run: nothing grows past the pool.  Checked here:
     /metrics, and every run comes back: the next, smaller answer is a 200
     and the pool's use returns to 0;
   * the pool is a term of the serving reserve: `plan` grows by exactly the
-    pool's size over the default (8 KiB per connection + 1 MiB), so the
+    pool's size over the default (4 KiB per connection + 512 KiB), so the
     KV cache shrinks by it;
   * sizes outside 64 KiB..1 TiB are refused, naming the flag."""
 import os
@@ -72,11 +72,11 @@ def main():
     base, _ = plan_serving()
     big, _ = plan_serving("--http-answer-pool", "64MiB")
     conns, _ = plan_serving("--max-connections", "10")
-    default = 64 * 8192 + (1 << 20)
+    default = 64 * 4096 + (512 << 10)
     check(base is not None and big is not None and big - base == (64 << 20) - default,
           "plan: serving reserve %s -> %s with a 64 MiB pool (default %d)" % (base, big, default))
-    # 54 fewer connections: 54 x (8 KiB of answer pool + the front end's per-connection share)
-    check(conns is not None and base - conns > 54 * 8192, "plan: fewer connections, a smaller reserve")
+    # 54 fewer connections: 54 x (4 KiB of answer pool + the front end's per-connection share)
+    check(conns is not None and base - conns > 54 * 4096, "plan: fewer connections, a smaller reserve")
     for bad in ("1000", "2TiB"):
         v, err = plan_serving("--http-answer-pool", bad)
         check(v is None and "--http-answer-pool" in err, "--http-answer-pool %s refused: %s" % (bad, err.strip()))
