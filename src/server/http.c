@@ -610,7 +610,7 @@ kvs_http_limits kvs_server_http_limits(const kvs_server_opts *o)
 {
     kvs_http_limits l = {.threads = o->http_threads, .max_connections = o->max_connections,
                          .max_request_bytes = o->max_body_bytes, .body_pool_bytes = o->body_pool_bytes,
-                         .connection_memory = o->connection_memory};
+                         .connection_memory = o->connection_memory, .answer_pool_bytes = o->answer_pool_bytes};
     return kvs_http_limits_resolve(&l);
 }
 
@@ -682,6 +682,9 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     if ((st = kvs_http_pool_init(&s->stream_pool, kvs_http_stream_pool_bytes(&lim), err)) != KVS_OK)
         goto fail;
     s->stream_pool_ready = true;
+    if ((st = kvs_http_pool_init(&s->answer_pool, kvs_http_answer_pool_bytes(&lim), err)) != KVS_OK)
+        goto fail;
+    s->answer_pool_ready = true;
     if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
@@ -767,6 +770,8 @@ void kvs_server_stop(kvs_server *s)
         kvs_http_front_free(&s->front);
     if (s->stream_pool_ready) /* every stream has given its buffer back (MHD is stopped) */
         kvs_http_pool_destroy(&s->stream_pool);
+    if (s->answer_pool_ready) /* likewise every answer */
+        kvs_http_pool_destroy(&s->answer_pool);
     kvs_loop_free(s->loop);
     kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
@@ -801,6 +806,15 @@ void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out)
         out->stream_pool_peak = p->pages_hwm * KVS_HTTP_POOL_PAGE;
         out->stream_pool_bytes = p->bytes;
         out->refused_streams = p->refused;
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (s->answer_pool_ready) {
+        kvs_http_pool *p = &s->answer_pool;
+        pthread_mutex_lock(&p->mu);
+        out->answer_pool_used = p->pages_used * KVS_HTTP_POOL_PAGE;
+        out->answer_pool_peak = p->pages_hwm * KVS_HTTP_POOL_PAGE;
+        out->answer_pool_bytes = p->bytes;
+        out->refused_answers = p->refused;
         pthread_mutex_unlock(&p->mu);
     }
     out->refused_connections = atomic_load(&f->refused_full);
