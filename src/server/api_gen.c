@@ -263,6 +263,8 @@ static bool answer_room(gen *g, void **p, size_t *cap, size_t len, size_t need)
     if (!q && want > need)
         q = kvs_http_pool_grow(&g->s->answer_pool, *p, cap, len, need);
     if (!q) {
+        if (!g->pool_full) /* the request gets a 503: count it once */
+            kvs_metrics_refused_for_memory(&g->s->metrics);
         g->pool_full = true;
         return false;
     }
@@ -1613,6 +1615,7 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
                                                                                       : KVS_MAX_LOGPROBS;
     g->rec_stride = (sizeof(lp_rec) + (size_t)g->rec_top * (sizeof(int32_t) + sizeof(float)) + 7) / 8 * 8;
     if (!oom && g->stream && !(g->out = kvs_http_pool_alloc(&s->stream_pool, stream_out_bytes(g), &g->out_cap))) {
+        kvs_metrics_refused_for_memory(&s->metrics);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 503, NULL, NULL, "the server is busy streaming other responses (its stream buffer "

@@ -444,6 +444,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         size_t first = n + 1 < BODY_FIRST_RUN ? (size_t)n + 1 : BODY_FIRST_RUN;
         if (n > 0 && !(sl->body = kvs_http_pool_alloc(&s->front.pool, first, &sl->cap))) {
             sl->phase = REQ_DONE;
+            kvs_metrics_refused_for_memory(&s->metrics);
             return error_hdr(c, 503, "server_busy", MHD_HTTP_HEADER_CONNECTION, "close",
                              "the server is busy reading other requests' bodies (its body pool is full); retry");
         }
@@ -502,10 +503,11 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (sl->too_large)
         ret = kvs_http_error(c, 413, NULL, "request_too_large", "the request body (%zu bytes) exceeds the limit of "
                              "%zu bytes", sl->dropped, s->max_body);
-    else if (sl->pool_full)
+    else if (sl->pool_full) {
+        kvs_metrics_refused_for_memory(&s->metrics);
         ret = kvs_http_error(c, 503, NULL, "server_busy",
                              "the server is busy reading other requests' bodies (its body pool is full); retry");
-    else
+    } else
         ret = dispatch(s, c, url, method, sl);
     body_free(s, sl); /* parsed: the request holds no pointer into it */
     return ret;

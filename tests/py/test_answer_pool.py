@@ -64,6 +64,9 @@ def main():
               m.get("kvserve:http_answer_pool_used_bytes"))
         check(m.get("kvserve:http_refused_answers_total", m.get("kvserve:http_refused_answers", 0)) >= 1,
               "refusals counted")
+        check(m.get("kvserve:requests_refused_memory_total") == 1,
+              "the refused answer counted once in requests_refused_memory: %s" %
+              m.get("kvserve:requests_refused_memory_total"))
         hw = m.get("kvserve:http_answer_pool_high_water_bytes", 0)
         check(0 < hw <= 65536, "high-water %s within the pool" % hw)
     if s.returncode not in (0, None):

@@ -343,6 +343,7 @@ def t_body_pool_full():
         assert m["kvserve:http_body_pool_used_bytes"] >= 30000, m  # a's half body
         assert m["kvserve:http_body_pool_high_water_bytes"] >= m["kvserve:http_body_pool_used_bytes"], m
         assert m["kvserve:http_refused_bodies_total"] == 1, m
+        assert m["kvserve:requests_refused_memory_total"] == 1, m  # the counter sees it too
         assert m["kvserve:http_stream_pool_capacity_bytes"] > 0, m
         a.sendall(body[-30000:])
         raw = b""
