@@ -105,10 +105,22 @@ static void test_head_limits(void **state)
     const char *h = "GET / HTTP/1.1\r\nHost: x\r\n\r\nBODY";
     assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_OK);
     assert_int_equal(v.head_len, strlen(h) - 4);
+    assert_int_equal(v.body_len, 0);
+    assert_false(v.chunked);
+    /* the body's length (the gate counts a kept-alive connection's bytes), empty lines before included */
+    h = "\r\nPOST / HTTP/1.1\r\nHost: x\r\nContent-Length: 12\r\n\r\n";
+    assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_OK);
+    assert_int_equal(v.head_len, strlen(h));
+    assert_int_equal(v.body_len, 12);
+    assert_false(v.chunked);
     /* a complete head whose first chunk line is missing is flagged */
     h = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
     assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_MORE);
     assert_true(v.head_done);
+    assert_true(v.chunked);
+    h = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n";
+    assert_int_equal(kvs_http_head_check(h, strlen(h), &LIM, &v), KVS_HEAD_OK);
+    assert_true(v.chunked);
 }
 
 static void test_pool(void **state)
@@ -174,15 +186,22 @@ static void test_reserve(void **state)
     assert_int_equal(kvs_http_reserve_bytes(&z), kvs_http_reserve_bytes(&d));
     kvs_http_limits l = {.threads = 2, .max_connections = 10, .max_request_bytes = 100000, .body_pool_bytes = 300000,
                          .connection_memory = 16384};
-    /* a connection's slot, memory and buffers, and its share of the stream pool */
+    /* a connection's slot, memory and buffers, and its shares of the stream and answer pools */
     size_t per_conn = 16384 + KVS_HTTP_CONN_BOOKKEEPING + KVS_HTTP_STREAM_BLOCK + kvs_http_slot_bytes() +
-                      KVS_HTTP_STREAM_OUT;
+                      KVS_HTTP_STREAM_OUT + KVS_HTTP_ANSWER_OUT;
     size_t want = 2 * KVS_HTTP_THREAD_STACK + KVS_HTTP_GATE_STACK + 10 * per_conn + KVS_HTTP_OVERFLOW_SLOTS * 16 + KVS_HTTP_WAIT_SLOTS * 160 +
-                  74 * 4096 + KVS_HTTP_STREAM_OUT_MAX;
+                  74 * 4096 + KVS_HTTP_STREAM_OUT_MAX + KVS_HTTP_ANSWER_OUT_MAX;
     assert_int_equal(kvs_http_body_pool_bytes(&l), 74 * 4096);
     assert_int_equal(kvs_http_stream_pool_bytes(&l), 10 * KVS_HTTP_STREAM_OUT + KVS_HTTP_STREAM_OUT_MAX);
+    assert_int_equal(kvs_http_answer_pool_bytes(&l), 10 * KVS_HTTP_ANSWER_OUT + KVS_HTTP_ANSWER_OUT_MAX);
     assert_int_equal(kvs_http_reserve_bytes(&l), want);
     /* each limit moves it by its own term */
+    l.answer_pool_bytes = 1 << 20; /* --http-answer-pool, in whole pages */
+    assert_int_equal(kvs_http_answer_pool_bytes(&l), 1 << 20);
+    assert_int_equal(kvs_http_reserve_bytes(&l), want - 10 * KVS_HTTP_ANSWER_OUT - KVS_HTTP_ANSWER_OUT_MAX + (1 << 20));
+    l.answer_pool_bytes = 100000;
+    assert_int_equal(kvs_http_answer_pool_bytes(&l), 25 * 4096);
+    l.answer_pool_bytes = 0;
     l.max_connections = 11;
     assert_int_equal(kvs_http_reserve_bytes(&l), want + per_conn);
     l.max_connections = 10;

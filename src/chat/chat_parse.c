@@ -5,6 +5,8 @@
 
 #include "chat/chat_parse.h"
 #include "chat/jinja.h"
+#include "core/chars.h"
+#include "core/json_out.h"
 
 #define THINK_OPEN "<think>"
 #define THINK_CLOSE "</think>"
@@ -89,12 +91,87 @@ static size_t utf8_boundary(const char *t, size_t from, size_t end)
     return end;
 }
 
+/* A stream's complete calls as parsed (each once, from its text span), and
+ * the array the calls of each step are listed in (cleared, not freed), so
+ * that a step re-reads them without allocating. */
+typedef struct call_cache {
+    json_t *arr;
+    struct cached_call {
+        size_t b0, b1;             /* the span it was parsed from */
+        json_t *call;              /* NULL: it did not parse */
+    } *e;
+    size_t n, cap;
+} call_cache;
+
 typedef struct parsed {
     bool reasoning;
     size_t r0, r1;  /* reasoning text */
     size_t c0, c1;  /* content text */
-    json_t *calls;  /* [{"name", "arguments"}] of complete calls */
+    json_t *calls;  /* [{"name", "arguments"}] of complete calls (NULL: none yet, so that plain text costs
+                       no allocation) */
+    bool has_partial; /* streaming: a call still being written, after the complete ones: */
+    char pname[256];  /* its name */
+    size_t pa0, pa1;  /* its arguments so far */
+    call_cache *cc;   /* streaming: the stream's cache (NULL: none) */
 } parsed;
+
+static void push_call(parsed *p, json_t *c)
+{
+    if (!c)
+        return;
+    if (!p->calls) {
+        if (p->cc && (p->cc->arr || (p->cc->arr = json_array()))) {
+            json_array_clear(p->cc->arr);
+            p->calls = json_incref(p->cc->arr);
+        } else if (!(p->calls = json_array())) {
+            json_decref(c);
+            return;
+        }
+    }
+    json_array_append_new(p->calls, c);
+}
+
+/* The k-th complete call, parsed from t[b0, b1) by parse() (a new reference
+ * or NULL), through the cache: *c gets a new reference or NULL.  False when
+ * it is not cached (the caller parses, then cache_put). */
+static bool cache_get(const parsed *p, size_t k, size_t b0, size_t b1, json_t **c)
+{
+    const call_cache *cc = p->cc;
+    if (!cc || k >= cc->n || cc->e[k].b0 != b0 || cc->e[k].b1 != b1)
+        return false;
+    *c = json_incref(cc->e[k].call);
+    return true;
+}
+
+static void cache_put(parsed *p, size_t k, size_t b0, size_t b1, json_t *c)
+{
+    call_cache *cc = p->cc;
+    if (!cc || k > cc->n)
+        return;
+    if (k == cc->cap) {
+        size_t cap = cc->cap ? 2 * cc->cap : 8;
+        struct cached_call *e = realloc(cc->e, cap * sizeof *e);
+        if (!e)
+            return;
+        cc->e = e;
+        cc->cap = cap;
+    }
+    for (size_t i = k; i < cc->n; i++) /* what follows a changed call is stale */
+        json_decref(cc->e[i].call);
+    cc->e[k] = (struct cached_call){b0, b1, json_incref(c)};
+    cc->n = k + 1;
+}
+
+/* A call still being written (streaming): kept as spans, not JSON. */
+static void set_partial(parsed *p, const char *name, const char *t, size_t a0, size_t a1)
+{
+    if (!kvs_jw_utf8_valid(t + a0, a1 - a0)) /* (what json_pack refused) */
+        return;
+    p->has_partial = true;
+    snprintf(p->pname, sizeof p->pname, "%s", name);
+    p->pa0 = a0;
+    p->pa1 = a1;
+}
 
 /* a {"name": N, "arguments"|"parameters": A} object -> a call, or NULL */
 static json_t *call_of(json_t *o, const char *args_key2)
@@ -194,6 +271,112 @@ static size_t value_end(const char *t, size_t i, size_t to, bool *done)
     return k;
 }
 
+static int hex4(const char *p)
+{
+    int v = 0;
+    for (int i = 0; i < 4; i++) {
+        int d = kvs_hex_digit((unsigned char)p[i]);
+        if (d < 0)
+            return -1;
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static size_t put_utf8(char *o, unsigned cp)
+{
+    if (cp < 0x80) {
+        o[0] = (char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (char)(0xc0 | (cp >> 6));
+        o[1] = (char)(0x80 | (cp & 0x3f));
+        return 2;
+    }
+    if (cp < 0x10000) {
+        o[0] = (char)(0xe0 | (cp >> 12));
+        o[1] = (char)(0x80 | ((cp >> 6) & 0x3f));
+        o[2] = (char)(0x80 | (cp & 0x3f));
+        return 3;
+    }
+    o[0] = (char)(0xf0 | (cp >> 18));
+    o[1] = (char)(0x80 | ((cp >> 12) & 0x3f));
+    o[2] = (char)(0x80 | ((cp >> 6) & 0x3f));
+    o[3] = (char)(0x80 | (cp & 0x3f));
+    return 4;
+}
+
+/* The JSON string literal t[v0, v1) (quotes included) decoded into out
+ * (cap bytes, NUL-terminated), allocating nothing: false where jansson's
+ * json_loadb would fail (control characters, bad escapes or UTF-8, lone
+ * surrogates, \u0000) or the value has cap bytes or more. */
+static bool json_str_decode(const char *t, size_t v0, size_t v1, char *out, size_t cap)
+{
+    if (v1 < v0 + 2 || t[v0] != '"' || t[v1 - 1] != '"' || !kvs_jw_utf8_valid(t + v0, v1 - v0))
+        return false;
+    size_t k = 0;
+    for (size_t i = v0 + 1; i < v1 - 1;) {
+        unsigned char c = (unsigned char)t[i];
+        char tmp[4];
+        size_t n;
+        if (c < 0x20 || c == '"') {
+            return false;
+        } else if (c != '\\') {
+            size_t l = kvs_jw_utf8_seq((const unsigned char *)t + i, v1 - 1 - i);
+            if (!l)
+                return false;
+            if (k + l >= cap)
+                return false;
+            memcpy(out + k, t + i, l);
+            k += l;
+            i += l;
+            continue;
+        } else if (i + 1 >= v1 - 1) {
+            return false;
+        }
+        char e = t[i + 1];
+        i += 2;
+        switch (e) {
+        case '"': tmp[0] = '"'; n = 1; break;
+        case '\\': tmp[0] = '\\'; n = 1; break;
+        case '/': tmp[0] = '/'; n = 1; break;
+        case 'b': tmp[0] = '\b'; n = 1; break;
+        case 'f': tmp[0] = '\f'; n = 1; break;
+        case 'n': tmp[0] = '\n'; n = 1; break;
+        case 'r': tmp[0] = '\r'; n = 1; break;
+        case 't': tmp[0] = '\t'; n = 1; break;
+        case 'u': {
+            int u = i + 4 <= v1 - 1 ? hex4(t + i) : -1;
+            if (u < 0)
+                return false;
+            i += 4;
+            unsigned cp = (unsigned)u;
+            if (cp >= 0xd800 && cp < 0xdc00) { /* a high surrogate: its low one must follow */
+                int lo = i + 6 <= v1 - 1 && t[i] == '\\' && t[i + 1] == 'u' ? hex4(t + i + 2) : -1;
+                if (lo < 0xdc00 || lo > 0xdfff)
+                    return false;
+                i += 6;
+                cp = 0x10000 + ((cp - 0xd800) << 10) + ((unsigned)lo - 0xdc00);
+            } else if (cp >= 0xdc00 && cp < 0xe000) {
+                return false;
+            } else if (cp == 0) {
+                return false;
+            }
+            n = put_utf8(tmp, cp);
+            break;
+        }
+        default: return false;
+        }
+        if (k + n >= cap)
+            return false;
+        memcpy(out + k, tmp, n);
+        k += n;
+    }
+    out[k] = '\0';
+    return true;
+}
+
 static void scan_obj(const char *t, size_t from, size_t to, objscan *o)
 {
     memset(o, 0, sizeof *o);
@@ -219,12 +402,8 @@ static void scan_obj(const char *t, size_t from, size_t to, objscan *o)
         bool is_args = (kl == 11 && memcmp(t + k0, "\"arguments\"", 11) == 0) ||
                        (kl == 12 && memcmp(t + k0, "\"parameters\"", 12) == 0);
         if (is_name && done && t[v0] == '"') {
-            json_t *s = json_loadb(t + v0, v1 - v0, JSON_DECODE_ANY, NULL);
-            if (json_is_string(s) && json_string_length(s) < sizeof o->name) {
+            if (json_str_decode(t, v0, v1, o->name, sizeof o->name))
                 o->has_name = true;
-                snprintf(o->name, sizeof o->name, "%s", json_string_value(s));
-            }
-            json_decref(s);
         } else if (is_args && !o->has_args) {
             o->has_args = true;
             o->args_done = done;
@@ -355,7 +534,7 @@ fail:
 
 /* Llama 3 JSON calls written so far from t[q, len) (streaming): the complete ones, then the one being
  * written once its name is known and its arguments object has begun. */
-static void llama3_partial(const char *t, size_t q, size_t len, json_t *calls)
+static void llama3_partial(const char *t, size_t q, size_t len, parsed *p)
 {
     size_t tl = strlen(PYTHON_TAG);
     if (len - q >= tl && memcmp(t + q, PYTHON_TAG, tl) == 0)
@@ -371,18 +550,23 @@ static void llama3_partial(const char *t, size_t q, size_t len, json_t *calls)
             scan_obj(t, q, len, &sc);
             if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
                 size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
-                json_array_append_new(calls, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw", t + sc.a0,
-                                                       a1 - sc.a0, "partial", 1));
+                set_partial(p, sc.name, t, sc.a0, a1);
             }
             return;
         }
-        json_t *o = json_loadb(t + q, end - q, 0, NULL);
-        json_t *c = o ? call_of(o, "parameters") : NULL;
-        json_decref(o);
+        size_t k = json_array_size(p->calls);
+        json_t *c;
+        if (!cache_get(p, k, q, end, &c)) {
+            json_t *o = json_loadb(t + q, end - q, 0, NULL);
+            c = o ? call_of(o, "parameters") : NULL;
+            json_decref(o);
+            if (c)
+                add_raw(c, t, q, end);
+            cache_put(p, k, q, end, c);
+        }
         if (!c)
             return;
-        add_raw(c, t, q, end);
-        json_array_append_new(calls, c);
+        push_call(p, c);
         q = skip_ws(t, end, len);
         if (q >= len || t[q] != ';')
             return;
@@ -391,10 +575,10 @@ static void llama3_partial(const char *t, size_t q, size_t len, json_t *calls)
 }
 
 /* What of t[0, len) is decided: reasoning, content, complete calls. */
-static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bool final, parsed *p)
+static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bool final, parsed *p, call_cache *cc)
 {
     memset(p, 0, sizeof *p);
-    p->calls = json_array();
+    p->cc = cc;
     size_t rest = 0;
     const size_t ol = strlen(THINK_OPEN), cl = strlen(THINK_CLOSE);
     if (cfg->reasoning != KVS_REASONING_NONE) {
@@ -435,7 +619,7 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
         if (!final) {
             p->c1 = rest;
             if (cfg->mode == KVS_TOOL_MODE_AUTO && cfg->tools == KVS_TOOLS_LLAMA3_JSON)
-                llama3_partial(t, q, len, p->calls);
+                llama3_partial(t, q, len, p);
             return;
         }
         json_t *calls = parse_calls_final(cfg, t, rest, len);
@@ -480,29 +664,32 @@ static void analyze(const kvs_chat_parse_cfg *cfg, const char *t, size_t len, bo
                 /* a call still being written: its name and the arguments so far (streaming) */
                 size_t end = len - partial(t, b0, len, HERMES_CLOSE);
                 scan_obj(t, b0, end, &sc);
-                if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done) {
-                    size_t a1 = utf8_boundary(t, sc.a0, sc.a1);
-                    json_array_append_new(p->calls, json_pack("{s:s, s:s%, s:b}", "name", sc.name, "raw",
-                                                              t + sc.a0, a1 - sc.a0, "partial", 1));
-                }
+                if (sc.has_name && sc.has_args && sc.args_structured && !sc.args_done)
+                    set_partial(p, sc.name, t, sc.a0, utf8_boundary(t, sc.a0, sc.a1));
                 break;
             }
             size_t b1 = cl2 ? (size_t)(cl2 - t) : len, used;
-            size_t q = skip_ws(t, b0, b1);
-            json_t *obj = load_prefix(t + q, b1 - q, &used);
-            json_t *c = obj && skip_ws(t, q + used, b1) == b1 ? call_of(obj, "parameters") : NULL;
-            json_decref(obj);
+            size_t q = skip_ws(t, b0, b1), k = json_array_size(p->calls);
+            json_t *c;
+            if (!cache_get(p, k, q, b1, &c)) {
+                json_t *obj = load_prefix(t + q, b1 - q, &used);
+                c = obj && skip_ws(t, q + used, b1) == b1 ? call_of(obj, "parameters") : NULL;
+                json_decref(obj);
+                if (c)
+                    add_raw(c, t, q, b1); /* the arguments as the model wrote them (what streaming sent) */
+                cache_put(p, k, q, b1, c);
+            }
             if (!c) {
                 failed = true;
                 break;
             }
-            add_raw(c, t, q, b1); /* the arguments as the model wrote them (what streaming sent) */
-            json_array_append_new(p->calls, c);
+            push_call(p, c);
             pos = cl2 ? b1 + strlen(HERMES_CLOSE) : len;
         }
     }
     if (failed && final) {
         json_array_clear(p->calls);
+        p->has_partial = false;
         p->c1 = len;
     }
 }
@@ -515,10 +702,9 @@ static uint64_t splitmix(uint64_t *x)
     return z ^ (z >> 31);
 }
 
-static json_t *call_id(const kvs_chat_parse_cfg *cfg, size_t index)
+static void call_id_str(const kvs_chat_parse_cfg *cfg, size_t index, char id[KVS_CHAT_ID_MAX])
 {
     uint64_t st = cfg->id_seed ^ (index * 0xD1B54A32D192ED03ull);
-    char id[64];
     if (cfg->tools == KVS_TOOLS_MISTRAL && cfg->mode == KVS_TOOL_MODE_AUTO) {
         static const char al[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
         uint64_t r = splitmix(&st);
@@ -529,8 +715,14 @@ static json_t *call_id(const kvs_chat_parse_cfg *cfg, size_t index)
         id[9] = '\0';
     } else {
         uint64_t a = splitmix(&st), b = splitmix(&st);
-        snprintf(id, sizeof id, "chatcmpl-tool-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
+        snprintf(id, KVS_CHAT_ID_MAX, "chatcmpl-tool-%016llx%016llx", (unsigned long long)a, (unsigned long long)b);
     }
+}
+
+static json_t *call_id(const kvs_chat_parse_cfg *cfg, size_t index)
+{
+    char id[KVS_CHAT_ID_MAX];
+    call_id_str(cfg, index, id);
     return json_string(id);
 }
 
@@ -583,7 +775,7 @@ static json_t *str_json(const char *t, size_t n)
 json_t *kvs_chat_parse_message(const kvs_chat_parse_cfg *cfg, const char *text, size_t len)
 {
     parsed p;
-    analyze(cfg, text, len, true, &p);
+    analyze(cfg, text, len, true, &p, NULL);
     json_t *m = json_object();
     if (p.reasoning)
         json_object_set_new(m, "reasoning_content", str_json(text + p.r0, p.r1 - p.r0));
@@ -640,29 +832,68 @@ json_t *kvs_chat_tool_choice_schema(const kvs_chat_parse_cfg *cfg, json_t *tools
 
 struct kvs_chat_stream {
     kvs_chat_parse_cfg cfg;
-    char *text;
+    char *text;            /* kvs_chat_stream_feed only: its copy of the output */
     size_t len, cap;
     size_t sent_r, sent_c; /* bytes of reasoning / content sent */
     size_t sent_calls;     /* calls whose id and name were sent */
     size_t *sent_args;     /* per call: bytes of its arguments sent */
     size_t args_cap;
     bool done;
+    /* The last step's deltas and what they point into, kept until the next
+     * step: sized by the largest step so far (grown by doubling, never per
+     * token once they suffice). */
+    kvs_chat_delta *d;
+    size_t n_d, d_cap;
+    char *fix;             /* pieces that are not UTF-8, bytes >= 0x80 replaced (as str_json) */
+    size_t fix_len, fix_cap;
+    json_t *calls;         /* the step's calls (names and raw arguments point into them) */
+    call_cache cc;         /* the complete calls, each parsed once */
+    char pname[256];       /* the step's call still being written: its name */
+    char **bufs;           /* arguments written out for the step (json.dumps) */
+    size_t n_bufs, bufs_cap;
 };
+
+#define STREAM_FIRST_DELTAS 16
 
 kvs_chat_stream *kvs_chat_stream_new(const kvs_chat_parse_cfg *cfg)
 {
     kvs_chat_stream *s = calloc(1, sizeof *s);
-    if (s)
-        s->cfg = *cfg;
+    if (!s)
+        return NULL;
+    s->cfg = *cfg;
+    if (!(s->d = malloc(STREAM_FIRST_DELTAS * sizeof *s->d))) {
+        free(s);
+        return NULL;
+    }
+    s->d_cap = STREAM_FIRST_DELTAS;
     return s;
+}
+
+static void step_release(kvs_chat_stream *s)
+{
+    json_decref(s->calls);
+    s->calls = NULL;
+    for (size_t i = 0; i < s->n_bufs; i++)
+        free(s->bufs[i]);
+    s->n_bufs = 0;
+    s->n_d = 0;
+    s->fix_len = 0;
 }
 
 void kvs_chat_stream_free(kvs_chat_stream *s)
 {
     if (!s)
         return;
+    step_release(s);
+    for (size_t i = 0; i < s->cc.n; i++)
+        json_decref(s->cc.e[i].call);
+    free(s->cc.e);
+    json_decref(s->cc.arr);
     free(s->text);
     free(s->sent_args);
+    free(s->d);
+    free(s->fix);
+    free(s->bufs);
     free(s);
 }
 
@@ -671,17 +902,214 @@ bool kvs_chat_stream_has_tool_calls(const kvs_chat_stream *s)
     return s && s->sent_calls > 0;
 }
 
-/* Append the deltas of arguments text args[from, n) in pieces cut at UTF-8 boundaries. */
-static void args_pieces(json_t *out, size_t index, const char *args, size_t from, size_t n)
+static kvs_chat_delta *delta_new(kvs_chat_stream *s)
+{
+    if (s->n_d == s->d_cap) {
+        kvs_chat_delta *d = realloc(s->d, 2 * s->d_cap * sizeof *d);
+        if (!d)
+            return NULL;
+        s->d = d;
+        s->d_cap *= 2;
+    }
+    kvs_chat_delta *d = &s->d[s->n_d++];
+    memset(d, 0, sizeof *d);
+    return d;
+}
+
+/* A reasoning or content piece: the text itself when it is UTF-8, else a
+ * copy with every byte >= 0x80 made U+FFFD (str_json's rule).  The copies
+ * of one step share s->fix, so the pieces are fixed up only once all are
+ * known (fix_pieces). */
+static bool text_delta(kvs_chat_stream *s, kvs_chat_delta_kind kind, const char *t, size_t n)
+{
+    kvs_chat_delta *d = delta_new(s);
+    if (!d)
+        return false;
+    d->kind = kind;
+    d->text = t;
+    d->len = n;
+    return true;
+}
+
+static bool fix_pieces(kvs_chat_stream *s)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < s->n_d; i++)
+        if (s->d[i].kind <= KVS_CHAT_DELTA_CONTENT && !kvs_jw_utf8_valid(s->d[i].text, s->d[i].len))
+            need += 3 * s->d[i].len;
+    if (!need)
+        return true;
+    if (need > s->fix_cap) {
+        size_t cap = s->fix_cap ? s->fix_cap : 256;
+        while (cap < need)
+            cap *= 2;
+        char *f = realloc(s->fix, cap);
+        if (!f)
+            return false;
+        s->fix = f;
+        s->fix_cap = cap;
+    }
+    for (size_t i = 0; i < s->n_d; i++) {
+        kvs_chat_delta *d = &s->d[i];
+        if (d->kind > KVS_CHAT_DELTA_CONTENT || kvs_jw_utf8_valid(d->text, d->len))
+            continue;
+        char *o = s->fix + s->fix_len;
+        size_t k = 0;
+        for (size_t j = 0; j < d->len; j++) {
+            unsigned char b = (unsigned char)d->text[j];
+            if (b < 0x80) {
+                o[k++] = (char)b;
+            } else {
+                o[k++] = (char)0xef;
+                o[k++] = (char)0xbf;
+                o[k++] = (char)0xbd;
+            }
+        }
+        d->text = o;
+        d->len = k;
+        s->fix_len += k;
+    }
+    return true;
+}
+
+/* The deltas of arguments text args[from, n) in pieces cut at UTF-8
+ * boundaries (a piece that is not UTF-8 is left out, as json_pack did). */
+static bool args_pieces(kvs_chat_stream *s, size_t index, const char *args, size_t from, size_t n)
 {
     for (size_t a = from; a < n;) {
         size_t b = a + 24 < n ? a + 24 : n;
         while (b < n && ((unsigned char)args[b] & 0xc0) == 0x80)
             b++;
-        json_array_append_new(out, json_pack("{s:[{s:I, s:{s:s%}}]}", "tool_calls", "index", (json_int_t)index,
-                                             "function", "arguments", args + a, b - a));
+        if (kvs_jw_utf8_valid(args + a, b - a)) {
+            kvs_chat_delta *d = delta_new(s);
+            if (!d)
+                return false;
+            *d = (kvs_chat_delta){.kind = KVS_CHAT_DELTA_ARGS, .text = args + a, .len = b - a, .index = index};
+        }
         a = b;
     }
+    return true;
+}
+
+/* A call's arguments text, kept until the next step: the model's own (in
+ * the call object) or json.dumps of the parsed value (a copy of its own). */
+static const char *step_args(kvs_chat_stream *s, json_t *call)
+{
+    json_t *raw = json_object_get(call, "raw");
+    if (json_is_string(raw))
+        return json_string_value(raw);
+    json_t *dumped = json_object_get(call, "args_text"); /* a cached call's, dumped once */
+    if (json_is_string(dumped))
+        return json_string_value(dumped);
+    for (size_t i = 0; i < s->cc.n; i++)
+        if (s->cc.e[i].call == call) {
+            char *a = kvs_jinja_json_dumps(json_object_get(call, "arguments"));
+            if (!a)
+                return NULL;
+            json_object_set_new(call, "args_text", json_string(a));
+            free(a);
+            dumped = json_object_get(call, "args_text");
+            return json_is_string(dumped) ? json_string_value(dumped) : NULL;
+        }
+    if (s->n_bufs == s->bufs_cap) {
+        size_t cap = s->bufs_cap ? 2 * s->bufs_cap : 4;
+        char **b = realloc(s->bufs, cap * sizeof *b);
+        if (!b)
+            return NULL;
+        s->bufs = b;
+        s->bufs_cap = cap;
+    }
+    char *a = kvs_jinja_json_dumps(json_object_get(call, "arguments"));
+    if (a)
+        s->bufs[s->n_bufs++] = a;
+    return a;
+}
+
+bool kvs_chat_stream_step(kvs_chat_stream *s, const char *text, size_t len, bool final, const kvs_chat_delta **out,
+                          size_t *n_out)
+{
+    step_release(s);
+    *out = s->d;
+    *n_out = 0;
+    if (s->done)
+        return true;
+    parsed p;
+    analyze(&s->cfg, text, len, final, &p, &s->cc);
+    s->calls = p.calls; /* released at the next step */
+    if (p.reasoning && p.r1 > p.r0 + s->sent_r) {
+        if (!text_delta(s, KVS_CHAT_DELTA_REASONING, text + p.r0 + s->sent_r, p.r1 - p.r0 - s->sent_r))
+            return false;
+        s->sent_r = p.r1 - p.r0;
+    }
+    if (p.c1 > p.c0 + s->sent_c) {
+        if (!text_delta(s, KVS_CHAT_DELTA_CONTENT, text + p.c0 + s->sent_c, p.c1 - p.c0 - s->sent_c))
+            return false;
+        s->sent_c = p.c1 - p.c0;
+    }
+    size_t nj = json_array_size(p.calls), nc = nj + (p.has_partial ? 1 : 0);
+    if (p.has_partial)
+        memcpy(s->pname, p.pname, sizeof s->pname);
+    if (nc > s->args_cap) {
+        size_t cap = nc + 8;
+        size_t *na = realloc(s->sent_args, cap * sizeof *na);
+        if (!na)
+            return false;
+        memset(na + s->args_cap, 0, (cap - s->args_cap) * sizeof *na);
+        s->sent_args = na;
+        s->args_cap = cap;
+    }
+    for (size_t i = 0; i < nc; i++) {
+        json_t *call = i < nj ? json_array_get(p.calls, i) : NULL; /* NULL: the partial call */
+        if (i >= s->sent_calls) { /* the call's id and name first, arguments "" */
+            kvs_chat_delta *d = delta_new(s);
+            if (!d)
+                return false;
+            json_t *name = json_object_get(call, "name");
+            d->kind = KVS_CHAT_DELTA_CALL;
+            d->index = i;
+            d->text = call ? json_string_value(name) : s->pname;
+            d->len = call ? json_string_length(name) : strlen(s->pname);
+            call_id_str(&s->cfg, i, d->id);
+            s->sent_calls = i + 1;
+        }
+        const char *args = call ? step_args(s, call) : text + p.pa0;
+        if (!args)
+            continue;
+        size_t an;
+        if (call) {
+            an = strlen(args);
+        } else { /* the text so far (up to a NUL, as the copy it replaces) */
+            const char *nul = memchr(args, '\0', p.pa1 - p.pa0);
+            an = nul ? (size_t)(nul - args) : p.pa1 - p.pa0;
+        }
+        if (an > s->sent_args[i]) {
+            if (!args_pieces(s, i, args, s->sent_args[i], an))
+                return false;
+            s->sent_args[i] = an;
+        }
+    }
+    if (!fix_pieces(s))
+        return false;
+    if (final)
+        s->done = true;
+    *out = s->d;
+    *n_out = s->n_d;
+    return true;
+}
+
+json_t *kvs_chat_delta_json(const kvs_chat_delta *d)
+{
+    switch (d->kind) {
+    case KVS_CHAT_DELTA_REASONING: return json_pack("{s:s%}", "reasoning_content", d->text, d->len);
+    case KVS_CHAT_DELTA_CONTENT: return json_pack("{s:s%}", "content", d->text, d->len);
+    case KVS_CHAT_DELTA_CALL:
+        return json_pack("{s:[{s:I, s:s, s:s, s:{s:s%, s:s}}]}", "tool_calls", "index", (json_int_t)d->index, "id",
+                         d->id, "type", "function", "function", "name", d->text, d->len, "arguments", "");
+    case KVS_CHAT_DELTA_ARGS:
+        return json_pack("{s:[{s:I, s:{s:s%}}]}", "tool_calls", "index", (json_int_t)d->index, "function",
+                         "arguments", d->text, d->len);
+    }
+    return NULL;
 }
 
 json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, bool final)
@@ -705,54 +1133,13 @@ json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, b
         memcpy(s->text + s->len, text, len);
     s->len += len;
     s->text[s->len] = '\0';
-    parsed p;
-    analyze(&s->cfg, s->text, s->len, final, &p);
-    if (p.reasoning && p.r1 > p.r0 + s->sent_r) {
-        json_array_append_new(out, json_pack("{s:o}", "reasoning_content",
-                                             str_json(s->text + p.r0 + s->sent_r, p.r1 - p.r0 - s->sent_r)));
-        s->sent_r = p.r1 - p.r0;
+    const kvs_chat_delta *d;
+    size_t n;
+    if (!kvs_chat_stream_step(s, s->text, s->len, final, &d, &n)) {
+        json_decref(out);
+        return NULL;
     }
-    if (p.c1 > p.c0 + s->sent_c) {
-        json_array_append_new(out, json_pack("{s:o}", "content",
-                                             str_json(s->text + p.c0 + s->sent_c, p.c1 - p.c0 - s->sent_c)));
-        s->sent_c = p.c1 - p.c0;
-    }
-    size_t nc = json_array_size(p.calls);
-    if (nc > s->args_cap) {
-        size_t cap = nc + 8;
-        size_t *na = realloc(s->sent_args, cap * sizeof *na);
-        if (!na) {
-            json_decref(p.calls);
-            json_decref(out);
-            return NULL;
-        }
-        memset(na + s->args_cap, 0, (cap - s->args_cap) * sizeof *na);
-        s->sent_args = na;
-        s->args_cap = cap;
-    }
-    for (size_t i = 0; i < nc; i++) {
-        json_t *call = json_array_get(p.calls, i);
-        if (i >= s->sent_calls) { /* the call's id and name first, arguments "" */
-            json_t *full = format_call(&s->cfg, i, call, true);
-            json_array_append_new(out, json_pack("{s:[{s:I, s:O, s:s, s:{s:O, s:s}}]}", "tool_calls", "index",
-                                                 (json_int_t)i, "id", json_object_get(full, "id"), "type",
-                                                 "function", "function", "name", json_object_get(call, "name"),
-                                                 "arguments", ""));
-            json_decref(full);
-            s->sent_calls = i + 1;
-        }
-        char *args = call_args(call);
-        if (!args)
-            continue;
-        size_t an = strlen(args);
-        if (an > s->sent_args[i]) {
-            args_pieces(out, i, args, s->sent_args[i], an);
-            s->sent_args[i] = an;
-        }
-        free(args);
-    }
-    json_decref(p.calls);
-    if (final)
-        s->done = true;
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(out, kvs_chat_delta_json(&d[i]));
     return out;
 }

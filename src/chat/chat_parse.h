@@ -44,6 +44,7 @@
 
 #include <jansson.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "core/status.h"
@@ -83,9 +84,45 @@ json_t *kvs_chat_tool_choice_schema(const kvs_chat_parse_cfg *cfg, json_t *tools
 
 typedef struct kvs_chat_stream kvs_chat_stream;
 kvs_chat_stream *kvs_chat_stream_new(const kvs_chat_parse_cfg *cfg);
-/* Feed the next piece of output (final: the output ends here).  Returns a
- * new array of delta objects to send in order (maybe empty); NULL when out
- * of memory. */
+
+/* One delta of a stream, without building JSON (the server writes it with
+ * its fixed-buffer writer, core/json_out.h):
+ *   REASONING  {"reasoning_content": text}
+ *   CONTENT    {"content": text}
+ *   CALL       {"tool_calls": [{"index", "id", "type": "function", "function": {"name": text, "arguments": ""}}]}
+ *   ARGS       {"tool_calls": [{"index", "function": {"arguments": text}}]}
+ * text is valid UTF-8. */
+typedef enum kvs_chat_delta_kind {
+    KVS_CHAT_DELTA_REASONING,
+    KVS_CHAT_DELTA_CONTENT,
+    KVS_CHAT_DELTA_CALL,
+    KVS_CHAT_DELTA_ARGS,
+} kvs_chat_delta_kind;
+
+#define KVS_CHAT_ID_MAX 48
+
+typedef struct kvs_chat_delta {
+    kvs_chat_delta_kind kind;
+    const char *text;
+    size_t len;
+    size_t index;                  /* CALL, ARGS: the call */
+    char id[KVS_CHAT_ID_MAX];      /* CALL: its id */
+} kvs_chat_delta;
+
+/* The output so far is text[0, len): the caller's, only ever appended to
+ * between steps (final: the output ends here).  *out gets the deltas to
+ * send in order (*n of them, maybe 0), valid until the next step or
+ * kvs_chat_stream_free; they may point into text.  False when out of
+ * memory.  Text and reasoning cost no allocation; the deltas' array grows
+ * (by doubling) only past the most one step has needed; a tool call being
+ * parsed allocates (its JSON objects). */
+bool kvs_chat_stream_step(kvs_chat_stream *s, const char *text, size_t len, bool final, const kvs_chat_delta **out,
+                          size_t *n);
+/* A delta as a JSON object (a new reference). */
+json_t *kvs_chat_delta_json(const kvs_chat_delta *d);
+/* The same with the stream keeping its own copy of the output: feed the
+ * next piece (final: the output ends here).  Returns a new array of delta
+ * objects to send in order (maybe empty); NULL when out of memory. */
 json_t *kvs_chat_stream_feed(kvs_chat_stream *s, const char *text, size_t len, bool final);
 /* Whether tool calls were sent (finish_reason "tool_calls"). */
 bool kvs_chat_stream_has_tool_calls(const kvs_chat_stream *s);

@@ -62,6 +62,10 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
     kvs_cmd_add(c, (kvs_opt){"--http-body-pool", NULL, KVS_OPT_SIZE, &lo->http_body_pool, "SIZE",
                              "serve: memory for request bodies being read at once (default 2 x --max-request-bytes; "
                              "full: 503; sizes the serving reserve)"});
+    kvs_cmd_add(c, (kvs_opt){"--http-answer-pool", NULL, KVS_OPT_SIZE, &lo->http_answer_pool, "SIZE",
+                             "serve: memory for the non-streamed answers being generated (text, logprobs, the JSON "
+                             "document; default 4KiB x --max-connections + 512KiB; full: 503; sizes the serving "
+                             "reserve)"});
     kvs_cmd_add(c, (kvs_opt){"--max-structured-seqs", NULL, KVS_OPT_INT, &lo->max_structured_seqs, "N",
                              "sequences with structured output (response_format, guided_*, tool_choice required) "
                              "at once (default min(max-num-seqs, 8); more get 503; 0: off); each slot holds a "

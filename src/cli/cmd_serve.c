@@ -147,6 +147,7 @@ int kvs_cmd_serve(int argc, char **argv)
     if (o.header_timeout > 0)
         so.header_timeout_s = o.header_timeout;
     so.body_pool_bytes = (size_t)o.lo.http_body_pool;
+    so.answer_pool_bytes = (size_t)o.lo.http_answer_pool;
     so.allowed_origins = o.allowed_origins;
     so.log = stderr;
     so.chat_template_path = o.chat_template;

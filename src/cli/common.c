@@ -34,10 +34,16 @@ int kvs_cli_write_reports(const kvs_instance *in, const char *json_path, const c
     return 0;
 }
 
-/* One line of a batch file and what became of it.  Its output buffers
- * are sized when the line is read (max_tokens, the longest token), so
- * that running the batch allocates nothing per token. */
+/* One line of a batch file and what became of it.  A line is parsed when
+ * the engine has a request slot for it (prepare, from feed): its output
+ * buffers are sized then (max_tokens, the longest token), so that running
+ * the batch allocates nothing per token, and a structured-output
+ * constraint compiles into a lease of the structured-output slots
+ * (grammar/gpool.h), as in the server; when every slot is taken the line
+ * waits until a running one finishes and gives its lease back. */
 typedef struct batch_item {
+    char *line;                    /* the line, until it is prepared */
+    bool prepared;
     json_t *body;
     kvs_oai_request req;
     int32_t *prompt;
@@ -57,33 +63,48 @@ static json_t *error_obj(const char *msg, const char *param)
                      param && *param ? param : NULL);
 }
 
-static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *line)
+/* Parse line idx; false when the structured-output slots are all taken
+ * (nothing is kept: prepare again later). */
+static bool prepare(kvs_instance *in, batch_item *it, size_t idx)
 {
     json_error_t jerr;
+    const char *line = it->line ? it->line : "";
+    it->prepared = true;
     it->body = json_loads(line, 0, &jerr);
     if (!it->body) {
         char msg[300];
         snprintf(msg, sizeof msg, "line %zu: invalid JSON: %s", idx + 1, jerr.text);
         it->error = error_obj(msg, NULL);
-        return;
+        return true;
     }
     kvs_oai_error oe;
-    if (kvs_oai_parse(it->body, KVS_OAI_COMPLETION, &it->req, &oe) != KVS_OK) {
+    it->req.gpool = in->gpool; /* a constraint compiles into the structured-output slots */
+    it->req.structured_off = !in->gpool;
+    kvs_status st = kvs_oai_parse(it->body, KVS_OAI_COMPLETION, &it->req, &oe);
+    if (st == KVS_E_BUDGET && kvs_engine_has_work(in->engine)) { /* every slot is taken: wait for one */
+        kvs_oai_request_free(&it->req);
+        memset(&it->req, 0, sizeof it->req);
+        json_decref(it->body);
+        it->body = NULL;
+        it->prepared = false;
+        return false;
+    }
+    if (st != KVS_OK) {
         it->error = error_obj(oe.message, oe.param);
-        return;
+        return true;
     }
     kvs_oai_apply_generation_config(it->body, &in->gen_defaults, &it->req);
     if (it->req.n != 1) {
         it->error = error_obj("'n' must be 1 in a batch file", "n");
-        return;
+        return true;
     }
     if (it->req.echo) { /* the results list output token ids and text only */
         it->error = error_obj("'echo' is not supported in a batch file", "echo");
-        return;
+        return true;
     }
     if (kvs_oai_prompt_tokens(&it->req, in->tok, &it->prompt, &it->n_prompt, &oe) != KVS_OK) {
         it->error = error_obj(oe.message, oe.param);
-        return;
+        return true;
     }
     const kvs_engine_config *cfg = kvs_engine_get_config(in->engine);
     size_t L = (size_t)cfg->max_model_len;
@@ -95,6 +116,17 @@ static void prepare(kvs_instance *in, batch_item *it, size_t idx, const char *li
     it->text = malloc(it->text_cap);
     if (!it->out_ids || !it->text)
         it->error = error_obj("out of memory", NULL);
+    return true;
+}
+
+/* A line is done: its request (and with it its structured-output lease) goes. */
+static void release(batch_item *it)
+{
+    kvs_oai_request_free(&it->req);
+    json_decref(it->body);
+    it->body = NULL;
+    free(it->line);
+    it->line = NULL;
 }
 
 /* One JSON value to out (jansson writes it through stdio, in pieces). */
@@ -151,9 +183,13 @@ static void feed(kvs_instance *in, batch_item *items, size_t n, size_t *next)
     kvs_error err;
     while (*next < n && kvs_engine_free_slots(in->engine) > 0) {
         batch_item *it = &items[*next];
+        if (!it->prepared && !prepare(in, it, *next))
+            return; /* again when a running line has finished */
         if (!it->error && kvs_engine_add(in->engine, *next, it->prompt, it->n_prompt, &it->req.params, &err) != KVS_OK)
             it->error = error_obj(err.msg, "prompt");
         it->added = !it->error;
+        if (!it->added)
+            release(it);
         (*next)++;
     }
 }
@@ -194,7 +230,10 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
             items = grown;
         }
         memset(&items[n], 0, sizeof items[n]);
-        prepare(in, &items[n], n, line);
+        if (!(items[n].line = strdup(line))) {
+            rc = kvs_cli_error("generate", 1, "out of memory");
+            goto done;
+        }
         n++;
     }
     kvs_error err;
@@ -221,6 +260,7 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
             if (outs[i].finished) {
                 it->finish = kvs_finish_reason_name(outs[i].reason);
                 it->done = true;
+                release(it);
                 if (outs[i].error)
                     it->error = json_pack("{s:s, s:s, s:n}", "message", outs[i].error, "type", "server_error",
                                           "param");
@@ -249,8 +289,7 @@ done:
         free(items[i].out_ids);
         json_decref(items[i].error);
         free(items[i].prompt);
-        kvs_oai_request_free(&items[i].req);
-        json_decref(items[i].body);
+        release(&items[i]);
     }
     free(items);
     free(line);

@@ -276,6 +276,9 @@ kvs_status kvs_launch_check_memory_flags(const kvs_launch_opts *o, kvs_error *er
     if (o->http_body_pool && o->http_body_pool < o->max_request_bytes + 1)
         return kvs_fail(err, KVS_E_INVALID, "--http-body-pool must be larger than --max-request-bytes (it holds the "
                         "bodies being read at once)");
+    if (o->http_answer_pool && (o->http_answer_pool < 65536 || o->http_answer_pool > (1ull << 40)))
+        return kvs_fail(err, KVS_E_INVALID, "--http-answer-pool must be in 64KiB..1TiB, got %llu",
+                        (unsigned long long)o->http_answer_pool);
     const char *dev = o->device ? o->device : "cpu";
     if (o->device_memory > 0 && strcmp(dev, "cpu") == 0) {
         kvs_mem_info host;

@@ -85,6 +85,7 @@ typedef struct kvs_launch_opts {
     int32_t http_threads;               /*   --http-threads (0: default) */
     bool http_threads_set;              /*   given: then 0 is an error */
     uint64_t http_body_pool;            /*   --http-body-pool (0: default) */
+    uint64_t http_answer_pool;          /*   --http-answer-pool (0: default) */
     uint64_t serving_reserve;           /* bytes of the serving reserve (0: none, e.g. a library user),
                                            not counting the structured-output slots, which a start
                                            adds (they need the vocabulary): */

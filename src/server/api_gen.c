@@ -14,9 +14,12 @@
 #define KVS_GEN_PARAMS_SIZE 136
 
 typedef struct gen_choice {
-    char *text;                    /* non-streaming: the text so far */
+    char *text;                    /* non-streaming: the text so far (a run of the answer pool, cap bytes) */
     size_t len, cap;
-    json_t *lp;                    /* logprobs so far (streaming: the echoed prompt's, until the first chunk) */
+    unsigned char *rec;            /* non-streaming: its logprob records (answer pool, rec_cap bytes) */
+    size_t rec_cap, n_rec;
+    json_t *msg;                   /* non-streaming chat with parsers: the parsed message, at the end */
+    json_t *lp;                    /* streaming: the echoed prompt's logprobs, until the first chunk */
     size_t offset;                 /* bytes of text so far (text_offset), the echoed prompt included */
     int32_t n_output;
     int32_t stop_string, stop_token;
@@ -26,6 +29,20 @@ typedef struct gen_choice {
     bool plp_started;              /* echo with logprobs: the prompt's first token is listed */
     kvs_chat_stream *cs;           /* chat with parsers, streaming: the parser state */
 } gen_choice;
+
+typedef enum au_stage {
+    AU_HEAD, AU_CHOICE, AU_TEXT, AU_MSG_KEY, AU_MSG_END, AU_LP_OPEN, AU_LP_ITEM, AU_CHOICE_END, AU_TAIL, AU_DONE
+} au_stage;
+
+typedef struct ans_cur {
+    au_stage st, after;            /* AU_TEXT: the stage after the string */
+    int32_t i;                     /* the choice */
+    const char *s;                 /* the string being written in slices */
+    size_t n, pos;
+    void *mi;                      /* the parsed message's next member */
+    int f;                         /* completions' logprobs: the field */
+    size_t j;                      /* the record */
+} ans_cur;
 
 /* One prompt of the request and its n choices. */
 typedef struct gen_prompt {
@@ -78,6 +95,13 @@ typedef struct gen {
     bool keep_ok;
     bool parse;                    /* chat: reasoning / tool-call parsing per pcfg (api_chat.c) */
     kvs_chat_parse_cfg pcfg;
+    size_t rec_stride;             /* non-streaming: bytes of one logprob record (lp_rec + its top) */
+    char *sc;                      /* non-streaming: the answer's scratch run (answer pool, sc_cap bytes)... */
+    size_t sc_cap;
+    kvs_jw aw;                     /* ...the writer, its state carried from unit to unit... */
+    ans_cur ac;                    /* ...and where the answer is (see answer_read) */
+    int32_t rec_top;               /* top logprobs a record holds */
+    bool pool_full;                /* the answer pool had no room (503) */
 } gen;
 
 /* The submissions and what the engine thread reads from them when it takes
@@ -128,7 +152,11 @@ static void gen_free(gen *g)
     if (!g)
         return;
     for (int32_t i = 0; g->ch && i < g->n; i++) {
-        free(g->ch[i].text);
+        if (g->ch[i].text)
+            kvs_http_pool_free(&g->s->answer_pool, g->ch[i].text, g->ch[i].cap);
+        if (g->ch[i].rec)
+            kvs_http_pool_free(&g->s->answer_pool, g->ch[i].rec, g->ch[i].rec_cap);
+        json_decref(g->ch[i].msg);
         json_decref(g->ch[i].lp);
         kvs_chat_stream_free(g->ch[i].cs);
     }
@@ -142,6 +170,8 @@ static void gen_free(gen *g)
     free(g->pr);
     if (g->out)
         kvs_http_pool_free(&g->s->stream_pool, g->out, g->out_cap);
+    if (g->sc)
+        kvs_http_pool_free(&g->s->answer_pool, g->sc, g->sc_cap);
     free(g->spill);
     while (g->held) {
         kvs_srv_event *n = g->held->next;
@@ -161,16 +191,6 @@ static const char *finish_name(kvs_finish_reason r)
 {
     const char *n = kvs_finish_reason_name(r);
     return n ? n : "stop";
-}
-
-/* vLLM's stop_reason: the stop string or stop token id that ended the choice, else null. */
-static json_t *stop_reason_json(const gen *g, const gen_choice *c)
-{
-    if (c->finished && c->stop_string >= 0 && (size_t)c->stop_string < g->n_stop)
-        return kvs_api_text_json(g->stop[c->stop_string], g->stop_len[c->stop_string]);
-    if (c->finished && c->stop_token >= 0)
-        return json_integer(c->stop_token);
-    return json_null();
 }
 
 /* ---- logprobs ---- */
@@ -205,44 +225,103 @@ static json_t *lp_completion_new(void)
     return json_pack("{s:[], s:[], s:[], s:[]}", "tokens", "token_logprobs", "top_logprobs", "text_offset");
 }
 
-static json_t *lp_chat_entry(const kvs_tokenizer *t, int32_t id, float logprob)
-{
-    json_t *bytes = NULL;
-    json_t *tok = kvs_api_token_str(t, id, &bytes);
-    return json_pack("{s:o, s:o, s:o}", "token", tok, "logprob", lp_val(logprob), "bytes", bytes);
-}
-
-static void lp_chat_add(json_t *lp, const kvs_tokenizer *t, const kvs_srv_event *ev)
-{
-    json_t *e = lp_chat_entry(t, ev->token, ev->logprob);
-    json_t *top = json_array();
-    for (int32_t k = 0; k < ev->n_top; k++)
-        json_array_append_new(top, lp_chat_entry(t, ev->top_ids[k], ev->top_logprobs[k]));
-    json_object_set_new(e, "top_logprobs", top);
-    json_array_append_new(json_object_get(lp, "content"), e);
-}
-
 static json_t *lp_new(const gen *g)
 {
     return g->kind == KVS_OAI_COMPLETION ? lp_completion_new() : json_pack("{s:[]}", "content");
 }
 
-static void lp_add(const gen *g, json_t *lp, const kvs_srv_event *ev, size_t offset)
+/* ---- a non-streamed answer's storage (the answer pool) ----
+ *
+ * A choice's text and its logprobs (one fixed-size record per token: the
+ * token, its logprob, text_offset and the top ids and logprobs) are kept in
+ * runs of the server's answer pool (http_reserve.h), which grow in place or
+ * move by doubling, so nothing is allocated per token and nothing grows
+ * past the pool: a request that finds no room is answered 503. */
+
+typedef struct lp_rec {
+    size_t offset;                 /* text_offset */
+    int32_t token;
+    float logprob;
+    int32_t n_top;                 /* top entries after the record; -1: the echoed prompt's first token */
+} lp_rec;                          /* then int32_t ids[rec_top], float logprobs[rec_top] */
+
+#define ANSWER_FIRST_RUN ((size_t)4 << 10)
+
+static const char ANSWER_FULL[] = "the server is busy building other answers (its answer pool, --http-answer-pool, "
+                                  "is full); retry";
+
+/* Room for `need` bytes in the run *p (*cap bytes, `len` used): false (and
+ * pool_full) when the pool has none. */
+static bool answer_room(gen *g, void **p, size_t *cap, size_t len, size_t need)
 {
-    const kvs_tokenizer *t = g->s->inst->tok;
-    if (g->kind == KVS_OAI_COMPLETION)
-        lp_completion_entry(lp, t, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, offset);
-    else
-        lp_chat_add(lp, t, ev);
+    if (need <= *cap)
+        return true;
+    size_t want = *cap ? 2 * *cap : ANSWER_FIRST_RUN;
+    while (want < need)
+        want *= 2;
+    void *q = kvs_http_pool_grow(&g->s->answer_pool, *p, cap, len, want);
+    if (!q && want > need)
+        q = kvs_http_pool_grow(&g->s->answer_pool, *p, cap, len, need);
+    if (!q) {
+        if (!g->pool_full) /* the request gets a 503: count it once */
+            kvs_metrics_refused_for_memory(&g->s->metrics);
+        g->pool_full = true;
+        return false;
+    }
+    *p = q;
+    return true;
+}
+
+static const lp_rec *rec_at(const gen *g, const gen_choice *c, size_t i)
+{
+    return (const lp_rec *)(const void *)(c->rec + i * g->rec_stride);
+}
+
+static const int32_t *rec_ids(const lp_rec *r) { return (const int32_t *)(const void *)(r + 1); }
+
+static const float *rec_lps(const gen *g, const lp_rec *r)
+{
+    return (const float *)(const void *)(rec_ids(r) + g->rec_top);
+}
+
+static bool rec_add(gen *g, gen_choice *c, int32_t token, float logprob, int32_t n_top, const int32_t *ids,
+                    const float *lps, size_t offset)
+{
+    void *p = c->rec;
+    size_t used = c->n_rec * g->rec_stride;
+    if (!answer_room(g, &p, &c->rec_cap, used, used + g->rec_stride))
+        return false;
+    c->rec = p;
+    lp_rec *r = (lp_rec *)(void *)(c->rec + used);
+    if (n_top > g->rec_top)
+        n_top = g->rec_top;
+    *r = (lp_rec){.offset = offset, .token = token, .logprob = logprob, .n_top = n_top};
+    int32_t *ri = (int32_t *)(void *)(r + 1);
+    float *rl = (float *)(void *)(ri + g->rec_top);
+    for (int32_t k = 0; k < n_top; k++) {
+        ri[k] = ids[k];
+        rl[k] = lps[k];
+    }
+    c->n_rec++;
+    return true;
 }
 
 /* echo with logprobs: the prompt's tokens first, as vLLM returns them (the
  * first has no logprob: nothing comes before it); ev is a prompt-logprob
  * event (ev->prompt_index > 0). */
-static bool lp_prompt_add(const gen *g, gen_choice *c, const gen_prompt *pr, const kvs_srv_event *ev)
+static bool lp_prompt_add(gen *g, gen_choice *c, const gen_prompt *pr, const kvs_srv_event *ev)
 {
     if (!g->echo || g->logprobs < 0 || g->kind != KVS_OAI_COMPLETION)
         return true;
+    if (!g->stream) { /* records in the answer pool */
+        if (!c->plp_started) {
+            if (!rec_add(g, c, pr->first_id, 0.0f, -1, NULL, NULL, 0))
+                return false;
+            c->plp_started = true;
+        }
+        size_t off = ev->prompt_index < pr->n_ids && pr->tok_off ? pr->tok_off[ev->prompt_index] : pr->echo_len;
+        return rec_add(g, c, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, off);
+    }
     if (!c->lp && !(c->lp = lp_new(g)))
         return false;
     const kvs_tokenizer *t = g->s->inst->tok;
@@ -270,27 +349,6 @@ static bool prompt_event(gen *g, const kvs_srv_event *ev)
 
 /* ---- response pieces ---- */
 
-static json_t *usage_json(const gen *g)
-{
-    json_int_t c = 0, p = 0, cached = 0;
-    for (int32_t i = 0; i < g->n; i++)
-        c += g->ch[i].n_output;
-    for (int32_t k = 0; k < g->n_prompts; k++) {
-        p += g->pr[k].n_prompt;
-        cached += g->pr[k].n_cached;
-    }
-    if (g->echo_only) /* the one token the engine ran is not part of the answer */
-        c = 0;
-    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", p, "completion_tokens", c, "total_tokens", p + c,
-                     "prompt_tokens_details", "cached_tokens", cached);
-}
-
-static json_t *envelope(const gen *g, const char *object)
-{
-    return json_pack("{s:s, s:s, s:I, s:s}", "id", g->id, "object", object, "created", g->created, "model",
-                     g->s->model_name);
-}
-
 static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
 {
     gen_prompt *pr = prompt_of(g, ev->index);
@@ -310,19 +368,13 @@ static void note_event(gen *g, const kvs_srv_event *ev, gen_choice *c)
     }
 }
 
-/* echo: the choice's text starts with its prompt's; false when out of memory */
-static bool text_append(gen_choice *c, const char *p, size_t n)
+/* echo: the choice's text starts with its prompt's; false when the answer pool is full */
+static bool text_append(gen *g, gen_choice *c, const char *p, size_t n)
 {
-    if (c->len + n + 1 > c->cap) {
-        size_t cap = c->cap ? c->cap : 256;
-        while (cap < c->len + n + 1)
-            cap *= 2;
-        char *t = realloc(c->text, cap);
-        if (!t)
-            return false;
-        c->text = t;
-        c->cap = cap;
-    }
+    void *t = c->text;
+    if (!answer_room(g, &t, &c->cap, c->len, c->len + n + 1))
+        return false;
+    c->text = t;
     memcpy(c->text + c->len, p, n);
     c->len += n;
     return true;
@@ -538,7 +590,7 @@ static void jw_lp_chat(const gen *g, kvs_jw *w, const kvs_srv_event *ev)
 typedef struct ev_out {
     const kvs_srv_event *ev;
     const gen_choice *c;
-    const json_t *deltas;          /* chat with parsers: this event's deltas, or NULL */
+    const kvs_chat_delta *deltas;  /* chat with parsers: this event's deltas, or NULL */
     size_t n_deltas;
     bool chunk;                    /* the choice's chunk (else only the parser's deltas / the end) */
     bool want_lp;
@@ -548,6 +600,48 @@ typedef struct ev_out {
     size_t offset;                 /* text_offset of the token */
     bool end;                      /* every choice is finished: the usage chunk and [DONE] follow */
 } ev_out;
+
+/* A parser's delta (kvs_chat_delta_json's object). */
+static void jw_delta(kvs_jw *w, const kvs_chat_delta *d)
+{
+    kvs_jw_obj(w);
+    switch (d->kind) {
+    case KVS_CHAT_DELTA_REASONING:
+    case KVS_CHAT_DELTA_CONTENT:
+        kvs_jw_key(w, d->kind == KVS_CHAT_DELTA_REASONING ? "reasoning_content" : "content");
+        kvs_jw_str(w, d->text, d->len);
+        break;
+    case KVS_CHAT_DELTA_CALL:
+    case KVS_CHAT_DELTA_ARGS:
+        kvs_jw_key(w, "tool_calls");
+        kvs_jw_arr(w);
+        kvs_jw_obj(w);
+        kvs_jw_key(w, "index");
+        kvs_jw_int(w, (long long)d->index);
+        if (d->kind == KVS_CHAT_DELTA_CALL) {
+            kvs_jw_key(w, "id");
+            kvs_jw_cstr(w, d->id);
+            kvs_jw_key(w, "type");
+            kvs_jw_cstr(w, "function");
+        }
+        kvs_jw_key(w, "function");
+        kvs_jw_obj(w);
+        if (d->kind == KVS_CHAT_DELTA_CALL) {
+            kvs_jw_key(w, "name");
+            kvs_jw_str(w, d->text, d->len);
+            kvs_jw_key(w, "arguments");
+            kvs_jw_str(w, "", 0);
+        } else {
+            kvs_jw_key(w, "arguments");
+            kvs_jw_str(w, d->text, d->len);
+        }
+        kvs_jw_end(w);
+        kvs_jw_end(w);
+        kvs_jw_end(w);
+        break;
+    }
+    kvs_jw_end(w);
+}
 
 /* "data: {<envelope>, "choices": [{"index": i" -- a chunk's one choice, left open. */
 static void chunk_open(const gen *g, kvs_jw *w, int32_t index)
@@ -606,7 +700,7 @@ static void write_event(const gen *g, const void *arg, kvs_jw *w)
     for (size_t k = 0; k < extra; k++) { /* all deltas but the last in chunks of their own */
         chunk_open(g, w, ev->index);
         kvs_jw_key(w, "delta");
-        kvs_api_jw_json(w, json_array_get(o->deltas, k));
+        jw_delta(w, &o->deltas[k]);
         chunk_close_open_choice(w);
     }
     if (o->chunk) {
@@ -614,7 +708,7 @@ static void write_event(const gen *g, const void *arg, kvs_jw *w)
         if (chat && o->deltas) {
             kvs_jw_key(w, "delta");
             if (o->n_deltas) {
-                kvs_api_jw_json(w, json_array_get(o->deltas, o->n_deltas - 1));
+                jw_delta(w, &o->deltas[o->n_deltas - 1]);
             } else {
                 kvs_jw_obj(w);
                 kvs_jw_end(w);
@@ -759,13 +853,15 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     ev_out o = {.ev = ev, .c = c, .want_lp = g->logprobs >= 0 && sampled,
                 .text_len = g->echo_only ? 0 : ev->text_len, .offset = c->offset};
     bool echo_now = g->echo && !c->echoed && (sampled || ev->finished);
-    json_t *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
+    const kvs_chat_delta *deltas = NULL; /* chat with parsers: this event's deltas (api_chat.c's parsers) */
     if (g->kind == KVS_OAI_CHAT && g->parse && (ev->text_len > 0 || ev->finished)) {
+        /* the parser reads the whole output so far: kept in the answer pool */
+        if (!text_append(g, c, ev->text, ev->text_len))
+            return g->pool_full && stream_error(g, 503, NULL, ANSWER_FULL);
         if ((!c->cs && !(c->cs = kvs_chat_stream_new(&g->pcfg))) ||
-            !(deltas = kvs_chat_stream_feed(c->cs, ev->text, ev->text_len, ev->finished)))
+            !kvs_chat_stream_step(c->cs, c->text, c->len, ev->finished, &deltas, &o.n_deltas))
             return false;
         o.deltas = deltas;
-        o.n_deltas = json_array_size(deltas);
     }
     o.chunk = deltas ? o.n_deltas > 0 || ev->finished || o.want_lp
                      : o.text_len > 0 || ev->finished || o.want_lp || echo_now;
@@ -775,10 +871,8 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     o.text = ev->text;
     o.text_n = o.text_len;
     if (o.chunk && echo_now) { /* the prompt comes first, in the choice's first chunk (as vLLM) */
-        if (!(both = malloc(pr->echo_len + o.text_len + 1))) {
-            json_decref(deltas);
+        if (!(both = malloc(pr->echo_len + o.text_len + 1)))
             return false;
-        }
         memcpy(both, pr->echo, pr->echo_len);
         memcpy(both + pr->echo_len, ev->text, o.text_len);
         o.text = both;
@@ -786,7 +880,6 @@ static bool stream_event(gen *g, const kvs_srv_event *ev)
     }
     bool ok = !(o.chunk || o.n_deltas > 1 || o.end) || emit(g, write_event, &o);
     free(both);
-    json_decref(deltas);
     if (ok && o.chunk) {
         if (echo_now)
             c->echoed = true;
@@ -887,7 +980,7 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
     gen_choice *c = &g->ch[ev->index];
     gen_prompt *pr = prompt_of(g, ev->index);
     if (g->echo && !c->echoed) {
-        if (!text_append(c, pr->echo, pr->echo_len))
+        if (!text_append(g, c, pr->echo, pr->echo_len))
             return false;
         c->echoed = true;
     }
@@ -895,50 +988,312 @@ static bool collect_event(gen *g, const kvs_srv_event *ev)
         note_event(g, ev, c);
         return true;
     }
-    if (ev->text_len && !text_append(c, ev->text, ev->text_len))
+    if (ev->text_len && !text_append(g, c, ev->text, ev->text_len))
         return false;
-    if (g->logprobs >= 0 && ev->token >= 0) {
-        if (!c->lp && !(c->lp = lp_new(g)))
-            return false;
-        lp_add(g, c->lp, ev, c->offset);
-    }
+    if (g->logprobs >= 0 && ev->token >= 0 &&
+        !rec_add(g, c, ev->token, ev->logprob, ev->n_top, ev->top_ids, ev->top_logprobs, c->offset))
+        return false;
     note_event(g, ev, c);
     return true;
 }
 
-static json_t *final_json(gen *g)
+/* ---- the answer, written as it is sent ----
+ *
+ * The document is the one the jansson version built (the same text
+ * json_dumps gave), written from the stored text and records in small
+ * units (the envelope, a choice's head, a slice of a string, one logprob
+ * entry, ...) by one writer whose nesting state carries from unit to unit.
+ * A dry run gives the Content-Length; then MHD pulls the units through
+ * answer_read, each written into a scratch run of the answer pool (grown
+ * only for a unit larger than any before: a parsed tool_calls array), so
+ * no buffer the size of the document is ever needed. */
+
+#define AU_SLICE 512               /* bytes of a string per unit */
+
+static const char *const LP_KEYS[4] = {"tokens", "token_logprobs", "top_logprobs", "text_offset"};
+
+/* Open a string value (its opening quote only: the slices and the closing
+ * quote follow in AU_TEXT units). */
+static void str_begin(kvs_jw *w, ans_cur *u, const char *s, size_t n, au_stage after)
+{
+    kvs_jw_str(w, "", 0);
+    w->len--; /* the closing quote: written by the last slice */
+    u->s = s;
+    u->n = n;
+    u->pos = 0;
+    u->after = after;
+    u->st = AU_TEXT;
+}
+
+/* The next slice of the string, cut between UTF-8 sequences (an invalid
+ * byte is one sequence), escaped as kvs_jw_str_lossy escapes the whole. */
+static void str_slice(kvs_jw *w, ans_cur *u)
+{
+    const unsigned char *p = (const unsigned char *)u->s;
+    size_t a = u->pos, b = a;
+    while (b < u->n && b - a < AU_SLICE) {
+        size_t l = kvs_jw_utf8_seq(p + b, u->n - b);
+        b += l ? l : 1;
+    }
+    if (b > a) {
+        char tmp[KVS_JW_STR_MAX(AU_SLICE + 4)];
+        kvs_jw t;
+        kvs_jw_init(&t, tmp, sizeof tmp);
+        kvs_jw_str_lossy(&t, u->s + a, b - a);
+        kvs_jw_raw(w, tmp + 1, kvs_jw_len(&t) - 2);
+    }
+    u->pos = b;
+    if (b >= u->n) {
+        kvs_jw_raw(w, "\"", 1);
+        u->st = u->after;
+    }
+}
+
+static void lp_item(const gen *g, kvs_jw *w, const gen_choice *c, const lp_rec *r, int f)
+{
+    const kvs_tokenizer *t = g->s->inst->tok;
+    if (g->kind != KVS_OAI_COMPLETION) {
+        jw_lp_chat_entry(w, t, r->token, r->logprob);
+        kvs_jw_key(w, "top_logprobs");
+        kvs_jw_arr(w);
+        for (int32_t k = 0; k < r->n_top; k++) {
+            jw_lp_chat_entry(w, t, rec_ids(r)[k], rec_lps(g, r)[k]);
+            kvs_jw_end(w);
+        }
+        kvs_jw_end(w);
+        kvs_jw_end(w);
+        return;
+    }
+    (void)c;
+    bool none = r->n_top < 0; /* the echoed prompt's first token */
+    switch (f) {
+    case 0: jw_token(w, t, r->token); break;
+    case 1: none ? kvs_jw_null(w) : jw_lp_val(w, r->logprob); break;
+    case 2:
+        if (none)
+            kvs_jw_null(w);
+        else
+            jw_lp_top(w, t, r->token, r->logprob, r->n_top, rec_ids(r), rec_lps(g, r));
+        break;
+    default: kvs_jw_int(w, (long long)r->offset); break;
+    }
+}
+
+/* One unit of the answer; advances u. */
+static void ans_unit(const gen *g, kvs_jw *w, ans_cur *u)
 {
     bool chat = g->kind == KVS_OAI_CHAT;
-    json_t *o = envelope(g, chat ? "chat.completion" : "text_completion");
-    json_t *choices = json_array();
-    for (int32_t i = 0; i < g->n; i++) {
-        gen_choice *c = &g->ch[i];
-        json_t *text = kvs_api_text_json(c->text ? c->text : "", c->len);
-        json_t *lp = c->lp ? json_incref(c->lp) : (g->logprobs >= 0 ? lp_new(g) : json_null());
+    const gen_choice *c = u->i < g->n ? &g->ch[u->i] : NULL;
+    switch (u->st) {
+    case AU_HEAD:
+        kvs_jw_obj(w);
+        kvs_jw_key(w, "id");
+        kvs_jw_cstr(w, g->id);
+        kvs_jw_key(w, "object");
+        kvs_jw_cstr(w, chat ? "chat.completion" : "text_completion");
+        kvs_jw_key(w, "created");
+        kvs_jw_int(w, (long long)g->created);
+        kvs_jw_key(w, "model");
+        kvs_jw_cstr(w, g->s->model_name);
+        kvs_jw_key(w, "choices");
+        kvs_jw_arr(w);
+        u->i = 0;
+        u->st = g->n ? AU_CHOICE : AU_TAIL;
+        break;
+    case AU_CHOICE:
+        kvs_jw_obj(w);
+        kvs_jw_key(w, "index");
+        kvs_jw_int(w, u->i);
+        if (chat) {
+            kvs_jw_key(w, "message");
+            kvs_jw_obj(w);
+            kvs_jw_key(w, "role");
+            kvs_jw_cstr(w, "assistant");
+        }
         if (chat && g->parse) { /* reasoning_content, tool_calls (api_chat.c's parsers) */
-            json_decref(text);
-            json_t *m = json_pack("{s:s}", "role", "assistant");
-            json_t *pm = kvs_chat_parse_message(&g->pcfg, c->text ? c->text : "", c->len);
-            json_object_update(m, pm);
-            json_decref(pm);
-            const char *fin = finish_name(c->reason);
-            if (json_object_get(m, "tool_calls") && strcmp(fin, "stop") == 0)
-                fin = "tool_calls";
-            json_array_append_new(choices, json_pack("{s:i, s:o, s:o, s:s, s:o}", "index", i, "message", m, "logprobs",
-                                                     lp, "finish_reason", fin, "stop_reason", stop_reason_json(g, c)));
+            u->mi = json_object_iter(c->msg);
+            u->st = AU_MSG_KEY;
+        } else {
+            kvs_jw_key(w, chat ? "content" : "text");
+            str_begin(w, u, c->text ? c->text : "", c->len, chat ? AU_MSG_END : AU_LP_OPEN);
+        }
+        break;
+    case AU_TEXT: str_slice(w, u); break;
+    case AU_MSG_KEY: {
+        if (!u->mi) {
+            u->st = AU_MSG_END;
+            break;
+        }
+        const char *key = json_object_iter_key(u->mi);
+        json_t *v = json_object_iter_value(u->mi);
+        u->mi = json_object_iter_next(c->msg, u->mi);
+        if (strcmp(key, "role") == 0)
+            break;
+        kvs_jw_key(w, key);
+        if (json_is_string(v))
+            str_begin(w, u, json_string_value(v), json_string_length(v), AU_MSG_KEY);
+        else
+            kvs_api_jw_json(w, v);
+        break;
+    }
+    case AU_MSG_END:
+        kvs_jw_end(w);
+        u->st = AU_LP_OPEN;
+        break;
+    case AU_LP_OPEN:
+        kvs_jw_key(w, "logprobs");
+        if (g->logprobs < 0) {
+            kvs_jw_null(w);
+            u->st = AU_CHOICE_END;
+            break;
+        }
+        kvs_jw_obj(w);
+        kvs_jw_key(w, chat ? "content" : LP_KEYS[0]);
+        kvs_jw_arr(w);
+        u->f = 0;
+        u->j = 0;
+        u->st = AU_LP_ITEM;
+        break;
+    case AU_LP_ITEM:
+        if (u->j < c->n_rec) {
+            lp_item(g, w, c, rec_at(g, c, u->j++), u->f);
+            break;
+        }
+        kvs_jw_end(w);
+        if (!chat && ++u->f < 4) {
+            kvs_jw_key(w, LP_KEYS[u->f]);
+            kvs_jw_arr(w);
+            u->j = 0;
+            break;
+        }
+        kvs_jw_end(w);
+        u->st = AU_CHOICE_END;
+        break;
+    case AU_CHOICE_END: {
+        const char *fin = finish_name(c->reason);
+        if (chat && g->parse && json_object_get(c->msg, "tool_calls") && strcmp(fin, "stop") == 0)
+            fin = "tool_calls";
+        kvs_jw_key(w, "finish_reason");
+        kvs_jw_cstr(w, fin);
+        kvs_jw_key(w, "stop_reason"); /* the stop string or stop token id that ended the choice, else null */
+        if (c->finished && c->stop_string >= 0 && (size_t)c->stop_string < g->n_stop)
+            kvs_jw_str_lossy(w, g->stop[c->stop_string], g->stop_len[c->stop_string]);
+        else if (c->finished && c->stop_token >= 0)
+            kvs_jw_int(w, c->stop_token);
+        else
+            kvs_jw_null(w);
+        kvs_jw_end(w);
+        u->st = ++u->i < g->n ? AU_CHOICE : AU_TAIL;
+        break;
+    }
+    case AU_TAIL:
+        kvs_jw_end(w);
+        kvs_jw_key(w, "usage");
+        jw_usage(g, w);
+        kvs_jw_end(w);
+        u->st = AU_DONE;
+        break;
+    case AU_DONE: break;
+    }
+}
+
+/* The next unit into the scratch run (g->pend): false when the pool has no
+ * room for a unit larger than the run. */
+static bool ans_next(gen *g)
+{
+    kvs_jw save = g->aw;
+    ans_cur usave = g->ac;
+    for (;;) {
+        g->aw.buf = g->sc;
+        g->aw.cap = g->sc_cap;
+        g->aw.len = 0;
+        ans_unit(g, &g->aw, &g->ac);
+        size_t need = kvs_jw_len(&g->aw);
+        if (need <= g->sc_cap) {
+            g->pend = g->sc;
+            g->pend_len = need;
+            g->pend_off = 0;
+            return true;
+        }
+        void *p = g->sc;
+        if (!answer_room(g, &p, &g->sc_cap, 0, need))
+            return false;
+        g->sc = p;
+        g->aw = save;
+        g->ac = usave;
+    }
+}
+
+static ssize_t answer_read(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    (void)pos;
+    gen *g = cls;
+    size_t k = 0;
+    while (k < max) {
+        if (g->pend_off == g->pend_len) {
+            if (g->ac.st == AU_DONE)
+                break;
+            if (!ans_next(g))
+                return MHD_CONTENT_READER_END_WITH_ERROR;
             continue;
         }
-        json_t *ch = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o, s:s, s:o}", "index", i, "message", "role",
-                                      "assistant", "content", text, "logprobs", lp, "finish_reason",
-                                      finish_name(c->reason), "stop_reason", stop_reason_json(g, c))
-                          : json_pack("{s:i, s:o, s:o, s:s, s:o}", "index", i, "text", text, "logprobs", lp,
-                                      "finish_reason", finish_name(c->reason), "stop_reason",
-                                      stop_reason_json(g, c));
-        json_array_append_new(choices, ch);
+        size_t n = g->pend_len - g->pend_off < max - k ? g->pend_len - g->pend_off : max - k;
+        memcpy(buf + k, g->pend + g->pend_off, n);
+        g->pend_off += n;
+        k += n;
     }
-    json_object_set_new(o, "choices", choices);
-    json_object_set_new(o, "usage", usage_json(g));
-    return o;
+    return k ? (ssize_t)k : MHD_CONTENT_READER_END_OF_STREAM;
+}
+
+static void answer_done(void *cls)
+{
+    gen *g = cls;
+    kvs_server *s = g->s;
+    gen_free(g);
+    kvs_server_job_end(s);
+}
+
+/* Answer (g is done with: freed here or when MHD is done with the answer). */
+static enum MHD_Result send_answer(gen *g, struct MHD_Connection *c)
+{
+    enum MHD_Result ret;
+    if (g->kind == KVS_OAI_CHAT && g->parse)
+        for (int32_t i = 0; i < g->n; i++) { /* once per choice, at the end */
+            gen_choice *ch = &g->ch[i];
+            if (!(ch->msg = kvs_chat_parse_message(&g->pcfg, ch->text ? ch->text : "", ch->len))) {
+                ret = kvs_http_error(c, 500, NULL, NULL, "out of memory");
+                answer_done(g);
+                return ret;
+            }
+        }
+    kvs_jw w;
+    kvs_jw_init(&w, NULL, 0);
+    ans_cur u = {.st = AU_HEAD};
+    while (u.st != AU_DONE)
+        ans_unit(g, &w, &u);
+    size_t total = kvs_jw_len(&w);
+    void *p = NULL;
+    if (!answer_room(g, &p, &g->sc_cap, 0, ANSWER_FIRST_RUN)) {
+        ret = kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
+        answer_done(g);
+        return ret;
+    }
+    g->sc = p;
+    kvs_jw_init(&g->aw, NULL, 0);
+    g->ac = (ans_cur){.st = AU_HEAD};
+    g->pend = g->sc;
+    g->pend_len = g->pend_off = 0;
+    struct MHD_Response *r = MHD_create_response_from_callback(total, KVS_HTTP_STREAM_BLOCK, answer_read, g,
+                                                               answer_done);
+    if (!r) {
+        answer_done(g);
+        return MHD_NO;
+    }
+    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "application/json");
+    kvs_http_decorate(c, r);
+    ret = MHD_queue_response(c, 200, r);
+    MHD_destroy_response(r); /* answer_done runs when MHD lets go of it */
+    return ret;
 }
 
 /* ---- the request ---- */
@@ -1043,12 +1398,13 @@ static enum MHD_Result gen_poll(void *ctx, struct MHD_Connection *c)
         bool ok = collect_event(g, ev);
         kvs_event_free(ev);
         if (!ok) {
+            bool full = g->pool_full;
             gen_end(g, true);
-            return kvs_http_error(c, 500, NULL, NULL, "out of memory");
+            return full ? kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL)
+                        : kvs_http_error(c, 500, NULL, NULL, "out of memory");
         }
     }
-    ret = kvs_http_json(c, 200, final_json(g));
-    gen_end(g, false);
+    return send_answer(g, c);
     return ret;
 }
 
@@ -1098,11 +1454,13 @@ static enum MHD_Result gen_accept(void *ctx, struct MHD_Connection *c)
     g->gs = NULL;
     if (g->err_status || !g->keep_ok) {
         unsigned st = g->err_status;
-        bool oom = !g->keep_ok;
+        bool oom = !g->keep_ok, full = g->pool_full;
         char param[32], msg[sizeof g->err_msg];
         snprintf(param, sizeof param, "%s", g->err_param);
         snprintf(msg, sizeof msg, "%s", g->err_msg);
         gen_end(g, true);
+        if (oom && full)
+            return kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
         if (oom)
             return kvs_http_error(c, 500, NULL, NULL, "out of memory");
         return kvs_http_error(c, st, param[0] ? param : NULL, st == 503 ? "shutting_down" : NULL, "%s", msg);
@@ -1253,7 +1611,11 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         g->ch[i].offset = g->echo ? g->pr[i / r->n].echo_len : 0; /* text_offset counts the echoed prompt */
     }
     g->stream = r->stream;
+    g->rec_top = r->params.logprobs < 0 ? 0 : r->params.logprobs < KVS_MAX_LOGPROBS ? r->params.logprobs
+                                                                                      : KVS_MAX_LOGPROBS;
+    g->rec_stride = (sizeof(lp_rec) + (size_t)g->rec_top * (sizeof(int32_t) + sizeof(float)) + 7) / 8 * 8;
     if (!oom && g->stream && !(g->out = kvs_http_pool_alloc(&s->stream_pool, stream_out_bytes(g), &g->out_cap))) {
+        kvs_metrics_refused_for_memory(&s->metrics);
         gen_free(g);
         kvs_server_job_end(s);
         return kvs_http_error(c, 503, NULL, NULL, "the server is busy streaming other responses (its stream buffer "

@@ -79,7 +79,8 @@ uint64_t kvs_serving_reserve_bytes(const kvs_launch_opts *o)
     int32_t R = o->max_requests > 0 ? o->max_requests : kvs_engine_default_max_requests(o->max_num_seqs);
     kvs_http_limits hl = {.threads = (unsigned)(o->http_threads > 0 ? o->http_threads : 0),
                           .max_connections = o->max_connections, .max_request_bytes = o->max_request_bytes,
-                          .body_pool_bytes = (size_t)o->http_body_pool};
+                          .body_pool_bytes = (size_t)o->http_body_pool,
+                          .answer_pool_bytes = (size_t)o->http_answer_pool};
     return kvs_loop_reserve_bytes(R) + kvs_http_reserve_bytes(&hl);
 }
 

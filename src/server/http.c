@@ -27,6 +27,11 @@ static enum MHD_Result send_buffer(struct MHD_Connection *c, unsigned status, co
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype);
     if (hname)
         MHD_add_response_header(r, hname, hval);
+    if (hname && strcasecmp(hname, MHD_HTTP_HEADER_CONNECTION) == 0) {
+        kvs_http_slot *sl = kvs_http_slot_of(c);
+        if (sl) /* libmicrohttpd closes after this response */
+            sl->resp_close = true;
+    }
     kvs_http_decorate(c, r);
     enum MHD_Result ret = MHD_queue_response(c, status, r);
     MHD_destroy_response(r);
@@ -386,10 +391,34 @@ static bool head_ok(kvs_server *s, struct MHD_Connection *c, enum MHD_Result *re
     return true;
 }
 
+/* Whether value (a Connection header) lists the token `close`. */
+static bool lists_close(const char *value)
+{
+    for (const char *p = value; p && *p;) {
+        while (*p == ' ' || *p == '\t' || *p == ',')
+            p++;
+        size_t n = strcspn(p, ", \t");
+        if (n == 5 && strncasecmp(p, "close", 5) == 0)
+            return true;
+        p += n;
+    }
+    return false;
+}
+
+/* Whether libmicrohttpd keeps the connection alive after this request, as
+ * far as the request tells (its keepalive_possible: HTTP/1.1 and no
+ * `Connection: close`; HTTP/1.0 keep-alive is left to libmicrohttpd). */
+static bool request_keeps(struct MHD_Connection *c, const char *version)
+{
+    if (!version || strcmp(version, MHD_HTTP_VERSION_1_1) != 0)
+        return false;
+    const char *conn = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
+    return !lists_close(conn);
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
                                  const char *version, const char *upload_data, size_t *upload_size, void **con_cls)
 {
-    (void)version;
     kvs_server *s = cls;
     kvs_http_slot *sl = kvs_http_slot_of(c);
     if (!sl)
@@ -401,6 +430,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         sl->too_large = sl->pool_full = false;
         sl->dropped = 0;
         sl->defer_fn = NULL;
+        sl->keep = request_keeps(c, version);
+        sl->resp_close = false;
         enum MHD_Result ret;
         if (!head_ok(s, c, &ret)) {
             sl->phase = REQ_DONE;
@@ -413,6 +444,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
         size_t first = n + 1 < BODY_FIRST_RUN ? (size_t)n + 1 : BODY_FIRST_RUN;
         if (n > 0 && !(sl->body = kvs_http_pool_alloc(&s->front.pool, first, &sl->cap))) {
             sl->phase = REQ_DONE;
+            kvs_metrics_refused_for_memory(&s->metrics);
             return error_hdr(c, 503, "server_busy", MHD_HTTP_HEADER_CONNECTION, "close",
                              "the server is busy reading other requests' bodies (its body pool is full); retry");
         }
@@ -471,18 +503,24 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *c, const char
     if (sl->too_large)
         ret = kvs_http_error(c, 413, NULL, "request_too_large", "the request body (%zu bytes) exceeds the limit of "
                              "%zu bytes", sl->dropped, s->max_body);
-    else if (sl->pool_full)
+    else if (sl->pool_full) {
+        kvs_metrics_refused_for_memory(&s->metrics);
         ret = kvs_http_error(c, 503, NULL, "server_busy",
                              "the server is busy reading other requests' bodies (its body pool is full); retry");
-    else
+    } else
         ret = dispatch(s, c, url, method, sl);
     body_free(s, sl); /* parsed: the request holds no pointer into it */
     return ret;
 }
 
+/* A request ends.  When libmicrohttpd keeps the connection alive, this runs
+ * from its connection_reset(), just before the connection waits for the
+ * next head (MHD_CONNECTION_INIT, read buffer kept); suspending it here
+ * hands that wait to the gate (kvs_http_keep).  A wrong guess is harmless:
+ * a connection libmicrohttpd closes after all is resumed by the gate when
+ * its peer leaves or at the idle time-out, and cleaned up then. */
 static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe)
 {
-    (void)toe;
     kvs_server *s = cls;
     kvs_http_slot *sl = *con_cls;
     *con_cls = NULL;
@@ -500,6 +538,9 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     sl->bad_target = false;
     body_free(s, sl);
     kvs_http_request_end(&s->front, sl);
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK && sl->keep && !sl->resp_close)
+        kvs_http_keep(&s->front, sl, c);
+    sl->keep = sl->resp_close = false;
 }
 
 /* Percent-decoding of the target, as MHD's own, but a decoded NUL marks the
@@ -571,7 +612,7 @@ kvs_http_limits kvs_server_http_limits(const kvs_server_opts *o)
 {
     kvs_http_limits l = {.threads = o->http_threads, .max_connections = o->max_connections,
                          .max_request_bytes = o->max_body_bytes, .body_pool_bytes = o->body_pool_bytes,
-                         .connection_memory = o->connection_memory};
+                         .connection_memory = o->connection_memory, .answer_pool_bytes = o->answer_pool_bytes};
     return kvs_http_limits_resolve(&l);
 }
 
@@ -643,6 +684,9 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     if ((st = kvs_http_pool_init(&s->stream_pool, kvs_http_stream_pool_bytes(&lim), err)) != KVS_OK)
         goto fail;
     s->stream_pool_ready = true;
+    if ((st = kvs_http_pool_init(&s->answer_pool, kvs_http_answer_pool_bytes(&lim), err)) != KVS_OK)
+        goto fail;
+    s->answer_pool_ready = true;
     if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
@@ -728,6 +772,8 @@ void kvs_server_stop(kvs_server *s)
         kvs_http_front_free(&s->front);
     if (s->stream_pool_ready) /* every stream has given its buffer back (MHD is stopped) */
         kvs_http_pool_destroy(&s->stream_pool);
+    if (s->answer_pool_ready) /* likewise every answer */
+        kvs_http_pool_destroy(&s->answer_pool);
     kvs_loop_free(s->loop);
     kvs_api_chat_free(s);
     kvs_metrics_destroy(&s->metrics);
@@ -762,6 +808,15 @@ void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out)
         out->stream_pool_peak = p->pages_hwm * KVS_HTTP_POOL_PAGE;
         out->stream_pool_bytes = p->bytes;
         out->refused_streams = p->refused;
+        pthread_mutex_unlock(&p->mu);
+    }
+    if (s->answer_pool_ready) {
+        kvs_http_pool *p = &s->answer_pool;
+        pthread_mutex_lock(&p->mu);
+        out->answer_pool_used = p->pages_used * KVS_HTTP_POOL_PAGE;
+        out->answer_pool_peak = p->pages_hwm * KVS_HTTP_POOL_PAGE;
+        out->answer_pool_bytes = p->bytes;
+        out->refused_answers = p->refused;
         pthread_mutex_unlock(&p->mu);
     }
     out->refused_connections = atomic_load(&f->refused_full);

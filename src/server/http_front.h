@@ -7,18 +7,47 @@
  * and hands them to libmicrohttpd (MHD_add_connection) only once their
  * first request head has arrived and passed kvs_http_head_check: MHD runs
  * epoll on a fixed pool of worker threads (--http-threads) and never sees a
- * malformed or incomplete first head, which the gate answers with a JSON
- * error itself.  Every connection holds one slot of a table sized at
- * start-up (--max-connections) from accept to close; a connection that
- * finds the table full gets a 503 JSON error at once and is closed after a
- * short linger, never silently.  The gate also enforces the header-read
- * timeout (the first head and every later one on a kept-alive connection
- * must arrive within --http-header-timeout seconds; an idle connection is
- * closed after --http-idle-timeout by libmicrohttpd), and watches the
- * sockets of suspended connections for a hang-up.
+ * malformed or incomplete head, which the gate answers with a JSON error
+ * itself.  Every connection holds one slot of a table sized at start-up
+ * (--max-connections) from accept to close; a connection that finds the
+ * table full gets a 503 JSON error at once and is closed after a short
+ * linger, never silently.
  *
- *     accept -> GATE (peek, check) -> HANDED -> LIVE (MHD) -> FREE
- *                 \-> LINGER (error answered, reading until the peer closes) -> FREE
+ * Kept-alive connections come back to the gate between requests.  When a
+ * request completes and MHD will reuse the connection, MHD calls
+ * NOTIFY_COMPLETED from connection_reset() just before the connection
+ * waits for its next head (MHD_CONNECTION_INIT, read buffer kept); the
+ * handler suspends it there (kvs_http_keep), which stops MHD reading the
+ * socket.  The gate watches the socket (IDLE) and peeks at the next head
+ * exactly as at a first one: a head that passes resumes the connection (MHD
+ * reads the same bytes); a refused one is answered in JSON on the socket
+ * (MHD, suspended, writes nothing), lingered, and the connection is closed
+ * by turning its descriptor into a copy of a dead socket (dup3) and
+ * resuming it, so MHD reads only the end of a stream, never the refused
+ * bytes.  So the gate enforces the idle time-out between requests (nothing
+ * sent: a silent close) and the header time-out (a partial head: 408),
+ * answers 503 while draining, and lets idle kept-alive connections give
+ * their slot to new ones at the limit.
+ *
+ * The gate sees only the socket, so it must know that MHD has not already
+ * read the next request into its buffer (a pipelining client): it counts
+ * the bytes of the heads it passed plus their Content-Length and compares
+ * them with what MHD has read (TCP_INFO's bytes received less SIOCINQ's
+ * still queued).  More read, a chunked body, or a head the gate did not
+ * see, and the connection is left to MHD for good (it parses later heads
+ * itself, as before).  A wrong guess that MHD keeps a connection is
+ * harmless: a suspended connection MHD has closed is resumed, and freed,
+ * when its peer leaves or at the idle time-out.
+ *
+ *     accept -> GATE (peek, check) -> HANDED -> LIVE (MHD) ----------------> FREE
+ *                 |                              |      ^           (MHD closes)
+ *                 |            request done, MHD |      | next head passed:
+ *                 |        keeps it, counts agree v      | resumed
+ *                 |                             IDLE (suspended; peek, check)
+ *                 v                              |
+ *               LINGER (answered: 4xx/5xx JSON, <--/ refused, 408, 503
+ *                 reading until the peer closes) -> FREE; a kept-alive one:
+ *                 dead socket, resumed -> LIVE -> MHD closes -> FREE
  *
  * Waiting.  A handler never blocks on the engine: when its channel has no
  * event it calls kvs_http_sleep, which suspends the connection
@@ -63,7 +92,7 @@ struct kvs_server;
 typedef enum MHD_Result (*kvs_http_resume_fn)(void *ctx, struct MHD_Connection *c);
 typedef void (*kvs_http_cancel_fn)(void *ctx);
 
-enum { SLOT_FREE, SLOT_GATE, SLOT_LINGER, SLOT_HANDED, SLOT_LIVE };
+enum { SLOT_FREE, SLOT_GATE, SLOT_LINGER, SLOT_HANDED, SLOT_LIVE, SLOT_IDLE };
 enum { REQ_NONE, REQ_BODY, REQ_DONE, REQ_DEFERRED };
 
 typedef struct kvs_http_slot {
@@ -75,10 +104,14 @@ typedef struct kvs_http_slot {
     int fd;
     struct sockaddr_storage addr;
     socklen_t addr_len;
-    double deadline;               /* GATE: head due; LINGER: close; LIVE+awaiting_head: head due */
-    double t_accept;               /* GATE: when accepted */
-    size_t seen;                   /* GATE: bytes received so far */
-    bool awaiting_head;            /* LIVE: between requests */
+    double deadline;               /* GATE, IDLE with bytes: head due; LINGER: close; LIVE+awaiting_head: head due */
+    double t_accept;               /* GATE: when accepted; IDLE: when the last response ended */
+    size_t seen;                   /* GATE, IDLE: bytes of the head received so far */
+    bool awaiting_head;            /* LIVE: between requests (a head libmicrohttpd reads itself) */
+    bool owned;                    /* libmicrohttpd has the socket (from HANDED on; LINGER and IDLE too) */
+    bool closing;                  /* closed by the gate, libmicrohttpd has yet to free it (n_closing) */
+    bool tracked;                  /* every head so far passed the gate, every body had a Content-Length */
+    uint64_t consumed;             /* tracked: bytes of the requests so far (heads and bodies) */
     struct MHD_Connection *conn;
     bool suspended, wake_pending, hup, watched;
     struct kvs_http_slot *next_free;
@@ -89,6 +122,8 @@ typedef struct kvs_http_slot {
     size_t len, cap, dropped;
     bool too_large, pool_full, bad_target;
     bool long_timeout;             /* a stream: KVS_HTTP_WRITE_TIMEOUT_S applies until it ends */
+    bool keep;                     /* the request allows keep-alive (HTTP/1.1 without Connection: close) */
+    bool resp_close;               /* the response says Connection: close */
     kvs_http_resume_fn defer_fn;
     kvs_http_cancel_fn defer_cancel;
     void *defer_ctx;
@@ -101,6 +136,7 @@ typedef struct kvs_http_front {
     unsigned idle_timeout_s;
     double header_timeout_s;
     int listen_fd, ep, wake_fd;
+    int dead_fd;                   /* a socket whose peer is gone: what a closed kept-alive socket becomes */
     int port;
     pthread_t thread;
     bool thread_started;
@@ -123,6 +159,7 @@ typedef struct kvs_http_front {
     unsigned wait_head, n_waiting;
     double listen_paused_until;
     atomic_uint_fast64_t refused_full; /* connections answered 503 for the limit */
+    atomic_uint n_closing;         /* slots with closing set */
 
     kvs_http_pool pool;
     atomic_bool draining, stopping, quit;
@@ -155,6 +192,13 @@ kvs_http_slot *kvs_http_slot_of(struct MHD_Connection *c);
 /* A request starts (first call of the access handler) / ends (completed). */
 void kvs_http_request_begin(kvs_http_front *f, kvs_http_slot *sl);
 void kvs_http_request_end(kvs_http_front *f, kvs_http_slot *sl);
+/* From NOTIFY_COMPLETED of a request that libmicrohttpd keeps the
+ * connection alive after (status COMPLETED_OK, keep and not resp_close):
+ * if libmicrohttpd has read no byte past the requests the gate checked,
+ * suspend c and let the gate check the next head (IDLE).  Otherwise (a
+ * pipelined request in libmicrohttpd's buffer, a chunked body, stopping)
+ * leave c to libmicrohttpd from now on.  True if suspended. */
+bool kvs_http_keep(kvs_http_front *f, kvs_http_slot *sl, struct MHD_Connection *c);
 
 /* Answer on a raw socket: status with the JSON error object, Connection:
  * close (used by the gate). */

@@ -4,19 +4,22 @@
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
-#include <netinet/tcp.h>
+#include <linux/sockios.h>
+#include <linux/tcp.h> /* (not <netinet/tcp.h>: struct tcp_info with tcpi_bytes_received) */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include "server/http_front.h"
 #include "server/server_internal.h"
 
 /* epoll tags: kind in the top byte, slot index and generation below. */
-enum { TAG_LISTEN = 1, TAG_WAKE, TAG_GATE, TAG_LINGER, TAG_WATCH, TAG_OVERFLOW };
+enum { TAG_LISTEN = 1, TAG_WAKE, TAG_GATE, TAG_LINGER, TAG_WATCH, TAG_OVERFLOW, TAG_IDLE };
 #define TAG(kind, idx, gen) (((uint64_t)(kind) << 56) | ((uint64_t)((gen) & 0xffffff) << 32) | (uint32_t)(idx))
 #define TAG_KIND(t) ((int)((t) >> 56))
 #define TAG_IDX(t) ((unsigned)((t) & 0xffffffffu))
@@ -81,6 +84,11 @@ static void slot_release(kvs_http_front *f, kvs_http_slot *sl)
     sl->conn = NULL;
     sl->gen++;
     sl->suspended = sl->wake_pending = sl->hup = sl->watched = sl->awaiting_head = false;
+    sl->owned = sl->tracked = sl->keep = sl->resp_close = false;
+    sl->consumed = 0;
+    if (sl->closing)
+        atomic_fetch_sub(&f->n_closing, 1);
+    sl->closing = false;
     pthread_mutex_unlock(&sl->mu);
     pthread_mutex_lock(&f->mu);
     sl->next_free = f->free_list;
@@ -94,9 +102,40 @@ static void slot_release(kvs_http_front *f, kvs_http_slot *sl)
     }
 }
 
-/* Close a connection the gate holds (GATE or LINGER) and free its slot. */
+/* Close a kept-alive connection that libmicrohttpd has suspended between
+ * two requests (IDLE, or LINGER after an answer).  Its descriptor is made a
+ * copy of dead_fd (dup3 closes the TCP socket in the same step), and the
+ * connection is resumed: libmicrohttpd reads the end of the stream, closes
+ * the descriptor and frees the slot (kvs_http_on_connection).  So it never
+ * reads a byte that came after the last head the gate passed.  Call with
+ * sl->mu held. */
+static void owned_close(kvs_http_front *f, kvs_http_slot *sl)
+{
+    if (sl->watched)
+        epoll_ctl(f->ep, EPOLL_CTL_DEL, sl->fd, NULL);
+    sl->watched = false;
+    drain_socket(sl->fd); /* (what is left unread would make the close a reset) */
+    if (f->dead_fd < 0 || dup3(f->dead_fd, sl->fd, O_CLOEXEC) < 0)
+        shutdown(sl->fd, SHUT_RDWR);
+    sl->state = SLOT_LIVE;
+    sl->awaiting_head = false;
+    sl->tracked = false;
+    if (!sl->closing)
+        atomic_fetch_add(&f->n_closing, 1);
+    sl->closing = true;
+    MHD_resume_connection(sl->conn);
+}
+
+/* Close a connection the gate holds (GATE or LINGER) and free its slot
+ * (or, when libmicrohttpd has it, let libmicrohttpd close it). */
 static void gate_close(kvs_http_front *f, kvs_http_slot *sl)
 {
+    if (sl->owned) {
+        pthread_mutex_lock(&sl->mu);
+        owned_close(f, sl);
+        pthread_mutex_unlock(&sl->mu);
+        return;
+    }
     epoll_ctl(f->ep, EPOLL_CTL_DEL, sl->fd, NULL);
     close(sl->fd);
     slot_release(f, sl);
@@ -107,11 +146,15 @@ static void gate_answer(kvs_http_front *f, kvs_http_slot *sl, int status, const 
 {
     kvs_http_raw_error(sl->fd, status, code, msg);
     shutdown(sl->fd, SHUT_WR);
-    sl->state = SLOT_LINGER;
+    sl->state = SLOT_LINGER; /* (an owned one: under sl->mu, see idle_check) */
     sl->deadline = kvs_now() + KVS_HTTP_LINGER_S;
     struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP, .data.u64 = TAG(TAG_LINGER, sl->index, sl->gen)};
-    if (epoll_ctl(f->ep, EPOLL_CTL_MOD, sl->fd, &ev) != 0 || drain_socket(sl->fd))
-        gate_close(f, sl);
+    if (epoll_ctl(f->ep, EPOLL_CTL_MOD, sl->fd, &ev) != 0 || drain_socket(sl->fd)) {
+        if (sl->owned)
+            owned_close(f, sl);
+        else
+            gate_close(f, sl);
+    }
 }
 
 static void log_line(kvs_http_front *f, const char *fmt, const char *a)
@@ -122,12 +165,27 @@ static void log_line(kvs_http_front *f, const char *fmt, const char *a)
     }
 }
 
+/* Start (or end, for a chunked body) counting the bytes of the requests a
+ * connection has sent, to tell later whether libmicrohttpd has read past
+ * them (see kvs_http_keep). */
+static void count_request(kvs_http_slot *sl, const kvs_http_head_verdict *v, bool ok)
+{
+    if (!ok || v->chunked)
+        sl->tracked = false;
+    else
+        sl->consumed += v->head_len + v->body_len;
+}
+
 /* A complete, valid first head: hand the connection to MHD. */
-static void hand_over(kvs_http_front *f, kvs_http_slot *sl)
+static void hand_over(kvs_http_front *f, kvs_http_slot *sl, const kvs_http_head_verdict *v, bool ok)
 {
     epoll_ctl(f->ep, EPOLL_CTL_DEL, sl->fd, NULL);
     pthread_mutex_lock(&f->mu);
     sl->state = SLOT_HANDED;
+    sl->owned = true;
+    sl->tracked = true;
+    sl->consumed = 0;
+    count_request(sl, v, ok);
     pthread_mutex_unlock(&f->mu);
     int fd = sl->fd;
     if (MHD_add_connection(f->d, fd, (struct sockaddr *)&sl->addr, sl->addr_len) != MHD_YES) {
@@ -154,6 +212,7 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
     sl->seen = (size_t)n;
     kvs_http_head_verdict v;
     kvs_head_result r = kvs_http_head_check(f->peek, (size_t)n, &f->head, &v);
+    bool ok = r == KVS_HEAD_OK;
     if (r == KVS_HEAD_MORE && v.head_done && peer_closed)
         r = KVS_HEAD_OK; /* the body was cut short: MHD answers that */
     switch (r) {
@@ -161,7 +220,7 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
         if (atomic_load(&f->draining))
             gate_answer(f, sl, 503, "shutting_down", "the server is shutting down");
         else
-            hand_over(f, sl);
+            hand_over(f, sl, &v, ok);
         return;
     case KVS_HEAD_BAD:
         gate_answer(f, sl, v.status, v.code, v.msg);
@@ -171,6 +230,104 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
             gate_answer(f, sl, 400, "bad_request", "the connection was closed before the request head was complete");
         return;
     }
+}
+
+/* ---- kept-alive connections between requests (IDLE) ---- */
+
+/* Look at the next head of an IDLE connection, as gate_check does for a
+ * first one.  Call with sl->mu held. */
+static void idle_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed, double now)
+{
+    ssize_t n = recv(sl->fd, f->peek, f->peek_cap, MSG_PEEK | MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
+        return;
+    if (n <= 0) { /* the peer has left (or failed) between requests */
+        owned_close(f, sl);
+        return;
+    }
+    if (sl->seen == 0) /* the head's first bytes: it is due --http-header-timeout from now */
+        sl->deadline = now + f->header_timeout_s;
+    sl->seen = (size_t)n;
+    kvs_http_head_verdict v;
+    kvs_head_result r = kvs_http_head_check(f->peek, (size_t)n, &f->head, &v);
+    bool ok = r == KVS_HEAD_OK;
+    if (r == KVS_HEAD_MORE && v.head_done && (peer_closed || now >= sl->deadline))
+        r = KVS_HEAD_OK; /* the body is cut short or late: libmicrohttpd answers that */
+    switch (r) {
+    case KVS_HEAD_OK:
+        if (atomic_load(&f->draining)) {
+            gate_answer(f, sl, 503, "shutting_down", "the server is shutting down");
+            return;
+        }
+        epoll_ctl(f->ep, EPOLL_CTL_DEL, sl->fd, NULL);
+        sl->watched = false;
+        count_request(sl, &v, ok);
+        sl->state = SLOT_LIVE;
+        sl->awaiting_head = false; /* (the head is in: libmicrohttpd reads it at once) */
+        MHD_resume_connection(sl->conn);
+        return;
+    case KVS_HEAD_BAD:
+        gate_answer(f, sl, v.status, v.code, v.msg);
+        return;
+    case KVS_HEAD_MORE:
+        if (peer_closed)
+            gate_answer(f, sl, 400, "bad_request", "the connection was closed before the request head was complete");
+        else if (now >= sl->deadline)
+            gate_answer(f, sl, 408, "request_timeout", "the request head did not arrive in time "
+                        "(--http-header-timeout)");
+        return;
+    }
+}
+
+/* Bytes libmicrohttpd has read from socket fd: what the kernel received
+ * (TCP_INFO) less what is still queued (SIOCINQ, read on both sides to see
+ * that nothing arrived meanwhile).  False if it cannot tell. */
+static bool bytes_read(int fd, uint64_t *out)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    int q0 = -1, q1 = -2;
+    memset(&ti, 0, sizeof ti);
+    if (ioctl(fd, SIOCINQ, &q0) != 0 || getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) != 0 ||
+        ioctl(fd, SIOCINQ, &q1) != 0 || q0 != q1 || q0 < 0 ||
+        len < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
+        ti.tcpi_bytes_received < (uint64_t)q0)
+        return false;
+    *out = ti.tcpi_bytes_received - (uint64_t)q0;
+    return true;
+}
+
+bool kvs_http_keep(kvs_http_front *f, kvs_http_slot *sl, struct MHD_Connection *c)
+{
+    bool kept = false;
+    pthread_mutex_lock(&sl->mu);
+    uint64_t got = 0;
+    if (!sl->tracked || sl->state != SLOT_LIVE || atomic_load(&f->stopping) || atomic_load(&f->quit))
+        goto done;
+    /* More than the requests' bytes (a pipelined request in libmicrohttpd's
+     * buffer, or the peer's FIN): libmicrohttpd parses what follows. */
+    if (!bytes_read(sl->fd, &got) || got != sl->consumed) {
+        sl->tracked = false;
+        goto done;
+    }
+    struct epoll_event ev = {.events = EPOLLIN | EPOLLRDHUP | EPOLLET, .data.u64 = TAG(TAG_IDLE, sl->index, sl->gen)};
+    MHD_suspend_connection(c);
+    sl->state = SLOT_IDLE;
+    sl->seen = 0;
+    sl->t_accept = kvs_now();
+    sl->deadline = sl->t_accept + f->header_timeout_s;
+    if (epoll_ctl(f->ep, sl->watched ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, sl->fd, &ev) != 0) {
+        sl->watched = false; /* cannot watch it: give it back to libmicrohttpd */
+        sl->state = SLOT_LIVE;
+        sl->tracked = false;
+        MHD_resume_connection(c);
+        goto done;
+    }
+    sl->watched = true;
+    kept = true;
+done:
+    pthread_mutex_unlock(&sl->mu);
+    return kept;
 }
 
 static void overflow_answer(kvs_http_front *f, int fd, double now)
@@ -208,15 +365,27 @@ static void overflow_close(kvs_http_front *f, int i)
 static kvs_http_slot *evict_idle(kvs_http_front *f, double now)
 {
     kvs_http_slot *old = NULL;
+    if (atomic_load(&f->n_closing) > 0)
+        return NULL; /* a slot is about to be freed: no need to close another */
     for (unsigned i = 0; i < f->n_slots; i++) {
         kvs_http_slot *sl = &f->slots[i];
-        if (sl->state == SLOT_GATE && sl->seen == 0 && now - sl->t_accept >= KVS_HTTP_EVICT_IDLE_S &&
+        int st = sl->state; /* (IDLE is checked again under its lock) */
+        if ((st == SLOT_GATE || st == SLOT_IDLE) && sl->seen == 0 && now - sl->t_accept >= KVS_HTTP_EVICT_IDLE_S &&
             (!old || sl->t_accept < old->t_accept))
             old = sl;
     }
     if (!old || recv(old->fd, f->peek, 1, MSG_PEEK | MSG_DONTWAIT) > 0)
         return NULL; /* (it has just sent something: leave it) */
-    gate_close(f, old);
+    if (old->state == SLOT_GATE) {
+        gate_close(f, old);
+        return slot_alloc(f);
+    }
+    /* A kept-alive connection between requests: libmicrohttpd frees its
+     * slot a moment later, and the new connection waits for it. */
+    pthread_mutex_lock(&old->mu);
+    if (old->state == SLOT_IDLE && old->seen == 0)
+        owned_close(f, old);
+    pthread_mutex_unlock(&old->mu);
     return slot_alloc(f);
 }
 
@@ -330,7 +499,7 @@ static void scan(kvs_http_front *f, double now)
             ssize_t n = recv(sl->fd, f->peek, f->peek_cap, MSG_PEEK | MSG_DONTWAIT);
             kvs_http_head_verdict v;
             if (n > 0 && kvs_http_head_check(f->peek, (size_t)n, &f->head, &v) == KVS_HEAD_MORE && v.head_done)
-                hand_over(f, sl); /* the head is complete, the body is late: MHD's idle time-out applies */
+                hand_over(f, sl, &v, false); /* the head is complete, the body is late: MHD's idle time-out applies */
             else if (n > 0)
                 gate_answer(f, sl, 408, "request_timeout", "the request head did not arrive in time "
                             "(--http-header-timeout)");
@@ -338,6 +507,15 @@ static void scan(kvs_http_front *f, double now)
                 gate_close(f, sl); /* never sent a byte: nothing to answer */
         } else if (state == SLOT_LINGER && now >= sl->deadline) {
             gate_close(f, sl);
+        } else if (state == SLOT_IDLE) {
+            pthread_mutex_lock(&sl->mu);
+            if (sl->state == SLOT_IDLE) {
+                if (sl->seen > 0 && now >= sl->deadline)
+                    idle_check(f, sl, false, now); /* 408 */
+                else if (sl->seen == 0 && now >= sl->t_accept + f->idle_timeout_s)
+                    owned_close(f, sl); /* idle: closed without a word, as libmicrohttpd would */
+            }
+            pthread_mutex_unlock(&sl->mu);
         } else if (state == SLOT_LIVE) {
             pthread_mutex_lock(&sl->mu);
             if (sl->state == SLOT_LIVE && sl->awaiting_head && !sl->suspended && now >= sl->deadline) {
@@ -402,6 +580,15 @@ static void *gate_main(void *arg)
             case TAG_WATCH:
                 on_watch(f, tag);
                 break;
+            case TAG_IDLE:
+                if (idx < f->n_slots) {
+                    kvs_http_slot *sl = &f->slots[idx];
+                    pthread_mutex_lock(&sl->mu);
+                    if (sl->state == SLOT_IDLE && (sl->gen & 0xffffff) == TAG_GEN(tag))
+                        idle_check(f, sl, (evs[i].events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) != 0, kvs_now());
+                    pthread_mutex_unlock(&sl->mu);
+                }
+                break;
             }
         }
         double now = kvs_now();
@@ -451,7 +638,7 @@ kvs_status kvs_http_front_init(kvs_http_front *f, struct kvs_server *s, const ch
 {
     memset(f, 0, sizeof *f);
     f->s = s;
-    f->listen_fd = f->ep = f->wake_fd = -1;
+    f->listen_fd = f->ep = f->wake_fd = f->dead_fd = -1;
     f->lim = kvs_http_limits_resolve(lim);
     f->idle_timeout_s = idle_timeout_s;
     f->header_timeout_s = header_timeout_s;
@@ -492,6 +679,11 @@ kvs_status kvs_http_front_init(kvs_http_front *f, struct kvs_server *s, const ch
     f->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     if (f->ep < 0 || f->wake_fd < 0)
         return kvs_fail(err, KVS_E_IO, "epoll: %s", strerror(errno));
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, pair) != 0)
+        return kvs_fail(err, KVS_E_IO, "socketpair: %s", strerror(errno));
+    close(pair[1]); /* pair[0] now reads the end of the stream */
+    f->dead_fd = pair[0];
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG(TAG_LISTEN, 0, 0)};
     struct epoll_event wv = {.events = EPOLLIN, .data.u64 = TAG(TAG_WAKE, 0, 0)};
     if (epoll_ctl(f->ep, EPOLL_CTL_ADD, f->listen_fd, &ev) != 0 ||
@@ -527,9 +719,17 @@ void kvs_http_front_stop_gate(kvs_http_front *f)
         close(f->listen_fd);
         f->listen_fd = -1;
     }
-    for (unsigned i = 0; f->slots && i < f->n_slots; i++)
-        if (f->slots[i].state == SLOT_GATE || f->slots[i].state == SLOT_LINGER)
-            gate_close(f, &f->slots[i]);
+    for (unsigned i = 0; f->slots && i < f->n_slots; i++) {
+        kvs_http_slot *sl = &f->slots[i];
+        if (sl->state == SLOT_GATE || sl->state == SLOT_LINGER) {
+            gate_close(f, sl);
+        } else if (sl->state == SLOT_IDLE) {
+            pthread_mutex_lock(&sl->mu);
+            if (sl->state == SLOT_IDLE)
+                owned_close(f, sl);
+            pthread_mutex_unlock(&sl->mu);
+        }
+    }
     while (f->n_waiting > 0) {
         close(f->waiting[f->wait_head].fd);
         f->wait_head = (f->wait_head + 1) % KVS_HTTP_WAIT_SLOTS;
@@ -547,6 +747,8 @@ void kvs_http_front_free(kvs_http_front *f)
         close(f->ep);
     if (f->wake_fd >= 0)
         close(f->wake_fd);
+    if (f->dead_fd >= 0)
+        close(f->dead_fd);
     for (unsigned i = 0; f->slots && i < f->n_slots; i++)
         pthread_mutex_destroy(&f->slots[i].mu);
     free(f->slots);
@@ -567,6 +769,8 @@ bool kvs_http_front_finish(kvs_http_front *f, int timeout_ms)
             sl->suspended = false;
             MHD_resume_connection(sl->conn);
         }
+        if (sl->state == SLOT_IDLE) /* kept alive between requests: closed */
+            owned_close(f, sl);
         pthread_mutex_unlock(&sl->mu);
     }
     struct timespec dl = kvs_deadline_ms(timeout_ms);

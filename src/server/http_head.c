@@ -231,6 +231,8 @@ kvs_head_result kvs_http_head_check(const char *buf, size_t len, const kvs_http_
     if (have_cl && (cl_huge || cl > lim->max_body))
         return bad(v, 413, "request_too_large", "the request body exceeds the limit of %llu bytes",
                    (unsigned long long)lim->max_body);
+    v->body_len = have_cl ? cl : 0;
+    v->chunked = te_chunked;
     if (te_chunked)
         return first_chunk(buf, len, p, expect_continue, lim, v);
     return KVS_HEAD_OK;

@@ -4,9 +4,11 @@
  *
  * libmicrohttpd answers what it cannot parse with fixed HTML pages (and
  * some things, like `Transfer-Encoding: gzip` or a chunk size of 2^64-1,
- * not at all).  The front end therefore peeks at the first request head of
- * every new connection (recv with MSG_PEEK, so the bytes stay in the socket
- * for libmicrohttpd) and runs it through this check.  Whatever RFC 9112
+ * not at all).  The front end therefore peeks at every request head (the
+ * first of a connection and, where libmicrohttpd has not read ahead, each
+ * later one on a kept-alive connection: see http_front.h) with recv and
+ * MSG_PEEK, so the bytes stay in the socket for libmicrohttpd, and runs it
+ * through this check.  Whatever RFC 9112
  * says a server must reject is answered here with kvserve's JSON error
  * object; only heads that pass are handed to libmicrohttpd.
  *
@@ -55,6 +57,8 @@ typedef struct kvs_http_head_verdict {
     char msg[200];                 /* BAD: what was wrong */
     bool head_done;                /* MORE: the head is complete, only the first chunk line is missing */
     size_t head_len;               /* OK or head_done: bytes of the head including its blank line */
+    uint64_t body_len;             /* OK: the Content-Length (0 without one) */
+    bool chunked;                  /* OK or head_done: the body is chunked (its length is not known) */
 } kvs_http_head_verdict;
 
 /* Check the first len bytes received on a connection (buf need not be NUL

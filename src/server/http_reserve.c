@@ -22,6 +22,8 @@ kvs_http_limits kvs_http_limits_resolve(const kvs_http_limits *l)
         r.connection_memory = KVS_HTTP_DEFAULT_CONN_MEMORY;
     if (!r.body_pool_bytes)
         r.body_pool_bytes = 2 * r.max_request_bytes;
+    if (!r.answer_pool_bytes)
+        r.answer_pool_bytes = (size_t)r.max_connections * KVS_HTTP_ANSWER_OUT + KVS_HTTP_ANSWER_OUT_MAX;
     return r;
 }
 
@@ -38,6 +40,12 @@ size_t kvs_http_stream_pool_bytes(const kvs_http_limits *l)
     return (b + 4095) / 4096 * 4096;
 }
 
+size_t kvs_http_answer_pool_bytes(const kvs_http_limits *l)
+{
+    kvs_http_limits r = kvs_http_limits_resolve(l);
+    return (r.answer_pool_bytes + 4095) / 4096 * 4096;
+}
+
 size_t kvs_http_reserve_bytes(const kvs_http_limits *l)
 {
     kvs_http_limits r = kvs_http_limits_resolve(l);
@@ -45,5 +53,5 @@ size_t kvs_http_reserve_bytes(const kvs_http_limits *l)
     size_t per_conn = r.connection_memory + KVS_HTTP_CONN_BOOKKEEPING + KVS_HTTP_STREAM_BLOCK + kvs_http_slot_bytes();
     size_t lingering = KVS_HTTP_OVERFLOW_SLOTS * 16 + KVS_HTTP_WAIT_SLOTS * 160;
     return threads + (size_t)r.max_connections * per_conn + lingering + kvs_http_body_pool_bytes(&r) +
-           kvs_http_stream_pool_bytes(&r);
+           kvs_http_stream_pool_bytes(&r) + kvs_http_answer_pool_bytes(&r);
 }

@@ -13,7 +13,10 @@
  * chunks at a time: sized from the request's limits, see api_gen.c; it
  * never grows, the client drains it before the next event is read): room
  * for KVS_HTTP_STREAM_OUT bytes per connection plus one stream of
- * KVS_HTTP_STREAM_OUT_MAX (the largest a request can ask for).  kvs_http_reserve_bytes is their sum: the memory report's
+ * KVS_HTTP_STREAM_OUT_MAX (the largest a request can ask for), and one
+ * answer pool (the same kind again) that holds the non-streamed answers
+ * being generated: their text, logprob records and final JSON document.
+ * kvs_http_reserve_bytes is their sum: the memory report's
  * share for the front end (the serving reserve), computable without
  * starting anything, so `plan` and a start agree.
  *
@@ -40,6 +43,14 @@
  * logprobs of 512-byte tokens). */
 #define KVS_HTTP_STREAM_OUT ((size_t)4 << 10)
 #define KVS_HTTP_STREAM_OUT_MAX ((size_t)128 << 10)
+/* The answer pool (--http-answer-pool): a non-streamed answer keeps its
+ * choices' text and per-token logprob records there while it is generated,
+ * then its JSON document (growing in place, by doubling, from 4 KiB runs;
+ * a full pool is a 503 naming the flag).  By default 4 KiB per connection
+ * plus 512 KiB, for a few large answers (a record is 24 bytes plus 8 per
+ * top logprob). */
+#define KVS_HTTP_ANSWER_OUT ((size_t)4 << 10)
+#define KVS_HTTP_ANSWER_OUT_MAX ((size_t)512 << 10)
 /* libmicrohttpd's own structure for a connection, its copy of the peer
  * address and allocator overhead, rounded up (struct MHD_Connection is
  * about 1 KiB in 0.9.75). */
@@ -51,6 +62,7 @@ typedef struct kvs_http_limits {
     size_t max_request_bytes;      /* --max-request-bytes: largest request body */
     size_t body_pool_bytes;        /* --http-body-pool: all bodies being read at once (0: max_request_bytes x 2) */
     size_t connection_memory;      /* libmicrohttpd's per-connection pool (0: 32 KiB) */
+    size_t answer_pool_bytes;      /* --http-answer-pool: non-streamed answers being built (0: the default) */
 } kvs_http_limits;
 
 /* The defaults: 2 threads, 256 connections, 8 MiB bodies, a 16 MiB body pool, 32 KiB per connection. */
@@ -62,9 +74,13 @@ size_t kvs_http_body_pool_bytes(const kvs_http_limits *l);
 /* The stream pool's size for l: connections x KVS_HTTP_STREAM_OUT +
  * KVS_HTTP_STREAM_OUT_MAX (whole pages). */
 size_t kvs_http_stream_pool_bytes(const kvs_http_limits *l);
+/* The answer pool's size for l: answer_pool_bytes, or connections x
+ * KVS_HTTP_ANSWER_OUT + KVS_HTTP_ANSWER_OUT_MAX (whole pages). */
+size_t kvs_http_answer_pool_bytes(const kvs_http_limits *l);
 /* The front end's fixed host memory for l (0 fields take their defaults):
  * worker and gate thread stacks + connections x (connection memory +
- * bookkeeping + stream buffer + slot) + the body pool + the stream pool. */
+ * bookkeeping + stream buffer + slot) + the body pool + the stream pool +
+ * the answer pool. */
 size_t kvs_http_reserve_bytes(const kvs_http_limits *l);
 
 #endif

@@ -213,10 +213,14 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
           (double)h->stream_pool_used);
     gauge(f, m, "http_stream_pool_high_water_bytes", "Stream pool high-water mark.", (double)h->stream_pool_peak);
     gauge(f, m, "http_stream_pool_capacity_bytes", "Stream pool (fixed at start).", (double)h->stream_pool_bytes);
+    gauge(f, m, "http_answer_pool_used_bytes", "Non-streamed answers being built.", (double)h->answer_pool_used);
+    gauge(f, m, "http_answer_pool_high_water_bytes", "Answer pool high-water mark.", (double)h->answer_pool_peak);
+    gauge(f, m, "http_answer_pool_capacity_bytes", "Answer pool (--http-answer-pool).", (double)h->answer_pool_bytes);
     counter(f, m, "http_refused_connections", "Connections answered 503 past --max-connections.",
             h->refused_connections);
     counter(f, m, "http_refused_bodies", "Requests answered 503 for a full body pool.", h->refused_bodies);
     counter(f, m, "http_refused_streams", "Streams answered 503 for a full stream pool.", h->refused_streams);
+    counter(f, m, "http_refused_answers", "Answer-pool runs refused (the answer got a 503).", h->refused_answers);
     kvs_gpool_stats gs = {0};
     if (m->gpool)
         kvs_gpool_get_stats(m->gpool, &gs);

@@ -47,6 +47,7 @@ typedef struct kvs_server_opts {
     unsigned http_threads;           /* libmicrohttpd worker threads (default 2) */
     unsigned max_connections;        /* open connections at most; more get 503 (default 256) */
     size_t body_pool_bytes;          /* request bodies being read at once (default 2 x max_body_bytes) */
+    size_t answer_pool_bytes;        /* non-streamed answers being built (http_reserve.h; 0: default) */
     size_t connection_memory;        /* libmicrohttpd's per-connection memory (default 32 KiB) */
     const char *allowed_origins;     /* CORS: comma-separated origins or "*" (NULL: none) */
     FILE *log;                       /* access and error lines (NULL: silent) */
@@ -92,6 +93,8 @@ typedef struct kvs_server_http_stats {
     uint64_t refused_bodies;                      /* answered 503 for a full body pool */
     size_t stream_pool_used, stream_pool_peak, stream_pool_bytes; /* streamed responses' chunk buffers */
     uint64_t refused_streams;                     /* answered 503 for a full stream pool */
+    size_t answer_pool_used, answer_pool_peak, answer_pool_bytes; /* non-streamed answers being built */
+    uint64_t refused_answers;                     /* runs the answer pool could not give (503) */
 } kvs_server_http_stats;
 void kvs_server_http_stats_get(kvs_server *s, kvs_server_http_stats *out);
 

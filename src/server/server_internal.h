@@ -38,6 +38,8 @@ struct kvs_server {
 
     kvs_http_pool stream_pool;     /* streamed responses' chunk buffers (http_reserve.h) */
     bool stream_pool_ready;
+    kvs_http_pool answer_pool;     /* non-streamed answers: text, logprobs, the document (http_reserve.h) */
+    bool answer_pool_ready;
 
     struct kvs_chat_state *chat;     /* the chat template and parsers (api_chat.c) */
     bool chat_auto_tools;          /* --enable-auto-tool-choice */

@@ -15,10 +15,17 @@ generating 32:
     process, HTTP threads included (they write each chunk with the
     fixed-buffer JSON writer into a buffer taken once per request), and the
     engine thread;
-  * `serve`, not streaming (one and several choices): the engine thread
-    (the answer is one jansson document built at the end, whose text
-    buffers grow by doubling with the output: its whole-process figures
-    are printed beside).
+  * `serve`, not streaming (completions greedy, sampled with logprobs=5
+    and echo, n=2; chat greedy, sampled with top_logprobs and n=2): the
+    WHOLE process and the engine thread (the text and the per-token logprob
+    records are kept in runs of the answer pool; the document is written
+    with the fixed-buffer writer in small units as MHD sends it);
+  * the streaming chat parser alone (tests/tools/chat_stream_main.c): its
+    steps over reasoning and over Hermes tool calls being written, 256
+    vs 2048 bytes of output;
+  * `serve` with `--reasoning-parser deepseek_r1`, plain and streamed chat:
+    the WHOLE process (the parser reads the output kept in the answer pool
+    and hands back its deltas without building JSON).
 
 Not under the sanitizers (they own malloc)."""
 import json
@@ -55,11 +62,39 @@ def read_counts(path):
         return {k: int(v) for k, v in (line.split() for line in f if line.strip())}
 
 
-def compare(what, small, large, key):
+def compare(what, small, large, key, unit=("32 tokens", "256 tokens")):
     ok = large[key] <= small[key]
-    print("%-4s %-58s 32 tokens: %6d   256 tokens: %6d  (%s)" % ("ok" if ok else "FAIL", what, small[key], large[key], key))
+    print("%-4s %-58s %s: %6d   %s: %6d  (%s)" % ("ok" if ok else "FAIL", what, unit[0], small[key], unit[1],
+                                                 large[key], key))
     if not ok:
-        failures.append("%s: %d allocations for 256 tokens, %d for 32" % (what, large[key], small[key]))
+        failures.append("%s: %d allocations for %s, %d for %s" % (what, large[key], unit[1], small[key], unit[0]))
+
+
+def check_plain(what, body, r, n):
+    """A plain answer holds every token's logprobs (and the echoed prompt's)."""
+    chs = r["choices"]
+    if len(chs) != body.get("n", 1):
+        failures.append("serve %s: %d choices" % (what, len(chs)))
+    for c in chs:
+        lp = c.get("logprobs")
+        if body.get("logprobs") is None or body.get("logprobs") is False:
+            if lp is not None:
+                failures.append("serve %s: logprobs %r" % (what, lp))
+            continue
+        if "content" in (lp or {}):
+            got, top = len(lp["content"]), [len(e["top_logprobs"]) for e in lp["content"]]
+            want_top = body.get("top_logprobs", 0)
+            if got != n or any(t != want_top for t in top):
+                failures.append("serve %s: %d logprobs entries (want %d), top sizes %s" % (what, got, n, set(top)))
+        else:
+            got = len(lp["tokens"])
+            extra = got - n  # the echoed prompt's tokens
+            if (extra <= 0) != (not body.get("echo")) or len(lp["text_offset"]) != got or \
+                    lp["text_offset"] != sorted(lp["text_offset"]) or \
+                    any(t is not None and len(t) < 1 for t in lp["top_logprobs"]):
+                failures.append("serve %s: %d logprobs tokens for %d generated" % (what, got, n))
+        if "reasoning" in what and not (c["message"].get("reasoning_content") and c["message"]["content"] is None):
+            failures.append("serve %s: message %r" % (what, c["message"]))
 
 
 def main():
@@ -98,6 +133,21 @@ def main():
             res[n] = c
         compare("generate --input-file (4 requests), %s" % label, res[32], res[256], "total")
 
+    # the streaming chat parser alone (kvs_chat_stream_step over a growing output, 4 bytes a step):
+    # reasoning, and a Hermes tool call whose arguments stream, after a complete one; the last step
+    # (where a call is parsed whole, allocating per call) is left out
+    tool = os.environ.get("KVS_CHAT_STREAM", "")
+    for kind, label in ((0, "reasoning"), (1, "a tool call being written"), (2, "a complete call, then one being written")):
+        res = {}
+        for nbytes in (256, 2048):
+            env = dict(os.environ, LD_PRELOAD=SHIM, KVS_ALLOC_COUNT_OUT=cnt)
+            p = subprocess.run([tool, str(nbytes), str(kind), "nofinal"], capture_output=True, text=True, env=env,
+                               timeout=120)
+            if p.returncode != 0:
+                sys.exit("FAIL: kvs_chat_stream: %s" % p.stderr)
+            res[nbytes] = read_counts(cnt)
+        compare("chat stream parser, %s" % label, res[256], res[2048], "total", ("256 bytes", "2048 bytes"))
+
     # serve: streams (the whole process) and plain answers (the engine thread)
     template = os.path.join(mt.SHARED, "templates", "hf-internal-testing-llama-tokenizer-llama2.jinja")
     msgs = [{"role": "user", "content": "Tell me a story."}]
@@ -113,14 +163,33 @@ def main():
               stream=True, stream_options={"include_usage": True})),
     ]
     plain = [
-        ("n=2, sampled", "/v1/completions", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
-        ("greedy", "/v1/completions", dict(prompt="Lily", temperature=0)),
+        ("completions, n=2, sampled", "/v1/completions", dict(prompt="One day", temperature=0.8, n=2, seed=5)),
+        ("completions, greedy", "/v1/completions", dict(prompt="Lily", temperature=0)),
+        ("completions, sampled, logprobs=5, echo", "/v1/completions",
+         dict(prompt="The cat", temperature=0.9, top_k=40, top_p=0.9, seed=3, logprobs=5, echo=True,
+              stop=["zzzz never"])),
+        ("chat, greedy", "/v1/chat/completions", dict(messages=msgs, temperature=0)),
+        ("chat, sampled, top_logprobs, n=2", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=5, n=2, logprobs=True, top_logprobs=5, stop=["zzzz never"])),
     ]
-    for label, cases, key in (("streams", streams, "total"), ("plain answers", plain, "engine")):
+    # deepseek_r1: the whole output (stories260K never writes </think>) is reasoning_content
+    reasoning = [
+        ("chat, reasoning parser, sampled, top_logprobs", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=6, logprobs=True, top_logprobs=3)),
+        ("chat, reasoning parser, greedy, n=2", "/v1/chat/completions", dict(messages=msgs, temperature=0, n=2)),
+        ("chat, reasoning parser, streamed, sampled, top_logprobs, n=2, usage", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0.8, seed=5, n=2, logprobs=True, top_logprobs=5, stream=True,
+              stream_options={"include_usage": True})),
+        ("chat, reasoning parser, streamed, greedy", "/v1/chat/completions",
+         dict(messages=msgs, temperature=0, stream=True)),
+    ]
+    for label, cases, extra in (("streams", streams, []), ("plain answers", plain, []),
+                                ("plain answers and streams, --reasoning-parser", reasoning,
+                                 ["--reasoning-parser", "deepseek_r1"])):
         res = {}
         for n in (32, 256):
             env = {"LD_PRELOAD": SHIM, "KVS_ALLOC_COUNT_OUT": cnt}
-            srv = Server(mt.STORIES, "--max-model-len", "512", "--chat-template", template, env=env)
+            srv = Server(mt.STORIES, "--max-model-len", "512", "--chat-template", template, *extra, env=env)
             try:
                 for what, path, body in cases:
                     b = dict(body, max_tokens=n, ignore_eos=True)
@@ -141,6 +210,8 @@ def main():
                         st, r = srv.post(path, b)
                         if st == 200 and r["usage"]["completion_tokens"] != n * b.get("n", 1):
                             failures.append("serve %s: %s tokens" % (what, r["usage"]))
+                        if st == 200:
+                            check_plain(what, b, r, n)
                     if st != 200:
                         failures.append("serve %s: status %s" % (what, st))
             finally:
@@ -152,11 +223,7 @@ def main():
                 failures.append("serve: the shim saw %s engine threads name themselves (expected 1)" %
                                 res[n].get("engine_threads"))
         compare("serve, %s (%d requests), engine thread" % (label, len(cases)), res[32], res[256], "engine")
-        if key == "total":
-            compare("serve, %s, whole process" % label, res[32], res[256], "total")
-        else:
-            print("     serve, %s, whole process (one jansson document each): 32 tokens %d, 256 tokens %d" %
-                  (label, res[32]["total"], res[256]["total"]))
+        compare("serve, %s, whole process" % label, res[32], res[256], "total")
     if failures:
         sys.exit("FAIL:\n" + "\n".join(failures))
     print("OK")

@@ -1,0 +1,92 @@
+#!/usr/bin/python3
+"""Non-streamed answers are built in the answer pool (--http-answer-pool).
+
+A non-streamed answer keeps its choices' text and per-token logprob records
+in runs of one pool reserved at start-up, and writes its JSON document into
+one more run: nothing grows past the pool.  Checked here:
+
+  * a pool too small for an answer gives a clean 503 (code server_busy,
+    Retry-After, the message naming --http-answer-pool), counted in
+    /metrics, and every run comes back: the next, smaller answer is a 200
+    and the pool's use returns to 0;
+  * the pool is a term of the serving reserve: `plan` grows by exactly the
+    pool's size over the default (4 KiB per connection + 512 KiB), so the
+    KV cache shrinks by it;
+  * sizes outside 64 KiB..1 TiB are refused, naming the flag."""
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import memtest_util as mt  # noqa: E402
+from kvs_server_util import Server  # noqa: E402
+
+failures = []
+
+
+def check(cond, what):
+    print("%-4s %s" % ("ok" if cond else "FAIL", what))
+    if not cond:
+        failures.append(what)
+
+
+
+def plan_serving(*flags):
+    import json
+    p = subprocess.run([mt.KVSERVE, "plan", "-m", mt.STORIES, "--device-memory", "1GiB", "--json"] + list(flags),
+                       capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        return None, p.stderr
+    return json.loads(p.stdout)["serving_reserve_bytes"], p.stderr
+
+
+def main():
+    # a pool of 64 KiB: 4 choices of 300 tokens with 5 logprobs need 4 x 32 KiB of records
+    with Server(mt.STORIES, "--max-model-len", "512", "--http-answer-pool", "64KiB") as s:
+        body = dict(prompt="Once upon a time", max_tokens=300, ignore_eos=True, temperature=0.9, seed=1, n=4,
+                    logprobs=5)
+        st, hdrs, data = s.request("POST", "/v1/completions", body)
+        import json
+        r = json.loads(data) if data else {}
+        err = r.get("error") or {}
+        check(st == 503, "an answer larger than the pool: status %s" % st)
+        check(err.get("code") == "server_busy" and "--http-answer-pool" in (err.get("message") or ""),
+              "... server_busy, naming --http-answer-pool: %r" % err)
+        check(any(k.lower() == "retry-after" for k, _ in (hdrs.items() if hasattr(hdrs, "items") else hdrs)),
+              "... with Retry-After")
+        st, r = s.post("/v1/completions", dict(prompt="Once upon a time", max_tokens=20, temperature=0, logprobs=2))
+        check(st == 200 and len(r["choices"][0]["logprobs"]["tokens"]) == r["usage"]["completion_tokens"],
+              "a small answer after it: status %s" % st)
+        m = s.metrics()
+        check(m.get("kvserve:http_answer_pool_capacity_bytes") == 65536,
+              "capacity %s" % m.get("kvserve:http_answer_pool_capacity_bytes"))
+        check(m.get("kvserve:http_answer_pool_used_bytes") == 0, "use back to 0: %s" %
+              m.get("kvserve:http_answer_pool_used_bytes"))
+        check(m.get("kvserve:http_refused_answers_total", m.get("kvserve:http_refused_answers", 0)) >= 1,
+              "refusals counted")
+        check(m.get("kvserve:requests_refused_memory_total") == 1,
+              "the refused answer counted once in requests_refused_memory: %s" %
+              m.get("kvserve:requests_refused_memory_total"))
+        hw = m.get("kvserve:http_answer_pool_high_water_bytes", 0)
+        check(0 < hw <= 65536, "high-water %s within the pool" % hw)
+    if s.returncode not in (0, None):
+        failures.append("serve exited %s" % s.returncode)
+
+    base, _ = plan_serving()
+    big, _ = plan_serving("--http-answer-pool", "64MiB")
+    conns, _ = plan_serving("--max-connections", "10")
+    default = 64 * 4096 + (512 << 10)
+    check(base is not None and big is not None and big - base == (64 << 20) - default,
+          "plan: serving reserve %s -> %s with a 64 MiB pool (default %d)" % (base, big, default))
+    # 54 fewer connections: 54 x (4 KiB of answer pool + the front end's per-connection share)
+    check(conns is not None and base - conns > 54 * 4096, "plan: fewer connections, a smaller reserve")
+    for bad in ("1000", "2TiB"):
+        v, err = plan_serving("--http-answer-pool", bad)
+        check(v is None and "--http-answer-pool" in err, "--http-answer-pool %s refused: %s" % (bad, err.strip()))
+    if failures:
+        sys.exit("FAIL:\n" + "\n".join(failures))
+    print("OK")
+
+
+if __name__ == "__main__":
+    main()
