@@ -21,6 +21,8 @@
 # and the machine's read bandwidth (bench_model, 2 threads, best of its runs) with the batch-1 roofline.
 # The machine is shared: the load average is recorded around every run, and each engine's own spread
 # over the repetitions is printed next to the ratios.
+# SERVE=1 then runs bench/compare_serve.sh (llama-server / llama-cli against kvserve serve / generate:
+# 16 concurrent streams, and a whole-process one-shot generate with wall time and peak memory).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -107,3 +109,8 @@ done
 
 # ---- the table (bench/compare_table.py; TABLE_ONLY=1 remakes it from an existing LOG) ----
 /usr/bin/python3 "$ROOT/bench/compare_table.py" "$LOG" "$OUT" "$TAG" "$THREADS" "$REPS"
+
+# ---- whole processes: the servers at 16 streams, one-shot generate (bench/compare_serve.sh) ----
+if [ -n "${SERVE:-}" ]; then
+    MIRROR=$MIRROR TAG=$TAG PEER=$PEER BUILD=$BUILD FILES=$FILES THREADS=$THREADS "$ROOT/bench/compare_serve.sh"
+fi
