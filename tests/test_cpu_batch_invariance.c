@@ -104,7 +104,7 @@ static kvs_backend *make_cpu_default(int n_threads)
 /* The k-quants, on both matmuls (int8 activations, the default, and f32):
  * rows of random blocks; n on both sides of the streaming/panel switch of
  * each, and rows spread over several chunks of quantized x (k = 256 * 40,
- * n = 200: the int8 matmul's scratch holds 13 such rows). */
+ * n = 200: with 3 threads the int8 matmul's shared chunk holds 28 such rows). */
 static void check_kq(kvs_backend *bi8, kvs_backend *bf32, kvs_dtype t, int64_t n, int64_t k, int64_t m,
                      test_rng *rng)
 {

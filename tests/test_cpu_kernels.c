@@ -86,6 +86,10 @@ static void test_matmul_large(void **state)
     check_matmul(b1, b3, KVS_DTYPE_Q8_0, 33, 1056, 131, &rng);
     check_matmul(b1, b3, KVS_DTYPE_F16, 21, 2100, 67, &rng);
     check_matmul(b1, b3, KVS_DTYPE_F32, 64, 257, 5, &rng);   /* few W rows: split over x rows */
+    /* Prefill sliced in k (512 elements): f16 in place, 64-row panels and a remainder of 3, three
+     * slices and a tail of 31; a dequantized q8_0 panel of 60 rows and a remainder of 10. */
+    check_matmul(b1, b3, KVS_DTYPE_F16, 13, 1567, 131, &rng);
+    check_matmul(b1, b3, KVS_DTYPE_Q8_0, 10, 2080, 70, &rng);
     kvs_backend_destroy(b1);
     kvs_backend_destroy(b3);
 }

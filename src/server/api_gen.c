@@ -284,6 +284,18 @@ static const float *rec_lps(const gen *g, const lp_rec *r)
     return (const float *)(const void *)(rec_ids(r) + g->rec_top);
 }
 
+/* Top entries kept per record for a request's logprobs (-1: none asked). */
+static int32_t rec_top_of(int32_t logprobs)
+{
+    return logprobs < 0 ? 0 : logprobs < KVS_MAX_LOGPROBS ? logprobs : KVS_MAX_LOGPROBS;
+}
+
+/* Bytes of one record with rec_top top entries (8-byte aligned). */
+static size_t rec_stride_of(int32_t rec_top)
+{
+    return (sizeof(lp_rec) + (size_t)rec_top * (sizeof(int32_t) + sizeof(float)) + 7) / 8 * 8;
+}
+
 static bool rec_add(gen *g, gen_choice *c, int32_t token, float logprob, int32_t n_top, const int32_t *ids,
                     const float *lps, size_t offset)
 {
@@ -1272,7 +1284,7 @@ static enum MHD_Result send_answer(gen *g, struct MHD_Connection *c)
     while (u.st != AU_DONE)
         ans_unit(g, &w, &u);
     size_t total = kvs_jw_len(&w);
-    void *p = NULL;
+    void *p = g->sc; /* reserved when the request was admitted */
     if (!answer_room(g, &p, &g->sc_cap, 0, ANSWER_FIRST_RUN)) {
         ret = kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
         answer_done(g);
@@ -1316,6 +1328,51 @@ static enum MHD_Result length_error(kvs_server *s, struct MHD_Connection *c, con
                               "the messages or completion.", L, P + M, P, M);
     *failed = false;
     return MHD_YES;
+}
+
+/* Records a choice of prompt k can keep: one per output token (max_tokens,
+ * else up to max_model_len) and, with echo, one per prompt token. */
+static size_t answer_recs(const kvs_server *s, const kvs_oai_request *r, size_t n_prompt)
+{
+    size_t out = r->params.max_tokens > 0 ? (size_t)r->params.max_tokens : (size_t)s->max_model_len - n_prompt;
+    return out + (r->echo ? n_prompt : 0);
+}
+
+/* A non-streamed answer with logprobs keeps one record per token of every
+ * choice (and per prompt token with echo) in the answer pool, and the most
+ * it can need is known before it starts: each choice takes its run for all
+ * of them when the request is admitted (gen_run), so an answer never runs
+ * out of room for its records half-way.  A request that could not fit even
+ * in an empty pool is a 400 naming the flag (retrying cannot help); one
+ * that finds the pool busy is a 503 before anything is computed.  (The
+ * text cannot be bounded so well: it grows in the pool as it comes, and a
+ * full pool then is a 503 too.) */
+static bool answer_fits(kvs_server *s, struct MHD_Connection *c, const kvs_oai_request *r,
+                        const size_t *n_prompts, int32_t n_prompt_lists, enum MHD_Result *ret)
+{
+    const size_t stride = rec_stride_of(rec_top_of(r->params.logprobs));
+    size_t need = ANSWER_FIRST_RUN; /* the run it is sent from */
+    for (int32_t k = 0; k < n_prompt_lists; k++) {
+        size_t run = 0; /* a choice's records are one run of whole pages, then its first run of text */
+        if (r->params.logprobs >= 0)
+            run = (answer_recs(s, r, n_prompts[k]) * stride + KVS_HTTP_POOL_PAGE - 1) / KVS_HTTP_POOL_PAGE *
+                  KVS_HTTP_POOL_PAGE;
+        need += (size_t)r->n * (run + ANSWER_FIRST_RUN);
+    }
+    if (need <= s->answer_pool.bytes)
+        return true;
+    if (r->params.logprobs < 0)
+        *ret = kvs_http_error(c, 400, "n", "answer_too_large",
+                              "this request's %d choices need %zu bytes of the server's answer pool, which holds %zu "
+                              "(--http-answer-pool); lower n, stream it, or start the server with a larger "
+                              "--http-answer-pool", r->n * n_prompt_lists, need, s->answer_pool.bytes);
+    else
+        *ret = kvs_http_error(c, 400, "logprobs", "answer_too_large",
+                              "this request's logprobs could need %zu bytes of the server's answer pool, which holds "
+                              "%zu (--http-answer-pool); lower n, %s or logprobs, stream it, or start the server with "
+                              "a larger --http-answer-pool", need, s->answer_pool.bytes,
+                              r->max_tokens_field ? r->max_tokens_field : "max_tokens");
+    return false;
 }
 
 /* Echo: the prompt's text (as sent, or decoded from its ids) and, with
@@ -1560,6 +1617,8 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         if (r->params.logit_bias[i].token >= V)
             return kvs_http_error(c, 400, "logit_bias", NULL, "logit_bias: token id %d is outside the vocabulary "
                                   "[0, %d)", r->params.logit_bias[i].token, V);
+    if (!r->stream && !answer_fits(s, c, r, n_prompts, n_prompt_lists, &ret))
+        return ret;
     if (!kvs_server_job_begin(s))
         return kvs_http_error(c, 503, NULL, "shutting_down", "the server is shutting down");
     const int32_t P = n_prompt_lists, N = P * r->n;
@@ -1611,9 +1670,27 @@ static enum MHD_Result gen_run(kvs_server *s, struct MHD_Connection *c, const kv
         g->ch[i].offset = g->echo ? g->pr[i / r->n].echo_len : 0; /* text_offset counts the echoed prompt */
     }
     g->stream = r->stream;
-    g->rec_top = r->params.logprobs < 0 ? 0 : r->params.logprobs < KVS_MAX_LOGPROBS ? r->params.logprobs
-                                                                                      : KVS_MAX_LOGPROBS;
-    g->rec_stride = (sizeof(lp_rec) + (size_t)g->rec_top * (sizeof(int32_t) + sizeof(float)) + 7) / 8 * 8;
+    g->rec_top = rec_top_of(r->params.logprobs);
+    g->rec_stride = rec_stride_of(g->rec_top);
+    /* A non-streamed answer takes its runs now (see answer_fits): the
+     * records of every choice, each choice's first run of text and the run
+     * it is sent from, so that the pool being busy is a 503 before anything
+     * is computed, and only text longer than a run can meet a full pool. */
+    bool full = false;
+    for (int32_t i = 0; i < N && !oom && !g->stream && !full; i++) {
+        gen_choice *ch = &g->ch[i];
+        size_t n = g->logprobs >= 0 ? answer_recs(s, r, n_prompts[i / r->n]) * g->rec_stride : 0;
+        full = (n && !(ch->rec = kvs_http_pool_alloc(&s->answer_pool, n, &ch->rec_cap))) ||
+               !(ch->text = kvs_http_pool_alloc(&s->answer_pool, ANSWER_FIRST_RUN, &ch->cap));
+    }
+    if (!oom && !g->stream && !full)
+        full = !(g->sc = kvs_http_pool_alloc(&s->answer_pool, ANSWER_FIRST_RUN, &g->sc_cap));
+    if (full) {
+        kvs_metrics_refused_for_memory(&s->metrics);
+        gen_free(g);
+        kvs_server_job_end(s);
+        return kvs_http_status_error(c, KVS_E_BUDGET, NULL, ANSWER_FULL);
+    }
     if (!oom && g->stream && !(g->out = kvs_http_pool_alloc(&s->stream_pool, stream_out_bytes(g), &g->out_cap))) {
         kvs_metrics_refused_for_memory(&s->metrics);
         gen_free(g);

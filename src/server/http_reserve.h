@@ -45,10 +45,12 @@
 #define KVS_HTTP_STREAM_OUT_MAX ((size_t)128 << 10)
 /* The answer pool (--http-answer-pool): a non-streamed answer keeps its
  * choices' text and per-token logprob records there while it is generated,
- * then its JSON document (growing in place, by doubling, from 4 KiB runs;
- * a full pool is a 503 naming the flag).  By default 4 KiB per connection
- * plus 512 KiB, for a few large answers (a record is 24 bytes plus 8 per
- * top logprob). */
+ * and the run its JSON is written into as it is sent.  The records (all a
+ * request may need) and the first 4 KiB runs are taken when it is admitted
+ * (a 400 if they could never fit, a 503 naming the flag when the pool is
+ * busy); text grows by doubling.  By default 4 KiB per connection plus
+ * 512 KiB, for a few large answers (a record is 24 bytes plus 8 per top
+ * logprob). */
 #define KVS_HTTP_ANSWER_OUT ((size_t)4 << 10)
 #define KVS_HTTP_ANSWER_OUT_MAX ((size_t)512 << 10)
 /* libmicrohttpd's own structure for a connection, its copy of the peer

@@ -5,10 +5,13 @@ A non-streamed answer keeps its choices' text and per-token logprob records
 in runs of one pool reserved at start-up, and writes its JSON document into
 one more run: nothing grows past the pool.  Checked here:
 
-  * a pool too small for an answer gives a clean 503 (code server_busy,
-    Retry-After, the message naming --http-answer-pool), counted in
-    /metrics, and every run comes back: the next, smaller answer is a 200
-    and the pool's use returns to 0;
+  * an answer with logprobs whose records could never fit the pool is a
+    400 (answer_too_large, naming the bytes and --http-answer-pool) before
+    anything is computed;
+  * answers that fit alone but not all at once give a clean 503 (code
+    server_busy, Retry-After, the message naming --http-answer-pool),
+    counted in /metrics, and every run comes back: the next answer is a
+    200 and the pool's use returns to 0;
   * the pool is a term of the serving reserve: `plan` grows by exactly the
     pool's size over the default (4 KiB per connection + 512 KiB), so the
     KV cache shrinks by it;
@@ -41,19 +44,57 @@ def plan_serving(*flags):
 
 
 def main():
-    # a pool of 64 KiB: 4 choices of 300 tokens with 5 logprobs need 4 x 32 KiB of records
+    # a pool of 64 KiB: 4 choices of 300 tokens with 5 logprobs need 4 x 20 KiB of records (64 bytes each,
+    # one run of whole pages per choice), a first 4 KiB run of text each and one to send from (100 KiB): it
+    # could never fit, so it is a 400 before anything is computed
     with Server(mt.STORIES, "--max-model-len", "512", "--http-answer-pool", "64KiB") as s:
+        import json
         body = dict(prompt="Once upon a time", max_tokens=300, ignore_eos=True, temperature=0.9, seed=1, n=4,
                     logprobs=5)
         st, hdrs, data = s.request("POST", "/v1/completions", body)
-        import json
         r = json.loads(data) if data else {}
         err = r.get("error") or {}
-        check(st == 503, "an answer larger than the pool: status %s" % st)
-        check(err.get("code") == "server_busy" and "--http-answer-pool" in (err.get("message") or ""),
-              "... server_busy, naming --http-answer-pool: %r" % err)
-        check(any(k.lower() == "retry-after" for k, _ in (hdrs.items() if hasattr(hdrs, "items") else hdrs)),
-              "... with Retry-After")
+        check(st == 400, "an answer that could never fit the pool: status %s" % st)
+        check(err.get("code") == "answer_too_large" and err.get("param") == "logprobs" and
+              "--http-answer-pool" in (err.get("message") or "") and "102400" in (err.get("message") or ""),
+              "... answer_too_large on logprobs, naming the 102400 bytes and --http-answer-pool: %r" % err)
+        m = s.metrics()
+        check(m.get("kvserve:requests_refused_memory_total") == 0, "... not a refusal for memory")
+        # echo adds a record per prompt token: 2 x (300 + 5) records fit in 2 runs of 20 KiB (52 KiB in all)
+        st, r = s.post("/v1/completions", dict(prompt="Once upon a time", n=2, logprobs=5, max_tokens=300,
+                                               echo=True, ignore_eos=True))
+        check(st == 200 and len(r["choices"][0]["logprobs"]["tokens"]) == 305, "n=2 with echo fits: %s" % st)
+        # ... 400 + 5 do not (2 x 28 KiB + 12 KiB)
+        st, r = s.post("/v1/completions", dict(prompt="Once upon a time", n=2, logprobs=5, max_tokens=400,
+                                               echo=True))
+        check(st == 400 and r["error"]["code"] == "answer_too_large", "n=2 with echo, 400 tokens: %s" % st)
+        # without logprobs: the first runs of text of 20 choices (and the one to send from) cannot fit
+        st, r = s.post("/v1/completions", dict(prompt="Once upon a time", n=20, max_tokens=4))
+        check(st == 400 and r["error"]["param"] == "n", "n=20 without logprobs: %s %s" % (st, r.get("error")))
+        # streamed, it keeps no records: served
+        st, hdrs, data = s.request("POST", "/v1/completions", dict(body, stream=True, max_tokens=20))
+        check(st == 200 and data.rstrip().endswith(b"[DONE]"), "streamed: %s" % st)
+
+        # each fits alone (2 choices x 20 KiB of records, 3 runs of 4 KiB: 52 KiB), eight at once cannot: those that
+        # find the pool busy get the 503 at once (the records are reserved when a request is admitted), the
+        # others are answered in full
+        import concurrent.futures as cf
+        one = dict(body, n=2)
+        with cf.ThreadPoolExecutor(8) as ex:
+            res = list(ex.map(lambda _: s.request("POST", "/v1/completions", one), range(8)))
+        codes = sorted(st for st, _, _ in res)
+        check(all(c in (200, 503) for c in codes) and 200 in codes and 503 in codes,
+              "8 concurrent answers of 40 KiB in a 64 KiB pool: %s" % codes)
+        for st, hdrs, data in res:
+            if st != 503:
+                continue
+            err = json.loads(data).get("error") or {}
+            check(err.get("code") == "server_busy" and "--http-answer-pool" in (err.get("message") or ""),
+                  "... server_busy, naming --http-answer-pool: %r" % err)
+            check(any(k.lower() == "retry-after" for k, _ in (hdrs.items() if hasattr(hdrs, "items") else hdrs)),
+                  "... with Retry-After")
+            break
+        n503 = codes.count(503)
         st, r = s.post("/v1/completions", dict(prompt="Once upon a time", max_tokens=20, temperature=0, logprobs=2))
         check(st == 200 and len(r["choices"][0]["logprobs"]["tokens"]) == r["usage"]["completion_tokens"],
               "a small answer after it: status %s" % st)
@@ -64,9 +105,9 @@ def main():
               m.get("kvserve:http_answer_pool_used_bytes"))
         check(m.get("kvserve:http_refused_answers_total", m.get("kvserve:http_refused_answers", 0)) >= 1,
               "refusals counted")
-        check(m.get("kvserve:requests_refused_memory_total") == 1,
-              "the refused answer counted once in requests_refused_memory: %s" %
-              m.get("kvserve:requests_refused_memory_total"))
+        check(m.get("kvserve:requests_refused_memory_total") == n503,
+              "each refused answer counted once in requests_refused_memory: %s for %d" %
+              (m.get("kvserve:requests_refused_memory_total"), n503))
         hw = m.get("kvserve:http_answer_pool_high_water_bytes", 0)
         check(0 < hw <= 65536, "high-water %s within the pool" % hw)
     if s.returncode not in (0, None):

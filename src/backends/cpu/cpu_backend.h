@@ -34,7 +34,7 @@ kvs_status kvs_cpu_backend_new(kvs_backend **out, const kvs_cpu_options *opt, kv
 /* Threads the kernels run on (the caller of a kernel counts as one). */
 int kvs_cpu_backend_threads(const kvs_backend *b);
 /* Host bytes the backend holds outside the ledger: its state and the
- * per-thread matmul scratch (n_threads * 256 KiB). */
+ * per-thread matmul scratch (n_threads * 512 KiB). */
 uint64_t kvs_cpu_backend_overhead_bytes(const kvs_backend *b);
 
 #endif

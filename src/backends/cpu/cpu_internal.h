@@ -10,7 +10,7 @@
  * double-precision references.
  *
  * Scratch: the matmul takes from the context a per-thread panel of
- * KVS_CPU_MM_SCRATCH floats (256 KiB, sized for the L2 cache), malloc'ed
+ * KVS_CPU_MM_SCRATCH floats (512 KiB, half the L2 of a 1 MiB-L2 core), malloc'ed
  * once when the backend is made; the int8 matmul uses the same panel.  It
  * is the backend's only memory outside the ledger and is reported by
  * kvs_cpu_backend_overhead_bytes().  Attention uses the caller's
@@ -24,7 +24,7 @@
 
 /* Matmul blocking: prefill dequantizes panels of whole W rows into this
  * many floats per thread. */
-#define KVS_CPU_MM_SCRATCH 65536
+#define KVS_CPU_MM_SCRATCH 131072
 /* Up to this many x rows, the matmul streams W once with fused dequantization. */
 #define KVS_CPU_MM_DECODE_N 8
 

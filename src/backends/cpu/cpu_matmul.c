@@ -21,7 +21,7 @@
  * it from cache).
  *
  * Prefill (larger n) is bound by arithmetic: a panel of whole W rows is
- * dequantized once into the thread's f32 scratch (256 KiB, stays in L2),
+ * dequantized once into the thread's f32 scratch (512 KiB, stays in L2),
  * then all rows of x are run against it with the f32 tile kernel.  f32
  * weights are used in place.  The dequantized values are exactly those the
  * decode tile makes in registers and the tile accumulates the same way, so
@@ -324,6 +324,7 @@ _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
         a##r##3 = vf_fma(b3, xv, a##r##3);                                                    \
     } while (0)
 #define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0, a##r##2 = a##r##0, a##r##3 = a##r##0
+#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2], a##r##3 = acc[r][3]
 #define PROW(r) {a##r##0, a##r##1, a##r##2, a##r##3}
 #else
 #define PSTEP(r)                                                                              \
@@ -334,8 +335,138 @@ _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
         a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
     } while (0)
 #define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0
+#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1]
 #define PROW(r) {a##r##0, a##r##1}
 #endif
+
+/* ptile_k_T: elements [i0, i1) of the rows (W in f32, or in f16 converted in
+ * registers, exactly) (multiples of 32 apart from i1 == nv):
+ * the accumulators come from acc (zeros when i0 == 0) and go back there. */
+KVS_SIMD_INLINE void ptile_k_f32(int R, const float *x, int64_t ldx, const float *const *w, int64_t i0,
+                             int64_t i1, kvs_vf (*acc)[MC])
+{
+    PLOAD(0);
+    PLOAD(1);
+    PLOAD(2);
+    PLOAD(3);
+#if PMR > 4
+    PLOAD(4);
+    PLOAD(5);
+#endif
+    const float *w0 = w[0], *w1 = w[1];
+#if MC > 2
+    const float *w2 = w[2], *w3 = w[3];
+#endif
+    for (int64_t i = i0; i < i1; i += KVS_VL) {
+        kvs_vf b0 = vf_load(w0 + i), b1 = vf_load(w1 + i);
+        VF_KEEP(b0);
+        VF_KEEP(b1);
+#if MC > 2
+        kvs_vf b2 = vf_load(w2 + i), b3 = vf_load(w3 + i);
+        VF_KEEP(b2);
+        VF_KEEP(b3);
+#endif
+        PSTEP(0);
+        if (R > 1)
+            PSTEP(1);
+        if (R > 2)
+            PSTEP(2);
+        if (R > 3)
+            PSTEP(3);
+#if PMR > 4
+        if (R > 4)
+            PSTEP(4);
+        if (R > 5)
+            PSTEP(5);
+#endif
+    }
+#if PMR > 4
+    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
+#else
+    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
+#endif
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < MC; c++)
+            acc[r][c] = out[r][c];
+}
+
+static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const float *const *w, int64_t i0, int64_t i1,
+                        kvs_vf (*acc)[MC])
+{
+    switch (R) {
+    case 1: ptile_k_f32(1, x, ldx, w, i0, i1, acc); break;
+    case 2: ptile_k_f32(2, x, ldx, w, i0, i1, acc); break;
+    case 3: ptile_k_f32(3, x, ldx, w, i0, i1, acc); break;
+#if PMR > 4
+    case 4: ptile_k_f32(4, x, ldx, w, i0, i1, acc); break;
+    case 5: ptile_k_f32(5, x, ldx, w, i0, i1, acc); break;
+#endif
+    default: ptile_k_f32(PMR, x, ldx, w, i0, i1, acc); break;
+    }
+}
+
+KVS_SIMD_INLINE void ptile_k_f16(int R, const float *x, int64_t ldx, const uint16_t *const *w, int64_t i0,
+                             int64_t i1, kvs_vf (*acc)[MC])
+{
+    PLOAD(0);
+    PLOAD(1);
+    PLOAD(2);
+    PLOAD(3);
+#if PMR > 4
+    PLOAD(4);
+    PLOAD(5);
+#endif
+    const uint16_t *w0 = w[0], *w1 = w[1];
+#if MC > 2
+    const uint16_t *w2 = w[2], *w3 = w[3];
+#endif
+    for (int64_t i = i0; i < i1; i += KVS_VL) {
+        kvs_vf b0 = vf_load_f16(w0 + i), b1 = vf_load_f16(w1 + i);
+        VF_KEEP(b0);
+        VF_KEEP(b1);
+#if MC > 2
+        kvs_vf b2 = vf_load_f16(w2 + i), b3 = vf_load_f16(w3 + i);
+        VF_KEEP(b2);
+        VF_KEEP(b3);
+#endif
+        PSTEP(0);
+        if (R > 1)
+            PSTEP(1);
+        if (R > 2)
+            PSTEP(2);
+        if (R > 3)
+            PSTEP(3);
+#if PMR > 4
+        if (R > 4)
+            PSTEP(4);
+        if (R > 5)
+            PSTEP(5);
+#endif
+    }
+#if PMR > 4
+    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
+#else
+    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
+#endif
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < MC; c++)
+            acc[r][c] = out[r][c];
+}
+
+static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const uint16_t *const *w, int64_t i0, int64_t i1,
+                        kvs_vf (*acc)[MC])
+{
+    switch (R) {
+    case 1: ptile_k_f16(1, x, ldx, w, i0, i1, acc); break;
+    case 2: ptile_k_f16(2, x, ldx, w, i0, i1, acc); break;
+    case 3: ptile_k_f16(3, x, ldx, w, i0, i1, acc); break;
+#if PMR > 4
+    case 4: ptile_k_f16(4, x, ldx, w, i0, i1, acc); break;
+    case 5: ptile_k_f16(5, x, ldx, w, i0, i1, acc); break;
+#endif
+    default: ptile_k_f16(PMR, x, ldx, w, i0, i1, acc); break;
+    }
+}
 
 KVS_SIMD_INLINE void ptile(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
                            float *y, int64_t ldy, int C)
@@ -528,6 +659,8 @@ static void mm_decode(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64
  * thread's scratch, a multiple of MC, at most MAX_PANEL; 0 when not even MC
  * rows fit (the caller then streams W as decode does, same results). */
 #define MAX_PANEL 64
+/* Prefill slices k by this many elements when rows are longer. */
+#define PKC 512
 static int64_t panel_rows(int64_t k)
 {
     int64_t r = KVS_CPU_MM_SCRATCH / k;
@@ -535,23 +668,64 @@ static int64_t panel_rows(int64_t k)
     return r / MC * MC;
 }
 
+/* f16 W in place: PMR rows of x against the P rows of wp, k sliced by PKC
+ * (the slice of the x rows stays in L1 across the panel; the panel's f16
+ * rows, converted in registers, are half the bytes of f32), then the sums
+ * and tails as ptile makes them. */
+static void prefill_f16_rows(const float *x, int64_t k, int R, const uint16_t *const *wp, int P, float *y,
+                             int64_t ldy, kvs_vf (*acc)[PMR][MC])
+{
+    const int64_t nv = k / 32 * 32;
+    const int G = (P + MC - 1) / MC;
+    for (int g = 0; g < G; g++)
+        for (int r = 0; r < PMR; r++)
+            for (int c = 0; c < MC; c++)
+                acc[g][r][c] = vf_zero();
+    for (int64_t i0 = 0; i0 < nv; i0 += PKC)
+        for (int g = 0; g < G; g++)
+            ptile_k_any_f16(R, x, k, wp + g * MC, i0, min64(nv, i0 + PKC), acc[g]);
+    for (int g = 0; g < G; g++)
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < MC && g * MC + c < P; c++) {
+                float sum = vf_hsum(acc[g][r][c]);
+                for (int64_t i = nv; i < k; i++)
+                    sum += kvs_fp16_to_fp32(wp[g * MC + c][i]) * x[r * k + i];
+                y[r * ldy + g * MC + c] = sum;
+            }
+}
+
 /* Rows [m0, m1) of W against rows [n0, n1) of x, panel by panel: a panel
  * of W rows is dequantized whole (all k columns) into the scratch, then
- * every PMR rows of x run against it with the f32 tile kernel.  Each
+ * every PMR rows of x run against it with the f32 tile kernel (f16 rows
+ * are used in place, converted in registers: prefill_f16_rows).  Each
  * output element is accumulated over the full row exactly as mm_decode
  * does it (the dequantized values are the ones the decode tile makes in
- * registers), so prefill and decode give identical bits. */
+ * registers; a row sliced in k keeps its accumulators in memory between
+ * slices), so prefill and decode give identical bits. */
 static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, int64_t n0,
                        int64_t n1)
 {
-    const int64_t k = j->k, m = j->m, np = panel_rows(k);
+    const int64_t k = j->k, m = j->m;
+    kvs_vf acc[MAX_PANEL / MC][PMR][MC];
+    if (j->wt == KVS_DTYPE_F16) {
+        for (int64_t p0 = m0; p0 < m1; p0 += MAX_PANEL) {
+            const int P = (int)min64(MAX_PANEL, m1 - p0);
+            const uint16_t *wp[MAX_PANEL + MC];
+            for (int c = 0; c < P + MC; c++)
+                wp[c] = (const uint16_t *)(j->w + (uint64_t)(p0 + (c < P ? c : P - 1)) * j->row_bytes);
+            for (int64_t r0 = n0; r0 < n1; r0 += PMR)
+                prefill_f16_rows(j->x + r0 * k, k, (int)min64(PMR, n1 - r0), wp, P, j->y + r0 * m + p0, m, acc);
+        }
+        return;
+    }
+    const int64_t np = panel_rows(k), nv = k / 32 * 32;
     if (np == 0) {
         mm_decode(j, m0, m1, n0, n1);
         return;
     }
     for (int64_t p0 = m0; p0 < m1; p0 += np) {
         const int P = (int)min64(np, m1 - p0);
-        const float *wp[MAX_PANEL];
+        const float *wp[MAX_PANEL + MC];
         for (int c = 0; c < P; c++) {
             const uint8_t *row = j->w + (uint64_t)(p0 + c) * j->row_bytes;
             if (j->wt == KVS_DTYPE_F32) {
@@ -561,15 +735,34 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
                 wp[c] = scratch + c * k;
             }
         }
+        for (int c = P; c < P + MC; c++) /* a last group of fewer than MC rows repeats its last row */
+            wp[c] = wp[P - 1];
+        const int G = (P + MC - 1) / MC;
         for (int64_t r0 = n0; r0 < n1; r0 += PMR) {
             const int R = (int)min64(PMR, n1 - r0);
-            for (int c0 = 0; c0 < P; c0 += MC) {
-                const int C = P - c0 < MC ? P - c0 : MC;
-                const float *w[MC];
-                for (int c = 0; c < MC; c++)
-                    w[c] = wp[c0 + (c < C ? c : C - 1)];
-                ptile_any(R, j->x + r0 * k, k, w, k, j->y + r0 * m + p0 + c0, m, C);
+            const float *x = j->x + r0 * k;
+            if (nv <= PKC) {
+                for (int g = 0; g < G; g++)
+                    ptile_any(R, x, k, wp + g * MC, k, j->y + r0 * m + p0 + g * MC, m,
+                              P - g * MC < MC ? P - g * MC : MC);
+                continue;
             }
+            /* k in slices of PKC: the slice of the PMR x rows stays in L1 for the whole panel */
+            for (int g = 0; g < G; g++)
+                for (int r = 0; r < PMR; r++)
+                    for (int c = 0; c < MC; c++)
+                        acc[g][r][c] = vf_zero();
+            for (int64_t i0 = 0; i0 < nv; i0 += PKC)
+                for (int g = 0; g < G; g++)
+                    ptile_k_any_f32(R, x, k, wp + g * MC, i0, min64(nv, i0 + PKC), acc[g]);
+            for (int g = 0; g < G; g++)
+                for (int r = 0; r < R; r++)
+                    for (int c = 0; c < MC && g * MC + c < P; c++) {
+                        float sum = vf_hsum(acc[g][r][c]);
+                        for (int64_t i = nv; i < k; i++)
+                            sum += wp[g * MC + c][i] * x[r * k + i];
+                        j->y[(r0 + r) * m + p0 + g * MC + c] = sum;
+                    }
         }
     }
 }

@@ -40,8 +40,11 @@
  * Tiling: R rows of x against C rows of W, R x C accumulators.  Up to R
  * rows (decode), the weights stream once: each super-block is unpacked into
  * L1 as it is used, while the next tile's rows are prefetched.  With more
- * rows (prefill), the C weight rows are unpacked once per chunk of
- * quantized x rows into the scratch and every R rows run against them.
+ * rows (prefill, i8_prefill), the threads first quantize a chunk of x rows
+ * together, each row once, into the scratch of all threads taken as one
+ * region; then each tile of C weight rows is unpacked once per chunk into
+ * the thread's panel and every R rows of the chunk run against it (on
+ * AVX-512 in ptile, the R x C accumulators held in registers).
  *
  * The approximation is the rounding of x to 8 bits per super-block (the
  * weights are used exactly); tests/py/test_accuracy_guard.py measures it.
@@ -509,6 +512,71 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
             y[r * ldy + c] = acc_sum(acc[r][c]);
 }
 
+#if defined(KVS_SIMD_AVX512)
+/*
+ * The prefill kernel (AVX-512): R rows of quantized x against C unpacked
+ * weight rows of the panel, the R x C accumulators held in registers.  Per
+ * super-block, each weight row's 4 chunks and float factors are loaded
+ * once into registers and every x row's chunks are read from L1 as the
+ * memory operand of vpdpbusd.  The operations on each accumulator are
+ * block_dot's, in the same order (the same bits as tile() and the scalar
+ * twin); only the loop order and register use differ.
+ */
+#define I8_PR 4 /* 4 x 4 measured best: 16 accumulators, 4 + 2 weight registers, 2 temporaries */
+#define I8_PC 4
+KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb, float *y,
+                           int64_t ldy)
+{
+    __m512 acc[I8_PR][I8_PC];
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            acc[r][c] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nsb; b++) {
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) {
+            const i8_wblk *w = wu[c] + b;
+            const __m512i u0 = _mm512_loadu_si512((const void *)w->u);
+            const __m512i u1 = _mm512_loadu_si512((const void *)(w->u + 64));
+            const __m512i u2 = _mm512_loadu_si512((const void *)(w->u + 128));
+            const __m512i u3 = _mm512_loadu_si512((const void *)(w->u + 192));
+            const __m512 sc = _mm512_loadu_ps(w->sc), mn = _mm512_loadu_ps(w->mn);
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                const i8_xblk *xb = x[r] + b;
+                __m512i s = dot4(_mm512_setzero_si512(), u0, _mm512_loadu_si512((const void *)xb->q));
+                s = dot4(s, u1, _mm512_loadu_si512((const void *)(xb->q + 64)));
+                s = dot4(s, u2, _mm512_loadu_si512((const void *)(xb->q + 128)));
+                s = dot4(s, u3, _mm512_loadu_si512((const void *)(xb->q + 192)));
+                __m512 a = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(xb->d), sc), _mm512_cvtepi32_ps(s),
+                                           acc[r][c]);
+                acc[r][c] = _mm512_fnmadd_ps(mn, _mm512_loadu_ps(xb->bs), a);
+            }
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            y[r * ldy + c] = acc_sum(acc[r][c]);
+}
+
+static void ptile_any(int R, int C, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb, float *y,
+                      int64_t ldy)
+{
+#define P_C(RR)                                                    \
+    switch (C) {                                                   \
+    case 1: ptile(RR, 1, x, wu, nsb, y, ldy); break;               \
+    case 2: ptile(RR, 2, x, wu, nsb, y, ldy); break;               \
+    case 3: ptile(RR, 3, x, wu, nsb, y, ldy); break;               \
+    default: ptile(RR, 4, x, wu, nsb, y, ldy); break;              \
+    }
+    switch (R) {
+    case 1: P_C(1); break;
+    case 2: P_C(2); break;
+    case 3: P_C(3); break;
+    default: P_C(4); break;
+    }
+#undef P_C
+}
+_Static_assert(I8_PR == 4 && I8_PC == 4 && I8_PC == I8_MC, "ptile_any dispatches R 1..4, C 1..4; panels of I8_MC rows");
+#endif
+
 #define I8_TILE_ARGS t, bb, x, w, wu, nsb, y, ldy, pf
 static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const *x, const uint8_t *const *w,
                      const i8_wblk *const *wu, int64_t nsb, float *y, int64_t ldy, const uint8_t *const *pf)
@@ -583,7 +651,8 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
         const int64_t a1 = min64(n1, a0 + j->rows_per_chunk);
         for (int64_t r = a0; r < a1; r++)
             quantize_row(xq + (r - a0) * j->nsb, j->x + r * j->k, j->nsb, lane_map(j->wt));
-        /* unpack the weights once for the chunk when more than one tile of rows uses them */
+        /* unpack the weights once for the chunk when more than one tile of rows uses them
+         * (i8_prefill takes such shapes first) */
         const bool packed = a1 - a0 > I8_MR;
         for (int64_t c0 = m0; c0 < m1; c0 += I8_MC) {
             const int C = (int)min64(I8_MC, m1 - c0);
@@ -613,6 +682,113 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
     }
 }
 
+/*
+ * Prefill (more than I8_MR rows): the threads' scratch panels taken
+ * together.  Each thread keeps a weight panel of I8_MC rows at the
+ * start of its own panel; the rest of the whole scratch holds one chunk
+ * of quantized x rows shared by all threads.  Per chunk, the threads first
+ * quantize its rows (each row once), then split the weight rows between
+ * them: every tile of weight rows is unpacked once into the thread's panel
+ * and runs against all the chunk's rows.  With two threads the chunk is
+ * about twice what one thread's scratch holds, so each weight super-block
+ * is unpacked half as often.
+ */
+#if defined(KVS_SIMD_AVX512)
+#define I8_RT I8_PR
+#else
+#define I8_RT I8_MR
+#endif
+typedef struct i8_pjob {
+    const i8_job *j;
+    i8_xblk *xq;        /* the shared chunk */
+    int64_t a0, a1;     /* its rows of x */
+    int64_t rows_per_qtask, cols_per_task;
+} i8_pjob;
+
+static void i8_quant_task(void *arg, int task, int n_tasks, int thread)
+{
+    (void)n_tasks, (void)thread;
+    const i8_pjob *p = arg;
+    const i8_job *j = p->j;
+    const int64_t r0 = p->a0 + task * p->rows_per_qtask, r1 = min64(p->a1, r0 + p->rows_per_qtask);
+    for (int64_t r = r0; r < r1; r++)
+        quantize_row(p->xq + (r - p->a0) * j->nsb, j->x + r * j->k, j->nsb, lane_map(j->wt));
+}
+
+static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
+{
+    (void)n_tasks;
+    const i8_pjob *p = arg;
+    const i8_job *j = p->j;
+    const int64_t m0 = task * p->cols_per_task, m1 = min64(j->m, m0 + p->cols_per_task);
+    if (m0 >= m1)
+        return;
+    i8_wblk *panel = (i8_wblk *)(j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH);
+    const size_t bb = kvs_dtype_block_bytes(j->wt);
+    const int CW = I8_MC;
+    for (int64_t c0 = m0; c0 < m1; c0 += CW) {
+        const int C = (int)min64(CW, m1 - c0);
+        const uint8_t *pf[I8_MC];
+        const i8_wblk *wu[I8_MC];
+        for (int c = 0; c < CW; c++) {
+            pf[c] = j->w + (uint64_t)min64(c0 + CW + c, m1 - 1) * j->row_bytes;
+            wu[c] = panel + (size_t)(c < C ? c : C - 1) * (size_t)j->nsb;
+        }
+        for (int c = 0; c < C; c++) {
+            const uint8_t *w = j->w + (uint64_t)(c0 + c) * j->row_bytes;
+            for (int64_t b = 0; b < j->nsb; b++) {
+                for (size_t o = 0; o < bb; o += 64) /* the next tile's row c */
+                    __builtin_prefetch(pf[c] + (size_t)b * bb + o);
+                unpack(j->wt, w + (size_t)b * bb, panel + (size_t)c * (size_t)j->nsb + b);
+            }
+        }
+        for (int64_t r0 = p->a0; r0 < p->a1; r0 += I8_RT) {
+            const int R = (int)min64(I8_RT, p->a1 - r0);
+            const i8_xblk *xr[I8_RT];
+            for (int r = 0; r < I8_RT; r++)
+                xr[r] = p->xq + (min64(r0 + r, p->a1 - 1) - p->a0) * j->nsb;
+            float *y = j->y + r0 * j->m + c0;
+#if defined(KVS_SIMD_AVX512)
+            ptile_any(R, C, xr, wu, j->nsb, y, j->m);
+#else
+            tile_any(R, C, j->wt, bb, xr, NULL, wu, j->nsb, y, j->m, NULL);
+#endif
+        }
+    }
+}
+
+/* The prefill path; false (nothing done) when the shared chunk cannot hold more than I8_MR rows. */
+static bool i8_prefill(i8_job *j)
+{
+    const int T = j->ctx->n_threads;
+    const size_t total = (size_t)T * KVS_CPU_MM_SCRATCH * sizeof(float);
+    const size_t panels = (size_t)(T - 1) * KVS_CPU_MM_SCRATCH * sizeof(float) + panel_bytes(j->nsb);
+    const int64_t per_row = j->nsb * (int64_t)sizeof(i8_xblk);
+    if (panel_bytes(j->nsb) > KVS_CPU_MM_SCRATCH * sizeof(float) || panels >= total)
+        return false;
+    int64_t rows = (int64_t)(total - panels) / per_row;
+    if (rows <= I8_MR)
+        return false;
+    rows = rows / I8_MR * I8_MR; /* then balanced: cdiv(n, cdiv(n, rows)) rounded up stays <= rows */
+    /* the x chunk: after the last thread's panel (the other threads' panels lie before it) */
+    i8_pjob p = {.j = j, .xq = (i8_xblk *)((uint8_t *)j->ctx->mm_scratch + panels)};
+    const int64_t n_chunks = cdiv(j->n, rows);
+    rows = cdiv(cdiv(j->n, n_chunks), I8_MR) * I8_MR;
+    int64_t n_ctasks = min64(cdiv(j->m, I8_MC), (int64_t)T * 4);
+    if (T == 1)
+        n_ctasks = 1;
+    p.cols_per_task = cdiv(cdiv(j->m, n_ctasks), I8_MC) * I8_MC;
+    n_ctasks = cdiv(j->m, p.cols_per_task);
+    for (p.a0 = 0; p.a0 < j->n; p.a0 += rows) {
+        p.a1 = min64(j->n, p.a0 + rows);
+        const int64_t n_qtasks = min64(p.a1 - p.a0, (int64_t)T);
+        p.rows_per_qtask = cdiv(p.a1 - p.a0, n_qtasks);
+        kvs_pool_run(j->ctx->pool, i8_quant_task, &p, (int)cdiv(p.a1 - p.a0, p.rows_per_qtask));
+        kvs_pool_run(j->ctx->pool, i8_panel_task, &p, (int)n_ctasks);
+    }
+    return true;
+}
+
 bool KVS_CPU_FN(kvs_cpu_matmul_i8)(kvs_cpu_ctx *c, float *y, const float *x, const void *w, kvs_dtype wt,
                                    int64_t n, int64_t k, int64_t m)
 {
@@ -620,6 +796,8 @@ bool KVS_CPU_FN(kvs_cpu_matmul_i8)(kvs_cpu_ctx *c, float *y, const float *x, con
     if (!KVS_CPU_FN(kvs_cpu_i8_supported)(wt) || k <= 0 || k % KVS_QK_K != 0 ||
         !kvs_dtype_row_bytes(wt, (uint64_t)k, &j.row_bytes))
         return false;
+    if (n > I8_MR && i8_prefill(&j))
+        return true;
     /* rows of quantized x that fit the thread's scratch after the weight panel */
     const size_t scratch = KVS_CPU_MM_SCRATCH * sizeof(float), panel = panel_bytes(j.nsb);
     const int64_t per_row = j.nsb * (int64_t)sizeof(i8_xblk);
