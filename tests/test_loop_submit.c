@@ -37,7 +37,7 @@ static void test_two_submissions_one_channel(void **state)
     kvs_metrics_init(&m, "t", NULL);
     kvs_loop *l;
     kvs_error err;
-    assert_int_equal(kvs_loop_start(&l, e, &m, &err), KVS_OK);
+    assert_int_equal(kvs_loop_start(&l, e, &m, NULL, &err), KVS_OK);
     kvs_chan *c = kvs_chan_new();
     int32_t p0[] = {1, 403, 407, 261, 378}, p1[] = {1, 403, 407};
     kvs_submit subs[2];
@@ -104,7 +104,7 @@ static void test_length_error_names_the_field(void **state)
     kvs_metrics_init(&m, "t", NULL);
     kvs_loop *l;
     kvs_error err;
-    assert_int_equal(kvs_loop_start(&l, e, &m, &err), KVS_OK);
+    assert_int_equal(kvs_loop_start(&l, e, &m, NULL, &err), KVS_OK);
     int32_t prompt[] = {1, 403, 407, 261, 378};
     const char *fields[] = {"max_completion_tokens", "max_tokens", NULL};
     for (int k = 0; k < 3; k++) {

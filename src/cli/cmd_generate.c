@@ -103,6 +103,10 @@ static int run_one(kvs_instance *in, gen_opts *g)
             break;
         }
         for (size_t i = 0; i < n; i++) {
+            if (outs[i].error) { /* the engine ended the request (a broken invariant) */
+                kvs_cli_log_failed("generate", outs[i].id, outs[i].error);
+                rc = 1;
+            }
             if (outs[i].token >= 0 && n_out < (size_t)g->n_predict + 1)
                 out_ids[n_out++] = outs[i].token;
             fwrite(outs[i].text, 1, outs[i].text_len, mem ? mem : stdout);

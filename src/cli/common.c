@@ -1,6 +1,7 @@
 #include "cli/common.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <jansson.h>
 #include <malloc.h>
 #include <stdio.h>
@@ -194,6 +195,11 @@ static void feed(kvs_instance *in, batch_item *items, size_t n, size_t *next)
     }
 }
 
+void kvs_cli_log_failed(const char *cmd, uint64_t id, const char *why)
+{
+    fprintf(stderr, "kvserve %s: error: request %" PRIu64 " failed: %s\n", cmd, id, why);
+}
+
 /* The engine failed: every line not finished gets the error; what finished
  * is kept and written. */
 static void fail_unfinished(batch_item *items, size_t n, const char *msg)
@@ -261,9 +267,11 @@ int kvs_cli_run_batch_file(kvs_instance *in, const char *path, const char *out_p
                 it->finish = kvs_finish_reason_name(outs[i].reason);
                 it->done = true;
                 release(it);
-                if (outs[i].error)
+                if (outs[i].error) { /* the engine ended it (a broken invariant): logged, and in its result */
+                    kvs_cli_log_failed("generate", outs[i].id, outs[i].error);
                     it->error = json_pack("{s:s, s:s, s:n}", "message", outs[i].error, "type", "server_error",
                                           "param");
+                }
             }
         }
         feed(in, items, n, &next);

@@ -35,6 +35,8 @@ struct kvs_engine {
     unsigned char *slot_mem;
     size_t slot_bytes, text_cap;
     uint64_t n_failed;           /* requests ended by a broken invariant */
+    uint64_t n_trimmed;          /* plan entries the check cut short or deferred */
+    kvs_plan_verdict *verdicts;  /* [max_num_seqs]: the step's plan check */
 
     /* step buffers, sized once */
     int32_t *b_tokens, *b_pos, *b_seq, *b_tables, *b_rows;
@@ -140,6 +142,11 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     e->model = model;
     e->tok = tok;
     e->runner = runner;
+    if (runner && runner->lim.block_size != cfg->block_size) { /* its block tables address other blocks */
+        st = kvs_fail(err, KVS_E_INVALID, "the runner was profiled for KV blocks of %d tokens, the engine has %d",
+                      runner->lim.block_size, cfg->block_size);
+        goto fail;
+    }
     if (!runner) {
         kvs_runner_limits lim = {cfg->max_num_batched_tokens, cfg->max_num_seqs, cfg->max_model_len,
                                  cfg->block_size};
@@ -157,6 +164,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     e->b_pos = calloc((size_t)T, 4);
     e->b_seq = calloc((size_t)T, 4);
     e->b_rows = calloc((size_t)S, 4);
+    e->verdicts = calloc((size_t)S, sizeof *e->verdicts);
     e->logits_copy = calloc((size_t)model->hp.n_vocab, 4);
     e->plp = calloc((size_t)e->runner->max_logits, sizeof *e->plp);
     e->piece_cap = kvs_tok_max_token_bytes(tok) + 16;
@@ -174,7 +182,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     e->slots = calloc((size_t)e->cap_all, sizeof *e->slots);
     e->free_slot = malloc((size_t)e->cap_all * sizeof *e->free_slot);
     e->slot_mem = malloc((size_t)e->cap_all * sl.total);
-    if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->logits_copy || !e->plp || !e->piece || !e->b_tables ||
+    if (!e->b_tokens || !e->b_pos || !e->b_seq || !e->b_rows || !e->verdicts || !e->logits_copy || !e->plp || !e->piece || !e->b_tables ||
         !e->all || !e->graveyard || !e->outs || !e->slots || !e->free_slot || !e->slot_mem) {
         st = kvs_fail(err, KVS_E_NOMEM, "out of memory");
         goto fail;
@@ -202,6 +210,7 @@ kvs_status kvs_engine_new(kvs_engine **out, kvs_model_model *model, const kvs_to
     kvs_host_touch(e->b_pos, (size_t)T * 4);
     kvs_host_touch(e->b_seq, (size_t)T * 4);
     kvs_host_touch(e->b_rows, (size_t)S * 4);
+    kvs_host_touch(e->verdicts, (size_t)S * sizeof *e->verdicts);
     kvs_host_touch(e->logits_copy, (size_t)model->hp.n_vocab * 4);
     kvs_host_touch(e->plp, (size_t)kvs_plp_host_bytes(e->runner->max_logits));
     kvs_host_touch(e->b_tables, (size_t)S * (size_t)e->runner->max_blocks * 4);
@@ -261,6 +270,7 @@ void kvs_engine_free(kvs_engine *e)
     free(e->b_seq);
     free(e->b_tables);
     free(e->b_rows);
+    free(e->verdicts);
     free(e->logits_copy);
     free(e->plp);
     free(e->piece);
@@ -277,7 +287,7 @@ uint64_t kvs_engine_host_bytes(const kvs_model_hparams *hp, const kvs_engine_con
 {
     uint64_t T = (uint64_t)cfg->max_num_batched_tokens, S = (uint64_t)cfg->max_num_seqs, V = (uint64_t)hp->n_vocab;
     uint64_t max_blocks = (uint64_t)blocks_of(cfg);
-    return 12 * T + 4 * S + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab) +
+    return 12 * T + 4 * S + S * sizeof(kvs_plan_verdict) + 4 * V + 4 * S * max_blocks + kvs_sampler_host_bytes(hp->n_vocab) +
            (max_token_bytes + 16) + kvs_engine_request_pool_bytes(cfg, max_token_bytes) +
            kvs_plp_host_bytes(cfg->max_num_seqs < cfg->max_num_batched_tokens ? cfg->max_num_seqs
                                                                               : cfg->max_num_batched_tokens);
@@ -440,47 +450,41 @@ void kvs_engine_abort(kvs_engine *e, uint64_t id)
 /* ---- one step ---- */
 
 /* End r for a broken invariant: its blocks are freed, it is reported once
- * (token -1, reason abort, with `error` set), and counted. */
-static void fail_request(kvs_engine *e, kvs_request *r, const char *why)
+ * (token -1, reason abort, with `error` set to why), and counted. */
+static void fail_request(kvs_engine *e, kvs_request *r, const kvs_plan_verdict *v)
 {
+    if (r->aborted) /* planned twice: it ended at the first */
+        return;
     kvs_sched_remove(&e->sched, r);
     r->aborted = true;
     r->reason = KVS_FINISH_ABORT;
-    r->error = why;
+    int n = snprintf(r->error_text, sizeof r->error_text, "internal error: ");
+    kvs_plan_verdict_format(v, r->error_text + n, sizeof r->error_text - (size_t)n);
+    r->error = r->error_text;
     e->n_failed++;
 }
 
 /* The scheduler must never plan a step larger than the profiled shape (the
- * activation arena is sized for it) or a request past its own buffers.  If
- * it ever does, the entries that break a request's limits fail that
- * request, an entry past the step's token limit is cut to what is left
- * (the rest of its chunk comes in a later step) and entries past the
- * sequence limit wait for a later step (nothing computed, nothing lost);
- * the rest of the step runs. */
+ * activation arena is sized for it) or a request past its own buffers; if
+ * it ever does, kvs_sched_check_plan (scheduler.h) says which entries run,
+ * which are cut short or wait, and which requests must end: those end
+ * here, and the rest of the step runs. */
 static void check_plan(kvs_engine *e)
 {
     kvs_scheduler *s = &e->sched;
-    const kvs_runner_limits *lim = &e->runner->lim;
-    int32_t k = 0, n_tok = 0;
-    for (int32_t i = 0; i < s->n_plan; i++) {
-        kvs_sched_entry pe = s->plan[i];
-        kvs_request *r = pe.req;
-        if (pe.n_new < 1 || r->n_computed + pe.n_new > r->n_tokens || r->n_tokens > r->cap ||
-            r->n_blocks > e->runner->max_blocks || r->n_computed + pe.n_new > lim->max_model_len ||
-            (int64_t)r->n_blocks * e->cfg.block_size < r->n_computed + pe.n_new) {
-            fail_request(e, r, "internal error: the scheduler planned a step past this request's limits");
-            continue;
-        }
-        if (k >= lim->max_seqs || n_tok >= lim->max_tokens)
-            continue; /* over the profiled shape: left for a later step */
-        if (n_tok + pe.n_new > lim->max_tokens) { /* a shorter chunk now, the rest later */
-            pe.n_new = lim->max_tokens - n_tok;
-            pe.sample = r->n_computed + pe.n_new == r->n_tokens;
-        }
-        n_tok += pe.n_new;
-        s->plan[k++] = pe;
+    const kvs_runner_limits *rl = &e->runner->lim;
+    const kvs_plan_limits lim = {.max_seqs = rl->max_seqs, .max_tokens = rl->max_tokens,
+                                 .max_model_len = rl->max_model_len, .max_blocks = e->runner->max_blocks,
+                                 .block_size = e->cfg.block_size};
+    int32_t n = s->n_plan;
+    s->n_plan = kvs_sched_check_plan(s->plan, n, &lim, e->verdicts);
+    for (int32_t i = 0; i < n; i++) {
+        const kvs_plan_verdict *v = &e->verdicts[i];
+        if (v->action == KVS_PLAN_FAIL)
+            fail_request(e, v->req, v);
+        else if (v->action != KVS_PLAN_RUN)
+            e->n_trimmed++;
     }
-    s->n_plan = k;
 }
 
 static int32_t build_batch(kvs_engine *e, kvs_batch *bt)
@@ -792,6 +796,6 @@ void kvs_engine_get_stats(const kvs_engine *e, kvs_engine_stats *st)
         .prefix_queries = s->prefix_queries, .prefix_hits = s->prefix_hits,
         .last_step_tokens = e->last_step_tokens,
         .requests_live = e->cap_all - e->n_free, .requests_cap = e->cap_all, .requests_high_water = e->high_water,
-        .n_failed_invariant = e->n_failed, .arena_high_water = e->runner->arena.high_water,
+        .n_failed_invariant = e->n_failed, .n_plan_trimmed = e->n_trimmed, .arena_high_water = e->runner->arena.high_water,
     };
 }

@@ -143,8 +143,13 @@ typedef struct kvs_output {
     const kvs_prompt_logprob *prompt_lp;  /* prompt logprobs computed this step (in index order) */
     int32_t n_prompt_lp;
     const char *error;               /* NULL, or why the engine ended this request (a broken
-                                        invariant, reason abort): the request failed, others go on */
+                                        invariant, reason abort; under KVS_OUTPUT_ERROR_BYTES with
+                                        its NUL): the request failed, others go on.  The engine logs
+                                        nothing: its caller logs this line (server, generate) */
 } kvs_output;
+
+/* Room for an output's error message, its NUL included. */
+#define KVS_OUTPUT_ERROR_BYTES 128
 
 typedef struct kvs_engine_stats {
     int32_t n_running, n_waiting;
@@ -158,13 +163,17 @@ typedef struct kvs_engine_stats {
     int32_t requests_live, requests_cap;     /* request pool slots in use, and all of them */
     int32_t requests_high_water;             /* most slots ever in use at once */
     uint64_t n_failed_invariant;             /* requests ended by a broken invariant (see step) */
+    uint64_t n_plan_trimmed;                 /* plan entries the step's check cut short or deferred
+                                                (a plan past the profiled shape; harmless) */
     uint64_t arena_high_water;               /* the activation arena's most bytes at once */
 } kvs_engine_stats;
 
 typedef struct kvs_engine kvs_engine;
 
 /* Build an engine over a loaded model: creates the runner (profiling it
- * unless `runner` is given, which the caller keeps owning) and the host
+ * unless `runner` is given, which the caller keeps owning, profiled for
+ * cfg's block size; a runner profiled for fewer tokens or sequences per
+ * step than cfg's is kept to its shape by the step's plan check) and the host
  * buffers; when cfg->num_blocks > 0 also the KV cache and the block pool,
  * else the caller attaches them with kvs_engine_set_cache() (start-up
  * measures the runtime overhead in between). */
@@ -204,7 +213,13 @@ void kvs_engine_release_finished(kvs_engine *e);
 
 /* One iteration.  *outs points to *n_outs events (engine-owned).  On an
  * error nothing is reported and no request advanced: a later step
- * computes the same tokens again. */
+ * computes the same tokens again.  Before the forward the plan is checked
+ * against the runner's profiled shape and each request's limits
+ * (scheduler.h: kvs_sched_check_plan): a request whose entry breaks its
+ * limits ends (reported once, token -1, reason abort, `error` naming the
+ * limit; its blocks freed; counted in n_failed_invariant), entries past the
+ * step's shape are cut short or wait for a later step (n_plan_trimmed),
+ * and the rest of the step runs. */
 kvs_status kvs_engine_step(kvs_engine *e, const kvs_output **outs, size_t *n_outs, kvs_error *err);
 
 /* Host memory the engine makes resident when it is made (step buffers,

@@ -54,7 +54,8 @@ typedef struct kvs_request {
     int32_t stop_string;        /* which one, else -1 */
     int32_t stop_token;         /* finished on this stop token (not the vocabulary's EOS), else -1 */
     int32_t plp_next;           /* prompt logprobs: the next prompt index to report (survives preemption) */
-    const char *error;          /* ended by a broken invariant: why (static text) */
+    const char *error;          /* ended by a broken invariant: why (static text or error_text) */
+    char error_text[KVS_OUTPUT_ERROR_BYTES];  /* the plan check's message for this request */
     bool paused;                /* not scheduled while set (kvs_engine_pause) */
 
     /* last step's output (for kvs_output) */

@@ -1,5 +1,7 @@
 #include "engine/scheduler.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -240,4 +242,101 @@ void kvs_sched_remove(kvs_scheduler *s, kvs_request *r)
     }
     free_blocks(s, r);
     r->state = KVS_REQ_FINISHED;
+}
+
+/* ---- checking a plan ---- */
+
+/* The first of the request's own limits that the entry passes, or NONE. */
+static kvs_plan_verdict entry_fault(const kvs_sched_entry *pe, const kvs_plan_limits *lim)
+{
+    const kvs_request *r = pe->req;
+    int64_t end = (int64_t)r->n_computed + pe->n_new; /* positions the entry reaches */
+    int32_t end32 = end > INT32_MAX ? INT32_MAX : (int32_t)end;
+    kvs_plan_verdict v = {pe->req, KVS_PLAN_FAIL, KVS_LIMIT_NONE, 0, 0};
+    if (pe->n_new < 1)
+        v.limit = KVS_LIMIT_NO_TOKENS, v.value = pe->n_new, v.bound = 1;
+    else if (r->n_tokens > r->cap)
+        v.limit = KVS_LIMIT_TOKEN_BUFFER, v.value = r->n_tokens, v.bound = r->cap;
+    else if (end > r->n_tokens)
+        v.limit = KVS_LIMIT_OWN_TOKENS, v.value = end32, v.bound = r->n_tokens;
+    else if (end > lim->max_model_len)
+        v.limit = KVS_LIMIT_MODEL_LEN, v.value = end32, v.bound = lim->max_model_len;
+    else if (r->n_blocks > lim->max_blocks)
+        v.limit = KVS_LIMIT_BLOCK_TABLE, v.value = r->n_blocks, v.bound = lim->max_blocks;
+    else if ((int64_t)r->n_blocks * lim->block_size < end)
+        v.limit = KVS_LIMIT_OWN_BLOCKS, v.value = end32, v.bound = r->n_blocks * lim->block_size;
+    else
+        v.action = KVS_PLAN_RUN;
+    return v;
+}
+
+int32_t kvs_sched_check_plan(kvs_sched_entry *plan, int32_t n_plan, const kvs_plan_limits *lim,
+                             kvs_plan_verdict *verdicts)
+{
+    int32_t k = 0, n_tok = 0;
+    for (int32_t i = 0; i < n_plan; i++) {
+        kvs_sched_entry pe = plan[i];
+        kvs_plan_verdict v = entry_fault(&pe, lim);
+        if (v.action == KVS_PLAN_RUN) {
+            if (k >= lim->max_seqs)
+                v = (kvs_plan_verdict){pe.req, KVS_PLAN_WAIT, KVS_LIMIT_STEP_SEQS, k + 1, lim->max_seqs};
+            else if (n_tok >= lim->max_tokens)
+                v = (kvs_plan_verdict){pe.req, KVS_PLAN_WAIT, KVS_LIMIT_STEP_TOKENS, n_tok + pe.n_new, lim->max_tokens};
+            else if (pe.n_new > lim->max_tokens - n_tok) {
+                v = (kvs_plan_verdict){pe.req, KVS_PLAN_CLIP, KVS_LIMIT_STEP_TOKENS, n_tok + pe.n_new, lim->max_tokens};
+                pe.n_new = lim->max_tokens - n_tok;
+            }
+        }
+        verdicts[i] = v;
+        if (v.action != KVS_PLAN_RUN && v.action != KVS_PLAN_CLIP)
+            continue;
+        pe.sample = pe.req->n_computed + pe.n_new == pe.req->n_tokens;
+        n_tok += pe.n_new;
+        plan[k++] = pe;
+    }
+    return k;
+}
+
+const char *kvs_plan_limit_name(kvs_plan_limit l)
+{
+    switch (l) {
+    case KVS_LIMIT_NONE: return "none";
+    case KVS_LIMIT_NO_TOKENS: return "at least one token";
+    case KVS_LIMIT_OWN_TOKENS: return "the request's tokens";
+    case KVS_LIMIT_TOKEN_BUFFER: return "the request's token buffer";
+    case KVS_LIMIT_MODEL_LEN: return "max_model_len";
+    case KVS_LIMIT_BLOCK_TABLE: return "the block table";
+    case KVS_LIMIT_OWN_BLOCKS: return "the request's KV blocks";
+    case KVS_LIMIT_STEP_SEQS: return "the step's sequences";
+    case KVS_LIMIT_STEP_TOKENS: return "the step's tokens";
+    }
+    return "an unknown limit";
+}
+
+int kvs_plan_verdict_format(const kvs_plan_verdict *v, char *buf, size_t cap)
+{
+    const char *what = kvs_plan_limit_name(v->limit);
+    switch (v->limit) {
+    case KVS_LIMIT_NONE:
+        return snprintf(buf, cap, "the plan is within its limits");
+    case KVS_LIMIT_NO_TOKENS:
+        return snprintf(buf, cap, "the scheduler planned %d tokens, need %s", (int)v->value, what);
+    case KVS_LIMIT_TOKEN_BUFFER:
+        return snprintf(buf, cap, "the request holds %d tokens, past %s of %d", (int)v->value, what, (int)v->bound);
+    case KVS_LIMIT_BLOCK_TABLE:
+        return snprintf(buf, cap, "the request holds %d KV blocks, past %s of %d", (int)v->value, what,
+                        (int)v->bound);
+    case KVS_LIMIT_OWN_TOKENS:
+    case KVS_LIMIT_MODEL_LEN:
+    case KVS_LIMIT_OWN_BLOCKS:
+        return snprintf(buf, cap, "the scheduler planned positions up to %d, past %s (%d)", (int)v->value, what,
+                        (int)v->bound);
+    case KVS_LIMIT_STEP_SEQS:
+        return snprintf(buf, cap, "the scheduler planned sequence %d of a step, past %s (%d)", (int)v->value, what,
+                        (int)v->bound);
+    case KVS_LIMIT_STEP_TOKENS:
+        return snprintf(buf, cap, "the scheduler planned %d tokens in a step, past %s (%d)", (int)v->value, what,
+                        (int)v->bound);
+    }
+    return snprintf(buf, cap, "the scheduler planned past %s", what);
 }

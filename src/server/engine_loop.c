@@ -5,7 +5,10 @@
 
 /* A step's prompt logprobs and its token fit what a reader may have queued. */
 _Static_assert(KVS_PLP_MAX_PER_STEP + 1 <= KVS_EVENTS_PER_REQUEST, "prompt logprobs per step vs the event quota");
+/* The engine's error message for a request fits a pooled event (no malloc on the engine thread). */
+_Static_assert(KVS_OUTPUT_ERROR_BYTES <= KVS_EVENT_TEXT + 1, "engine error messages vs the event text");
 
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,6 +43,7 @@ typedef struct abort_range {
 struct kvs_loop {
     kvs_engine *e;
     kvs_metrics *m;
+    FILE *log;                     /* error lines (NULL: none) */
     pthread_t thread;
     bool started;
 
@@ -296,6 +300,11 @@ static void deliver(kvs_loop *l, const kvs_output *o, double now)
         kvs_metrics_finished(l->m, o->reason, now - lr->t_arrival);
         remove_live(l, lr);
     }
+    if (o->error && l->log) { /* one line per request the engine ended: the event is logged */
+        fprintf(l->log, "ERROR kvserve: engine: request %" PRIu64 " (choice %d) failed: %s\n", o->id, copy.index,
+                o->error);
+        fflush(l->log);
+    }
     bool closed;
     if (copy.failed) {
         /* its error event went out already */
@@ -439,6 +448,10 @@ static void *loop_main(void *arg)
             if (kvs_engine_step(l->e, &outs, &n_outs, &err) != KVS_OK) {
                 char msg[600];
                 snprintf(msg, sizeof msg, "engine step failed: %s", err.msg);
+                if (l->log) {
+                    fprintf(l->log, "ERROR kvserve: engine: %s; every live request was ended\n", msg);
+                    fflush(l->log);
+                }
                 fail_all(l, 500, msg);
             } else {
                 kvs_engine_get_stats(l->e, &st);
@@ -479,7 +492,7 @@ static void *loop_main(void *arg)
     return NULL;
 }
 
-kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_error *err)
+kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, FILE *log, kvs_error *err)
 {
     *out = NULL;
     kvs_loop *l = calloc(1, sizeof *l);
@@ -487,6 +500,7 @@ kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_err
         return kvs_fail(err, KVS_E_NOMEM, "out of memory");
     l->e = e;
     l->m = m;
+    l->log = log;
     l->next_id = 1;
     pthread_mutex_init(&l->mu, NULL);
     pthread_condattr_t ca; /* monotonic, for kvs_deadline_ms */

@@ -30,6 +30,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <time.h>
 
 #include "engine/engine.h"
@@ -177,8 +178,10 @@ typedef struct kvs_loop kvs_loop;
  * choice queued (or, while the pool runs low, any event queued: readers of
  * finished requests may still hold some) is paused (not scheduled) until
  * the reader catches up; and a choice that finds the event pool empty
- * ends with a 503 error event. */
-kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, kvs_error *err);
+ * ends with a 503 error event.  A request the engine ends for a broken
+ * invariant (kvs_output.error) gets a 500 error event, and one line goes
+ * to `log` (NULL: none) naming the request and why; so does a failed step. */
+kvs_status kvs_loop_start(kvs_loop **out, kvs_engine *e, kvs_metrics *m, FILE *log, kvs_error *err);
 /* Post a submission (sub->reply set).  The caller keeps `sub` alive, and its
  * channel open, until the channel's first event (ACCEPTED or ERROR, sent in
  * sub->reply), which always comes, also when the loop stops.  False (nothing

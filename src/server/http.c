@@ -687,7 +687,7 @@ kvs_status kvs_server_start(kvs_server **out, kvs_instance *inst, const kvs_serv
     if ((st = kvs_http_pool_init(&s->answer_pool, kvs_http_answer_pool_bytes(&lim), err)) != KVS_OK)
         goto fail;
     s->answer_pool_ready = true;
-    if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, err)) != KVS_OK)
+    if ((st = kvs_loop_start(&s->loop, inst->engine, &s->metrics, s->log, err)) != KVS_OK)
         goto fail;
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_USE_NO_LISTEN_SOCKET | MHD_ALLOW_SUSPEND_RESUME |
                      MHD_USE_ITC | MHD_USE_ERROR_LOG;

@@ -195,6 +195,28 @@ static void hand_over(kvs_http_front *f, kvs_http_slot *sl, const kvs_http_head_
     }
 }
 
+/* The verdict on the n bytes of a head peeked into f->peek: OK (pass it on;
+ * *ok false when the check did not pass it whole: its body is cut short or
+ * late, which libmicrohttpd answers), BAD (answer v), or MORE (wait).  A
+ * head still incomplete when the peer has closed, or late, is BAD (400,
+ * 408). */
+static kvs_head_result judge_head(kvs_http_front *f, size_t n, bool peer_closed, bool late,
+                                  kvs_http_head_verdict *v, bool *ok)
+{
+    kvs_head_result r = kvs_http_head_check(f->peek, n, &f->head, v);
+    *ok = r == KVS_HEAD_OK;
+    if (r != KVS_HEAD_MORE || !(peer_closed || late))
+        return r;
+    if (v->head_done)
+        return KVS_HEAD_OK;
+    v->status = peer_closed ? 400 : 408;
+    v->code = peer_closed ? "bad_request" : "request_timeout";
+    static const char closed[] = "the connection was closed before the request head was complete";
+    static const char late_msg[] = "the request head did not arrive in time (--http-header-timeout)";
+    snprintf(v->msg, sizeof v->msg, "%s", peer_closed ? closed : late_msg);
+    return KVS_HEAD_BAD;
+}
+
 /* Look at what a GATE connection has sent so far. */
 static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
 {
@@ -211,11 +233,8 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
     }
     sl->seen = (size_t)n;
     kvs_http_head_verdict v;
-    kvs_head_result r = kvs_http_head_check(f->peek, (size_t)n, &f->head, &v);
-    bool ok = r == KVS_HEAD_OK;
-    if (r == KVS_HEAD_MORE && v.head_done && peer_closed)
-        r = KVS_HEAD_OK; /* the body was cut short: MHD answers that */
-    switch (r) {
+    bool ok;
+    switch (judge_head(f, (size_t)n, peer_closed, false, &v, &ok)) {
     case KVS_HEAD_OK:
         if (atomic_load(&f->draining))
             gate_answer(f, sl, 503, "shutting_down", "the server is shutting down");
@@ -226,8 +245,6 @@ static void gate_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed)
         gate_answer(f, sl, v.status, v.code, v.msg);
         return;
     case KVS_HEAD_MORE:
-        if (peer_closed)
-            gate_answer(f, sl, 400, "bad_request", "the connection was closed before the request head was complete");
         return;
     }
 }
@@ -249,11 +266,8 @@ static void idle_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed, d
         sl->deadline = now + f->header_timeout_s;
     sl->seen = (size_t)n;
     kvs_http_head_verdict v;
-    kvs_head_result r = kvs_http_head_check(f->peek, (size_t)n, &f->head, &v);
-    bool ok = r == KVS_HEAD_OK;
-    if (r == KVS_HEAD_MORE && v.head_done && (peer_closed || now >= sl->deadline))
-        r = KVS_HEAD_OK; /* the body is cut short or late: libmicrohttpd answers that */
-    switch (r) {
+    bool ok;
+    switch (judge_head(f, (size_t)n, peer_closed, now >= sl->deadline, &v, &ok)) {
     case KVS_HEAD_OK:
         if (atomic_load(&f->draining)) {
             gate_answer(f, sl, 503, "shutting_down", "the server is shutting down");
@@ -270,11 +284,6 @@ static void idle_check(kvs_http_front *f, kvs_http_slot *sl, bool peer_closed, d
         gate_answer(f, sl, v.status, v.code, v.msg);
         return;
     case KVS_HEAD_MORE:
-        if (peer_closed)
-            gate_answer(f, sl, 400, "bad_request", "the connection was closed before the request head was complete");
-        else if (now >= sl->deadline)
-            gate_answer(f, sl, 408, "request_timeout", "the request head did not arrive in time "
-                        "(--http-header-timeout)");
         return;
     }
 }

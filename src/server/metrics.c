@@ -242,6 +242,8 @@ static void memory_gauges(FILE *f, const kvs_metrics *m)
             m->serving.refused_for_memory + m->http_refused_for_memory + gs.refused_busy);
     counter(f, m, "requests_failed_invariant", "Requests ended by a broken engine invariant.",
             m->st.n_failed_invariant);
+    counter(f, m, "plan_entries_trimmed", "Planned step entries cut short or deferred to fit the profiled step "
+            "(harmless; the scheduler should plan none).", m->st.n_plan_trimmed);
 }
 
 char *kvs_metrics_render(kvs_metrics *m, size_t *len)

@@ -25,7 +25,13 @@ generating 32:
     vs 2048 bytes of output;
   * `serve` with `--reasoning-parser deepseek_r1`, plain and streamed chat:
     the WHOLE process (the parser reads the output kept in the answer pool
-    and hands back its deltas without building JSON).
+    and hands back its deltas without building JSON);
+  * structured output (a repeating regex, a GBNF grammar of sentences, a
+    json_schema with a long string field: constraints that allow 256
+    tokens, so every request runs to max_tokens), greedy and sampled:
+    `generate --input-file` (the whole process) and `serve`, streamed and
+    not (the whole process and the engine thread): the matchers come from
+    the structured-output slots and mask each step's logits in place.
 
 Not under the sanitizers (they own malloc)."""
 import json
@@ -97,6 +103,28 @@ def check_plain(what, body, r, n):
             failures.append("serve %s: message %r" % (what, c["message"]))
 
 
+# Structured output that allows 256 tokens (each checked to run to max_tokens).
+REGEX = "(the [a-z]+ (was|is|ran) [a-z]+\\. )+"
+GBNF = 'root ::= sentence+\nsentence ::= word (" " word)* ". "\nword ::= [a-z]+'
+SCHEMA = {"type": "object", "properties": {"story": {"type": "string", "minLength": 1200}}, "required": ["story"]}
+STRUCTURED = [("regex", dict(guided_regex=REGEX)), ("GBNF grammar", dict(guided_grammar=GBNF)),
+              ("json_schema", dict(response_format={"type": "json_schema",
+                                                    "json_schema": {"name": "story", "schema": SCHEMA}}))]
+
+
+def structured_text_ok(kind, text):
+    """The output so far is a prefix of a sentence of its constraint (loosely: its characters)."""
+    if kind == "json_schema":
+        return text.startswith('{') and '"story"' in text[:20]
+    return all(ch in "abcdefghijklmnopqrstuvwxyz. " for ch in text)
+
+
+def check_structured(what, body, text):
+    for kind, field in STRUCTURED:
+        if all(body.get(k) == v for k, v in field.items()) and not structured_text_ok(kind, text):
+            failures.append("serve %s: the output %r is not under its constraint" % (what, text[:80]))
+
+
 def main():
     if mt.sanitizer_build():
         print("SKIP: the sanitizers own malloc")
@@ -132,6 +160,27 @@ def main():
                 failures.append("batch: output lengths %s, expected %d each" % (lens, n))
             res[n] = c
         compare("generate --input-file (4 requests), %s" % label, res[32], res[256], "total")
+
+    # generate --input-file with structured output: a regex, a GBNF grammar and a json_schema line, each
+    # greedy and sampled, all at once
+    res = {}
+    for n in (32, 256):
+        path = os.path.join(work, "reqs.jsonl")
+        lines = [dict(prompt="Once upon a time", max_tokens=n, ignore_eos=True, temperature=t, seed=7, **field)
+                 for _, field in STRUCTURED for t in (0, 0.9)]
+        with open(path, "w") as f:
+            for line in lines:
+                f.write(json.dumps(line) + "\n")
+        c, out = counted(["generate", "-m", mt.STORIES, "--input-file", path] + BASE[:4], cnt)
+        results = [json.loads(line) for line in out.splitlines()]
+        kinds = [k for k, _ in STRUCTURED for _ in (0, 1)]
+        for kind, r in zip(kinds, results):
+            if "error" in r or len(r["output_token_ids"]) != n or not structured_text_ok(kind, r["text"]):
+                failures.append("batch, %s: %s" % (kind, {k: r.get(k) for k in ("error", "finish_reason", "text")}))
+        if len(results) != len(lines):
+            failures.append("batch, structured output: %d results for %d lines" % (len(results), len(lines)))
+        res[n] = c
+    compare("generate --input-file, structured output (6 requests)", res[32], res[256], "total")
 
     # the streaming chat parser alone (kvs_chat_stream_step over a growing output, 4 bytes a step):
     # reasoning, and a Hermes tool call whose arguments stream, after a complete one; the last step
@@ -183,9 +232,20 @@ def main():
         ("chat, reasoning parser, streamed, greedy", "/v1/chat/completions",
          dict(messages=msgs, temperature=0, stream=True)),
     ]
+    structured = []
+    for kind, field in STRUCTURED:
+        for stream in (False, True):
+            sampled = dict(temperature=0.9, seed=11) if stream == (kind != "regex") else dict(temperature=0)
+            tag = "%s, %s, %s" % (kind, "streamed" if stream else "plain", "sampled" if "seed" in sampled else "greedy")
+            usage = dict(stream_options={"include_usage": True}) if stream else {}
+            structured.append(("completions, " + tag, "/v1/completions",
+                               dict(prompt="Once upon a time", stream=stream, **sampled, **usage, **field)))
+            structured.append(("chat, " + tag, "/v1/chat/completions",
+                               dict(messages=msgs, stream=stream, **sampled, **usage, **field)))
     for label, cases, extra in (("streams", streams, []), ("plain answers", plain, []),
                                 ("plain answers and streams, --reasoning-parser", reasoning,
-                                 ["--reasoning-parser", "deepseek_r1"])):
+                                 ["--reasoning-parser", "deepseek_r1"]),
+                                ("structured output, plain and streamed", structured, [])):
         res = {}
         for n in (32, 256):
             env = {"LD_PRELOAD": SHIM, "KVS_ALLOC_COUNT_OUT": cnt}
@@ -206,12 +266,17 @@ def main():
                                                 (what, got, want, ev[-1]))
                             if b.get("stream_options") and ev[-2]["usage"]["completion_tokens"] != n * b.get("n", 1):
                                 failures.append("serve %s: usage %s" % (what, ev[-2]["usage"]))
+                            text = "".join(c.get("text") or (c.get("delta") or {}).get("content") or ""
+                                           for e in chunks for c in e["choices"])
+                            check_structured(what, b, text)
                     else:
                         st, r = srv.post(path, b)
                         if st == 200 and r["usage"]["completion_tokens"] != n * b.get("n", 1):
                             failures.append("serve %s: %s tokens" % (what, r["usage"]))
                         if st == 200:
                             check_plain(what, b, r, n)
+                            c0 = r["choices"][0]
+                            check_structured(what, b, c0["text"] if "text" in c0 else c0["message"]["content"] or "")
                     if st != 200:
                         failures.append("serve %s: status %s" % (what, st))
             finally:

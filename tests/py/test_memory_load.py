@@ -134,11 +134,16 @@ def serve_load(what, model, flags, bodies, report):
                     "kvserve:memory_serving_reserve_bytes", "kvserve:memory_overhead_measured_bytes",
                     "kvserve:memory_projected_peak_bytes", "kvserve:request_slots_capacity",
                     "kvserve:serving_events_capacity", "kvserve:memory_activation_arena_high_water_bytes",
-                    "kvserve:requests_refused_memory_total", "kvserve:kv_cache_blocks_used"):
+                    "kvserve:requests_refused_memory_total", "kvserve:kv_cache_blocks_used",
+                    "kvserve:requests_failed_invariant_total", "kvserve:plan_entries_trimmed_total"):
             if key not in m:
                 failures.append("%s: /metrics lacks %s" % (what, key))
         if m.get("kvserve:requests_refused_memory_total"):
             failures.append("%s: %s requests refused for memory" % (what, m["kvserve:requests_refused_memory_total"]))
+        # under preemption and chunked prefill the scheduler still plans only steps that fit the profile
+        for key in ("kvserve:requests_failed_invariant_total", "kvserve:plan_entries_trimmed_total"):
+            if m.get(key):
+                failures.append("%s: %s = %s" % (what, key, m[key]))
         if m.get("kvserve:memory_resident_high_water_bytes", 0) > rep["budget_bytes"] and not ASAN:
             failures.append("%s: /metrics high-water %s over the budget" % (what, m["kvserve:memory_resident_high_water_bytes"]))
         if m.get("kvserve:memory_activation_arena_high_water_bytes", 0) > rep["activation_peak_bytes"]:

@@ -339,10 +339,17 @@ _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
 #define PROW(r) {a##r##0, a##r##1}
 #endif
 
-/* ptile_k_T: elements [i0, i1) of the rows (W in f32, or in f16 converted in
- * registers, exactly) (multiples of 32 apart from i1 == nv):
- * the accumulators come from acc (zeros when i0 == 0) and go back there. */
-KVS_SIMD_INLINE void ptile_k_f32(int R, const float *x, int64_t ldx, const float *const *w, int64_t i0,
+/* A row of W from element i: f32, or f16 converted in registers (exactly). */
+KVS_SIMD_INLINE kvs_vf wrow_load(bool f16, const void *w, int64_t i)
+{
+    return f16 ? vf_load_f16((const uint16_t *)w + i) : vf_load((const float *)w + i);
+}
+
+/* ptile_k: elements [i0, i1) of the MC rows w (f32, or f16 when f16; a
+ * constant wherever this is inlined) (multiples of 32 apart from
+ * i1 == nv): the accumulators come from acc (zeros when i0 == 0) and go
+ * back there. */
+KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
                              int64_t i1, kvs_vf (*acc)[MC])
 {
     PLOAD(0);
@@ -353,16 +360,16 @@ KVS_SIMD_INLINE void ptile_k_f32(int R, const float *x, int64_t ldx, const float
     PLOAD(4);
     PLOAD(5);
 #endif
-    const float *w0 = w[0], *w1 = w[1];
+    const void *w0 = w[0], *w1 = w[1];
 #if MC > 2
-    const float *w2 = w[2], *w3 = w[3];
+    const void *w2 = w[2], *w3 = w[3];
 #endif
     for (int64_t i = i0; i < i1; i += KVS_VL) {
-        kvs_vf b0 = vf_load(w0 + i), b1 = vf_load(w1 + i);
+        kvs_vf b0 = wrow_load(f16, w0, i), b1 = wrow_load(f16, w1, i);
         VF_KEEP(b0);
         VF_KEEP(b1);
 #if MC > 2
-        kvs_vf b2 = vf_load(w2 + i), b3 = vf_load(w3 + i);
+        kvs_vf b2 = wrow_load(f16, w2, i), b3 = wrow_load(f16, w3, i);
         VF_KEEP(b2);
         VF_KEEP(b3);
 #endif
@@ -388,84 +395,40 @@ KVS_SIMD_INLINE void ptile_k_f32(int R, const float *x, int64_t ldx, const float
     for (int r = 0; r < R; r++)
         for (int c = 0; c < MC; c++)
             acc[r][c] = out[r][c];
+}
+
+/* ptile_k for R rows of x known only at run time (R a constant inside). */
+KVS_SIMD_INLINE void ptile_k_any(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
+                                 int64_t i1, kvs_vf (*acc)[MC])
+{
+    switch (R) {
+    case 1: ptile_k(1, f16, x, ldx, w, i0, i1, acc); break;
+    case 2: ptile_k(2, f16, x, ldx, w, i0, i1, acc); break;
+    case 3: ptile_k(3, f16, x, ldx, w, i0, i1, acc); break;
+#if PMR > 4
+    case 4: ptile_k(4, f16, x, ldx, w, i0, i1, acc); break;
+    case 5: ptile_k(5, f16, x, ldx, w, i0, i1, acc); break;
+#endif
+    default: ptile_k(PMR, f16, x, ldx, w, i0, i1, acc); break;
+    }
 }
 
 static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const float *const *w, int64_t i0, int64_t i1,
-                        kvs_vf (*acc)[MC])
+                            kvs_vf (*acc)[MC])
 {
-    switch (R) {
-    case 1: ptile_k_f32(1, x, ldx, w, i0, i1, acc); break;
-    case 2: ptile_k_f32(2, x, ldx, w, i0, i1, acc); break;
-    case 3: ptile_k_f32(3, x, ldx, w, i0, i1, acc); break;
-#if PMR > 4
-    case 4: ptile_k_f32(4, x, ldx, w, i0, i1, acc); break;
-    case 5: ptile_k_f32(5, x, ldx, w, i0, i1, acc); break;
-#endif
-    default: ptile_k_f32(PMR, x, ldx, w, i0, i1, acc); break;
-    }
-}
-
-KVS_SIMD_INLINE void ptile_k_f16(int R, const float *x, int64_t ldx, const uint16_t *const *w, int64_t i0,
-                             int64_t i1, kvs_vf (*acc)[MC])
-{
-    PLOAD(0);
-    PLOAD(1);
-    PLOAD(2);
-    PLOAD(3);
-#if PMR > 4
-    PLOAD(4);
-    PLOAD(5);
-#endif
-    const uint16_t *w0 = w[0], *w1 = w[1];
-#if MC > 2
-    const uint16_t *w2 = w[2], *w3 = w[3];
-#endif
-    for (int64_t i = i0; i < i1; i += KVS_VL) {
-        kvs_vf b0 = vf_load_f16(w0 + i), b1 = vf_load_f16(w1 + i);
-        VF_KEEP(b0);
-        VF_KEEP(b1);
-#if MC > 2
-        kvs_vf b2 = vf_load_f16(w2 + i), b3 = vf_load_f16(w3 + i);
-        VF_KEEP(b2);
-        VF_KEEP(b3);
-#endif
-        PSTEP(0);
-        if (R > 1)
-            PSTEP(1);
-        if (R > 2)
-            PSTEP(2);
-        if (R > 3)
-            PSTEP(3);
-#if PMR > 4
-        if (R > 4)
-            PSTEP(4);
-        if (R > 5)
-            PSTEP(5);
-#endif
-    }
-#if PMR > 4
-    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
-#else
-    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
-#endif
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < MC; c++)
-            acc[r][c] = out[r][c];
+    const void *wv[MC];
+    for (int c = 0; c < MC; c++)
+        wv[c] = w[c];
+    ptile_k_any(R, false, x, ldx, wv, i0, i1, acc);
 }
 
 static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const uint16_t *const *w, int64_t i0, int64_t i1,
-                        kvs_vf (*acc)[MC])
+                            kvs_vf (*acc)[MC])
 {
-    switch (R) {
-    case 1: ptile_k_f16(1, x, ldx, w, i0, i1, acc); break;
-    case 2: ptile_k_f16(2, x, ldx, w, i0, i1, acc); break;
-    case 3: ptile_k_f16(3, x, ldx, w, i0, i1, acc); break;
-#if PMR > 4
-    case 4: ptile_k_f16(4, x, ldx, w, i0, i1, acc); break;
-    case 5: ptile_k_f16(5, x, ldx, w, i0, i1, acc); break;
-#endif
-    default: ptile_k_f16(PMR, x, ldx, w, i0, i1, acc); break;
-    }
+    const void *wv[MC];
+    for (int c = 0; c < MC; c++)
+        wv[c] = w[c];
+    ptile_k_any(R, true, x, ldx, wv, i0, i1, acc);
 }
 
 KVS_SIMD_INLINE void ptile(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
