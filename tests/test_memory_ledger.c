@@ -36,7 +36,7 @@
  * memory and a quarantine for every host allocation made while serving. */
 #ifdef KVS_TEST_ASAN
 #define RSS_TOLERANCE (32ull << 20)
-#define SMALL_DEVICE (48ull << 20)      /* the sanitizer runtime alone holds about 20 MiB */
+#define SMALL_DEVICE (64ull << 20)      /* the sanitizer runtime alone holds about 20 MiB */
 #else
 #define RSS_TOLERANCE (2ull << 20)
 #define SMALL_DEVICE (24ull << 20)
