@@ -555,16 +555,128 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
         _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
             y[r * ldy + c] = acc_sum(acc[r][c]);
 }
-
-static void ptile_any(int R, int C, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb, float *y,
-                      int64_t ldy)
+#elif defined(KVS_SIMD_AVX2)
+/*
+ * The prefill kernel (AVX2).  A 16-lane accumulator is two ymm halves,
+ * lanes 0-7 and 8-15, that never meet until the final tree, so the kernel
+ * runs the halves as separate 8-lane problems, one after the other over a
+ * block of I8_PB super-blocks (the other half's accumulators wait in
+ * memory).  Per super-block and half, for each chunk p the R x rows' and
+ * the C weight rows' 32 bytes are loaded once into registers and all R x C
+ * vpmaddubsw run on them: (R + C) loads for R C products, where keeping
+ * the weights in registers and reading x from memory costs R C + C / R.
+ * vpmaddubsw gives s16 pair sums of at most 2 umax 127 in magnitude: for
+ * u <= 31 (all types but q6_K) the 4 chunks add exactly in s16
+ * (4 * 2 * 31 * 127 = 31496 < 2^15) and one vpmaddwd with ones widens
+ * them; q6_K (u <= 63: 2 * 2 * 63 * 127 = 32004) adds 2 chunks in s16 and
+ * widens each pair.  The same integers S_L as block_dot's, and per lane
+ * the same float operations in the same order.  The live registers, 2 x 2:
+ * 4 accumulators, 4 partial sums, 2 x and 2 u chunks, a product and ones.
+ */
+#if !defined(I8_PR)
+#define I8_PR 2
+#endif
+#if !defined(I8_PC)
+#define I8_PC 2
+#endif
+#if !defined(I8_PB)
+#define I8_PB 8
+#endif
+KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb,
+                           float *y, int64_t ldy)
 {
-#define P_C(RR)                                                    \
-    switch (C) {                                                   \
-    case 1: ptile(RR, 1, x, wu, nsb, y, ldy); break;               \
-    case 2: ptile(RR, 2, x, wu, nsb, y, ldy); break;               \
-    case 3: ptile(RR, 3, x, wu, nsb, y, ldy); break;               \
-    default: ptile(RR, 4, x, wu, nsb, y, ldy); break;              \
+    _Alignas(32) float accm[2][I8_PR][I8_PC][8];
+    memset(accm, 0, sizeof accm);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b0 = 0; b0 < nsb; b0 += I8_PB) {
+        const int64_t b1 = nsb < b0 + I8_PB ? nsb : b0 + I8_PB;
+        for (int h = 0; h < 2; h++) {
+            __m256 acc[I8_PR][I8_PC];
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                    acc[r][c] = _mm256_load_ps(accm[h][r][c]);
+            for (int64_t b = b0; b < b1; b++) {
+                __m256i s[I8_PR][I8_PC];
+                if (!six) {
+                    _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
+                        __m256i xv[I8_PR];
+                        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                            xv[r] = _mm256_loadu_si256((const __m256i *)(x[r][b].q + 64 * p + 32 * h));
+                        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) {
+                            const __m256i u = _mm256_loadu_si256((const __m256i *)(wu[c][b].u + 64 * p + 32 * h));
+                            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                                const __m256i t = _mm256_maddubs_epi16(u, xv[r]);
+                                s[r][c] = p ? _mm256_add_epi16(s[r][c], t) : t;
+                            }
+                        }
+                    }
+                    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                            s[r][c] = _mm256_madd_epi16(s[r][c], ones);
+                } else {
+                    _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                        __m256i xv[I8_PR][2];
+                        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                            _Pragma("GCC unroll 2") for (int e = 0; e < 2; e++)
+                                xv[r][e] = _mm256_loadu_si256(
+                                    (const __m256i *)(x[r][b].q + 64 * (2 * q + e) + 32 * h));
+                        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) {
+                            const uint8_t *wq = wu[c][b].u + 128 * q + 32 * h;
+                            const __m256i u0 = _mm256_loadu_si256((const __m256i *)wq);
+                            const __m256i u1 = _mm256_loadu_si256((const __m256i *)(wq + 64));
+                            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                                const __m256i t = _mm256_madd_epi16(
+                                    _mm256_add_epi16(_mm256_maddubs_epi16(u0, xv[r][0]),
+                                                     _mm256_maddubs_epi16(u1, xv[r][1])),
+                                    ones);
+                                s[r][c] = q ? _mm256_add_epi32(s[r][c], t) : t;
+                            }
+                        }
+                    }
+                }
+                _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
+                    const __m256 d = _mm256_set1_ps(x[r][b].d), bs = _mm256_loadu_ps(x[r][b].bs + 8 * h);
+                    _Pragma("GCC unroll 8") for (int c = 0; c < C; c++) {
+                        const i8_wblk *w = wu[c] + b;
+                        const __m256 a = _mm256_fmadd_ps(_mm256_mul_ps(d, _mm256_loadu_ps(w->sc + 8 * h)),
+                                                         _mm256_cvtepi32_ps(s[r][c]), acc[r][c]);
+                        acc[r][c] = _mm256_fnmadd_ps(_mm256_loadu_ps(w->mn + 8 * h), bs, a);
+                    }
+                }
+            }
+            _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+                _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                    _mm256_store_ps(accm[h][r][c], acc[r][c]);
+        }
+    }
+    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            y[r * ldy + c] = acc_sum((i8_acc){_mm256_load_ps(accm[0][r][c]), _mm256_load_ps(accm[1][r][c])});
+}
+#endif
+
+#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
+
+/* six: q6_K's quants (u <= 63) */
+static void ptile_any(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb,
+                      float *y, int64_t ldy)
+{
+    /* the shapes above I8_PR x I8_PC never come (I8_RT, I8_PCW); they only keep the switch generic */
+#define P_MIN(a, b) ((a) < (b) ? (a) : (b))
+#if defined(KVS_SIMD_AVX512)
+    (void)six;
+#define P_TILE(RR, CC) ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), x, wu, nsb, y, ldy)
+#else
+#define P_TILE(RR, CC)                                                                        \
+    (six ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), true, x, wu, nsb, y, ldy)                \
+         : ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), false, x, wu, nsb, y, ldy))
+#endif
+#define P_C(RR)                          \
+    switch (C) {                         \
+    case 1: P_TILE(RR, 1); break;        \
+    case 2: P_TILE(RR, 2); break;        \
+    case 3: P_TILE(RR, 3); break;        \
+    default: P_TILE(RR, 4); break;       \
     }
     switch (R) {
     case 1: P_C(1); break;
@@ -573,8 +685,10 @@ static void ptile_any(int R, int C, const i8_xblk *const *x, const i8_wblk *cons
     default: P_C(4); break;
     }
 #undef P_C
+#undef P_TILE
+#undef P_MIN
 }
-_Static_assert(I8_PR == 4 && I8_PC == 4 && I8_PC == I8_MC, "ptile_any dispatches R 1..4, C 1..4; panels of I8_MC rows");
+_Static_assert(I8_PR >= 1 && I8_PR <= 4 && I8_PC >= 1 && I8_PC <= 4, "ptile_any dispatches R 1..4, C 1..4");
 #endif
 
 #define I8_TILE_ARGS t, bb, x, w, wu, nsb, y, ldy, pf
@@ -693,14 +807,19 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
  * about twice what one thread's scratch holds, so each weight super-block
  * is unpacked half as often.
  */
-#if defined(KVS_SIMD_AVX512)
-#define I8_RT I8_PR
+#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
+#define I8_RT I8_PR  /* rows and weight rows of a prefill tile */
+#define I8_PCW I8_PC
 #else
 #define I8_RT I8_MR
+#define I8_PCW I8_MC
 #endif
+/* The prefill panel of one thread: I8_PCW rows of unpacked weights. */
+static size_t ppanel_bytes(int64_t nsb) { return (size_t)(I8_PCW * nsb) * sizeof(i8_wblk); }
 typedef struct i8_pjob {
     const i8_job *j;
     i8_xblk *xq;        /* the shared chunk */
+    uint8_t *panel_end; /* thread t's panel: the ppanel_bytes before panel_end - t ppanel_bytes */
     int64_t a0, a1;     /* its rows of x */
     int64_t rows_per_qtask, cols_per_task;
 } i8_pjob;
@@ -723,13 +842,13 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
     const int64_t m0 = task * p->cols_per_task, m1 = min64(j->m, m0 + p->cols_per_task);
     if (m0 >= m1)
         return;
-    i8_wblk *panel = (i8_wblk *)(j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH);
+    i8_wblk *panel = (i8_wblk *)(void *)(p->panel_end - (size_t)(thread + 1) * ppanel_bytes(j->nsb));
     const size_t bb = kvs_dtype_block_bytes(j->wt);
-    const int CW = I8_MC;
+    const int CW = I8_PCW;
     for (int64_t c0 = m0; c0 < m1; c0 += CW) {
         const int C = (int)min64(CW, m1 - c0);
-        const uint8_t *pf[I8_MC];
-        const i8_wblk *wu[I8_MC];
+        const uint8_t *pf[I8_PCW];
+        const i8_wblk *wu[I8_PCW];
         for (int c = 0; c < CW; c++) {
             pf[c] = j->w + (uint64_t)min64(c0 + CW + c, m1 - 1) * j->row_bytes;
             wu[c] = panel + (size_t)(c < C ? c : C - 1) * (size_t)j->nsb;
@@ -748,8 +867,8 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
             for (int r = 0; r < I8_RT; r++)
                 xr[r] = p->xq + (min64(r0 + r, p->a1 - 1) - p->a0) * j->nsb;
             float *y = j->y + r0 * j->m + c0;
-#if defined(KVS_SIMD_AVX512)
-            ptile_any(R, C, xr, wu, j->nsb, y, j->m);
+#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
+            ptile_any(R, C, j->wt == KVS_DTYPE_Q6_K, xr, wu, j->nsb, y, j->m);
 #else
             tile_any(R, C, j->wt, bb, xr, NULL, wu, j->nsb, y, j->m, NULL);
 #endif
@@ -761,23 +880,23 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
 static bool i8_prefill(i8_job *j)
 {
     const int T = j->ctx->n_threads;
-    const size_t total = (size_t)T * KVS_CPU_MM_SCRATCH * sizeof(float);
-    const size_t panels = (size_t)(T - 1) * KVS_CPU_MM_SCRATCH * sizeof(float) + panel_bytes(j->nsb);
+    const size_t total = (size_t)T * KVS_CPU_MM_SCRATCH * sizeof(float), panels = (size_t)T * ppanel_bytes(j->nsb);
     const int64_t per_row = j->nsb * (int64_t)sizeof(i8_xblk);
-    if (panel_bytes(j->nsb) > KVS_CPU_MM_SCRATCH * sizeof(float) || panels >= total)
+    if (panels >= total)
         return false;
     int64_t rows = (int64_t)(total - panels) / per_row;
     if (rows <= I8_MR)
         return false;
     rows = rows / I8_MR * I8_MR; /* then balanced: cdiv(n, cdiv(n, rows)) rounded up stays <= rows */
-    /* the x chunk: after the last thread's panel (the other threads' panels lie before it) */
-    i8_pjob p = {.j = j, .xq = (i8_xblk *)((uint8_t *)j->ctx->mm_scratch + panels)};
+    /* the x chunk at the start of the whole scratch, the threads' panels at its end */
+    i8_pjob p = {.j = j, .xq = (i8_xblk *)(void *)j->ctx->mm_scratch,
+                 .panel_end = (uint8_t *)j->ctx->mm_scratch + total};
     const int64_t n_chunks = cdiv(j->n, rows);
     rows = cdiv(cdiv(j->n, n_chunks), I8_MR) * I8_MR;
-    int64_t n_ctasks = min64(cdiv(j->m, I8_MC), (int64_t)T * 4);
+    int64_t n_ctasks = min64(cdiv(j->m, I8_PCW), (int64_t)T * 4);
     if (T == 1)
         n_ctasks = 1;
-    p.cols_per_task = cdiv(cdiv(j->m, n_ctasks), I8_MC) * I8_MC;
+    p.cols_per_task = cdiv(cdiv(j->m, n_ctasks), I8_PCW) * I8_PCW;
     n_ctasks = cdiv(j->m, p.cols_per_task);
     for (p.a0 = 0; p.a0 < j->n; p.a0 += rows) {
         p.a1 = min64(j->n, p.a0 + rows);
