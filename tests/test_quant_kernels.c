@@ -187,6 +187,11 @@ static void test_matmul_int8_activations(void **state)
                 check_i8(b1, b3, kq[ti], ns[ni], ks[ki], ms[(ni + ki) % 4], &rng);
     /* rows longer than the thread's scratch holds at once (chunks of x rows) */
     check_i8(b1, b3, KVS_DTYPE_Q4_K, 150, 256 * 40, 9, &rng);
+    /* the prefill path in passes over the super-blocks (AVX2: 8 at a time), every type, with
+     * edge tiles of rows and weight rows (n odd, m not a multiple of the panel) */
+    for (size_t ti = 0; ti < 5; ti++)
+        check_i8(b1, b3, kq[ti], 7 + 2 * (int64_t)ti, 8192, 13 + (int64_t)ti, &rng);
+    check_i8(b1, b3, KVS_DTYPE_Q6_K, 37, 256 * 17, 25, &rng);
     /* other types ignore the flag: the f32 path, the same bits as without it */
     kvs_backend *plain = make_cpu(1);
     float x[64], y_a[3], y_b[3];

@@ -577,19 +577,29 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
 #define I8_PR 2
 #endif
 #if !defined(I8_PC)
-#define I8_PC 2
+#define I8_PC 3
 #endif
 #if !defined(I8_PB)
 #define I8_PB 8
 #endif
-KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb,
-                           float *y, int64_t ldy)
+/* An empty asm that takes and gives v in a register: the compiler keeps the
+ * sums in the written order (reassociated, they were all computed first and
+ * spilled). */
+#define I8_PIN(v) __asm__("" : "+x"(v))
+KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
+                           int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
     _Alignas(32) float accm[2][I8_PR][I8_PC][8];
-    memset(accm, 0, sizeof accm);
+    if (kb0 == 0)
+        memset(accm, 0, sizeof accm);
+    else
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
+                    _mm256_store_ps(accm[h][r][c], _mm256_load_ps(st + r * lds + 16 * c + 8 * h));
     const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b0 = 0; b0 < nsb; b0 += I8_PB) {
-        const int64_t b1 = nsb < b0 + I8_PB ? nsb : b0 + I8_PB;
+    for (int64_t b0 = kb0; b0 < kb1; b0 += I8_PB) {
+        const int64_t b1 = kb1 < b0 + I8_PB ? kb1 : b0 + I8_PB;
         for (int h = 0; h < 2; h++) {
             __m256 acc[I8_PR][I8_PC];
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
@@ -607,6 +617,7 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
                             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
                                 const __m256i t = _mm256_maddubs_epi16(u, xv[r]);
                                 s[r][c] = p ? _mm256_add_epi16(s[r][c], t) : t;
+                                I8_PIN(s[r][c]);
                             }
                         }
                     }
@@ -630,6 +641,7 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
                                                      _mm256_maddubs_epi16(u1, xv[r][1])),
                                     ones);
                                 s[r][c] = q ? _mm256_add_epi32(s[r][c], t) : t;
+                                I8_PIN(s[r][c]);
                             }
                         }
                     }
@@ -649,6 +661,13 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
                     _mm256_store_ps(accm[h][r][c], acc[r][c]);
         }
     }
+    if (!y) {
+        _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
+            _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+                _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
+                    _mm256_store_ps(st + r * lds + 16 * c + 8 * h, _mm256_load_ps(accm[h][r][c]));
+        return;
+    }
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
             y[r * ldy + c] = acc_sum((i8_acc){_mm256_load_ps(accm[0][r][c]), _mm256_load_ps(accm[1][r][c])});
@@ -657,19 +676,21 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
 
 #if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
 
-/* six: q6_K's quants (u <= 63) */
-static void ptile_any(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb,
-                      float *y, int64_t ldy)
+/* six: q6_K's quants (u <= 63).  AVX2: super-blocks kb0..kb1 - 1, the
+ * accumulators continued from st (row r at st + r lds) unless kb0 is 0, and
+ * left there when y is NULL; AVX-512: all nsb = kb1 super-blocks at once. */
+static void ptile_any(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
+                      int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
     /* the shapes above I8_PR x I8_PC never come (I8_RT, I8_PCW); they only keep the switch generic */
 #define P_MIN(a, b) ((a) < (b) ? (a) : (b))
 #if defined(KVS_SIMD_AVX512)
-    (void)six;
-#define P_TILE(RR, CC) ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), x, wu, nsb, y, ldy)
+    (void)six, (void)kb0, (void)st, (void)lds;
+#define P_TILE(RR, CC) ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), x, wu, kb1, y, ldy)
 #else
-#define P_TILE(RR, CC)                                                                        \
-    (six ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), true, x, wu, nsb, y, ldy)                \
-         : ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), false, x, wu, nsb, y, ldy))
+#define P_TILE(RR, CC)                                                                             \
+    (six ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), true, x, wu, kb0, kb1, st, lds, y, ldy)       \
+         : ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), false, x, wu, kb0, kb1, st, lds, y, ldy))
 #endif
 #define P_C(RR)                          \
     switch (C) {                         \
@@ -807,19 +828,35 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
  * about twice what one thread's scratch holds, so each weight super-block
  * is unpacked half as often.
  */
-#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
+#if defined(KVS_SIMD_AVX512)
 #define I8_RT I8_PR  /* rows and weight rows of a prefill tile */
-#define I8_PCW I8_PC
+#define I8_TC I8_PC
+#define I8_PCW I8_PC /* weight rows of the panel: I8_PCW / I8_TC tiles */
+#elif defined(KVS_SIMD_AVX2)
+#define I8_RT I8_PR
+#define I8_TC I8_PC
+#if !defined(I8_PN)
+#define I8_PN 2
+#endif
+#define I8_PCW (I8_PN * I8_PC)
 #else
 #define I8_RT I8_MR
+#define I8_TC I8_MC
 #define I8_PCW I8_MC
+#endif
+#if defined(KVS_SIMD_AVX2)
+#define I8_KB 8 /* the panel's super-blocks per pass (in L1: I8_PCW I8_KB 384 bytes) */
+#else
+#define I8_KB INT64_MAX /* one pass */
 #endif
 /* The prefill panel of one thread: I8_PCW rows of unpacked weights. */
 static size_t ppanel_bytes(int64_t nsb) { return (size_t)(I8_PCW * nsb) * sizeof(i8_wblk); }
 typedef struct i8_pjob {
     const i8_job *j;
     i8_xblk *xq;        /* the shared chunk */
-    uint8_t *panel_end; /* thread t's panel: the ppanel_bytes before panel_end - t ppanel_bytes */
+    uint8_t *panel_end; /* thread t's panel and state: the area bytes before panel_end - t area */
+    size_t area;
+    int64_t kb;         /* super-blocks per pass over the chunk's rows */
     int64_t a0, a1;     /* its rows of x */
     int64_t rows_per_qtask, cols_per_task;
 } i8_pjob;
@@ -842,15 +879,18 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
     const int64_t m0 = task * p->cols_per_task, m1 = min64(j->m, m0 + p->cols_per_task);
     if (m0 >= m1)
         return;
-    i8_wblk *panel = (i8_wblk *)(void *)(p->panel_end - (size_t)(thread + 1) * ppanel_bytes(j->nsb));
+    uint8_t *area = p->panel_end - (size_t)(thread + 1) * p->area;
+    i8_wblk *panel = (i8_wblk *)(void *)area;
+    float *state = (float *)(void *)(area + ppanel_bytes(j->nsb));
     const size_t bb = kvs_dtype_block_bytes(j->wt);
     const int CW = I8_PCW;
     for (int64_t c0 = m0; c0 < m1; c0 += CW) {
         const int C = (int)min64(CW, m1 - c0);
-        const uint8_t *pf[I8_PCW];
+        const uint8_t *pf[I8_PCW], *wr[I8_PCW]; /* wr: the packed rows (the tile reads the panel) */
         const i8_wblk *wu[I8_PCW];
         for (int c = 0; c < CW; c++) {
             pf[c] = j->w + (uint64_t)min64(c0 + CW + c, m1 - 1) * j->row_bytes;
+            wr[c] = j->w + (uint64_t)min64(c0 + c, m1 - 1) * j->row_bytes;
             wu[c] = panel + (size_t)(c < C ? c : C - 1) * (size_t)j->nsb;
         }
         for (int c = 0; c < C; c++) {
@@ -861,17 +901,29 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
                 unpack(j->wt, w + (size_t)b * bb, panel + (size_t)c * (size_t)j->nsb + b);
             }
         }
-        for (int64_t r0 = p->a0; r0 < p->a1; r0 += I8_RT) {
-            const int R = (int)min64(I8_RT, p->a1 - r0);
-            const i8_xblk *xr[I8_RT];
-            for (int r = 0; r < I8_RT; r++)
-                xr[r] = p->xq + (min64(r0 + r, p->a1 - 1) - p->a0) * j->nsb;
-            float *y = j->y + r0 * j->m + c0;
+        /* super-blocks kb .. kb + KB - 1 of the panel for all the chunk's rows, then the next
+         * ones: the accumulators wait in the thread's state (I8_KB) */
+        for (int64_t kb = 0; kb < j->nsb; kb += p->kb) {
+            const int64_t ke = min64(j->nsb, kb + p->kb);
+            for (int64_t r0 = p->a0; r0 < p->a1; r0 += I8_RT) {
+                const int R = (int)min64(I8_RT, p->a1 - r0);
+                const i8_xblk *xr[I8_RT];
+                for (int r = 0; r < I8_RT; r++)
+                    xr[r] = p->xq + (min64(r0 + r, p->a1 - 1) - p->a0) * j->nsb;
+                /* the panel's tiles in turn on the same x rows (in L1 meanwhile) */
+                for (int cc = 0; cc < C; cc += I8_TC) {
+                    const int CC = C - cc < I8_TC ? C - cc : I8_TC;
+                    float *y = ke == j->nsb ? j->y + r0 * j->m + c0 + cc : NULL;
+                    float *st = state + ((r0 - p->a0) * CW + cc) * 16;
 #if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
-            ptile_any(R, C, j->wt == KVS_DTYPE_Q6_K, xr, wu, j->nsb, y, j->m);
+                    (void)wr;
+                    ptile_any(R, CC, j->wt == KVS_DTYPE_Q6_K, xr, wu + cc, kb, ke, st, 16 * CW, y, j->m);
 #else
-            tile_any(R, C, j->wt, bb, xr, NULL, wu, j->nsb, y, j->m, NULL);
+                    (void)st; /* one tile: I8_TC == I8_PCW, cc == 0, one pass */
+                    tile_any(R, CC, j->wt, bb, xr, wr, wu, j->nsb, y, j->m, NULL);
 #endif
+                }
+            }
         }
     }
 }
@@ -881,18 +933,23 @@ static bool i8_prefill(i8_job *j)
 {
     const int T = j->ctx->n_threads;
     const size_t total = (size_t)T * KVS_CPU_MM_SCRATCH * sizeof(float), panels = (size_t)T * ppanel_bytes(j->nsb);
-    const int64_t per_row = j->nsb * (int64_t)sizeof(i8_xblk);
+    /* per row of the chunk: its quantized x and, in passes of I8_KB super-blocks, each thread's
+     * accumulators for the panel's rows (16 floats each) */
+    const int64_t kb = I8_KB < j->nsb ? I8_KB : j->nsb;
+    const int64_t st_row = kb < j->nsb ? (int64_t)I8_PCW * 16 * (int64_t)sizeof(float) : 0;
+    const int64_t per_row = j->nsb * (int64_t)sizeof(i8_xblk) + T * st_row;
     if (panels >= total)
         return false;
     int64_t rows = (int64_t)(total - panels) / per_row;
     if (rows <= I8_MR)
         return false;
     rows = rows / I8_MR * I8_MR; /* then balanced: cdiv(n, cdiv(n, rows)) rounded up stays <= rows */
-    /* the x chunk at the start of the whole scratch, the threads' panels at its end */
-    i8_pjob p = {.j = j, .xq = (i8_xblk *)(void *)j->ctx->mm_scratch,
-                 .panel_end = (uint8_t *)j->ctx->mm_scratch + total};
     const int64_t n_chunks = cdiv(j->n, rows);
     rows = cdiv(cdiv(j->n, n_chunks), I8_MR) * I8_MR;
+    /* the x chunk at the start of the whole scratch, the threads' panels and states at its end */
+    const size_t area = ppanel_bytes(j->nsb) + (size_t)(rows * st_row);
+    i8_pjob p = {.j = j, .xq = (i8_xblk *)(void *)j->ctx->mm_scratch,
+                 .panel_end = (uint8_t *)j->ctx->mm_scratch + total, .area = area, .kb = kb};
     int64_t n_ctasks = min64(cdiv(j->m, I8_PCW), (int64_t)T * 4);
     if (T == 1)
         n_ctasks = 1;
