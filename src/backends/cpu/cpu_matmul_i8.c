@@ -42,9 +42,16 @@
  * L1 as it is used, while the next tile's rows are prefetched.  With more
  * rows (prefill, i8_prefill), the threads first quantize a chunk of x rows
  * together, each row once, into the scratch of all threads taken as one
- * region; then each tile of C weight rows is unpacked once per chunk into
- * the thread's panel and every R rows of the chunk run against it (on
- * AVX-512 in ptile, the R x C accumulators held in registers).
+ * region; then each panel of weight rows is unpacked once per chunk into
+ * the thread's part of the region and every R rows of the chunk run
+ * against it in ptile, the R x C accumulators held in registers.  AVX-512:
+ * 4 x 4 tiles, a panel of 4 weight rows.  AVX2 (16 ymm, a 16-lane
+ * accumulator is two): 2 x 3 tiles, the two 8-lane halves in turn, the
+ * chunks of x and u both in registers (5 loads for 6 products); a panel of
+ * 6 weight rows, both tiles run on the same x rows while they are in L1;
+ * and the super-blocks in passes of 8 over all the chunk's rows, the
+ * accumulators kept in the thread's state between passes, so that the
+ * panel's part in use stays in L1 whatever k is.
  *
  * The approximation is the rounding of x to 8 bits per super-block (the
  * weights are used exactly); tests/py/test_accuracy_guard.py measures it.
@@ -570,18 +577,16 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
  * (4 * 2 * 31 * 127 = 31496 < 2^15) and one vpmaddwd with ones widens
  * them; q6_K (u <= 63: 2 * 2 * 63 * 127 = 32004) adds 2 chunks in s16 and
  * widens each pair.  The same integers S_L as block_dot's, and per lane
- * the same float operations in the same order.  The live registers, 2 x 2:
- * 4 accumulators, 4 partial sums, 2 x and 2 u chunks, a product and ones.
+ * the same float operations in the same order.  The live registers, 2 x 3:
+ * 6 accumulators, 6 partial sums, 2 x chunks, 1 u chunk and a product
+ * (ones from memory): none spilled (objdump); 2 x 4 spills, 1 x 4 and
+ * 2 x 2 (also without spills) measured no better.  ptile runs super-blocks
+ * kb0 .. kb1 - 1; accumulators from and to st (row r at st + r lds) when
+ * the call is not the first pass (kb0 > 0) or not the last (y NULL).
  */
-#if !defined(I8_PR)
-#define I8_PR 2
-#endif
-#if !defined(I8_PC)
-#define I8_PC 3
-#endif
-#if !defined(I8_PB)
-#define I8_PB 8
-#endif
+#define I8_PR 2 /* rows of x */
+#define I8_PC 3 /* weight rows */
+#define I8_PB 8 /* super-blocks per half in turn */
 /* An empty asm that takes and gives v in a register: the compiler keeps the
  * sums in the written order (reassociated, they were all computed first and
  * spilled). */
@@ -676,9 +681,10 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
 
 #if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
 
-/* six: q6_K's quants (u <= 63).  AVX2: super-blocks kb0..kb1 - 1, the
+/* six: q6_K's quants (u <= 63).  AVX2: super-blocks kb0 .. kb1 - 1, the
  * accumulators continued from st (row r at st + r lds) unless kb0 is 0, and
- * left there when y is NULL; AVX-512: all nsb = kb1 super-blocks at once. */
+ * left there when y is NULL; AVX-512: all nsb = kb1 super-blocks at once
+ * (I8_KB: one pass). */
 static void ptile_any(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
                       int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
@@ -818,15 +824,16 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
 }
 
 /*
- * Prefill (more than I8_MR rows): the threads' scratch panels taken
- * together.  Each thread keeps a weight panel of I8_MC rows at the
- * start of its own panel; the rest of the whole scratch holds one chunk
- * of quantized x rows shared by all threads.  Per chunk, the threads first
- * quantize its rows (each row once), then split the weight rows between
- * them: every tile of weight rows is unpacked once into the thread's panel
- * and runs against all the chunk's rows.  With two threads the chunk is
- * about twice what one thread's scratch holds, so each weight super-block
- * is unpacked half as often.
+ * Prefill (more than I8_MR rows): the threads' scratch taken together as
+ * one region.  At its end each thread keeps a weight panel of I8_PCW rows
+ * (and, when the super-blocks go in passes, its accumulators for the
+ * panel against every row of the chunk: 16 floats each); the rest, from
+ * the start, holds one chunk of quantized x rows shared by all threads.
+ * Per chunk, the threads first quantize its rows (each row once), then
+ * split the weight rows between them: every panel of weight rows is
+ * unpacked once into the thread's panel and runs against all the chunk's
+ * rows.  With T threads the chunk is about T times what one thread's
+ * scratch holds, so each weight super-block is unpacked 1/T as often.
  */
 #if defined(KVS_SIMD_AVX512)
 #define I8_RT I8_PR  /* rows and weight rows of a prefill tile */
@@ -835,9 +842,7 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
 #elif defined(KVS_SIMD_AVX2)
 #define I8_RT I8_PR
 #define I8_TC I8_PC
-#if !defined(I8_PN)
-#define I8_PN 2
-#endif
+#define I8_PN 2 /* tiles per panel */
 #define I8_PCW (I8_PN * I8_PC)
 #else
 #define I8_RT I8_MR
