@@ -581,7 +581,7 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
  * 6 accumulators, 6 partial sums, 2 x chunks, 1 u chunk and a product
  * (ones from memory): none spilled (objdump); 2 x 4 spills, 1 x 4 and
  * 2 x 2 (also without spills) measured no better.  ptile runs super-blocks
- * kb0 .. kb1 - 1; accumulators from and to st (row r at st + r lds) when
+ * kb0 .. kb1 - 1; the accumulators live in st (row r at st + r lds) when
  * the call is not the first pass (kb0 > 0) or not the last (y NULL).
  */
 #define I8_PR 2 /* rows of x */
@@ -594,14 +594,16 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
 KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
                            int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
-    _Alignas(32) float accm[2][I8_PR][I8_PC][8];
+    /* the accumulators between the halves and passes: in st when there are passes, else here */
+    _Alignas(32) float loc[I8_PR * I8_PC * 16];
+    float *am = kb0 == 0 && y ? loc : st;
+    const int64_t ld = kb0 == 0 && y ? 16 * I8_PC : lds;
+#define I8_AM(h, r, c) (am + (r) * ld + 16 * (c) + 8 * (h))
     if (kb0 == 0)
-        memset(accm, 0, sizeof accm);
-    else
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
             _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
                 _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
-                    _mm256_store_ps(accm[h][r][c], _mm256_load_ps(st + r * lds + 16 * c + 8 * h));
+                    _mm256_store_ps(I8_AM(h, r, c), _mm256_setzero_ps());
     const __m256i ones = _mm256_set1_epi16(1);
     for (int64_t b0 = kb0; b0 < kb1; b0 += I8_PB) {
         const int64_t b1 = kb1 < b0 + I8_PB ? kb1 : b0 + I8_PB;
@@ -609,7 +611,7 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
             __m256 acc[I8_PR][I8_PC];
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
                 _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-                    acc[r][c] = _mm256_load_ps(accm[h][r][c]);
+                    acc[r][c] = _mm256_load_ps(I8_AM(h, r, c));
             for (int64_t b = b0; b < b1; b++) {
                 __m256i s[I8_PR][I8_PC];
                 if (!six) {
@@ -663,19 +665,14 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
             }
             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
                 _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-                    _mm256_store_ps(accm[h][r][c], acc[r][c]);
+                    _mm256_store_ps(I8_AM(h, r, c), acc[r][c]);
         }
     }
-    if (!y) {
+    if (y)
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
             _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-                _Pragma("GCC unroll 2") for (int h = 0; h < 2; h++)
-                    _mm256_store_ps(st + r * lds + 16 * c + 8 * h, _mm256_load_ps(accm[h][r][c]));
-        return;
-    }
-    _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-        _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-            y[r * ldy + c] = acc_sum((i8_acc){_mm256_load_ps(accm[0][r][c]), _mm256_load_ps(accm[1][r][c])});
+                y[r * ldy + c] = acc_sum((i8_acc){_mm256_load_ps(I8_AM(0, r, c)), _mm256_load_ps(I8_AM(1, r, c))});
+#undef I8_AM
 }
 #endif
 
