@@ -121,6 +121,14 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb, const uint8_
         for (int i = 0; i < KVS_QK_K; i += 16)
             mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
         const float amax = _mm512_reduce_max_ps(mx);
+#elif defined(KVS_SIMD_AVX2)
+        const __m256 nosign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < KVS_QK_K; i += 8)
+            mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(v + i), nosign));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
 #else
         float amax = 0.0f;
         for (int i = 0; i < KVS_QK_K; i++)
@@ -154,6 +162,37 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb, const uint8_
             const __m512i lo8 = _mm512_permutex2var_epi32(z0, idx, z1), hi8 = _mm512_permutex2var_epi32(z2, idx, z3);
             _mm512_storeu_si512((void *)(o->q + 64 * p), _mm512_mask_blend_epi32(hi, lo8, hi8));
         }
+#elif defined(KVS_SIMD_AVX2)
+        /* round_away on 8 lanes: truncate, then one step away from zero where |r - t| >= 1/2 */
+        const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f), nosg = nosign;
+        const __m256i one = _mm256_set1_epi32(1), lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+        for (int g = 0; g < 16; g += 2) {
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256 r = _mm256_mul_ps(_mm256_loadu_ps(v + 16 * g + 8 * i), vid);
+                const __m256 t = _mm256_round_ps(r, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                const __m256 up = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(r, t), nosg), half, _CMP_GE_OQ);
+                const __m256 neg = _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_LT_OQ);
+                /* step: +1, or -1 (all ones) where r < 0; 0 where not up */
+                const __m256i st = _mm256_and_si256(_mm256_castps_si256(up),
+                                                    _mm256_or_si256(one, _mm256_castps_si256(neg)));
+                const __m256i qi = _mm256_add_epi32(_mm256_cvttps_epi32(t), st);
+                q[i] = _mm256_max_epi32(_mm256_min_epi32(qi, lim), nlim);
+            }
+            for (int h = 0; h < 2; h++) {
+                const __m256i s8 = _mm256_add_epi32(q[2 * h], q[2 * h + 1]);
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+                gs[g + h] = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1))));
+            }
+            /* int32 -> int8 (no saturation: |q| <= 127), back to element order */
+            const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_store_si256((__m256i *)(qn + 16 * g),
+                               _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        }
+        for (int p = 0; p < 4; p++)
+            for (int L = 0; L < 16; L++)
+                memcpy(o->q + 64 * p + 4 * L, qn + 16 * G[L] + 4 * p, 4);
 #else
         for (int g = 0; g < 16; g++) {
             int s = 0;
