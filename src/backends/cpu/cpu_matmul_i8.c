@@ -525,6 +525,16 @@ KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
     }
 }
 
+/* The bytes of a super-block of type t (kvs_dtype_block_bytes, inline for the constant types). */
+KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
+{
+    return t == KVS_DTYPE_Q2_K   ? sizeof(kvs_block_q2_K)
+           : t == KVS_DTYPE_Q3_K ? sizeof(kvs_block_q3_K)
+           : t == KVS_DTYPE_Q4_K ? sizeof(kvs_block_q4_K)
+           : t == KVS_DTYPE_Q5_K ? sizeof(kvs_block_q5_K)
+                                 : sizeof(kvs_block_q6_K);
+}
+
 KVS_SIMD_INLINE void store_wreg(const i8_wreg *r, i8_wblk *o)
 {
     for (int i = 0; i < 8; i++)
@@ -734,14 +744,15 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
 #if defined(KVS_SIMD_AVX2)
     if (!panel) {
         /* decode: each weight super-block unpacked into registers and used at once */
+        const size_t bt = block_bytes(t); /* bb, a constant here */
         for (int64_t b = 0; b < nsb; b++) {
-            for (int c = 0; c < C; c++) {
+            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
                 if (pf)
-                    for (size_t o = 0; o < bb; o += 64)
-                        __builtin_prefetch(pf[c] + (size_t)b * bb + o);
+                    _Pragma("GCC unroll 4") for (size_t o = 0; o < bt; o += 64)
+                        __builtin_prefetch(pf[c] + (size_t)b * bt + o);
                 i8_wreg wr;
-                unpack_regs(t, w[c] + (size_t)b * bb, &wr);
-                for (int r = 0; r < R; r++)
+                unpack_regs(t, w[c] + (size_t)b * bt, &wr);
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
                     acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr);
             }
         }
