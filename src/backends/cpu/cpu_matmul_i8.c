@@ -440,11 +440,14 @@ KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
         }
         uint64_t s8, m8;
         kq_scales8(blk + 4, &s8, &m8);
-        /* lane L: sub-block G(L) / 2 */
-        const __m128i sel = _mm_setr_epi8(0, 0, 2, 2, 4, 4, 6, 6, 1, 1, 3, 3, 5, 5, 7, 7);
-        lane_factors(_mm_shuffle_epi8(_mm_cvtsi64_si128((long long)s8), sel),
-                     _mm_shuffle_epi8(_mm_cvtsi64_si128((long long)m8), sel), false,
-                     _mm256_set1_ps(kvs_simd_h2f(h[0])), _mm256_set1_ps(kvs_simd_h2f(h[1])), o);
+        /* the 8 sub-blocks' factors, then lane L: sub-block G(L) / 2 */
+        const __m256 sc = lane_floats8(_mm_cvtsi64_si128((long long)s8), false, _mm256_set1_ps(kvs_simd_h2f(h[0])));
+        const __m256 mn = lane_floats8(_mm_cvtsi64_si128((long long)m8), false, _mm256_set1_ps(kvs_simd_h2f(h[1])));
+        const __m256i i0 = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6), i1 = _mm256_setr_epi32(1, 1, 3, 3, 5, 5, 7, 7);
+        o->sc[0] = _mm256_permutevar8x32_ps(sc, i0);
+        o->sc[1] = _mm256_permutevar8x32_ps(sc, i1);
+        o->mn[0] = _mm256_permutevar8x32_ps(mn, i0);
+        o->mn[1] = _mm256_permutevar8x32_ps(mn, i1);
         return;
     }
     case KVS_DTYPE_Q6_K: {
@@ -666,12 +669,32 @@ KVS_SIMD_INLINE __m256i dot8(__m256i u0, __m256i x0, __m256i u1, __m256i x1)
 }
 typedef struct { const i8_xblk *x; } i8_xv;
 KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v) { v->x = x; }
-/* block_dot on a weight super-block in registers (the AVX2 decode tile's fused path). */
-KVS_SIMD_INLINE i8_acc block_dot_r(i8_acc acc, const i8_xblk *x, const i8_wreg *w)
+/* The same with 4 chunks where u < 32 (all but q6_K): 4 * 2 * 31 * 127 < 2^15. */
+KVS_SIMD_INLINE __m256i dot16(const __m256i *u, const __m256i *x)
+{
+#if defined(__AVXVNNI__)
+    return _mm256_add_epi32(dot8(u[0], x[0], u[1], x[1]), dot8(u[2], x[2], u[3], x[3]));
+#else
+    const __m256i a = _mm256_add_epi16(_mm256_maddubs_epi16(u[0], x[0]), _mm256_maddubs_epi16(u[1], x[1]));
+    const __m256i b = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], x[2]), _mm256_maddubs_epi16(u[3], x[3]));
+    return _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1));
+#endif
+}
+/* block_dot on a weight super-block in registers (the AVX2 decode tile's fused path);
+ * u5: every u < 32. */
+KVS_SIMD_INLINE i8_acc block_dot_r(i8_acc acc, const i8_xblk *x, const i8_wreg *w, bool u5)
 {
 #define XQ(i) _mm256_loadu_si256((const __m256i *)(x->q + 32 * (i)))
-    const __m256i lo = _mm256_add_epi32(dot8(w->u[0], XQ(0), w->u[2], XQ(2)), dot8(w->u[4], XQ(4), w->u[6], XQ(6)));
-    const __m256i hi = _mm256_add_epi32(dot8(w->u[1], XQ(1), w->u[3], XQ(3)), dot8(w->u[5], XQ(5), w->u[7], XQ(7)));
+    __m256i lo, hi;
+    if (u5) {
+        const __m256i ul[4] = {w->u[0], w->u[2], w->u[4], w->u[6]}, xl[4] = {XQ(0), XQ(2), XQ(4), XQ(6)};
+        const __m256i uh[4] = {w->u[1], w->u[3], w->u[5], w->u[7]}, xh[4] = {XQ(1), XQ(3), XQ(5), XQ(7)};
+        lo = dot16(ul, xl);
+        hi = dot16(uh, xh);
+    } else {
+        lo = _mm256_add_epi32(dot8(w->u[0], XQ(0), w->u[2], XQ(2)), dot8(w->u[4], XQ(4), w->u[6], XQ(6)));
+        hi = _mm256_add_epi32(dot8(w->u[1], XQ(1), w->u[3], XQ(3)), dot8(w->u[5], XQ(5), w->u[7], XQ(7)));
+    }
 #undef XQ
     const __m256 d = _mm256_set1_ps(x->d);
     acc.lo = _mm256_fmadd_ps(_mm256_mul_ps(d, w->sc[0]), _mm256_cvtepi32_ps(lo), acc.lo);
@@ -687,7 +710,7 @@ KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w)
         r.u[i] = _mm256_loadu_si256((const __m256i *)(w->u + 32 * i));
     r.sc[0] = _mm256_loadu_ps(w->sc), r.sc[1] = _mm256_loadu_ps(w->sc + 8);
     r.mn[0] = _mm256_loadu_ps(w->mn), r.mn[1] = _mm256_loadu_ps(w->mn + 8);
-    return block_dot_r(acc, x->x, &r);
+    return block_dot_r(acc, x->x, &r, false);
 }
 KVS_SIMD_INLINE float acc_sum(i8_acc a)
 {
@@ -745,15 +768,15 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
     if (!panel) {
         /* decode: each weight super-block unpacked into registers and used at once */
         const size_t bt = block_bytes(t); /* bb, a constant here */
-        for (int64_t b = 0; b < nsb; b++) {
-            _Pragma("GCC unroll 4") for (int c = 0; c < C; c++) {
+        for (int c = 0; c < C; c++) {
+            for (int64_t b = 0; b < nsb; b++) {
                 if (pf)
                     _Pragma("GCC unroll 4") for (size_t o = 0; o < bt; o += 64)
                         __builtin_prefetch(pf[c] + (size_t)b * bt + o);
                 i8_wreg wr;
                 unpack_regs(t, w[c] + (size_t)b * bt, &wr);
                 _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-                    acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr);
+                    acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr, t != KVS_DTYPE_Q6_K);
             }
         }
         for (int r = 0; r < R; r++)
