@@ -9,7 +9,9 @@
  * rounded half away from zero (int8), and the sums of qx over each
  * 16-element group.  A task quantizes its rows once, into the thread's
  * scratch (sized at start-up; nothing is allocated per call), and runs all
- * its weight rows against them.
+ * its weight rows against them.  The SIMD forms (AVX-512, AVX2) truncate
+ * and step one away from zero where |r - trunc r| >= 1/2: round_away's
+ * integers.
  *
  * Weights.  A k-quant super-block reads as unsigned quants u (0..63), an
  * integer scale sc_g and "min" mn_g per 16-element group g, and floats d,
@@ -25,10 +27,13 @@
  * 16 G(L) + 4p .. + 3 of group G(L) (G: a per-type order that the SIMD
  * unpacking of the packed bits gives for free).  Then S is 4 vpdpbusd
  * (u8 x s8, 4 products per lane) per super-block, with no per-chunk scale;
- * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15),
- * on AVX2 the same on two 8-lane halves, in the scalar twin plain loops:
- * the same integers everywhere.  The per-lane float factors d sc_g and
- * dm mn_g are made once per weight super-block, dx sum qx once per x block.
+ * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15).
+ * AVX2 holds the 16 lanes as two 8-lane halves (bytes 0-31 and 32-63 of
+ * each chunk) and adds vpmaddubsw results as int16 before one vpmaddwd:
+ * two chunks (2 * 2 * 63 * 127 < 2^15), four where u < 32 (all but q6_K).
+ * The scalar twin runs plain loops: the same integers everywhere.  The
+ * per-lane float factors d sc_g and dm mn_g are made once per weight
+ * super-block, dx sum qx once per x block.
  *
  * Float part, the same operations on every path: per output 16 float
  * lanes, for each super-block in order acc_L = fma(dx * (d sc)_L, S_L,
@@ -37,9 +42,21 @@
  * between the SIMD and scalar paths, between thread counts, and between a
  * row computed alone or in any batch (decode and prefill run this kernel).
  *
+ * Unpacking (unpack_regs, AVX2; the AVX-512 build uses it for q2_K and
+ * q3_K): the 8 rows of 16 bytes of q4_K/q5_K qs and q6_K ql are transposed
+ * by dwords with in-lane unpacks, so that their low nibbles are lanes 0-7
+ * of each chunk and their high nibbles lanes 8-15 (that is what G45 and G6
+ * say); high bits and the 2-bit fields of q2_K/q3_K come from one dword
+ * per lane (picked by in-lane unpacks or vpermd) shifted by a per-lane
+ * count (vpsrlvd).  The integer scales are widened to int32 and converted
+ * once per super-block.
+ *
  * Tiling: R rows of x against C rows of W, R x C accumulators.  Up to R
- * rows (decode), the weights stream once: each super-block is unpacked into
- * L1 as it is used, while the next tile's rows are prefetched.  With more
+ * rows (decode), the weights stream once: each super-block is unpacked
+ * as it is used, while the next tile's rows are prefetched: into L1 on
+ * AVX-512, into registers on AVX2, where the decode tile runs its weight
+ * rows one after the other (one row's registers live at a time) and dots
+ * each super-block straight from them, for each x row.  With more
  * rows (prefill, i8_prefill), the threads first quantize a chunk of x rows
  * together, each row once, into the scratch of all threads taken as one
  * region; then each tile of C weight rows is unpacked once per chunk into
@@ -101,7 +118,7 @@ bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
 /* --- activations --- */
 
 /* Round half away from zero, exactly (r - trunc(r) is exact).  The scalar
- * form of the AVX-512 code below (unused when that is compiled). */
+ * form of the AVX-512 and AVX2 code below (unused when those are compiled). */
 __attribute__((unused)) static inline int round_away(float r)
 {
     const float t = truncf(r), f = r - t;
@@ -528,6 +545,7 @@ KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
     }
 }
 
+#if defined(KVS_SIMD_AVX2)
 /* The bytes of a super-block of type t (kvs_dtype_block_bytes, inline for the constant types). */
 KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
 {
@@ -537,6 +555,7 @@ KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
            : t == KVS_DTYPE_Q5_K ? sizeof(kvs_block_q5_K)
                                  : sizeof(kvs_block_q6_K);
 }
+#endif
 
 KVS_SIMD_INLINE void store_wreg(const i8_wreg *r, i8_wblk *o)
 {
