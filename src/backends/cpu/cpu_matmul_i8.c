@@ -30,8 +30,8 @@
  * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15).
  * AVX2 holds the 16 lanes as two 8-lane halves (bytes 0-31 and 32-63 of
  * each chunk) and adds vpmaddubsw results as int16 before one vpmaddwd:
- * two chunks (2 * 2 * 63 * 127 < 2^15); in the decode tile four where
- * u < 32 (all but q6_K).
+ * two chunks (2 * 2 * 63 * 127 < 2^15); in the decode tile and the
+ * prefill tile (ptile) four where u < 32 (all but q6_K).
  * The scalar twin runs plain loops: the same integers everywhere.  The
  * per-lane float factors d sc_g and dm mn_g are made once per weight
  * super-block, dx sum qx once per x block.
