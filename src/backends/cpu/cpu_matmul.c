@@ -316,7 +316,7 @@ _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
 #if MC > 2
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
-        kvs_vf xv = vf_load(x + (r) * ldx + i);                                               \
+        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
         a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
         a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
@@ -329,7 +329,7 @@ _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
 #else
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
-        kvs_vf xv = vf_load(x + (r) * ldx + i);                                               \
+        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
         a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
         a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
@@ -347,11 +347,13 @@ KVS_SIMD_INLINE kvs_vf wrow_load(bool f16, const void *w, int64_t i)
 
 /* ptile_k: elements [i0, i1) of the MC rows w (f32, or f16 when f16; a
  * constant wherever this is inlined) (multiples of 32 apart from
- * i1 == nv): the accumulators come from acc (zeros when i0 == 0) and go
- * back there. */
+ * i1 == nv) against the R rows of the packed slice xs (element i of row r
+ * at xs[r ldx + i - i0]): the accumulators come from acc (zeros when
+ * i0 == 0) and go back there. */
 KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
                              int64_t i1, kvs_vf (*acc)[MC])
 {
+    const int64_t ix = i0;
     PLOAD(0);
     PLOAD(1);
     PLOAD(2);
@@ -413,91 +415,17 @@ KVS_SIMD_INLINE void ptile_k_any(int R, bool f16, const float *x, int64_t ldx, c
     }
 }
 
-static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const float *const *w, int64_t i0, int64_t i1,
+/* ptile_k_any with the type of W fixed (f16 rows converted in registers, or f32 rows). */
+static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const void *const *w, int64_t i0, int64_t i1,
                             kvs_vf (*acc)[MC])
 {
-    const void *wv[MC];
-    for (int c = 0; c < MC; c++)
-        wv[c] = w[c];
-    ptile_k_any(R, false, x, ldx, wv, i0, i1, acc);
+    ptile_k_any(R, false, x, ldx, w, i0, i1, acc);
 }
 
-static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const uint16_t *const *w, int64_t i0, int64_t i1,
+static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const void *const *w, int64_t i0, int64_t i1,
                             kvs_vf (*acc)[MC])
 {
-    const void *wv[MC];
-    for (int c = 0; c < MC; c++)
-        wv[c] = w[c];
-    ptile_k_any(R, true, x, ldx, wv, i0, i1, acc);
-}
-
-KVS_SIMD_INLINE void ptile(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
-                           float *y, int64_t ldy, int C)
-{
-    PACC(0);
-    PACC(1);
-    PACC(2);
-    PACC(3);
-#if PMR > 4
-    PACC(4);
-    PACC(5);
-#endif
-    const float *w0 = w[0], *w1 = w[1];
-#if MC > 2
-    const float *w2 = w[2], *w3 = w[3];
-#endif
-    const int64_t nv = len / 32 * 32;
-    for (int64_t i = 0; i < nv; i += KVS_VL) {
-        kvs_vf b0 = vf_load(w0 + i), b1 = vf_load(w1 + i);
-        VF_KEEP(b0);
-        VF_KEEP(b1);
-#if MC > 2
-        kvs_vf b2 = vf_load(w2 + i), b3 = vf_load(w3 + i);
-        VF_KEEP(b2);
-        VF_KEEP(b3);
-#endif
-        PSTEP(0);
-        if (R > 1)
-            PSTEP(1);
-        if (R > 2)
-            PSTEP(2);
-        if (R > 3)
-            PSTEP(3);
-#if PMR > 4
-        if (R > 4)
-            PSTEP(4);
-        if (R > 5)
-            PSTEP(5);
-#endif
-    }
-#if PMR > 4
-    kvs_vf acc[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
-#else
-    kvs_vf acc[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
-#endif
-    for (int r = 0; r < R; r++) {
-        for (int c = 0; c < C; c++) {
-            float s = vf_hsum(acc[r][c]);
-            for (int64_t i = nv; i < len; i++)
-                s += w[c][i] * x[r * ldx + i];
-            y[r * ldy + c] = s;
-        }
-    }
-}
-
-static void ptile_any(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
-                      float *y, int64_t ldy, int C)
-{
-    switch (R) {
-    case 1: ptile(1, x, ldx, w, len, y, ldy, C); break;
-    case 2: ptile(2, x, ldx, w, len, y, ldy, C); break;
-    case 3: ptile(3, x, ldx, w, len, y, ldy, C); break;
-#if PMR > 4
-    case 4: ptile(4, x, ldx, w, len, y, ldy, C); break;
-    case 5: ptile(5, x, ldx, w, len, y, ldy, C); break;
-#endif
-    default: ptile(PMR, x, ldx, w, len, y, ldy, C); break;
-    }
+    ptile_k_any(R, true, x, ldx, w, i0, i1, acc);
 }
 
 _Static_assert((PMR == 4 || PMR == 6) && (MC == 2 || MC == 4), "ptile: PMR 4 or 6, MC 2 or 4");
@@ -631,12 +559,32 @@ static int64_t panel_rows(int64_t k)
     return r / MC * MC;
 }
 
-/* f16 W in place: PMR rows of x against the P rows of wp, k sliced by PKC
- * (the slice of the x rows stays in L1 across the panel; the panel's f16
- * rows, converted in registers, are half the bytes of f32), then the sums
- * and tails as ptile makes them. */
-static void prefill_f16_rows(const float *x, int64_t k, int R, const uint16_t *const *wp, int P, float *y,
-                             int64_t ldy, kvs_vf (*acc)[PMR][MC])
+/* Elements [i0, i1) of R rows of x (ldx apart) packed into xs, rows PKC
+ * apart.  In place, the x rows are a power of two apart for the usual k and
+ * fall into the same few L1 sets, together with the W rows streaming past,
+ * and evict each other; packed, the slice stays in L1 across the panel. */
+static void pack_x(float *xs, const float *x, int64_t ldx, int R, int64_t i0, int64_t i1)
+{
+    for (int r = 0; r < R; r++)
+        memcpy(xs + r * PKC, x + r * ldx + i0, (size_t)(i1 - i0) * sizeof(float));
+}
+
+/* Element i of W row w (f16 or f32), for the tails. */
+static inline float wrow_el(bool f16, const void *w, int64_t i)
+{
+    return f16 ? kvs_fp16_to_fp32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+/* R (<= PMR) rows of x (k apart) against the P rows of the panel wp (f16
+ * in place or f32), k sliced by PKC: each slice of the x rows is packed
+ * (pack_x) and run against every MC-row group of the panel, whose
+ * accumulators wait in acc between slices; then the sums and tails.  While
+ * it computes, it prefetches the same slice of the Rn rows at xn (the next
+ * x rows this thread will pack; none when Rn is 0), a few lines per group:
+ * x rows are streamed again for every panel, from beyond L2 when n is
+ * large. */
+static void prefill_rows(bool f16, const float *x, int64_t k, int R, const void *const *wp, int P, float *y,
+                         int64_t ldy, kvs_vf (*acc)[PMR][MC], float *xs, const float *xn, int Rn)
 {
     const int64_t nv = k / 32 * 32;
     const int G = (P + MC - 1) / MC;
@@ -644,55 +592,55 @@ static void prefill_f16_rows(const float *x, int64_t k, int R, const uint16_t *c
         for (int r = 0; r < PMR; r++)
             for (int c = 0; c < MC; c++)
                 acc[g][r][c] = vf_zero();
-    for (int64_t i0 = 0; i0 < nv; i0 += PKC)
-        for (int g = 0; g < G; g++)
-            ptile_k_any_f16(R, x, k, wp + g * MC, i0, min64(nv, i0 + PKC), acc[g]);
+    for (int64_t i0 = 0; i0 < nv; i0 += PKC) {
+        const int64_t i1 = min64(nv, i0 + PKC), lines = (i1 - i0) / 16, npf = Rn * lines;
+        pack_x(xs, x, k, R, i0, i1);
+        for (int g = 0; g < G; g++) {
+            for (int64_t q = npf * g / G; q < npf * (g + 1) / G; q++)
+                __builtin_prefetch(xn + q / lines * k + i0 + q % lines * 16);
+            if (f16)
+                ptile_k_any_f16(R, xs, PKC, wp + g * MC, i0, i1, acc[g]);
+            else
+                ptile_k_any_f32(R, xs, PKC, wp + g * MC, i0, i1, acc[g]);
+        }
+    }
     for (int g = 0; g < G; g++)
         for (int r = 0; r < R; r++)
             for (int c = 0; c < MC && g * MC + c < P; c++) {
                 float sum = vf_hsum(acc[g][r][c]);
                 for (int64_t i = nv; i < k; i++)
-                    sum += kvs_fp16_to_fp32(wp[g * MC + c][i]) * x[r * k + i];
+                    sum += wrow_el(f16, wp[g * MC + c], i) * x[r * k + i];
                 y[r * ldy + g * MC + c] = sum;
             }
 }
 
 /* Rows [m0, m1) of W against rows [n0, n1) of x, panel by panel: a panel
- * of W rows is dequantized whole (all k columns) into the scratch, then
- * every PMR rows of x run against it with the f32 tile kernel (f16 rows
- * are used in place, converted in registers: prefill_f16_rows).  Each
- * output element is accumulated over the full row exactly as mm_decode
- * does it (the dequantized values are the ones the decode tile makes in
- * registers; a row sliced in k keeps its accumulators in memory between
- * slices), so prefill and decode give identical bits. */
+ * of W rows is dequantized whole (all k columns) into the scratch (f32 and
+ * f16 rows are used in place, f16 converted in registers), then every PMR
+ * rows of x run against it (prefill_rows).  Each output element is
+ * accumulated over the full row exactly as mm_decode does it (the
+ * dequantized values are the ones the decode tile makes in registers; a
+ * row sliced in k keeps its accumulators in memory between slices), so
+ * prefill and decode give identical bits. */
 static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, int64_t n0,
                        int64_t n1)
 {
     const int64_t k = j->k, m = j->m;
-    kvs_vf acc[MAX_PANEL / MC][PMR][MC];
-    if (j->wt == KVS_DTYPE_F16) {
-        for (int64_t p0 = m0; p0 < m1; p0 += MAX_PANEL) {
-            const int P = (int)min64(MAX_PANEL, m1 - p0);
-            const uint16_t *wp[MAX_PANEL + MC];
-            for (int c = 0; c < P + MC; c++)
-                wp[c] = (const uint16_t *)(j->w + (uint64_t)(p0 + (c < P ? c : P - 1)) * j->row_bytes);
-            for (int64_t r0 = n0; r0 < n1; r0 += PMR)
-                prefill_f16_rows(j->x + r0 * k, k, (int)min64(PMR, n1 - r0), wp, P, j->y + r0 * m + p0, m, acc);
-        }
-        return;
-    }
-    const int64_t np = panel_rows(k), nv = k / 32 * 32;
+    const bool f16 = j->wt == KVS_DTYPE_F16, in_place = f16 || j->wt == KVS_DTYPE_F32;
+    const int64_t np = f16 ? MAX_PANEL : panel_rows(k);
     if (np == 0) {
         mm_decode(j, m0, m1, n0, n1);
         return;
     }
+    kvs_vf acc[MAX_PANEL / MC][PMR][MC];
+    float xs[PMR * PKC] __attribute__((aligned(64)));
     for (int64_t p0 = m0; p0 < m1; p0 += np) {
         const int P = (int)min64(np, m1 - p0);
-        const float *wp[MAX_PANEL + MC];
+        const void *wp[MAX_PANEL + MC];
         for (int c = 0; c < P; c++) {
             const uint8_t *row = j->w + (uint64_t)(p0 + c) * j->row_bytes;
-            if (j->wt == KVS_DTYPE_F32) {
-                wp[c] = (const float *)row;
+            if (in_place) {
+                wp[c] = row;
             } else {
                 j->deq(scratch + c * k, row, k);
                 wp[c] = scratch + c * k;
@@ -700,32 +648,12 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
         }
         for (int c = P; c < P + MC; c++) /* a last group of fewer than MC rows repeats its last row */
             wp[c] = wp[P - 1];
-        const int G = (P + MC - 1) / MC;
         for (int64_t r0 = n0; r0 < n1; r0 += PMR) {
-            const int R = (int)min64(PMR, n1 - r0);
-            const float *x = j->x + r0 * k;
-            if (nv <= PKC) {
-                for (int g = 0; g < G; g++)
-                    ptile_any(R, x, k, wp + g * MC, k, j->y + r0 * m + p0 + g * MC, m,
-                              P - g * MC < MC ? P - g * MC : MC);
-                continue;
-            }
-            /* k in slices of PKC: the slice of the PMR x rows stays in L1 for the whole panel */
-            for (int g = 0; g < G; g++)
-                for (int r = 0; r < PMR; r++)
-                    for (int c = 0; c < MC; c++)
-                        acc[g][r][c] = vf_zero();
-            for (int64_t i0 = 0; i0 < nv; i0 += PKC)
-                for (int g = 0; g < G; g++)
-                    ptile_k_any_f32(R, x, k, wp + g * MC, i0, min64(nv, i0 + PKC), acc[g]);
-            for (int g = 0; g < G; g++)
-                for (int r = 0; r < R; r++)
-                    for (int c = 0; c < MC && g * MC + c < P; c++) {
-                        float sum = vf_hsum(acc[g][r][c]);
-                        for (int64_t i = nv; i < k; i++)
-                            sum += wp[g * MC + c][i] * x[r * k + i];
-                        j->y[(r0 + r) * m + p0 + g * MC + c] = sum;
-                    }
+            /* the rows packed next: the next PMR here, or the first ones again for the next panel */
+            const int64_t rn = r0 + PMR < n1 ? r0 + PMR : n0;
+            const int Rn = r0 + PMR < n1 || p0 + np < m1 ? (int)min64(PMR, n1 - rn) : 0;
+            prefill_rows(f16, j->x + r0 * k, k, (int)min64(PMR, n1 - r0), wp, P, j->y + r0 * m + p0, m, acc, xs,
+                         j->x + rn * k, Rn);
         }
     }
 }
