@@ -304,37 +304,60 @@ DEF_EL(q6_K, KVS_DTYPE_Q6_K)
 _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
 
 /*
- * ptile: the prefill tile, R (<= PMR) rows of x against MC rows of f32 W,
- * y[r][c] = sum_i x[r][i] * w_c[i].  The same float operations per output
- * element as tile_T (vector lanes accumulate i = lane, lane + VL, ... up to
- * the last whole 32-block, then hsum, then the tail one by one), but
- * written so that the compiler keeps the MC weight vectors in registers
- * and loads each x vector once for MC FMAs.
+ * ptile_k: the prefill tile, R (<= PMR) rows of x against PMC rows of W
+ * (f32, or f16 converted in registers), y[r][c] = sum_i x[r][i] * w_c[i].
+ * The same float operations per output element as tile_T (vector lanes
+ * accumulate i = lane, lane + VL, ... up to the last whole 32-block, then
+ * hsum, then the tail one by one), but written so that the compiler keeps
+ * the PMC weight vectors in registers (each f16 vector converted once for
+ * R rows) and loads each x vector once for PMC FMAs.
+ *
+ * Registers: PMR x PMC accumulators, PMC weight vectors and one x vector.
+ * AVX-512 (32): 6 x 4 + 5 = 29.  AVX2 (16): 4 x 3 + 4 = 16, 7 loads (3 of
+ * them f16 conversions) per 12 FMAs; 6 x 2 + 3 = 15 takes 8 loads per 12.
  */
+#if defined(KVS_SIMD_AVX2)
+#define PMR 4
+#define PMC 3
+#else
 #define PMR 6
-/* One step of row r: x vector at i against the MC weight vectors. */
-#if MC > 2
+#define PMC MC
+#endif
+_Static_assert((PMR == 4 || PMR == 6) && PMC >= 2 && PMC <= 4, "ptile_k: PMR 4 or 6, PMC 2..4");
+
+/* One step of row r: x vector at i against the PMC weight vectors. */
+#define PFMA(r, c) a##r##c = vf_fma(b##c, xv, a##r##c)
+#if PMC == 4
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
         kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
-        a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
-        a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
-        a##r##2 = vf_fma(b2, xv, a##r##2);                                                    \
-        a##r##3 = vf_fma(b3, xv, a##r##3);                                                    \
+        PFMA(r, 0);                                                                           \
+        PFMA(r, 1);                                                                           \
+        PFMA(r, 2);                                                                           \
+        PFMA(r, 3);                                                                           \
     } while (0)
-#define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0, a##r##2 = a##r##0, a##r##3 = a##r##0
 #define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2], a##r##3 = acc[r][3]
 #define PROW(r) {a##r##0, a##r##1, a##r##2, a##r##3}
+#elif PMC == 3
+#define PSTEP(r)                                                                              \
+    do {                                                                                      \
+        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
+        VF_KEEP(xv);                                                                          \
+        PFMA(r, 0);                                                                           \
+        PFMA(r, 1);                                                                           \
+        PFMA(r, 2);                                                                           \
+    } while (0)
+#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2]
+#define PROW(r) {a##r##0, a##r##1, a##r##2}
 #else
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
         kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
-        a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
-        a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
+        PFMA(r, 0);                                                                           \
+        PFMA(r, 1);                                                                           \
     } while (0)
-#define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0
 #define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1]
 #define PROW(r) {a##r##0, a##r##1}
 #endif
@@ -344,14 +367,17 @@ KVS_SIMD_INLINE kvs_vf wrow_load(bool f16, const void *w, int64_t i)
 {
     return f16 ? vf_load_f16((const uint16_t *)w + i) : vf_load((const float *)w + i);
 }
+#define PW(c)                                                                                 \
+    kvs_vf b##c = wrow_load(f16, w##c, i);                                                    \
+    VF_KEEP(b##c)
 
-/* ptile_k: elements [i0, i1) of the MC rows w (f32, or f16 when f16; a
+/* ptile_k: elements [i0, i1) of the PMC rows w (f32, or f16 when f16; a
  * constant wherever this is inlined) (multiples of 32 apart from
- * i1 == nv) against the R rows of the packed slice xs (element i of row r
- * at xs[r ldx + i - i0]): the accumulators come from acc (zeros when
+ * i1 == nv) against the R rows of the packed slice x (element i of row r
+ * at x[r ldx + i - i0]): the accumulators come from acc (zeros when
  * i0 == 0) and go back there. */
 KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
-                             int64_t i1, kvs_vf (*acc)[MC])
+                             int64_t i1, kvs_vf (*acc)[PMC])
 {
     const int64_t ix = i0;
     PLOAD(0);
@@ -363,17 +389,20 @@ KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const
     PLOAD(5);
 #endif
     const void *w0 = w[0], *w1 = w[1];
-#if MC > 2
-    const void *w2 = w[2], *w3 = w[3];
+#if PMC > 2
+    const void *w2 = w[2];
+#endif
+#if PMC > 3
+    const void *w3 = w[3];
 #endif
     for (int64_t i = i0; i < i1; i += KVS_VL) {
-        kvs_vf b0 = wrow_load(f16, w0, i), b1 = wrow_load(f16, w1, i);
-        VF_KEEP(b0);
-        VF_KEEP(b1);
-#if MC > 2
-        kvs_vf b2 = wrow_load(f16, w2, i), b3 = wrow_load(f16, w3, i);
-        VF_KEEP(b2);
-        VF_KEEP(b3);
+        PW(0);
+        PW(1);
+#if PMC > 2
+        PW(2);
+#endif
+#if PMC > 3
+        PW(3);
 #endif
         PSTEP(0);
         if (R > 1)
@@ -390,18 +419,18 @@ KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const
 #endif
     }
 #if PMR > 4
-    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
+    const kvs_vf out[PMR][PMC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
 #else
-    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
+    const kvs_vf out[PMR][PMC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
 #endif
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < MC; c++)
+        for (int c = 0; c < PMC; c++)
             acc[r][c] = out[r][c];
 }
 
 /* ptile_k for R rows of x known only at run time (R a constant inside). */
 KVS_SIMD_INLINE void ptile_k_any(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
-                                 int64_t i1, kvs_vf (*acc)[MC])
+                                 int64_t i1, kvs_vf (*acc)[PMC])
 {
     switch (R) {
     case 1: ptile_k(1, f16, x, ldx, w, i0, i1, acc); break;
@@ -417,20 +446,16 @@ KVS_SIMD_INLINE void ptile_k_any(int R, bool f16, const float *x, int64_t ldx, c
 
 /* ptile_k_any with the type of W fixed (f16 rows converted in registers, or f32 rows). */
 static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const void *const *w, int64_t i0, int64_t i1,
-                            kvs_vf (*acc)[MC])
+                            kvs_vf (*acc)[PMC])
 {
     ptile_k_any(R, false, x, ldx, w, i0, i1, acc);
 }
 
 static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const void *const *w, int64_t i0, int64_t i1,
-                            kvs_vf (*acc)[MC])
+                            kvs_vf (*acc)[PMC])
 {
     ptile_k_any(R, true, x, ldx, w, i0, i1, acc);
 }
-
-_Static_assert((PMR == 4 || PMR == 6) && (MC == 2 || MC == 4), "ptile: PMR 4 or 6, MC 2 or 4");
-/* Registers: PMR x MC accumulators, MC weight vectors and one x vector
- * (6 x 4 + 5 = 29 of AVX-512's 32, 6 x 2 + 3 = 15 of AVX2's 16). */
 
 /* deq_T: dst[0..len) = row[0..len) as f32 (row points at the first element). */
 #define DEF_DEQ(T)                                                                   \
@@ -547,16 +572,16 @@ static void mm_decode(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64
 }
 
 /* W rows of a prefill panel for rows of k elements: as many as fit the
- * thread's scratch, a multiple of MC, at most MAX_PANEL; 0 when not even MC
+ * thread's scratch, a multiple of PMC, at most MAX_PANEL; 0 when not even PMC
  * rows fit (the caller then streams W as decode does, same results). */
-#define MAX_PANEL 64
+#define MAX_PANEL (64 / PMC * PMC)
 /* Prefill slices k by this many elements when rows are longer. */
 #define PKC 512
 static int64_t panel_rows(int64_t k)
 {
     int64_t r = KVS_CPU_MM_SCRATCH / k;
     r = r > MAX_PANEL ? MAX_PANEL : r;
-    return r / MC * MC;
+    return r / PMC * PMC;
 }
 
 /* Elements [i0, i1) of R rows of x (ldx apart) packed into xs, rows PKC
@@ -577,20 +602,20 @@ static inline float wrow_el(bool f16, const void *w, int64_t i)
 
 /* R (<= PMR) rows of x (k apart) against the P rows of the panel wp (f16
  * in place or f32), k sliced by PKC: each slice of the x rows is packed
- * (pack_x) and run against every MC-row group of the panel, whose
+ * (pack_x) and run against every PMC-row group of the panel, whose
  * accumulators wait in acc between slices; then the sums and tails.  While
  * it computes, it prefetches the same slice of the Rn rows at xn (the next
  * x rows this thread will pack; none when Rn is 0), a few lines per group:
  * x rows are streamed again for every panel, from beyond L2 when n is
  * large. */
 static void prefill_rows(bool f16, const float *x, int64_t k, int R, const void *const *wp, int P, float *y,
-                         int64_t ldy, kvs_vf (*acc)[PMR][MC], float *xs, const float *xn, int Rn)
+                         int64_t ldy, kvs_vf (*acc)[PMR][PMC], float *xs, const float *xn, int Rn)
 {
     const int64_t nv = k / 32 * 32;
-    const int G = (P + MC - 1) / MC;
+    const int G = (P + PMC - 1) / PMC;
     for (int g = 0; g < G; g++)
         for (int r = 0; r < PMR; r++)
-            for (int c = 0; c < MC; c++)
+            for (int c = 0; c < PMC; c++)
                 acc[g][r][c] = vf_zero();
     for (int64_t i0 = 0; i0 < nv; i0 += PKC) {
         const int64_t i1 = min64(nv, i0 + PKC), lines = (i1 - i0) / 16, npf = Rn * lines;
@@ -599,18 +624,18 @@ static void prefill_rows(bool f16, const float *x, int64_t k, int R, const void 
             for (int64_t q = npf * g / G; q < npf * (g + 1) / G; q++)
                 __builtin_prefetch(xn + q / lines * k + i0 + q % lines * 16);
             if (f16)
-                ptile_k_any_f16(R, xs, PKC, wp + g * MC, i0, i1, acc[g]);
+                ptile_k_any_f16(R, xs, PKC, wp + g * PMC, i0, i1, acc[g]);
             else
-                ptile_k_any_f32(R, xs, PKC, wp + g * MC, i0, i1, acc[g]);
+                ptile_k_any_f32(R, xs, PKC, wp + g * PMC, i0, i1, acc[g]);
         }
     }
     for (int g = 0; g < G; g++)
         for (int r = 0; r < R; r++)
-            for (int c = 0; c < MC && g * MC + c < P; c++) {
+            for (int c = 0; c < PMC && g * PMC + c < P; c++) {
                 float sum = vf_hsum(acc[g][r][c]);
                 for (int64_t i = nv; i < k; i++)
-                    sum += wrow_el(f16, wp[g * MC + c], i) * x[r * k + i];
-                y[r * ldy + g * MC + c] = sum;
+                    sum += wrow_el(f16, wp[g * PMC + c], i) * x[r * k + i];
+                y[r * ldy + g * PMC + c] = sum;
             }
 }
 
@@ -632,11 +657,11 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
         mm_decode(j, m0, m1, n0, n1);
         return;
     }
-    kvs_vf acc[MAX_PANEL / MC][PMR][MC];
+    kvs_vf acc[MAX_PANEL / PMC][PMR][PMC];
     float xs[PMR * PKC] __attribute__((aligned(64)));
     for (int64_t p0 = m0; p0 < m1; p0 += np) {
         const int P = (int)min64(np, m1 - p0);
-        const void *wp[MAX_PANEL + MC];
+        const void *wp[MAX_PANEL + PMC];
         for (int c = 0; c < P; c++) {
             const uint8_t *row = j->w + (uint64_t)(p0 + c) * j->row_bytes;
             if (in_place) {
@@ -646,7 +671,7 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
                 wp[c] = scratch + c * k;
             }
         }
-        for (int c = P; c < P + MC; c++) /* a last group of fewer than MC rows repeats its last row */
+        for (int c = P; c < P + PMC; c++) /* a last group of fewer than PMC rows repeats its last row */
             wp[c] = wp[P - 1];
         for (int64_t r0 = n0; r0 < n1; r0 += PMR) {
             /* the rows packed next: the next PMR here, or the first ones again for the next panel */
