@@ -600,53 +600,111 @@ static inline float wrow_el(bool f16, const void *w, int64_t i)
     return f16 ? kvs_fp16_to_fp32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
 }
 
-/* R (<= PMR) rows of x (k apart) against the P rows of the panel wp (f16
- * in place or f32), k sliced by PKC: each slice of the x rows is packed
- * (pack_x) and run against every PMC-row group of the panel, whose
- * accumulators wait in acc between slices; then the sums and tails.  While
- * it computes, it prefetches the same slice of the Rn rows at xn (the next
- * x rows this thread will pack; none when Rn is 0), a few lines per group:
- * x rows are streamed again for every panel, from beyond L2 when n is
- * large. */
-static void prefill_rows(bool f16, const float *x, int64_t k, int R, const void *const *wp, int P, float *y,
-                         int64_t ldy, kvs_vf (*acc)[PMR][PMC], float *xs, const float *xn, int Rn)
+/* Lines to prefetch while a panel is computed, a few per step: rows
+ * stride bytes apart from base, per_row lines from byte off of each, n in
+ * all (a cursor: pf_start sets the rate for a number of steps, pf_step
+ * issues the next few). */
+typedef struct pf_rows {
+    const uint8_t *base;
+    int64_t stride, off, per_row, n;
+    int64_t col, rate;
+} pf_rows;
+
+static inline void pf_start(pf_rows *p, int64_t steps)
 {
-    const int64_t nv = k / 32 * 32;
+    p->col = 0;
+    p->rate = p->n > 0 ? cdiv(p->n, steps) : 0;
+}
+
+KVS_SIMD_INLINE void pf_step(pf_rows *p)
+{
+    for (int64_t q = 0; q < p->rate && p->n > 0; q++, p->n--) {
+        __builtin_prefetch(p->base + p->off + p->col * 64);
+        if (++p->col == p->per_row)
+            p->col = 0, p->base += p->stride;
+    }
+}
+
+/* The nr rows of x at x (k apart) against the P rows of the panel wp (f16
+ * in place, or f32), k sliced by PKC, slice by slice: the slice of each
+ * PMR rows is packed (pack_x) and run against every PMC-row group of the
+ * panel; the accumulators (acc[group of x rows][group of W rows]) wait
+ * there between slices; then the sums and tails.  While a slice is
+ * computed, it prefetches, a few lines per step, the slice of the next x
+ * rows (x rows are streamed again for every panel, from beyond L2 when n
+ * is large) and, for W read in place, wn: the next slice of the panel or
+ * the first one of the next panel (W comes from memory once, and that
+ * spreads its traffic over all the work instead of stalling the first x
+ * rows on it). */
+static void prefill_rows(bool f16, const float *x, int64_t k, int64_t nr, const void *const *wp, int P,
+                         float *y, int64_t ldy, kvs_vf (*acc)[PMR][PMC], float *xs, const float *xnext,
+                         int64_t nr_next, int64_t w_stride, const pf_rows *wn_panel)
+{
+    const int64_t nv = k / 32 * 32, NG = cdiv(nr, PMR);
     const int G = (P + PMC - 1) / PMC;
-    for (int g = 0; g < G; g++)
+    const int64_t esz = f16 ? 2 : 4;
+    for (int64_t a = 0; a < NG * G; a++)
         for (int r = 0; r < PMR; r++)
             for (int c = 0; c < PMC; c++)
-                acc[g][r][c] = vf_zero();
+                acc[a][r][c] = vf_zero();
     for (int64_t i0 = 0; i0 < nv; i0 += PKC) {
-        const int64_t i1 = min64(nv, i0 + PKC), lines = (i1 - i0) / 16, npf = Rn * lines;
-        pack_x(xs, x, k, R, i0, i1);
-        for (int g = 0; g < G; g++) {
-            for (int64_t q = npf * g / G; q < npf * (g + 1) / G; q++)
-                __builtin_prefetch(xn + q / lines * k + i0 + q % lines * 16);
-            if (f16)
-                ptile_k_any_f16(R, xs, PKC, wp + g * PMC, i0, i1, acc[g]);
+        const int64_t i1 = min64(nv, i0 + PKC), e1 = min64(nv, i1 + PKC);
+        pf_rows wn = {0};
+        if (w_stride && i1 < nv) /* W in place: the next slice of this panel */
+            wn = (pf_rows){.base = wp[0], .stride = w_stride, .off = i1 * esz, .per_row = (e1 - i1) * esz / 64,
+                           .n = P * ((e1 - i1) * esz / 64)};
+        else if (w_stride && wn_panel)
+            wn = *wn_panel;
+        pf_start(&wn, NG * G);
+        for (int64_t gi = 0; gi < NG; gi++) {
+            const int R = (int)min64(PMR, nr - gi * PMR);
+            const float *xg = x + gi * PMR * k;
+            /* the x rows packed next: the next PMR rows here, else the first ones for the next slice, else
+             * those of the next call */
+            pf_rows xn = {.stride = k * 4};
+            if (gi + 1 < NG)
+                xn.base = (const uint8_t *)(xg + PMR * k), xn.off = i0 * 4, xn.per_row = (i1 - i0) / 16,
+                xn.n = min64(PMR, nr - (gi + 1) * PMR);
+            else if (i1 < nv)
+                xn.base = (const uint8_t *)x, xn.off = i1 * 4, xn.per_row = (e1 - i1) / 16, xn.n = min64(PMR, nr);
             else
-                ptile_k_any_f32(R, xs, PKC, wp + g * PMC, i0, i1, acc[g]);
+                xn.base = (const uint8_t *)xnext, xn.off = 0, xn.per_row = min64(PKC, nv) / 16, xn.n = nr_next;
+            xn.n *= xn.per_row;
+            pf_start(&xn, G);
+            pack_x(xs, xg, k, R, i0, i1);
+            for (int g = 0; g < G; g++) {
+                pf_step(&xn);
+                pf_step(&wn);
+                if (f16)
+                    ptile_k_any_f16(R, xs, PKC, wp + g * PMC, i0, i1, acc[gi * G + g]);
+                else
+                    ptile_k_any_f32(R, xs, PKC, wp + g * PMC, i0, i1, acc[gi * G + g]);
+            }
         }
     }
-    for (int g = 0; g < G; g++)
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < PMC && g * PMC + c < P; c++) {
-                float sum = vf_hsum(acc[g][r][c]);
-                for (int64_t i = nv; i < k; i++)
-                    sum += wrow_el(f16, wp[g * PMC + c], i) * x[r * k + i];
-                y[r * ldy + g * PMC + c] = sum;
-            }
+    for (int64_t gi = 0; gi < NG; gi++)
+        for (int r = 0; r < PMR && gi * PMR + r < nr; r++)
+            for (int g = 0; g < G; g++)
+                for (int c = 0; c < PMC && g * PMC + c < P; c++) {
+                    const int64_t xr = gi * PMR + r;
+                    float sum = vf_hsum(acc[gi * G + g][r][c]);
+                    for (int64_t i = nv; i < k; i++)
+                        sum += wrow_el(f16, wp[g * PMC + c], i) * x[xr * k + i];
+                    y[xr * ldy + g * PMC + c] = sum;
+                }
 }
 
 /* Rows [m0, m1) of W against rows [n0, n1) of x, panel by panel: a panel
  * of W rows is dequantized whole (all k columns) into the scratch (f32 and
- * f16 rows are used in place, f16 converted in registers), then every PMR
- * rows of x run against it (prefill_rows).  Each output element is
- * accumulated over the full row exactly as mm_decode does it (the
- * dequantized values are the ones the decode tile makes in registers; a
- * row sliced in k keeps its accumulators in memory between slices), so
- * prefill and decode give identical bits. */
+ * f16 rows are used in place, f16 converted in registers), then the rows
+ * of x run against it (prefill_rows), PMR rows at a time for dequantized
+ * panels, and for W in place as many as the thread's scratch, free then,
+ * holds the accumulators of (the W rows are then read once per slice for
+ * all of them, from L1/L2).  Each output element is accumulated over the
+ * full row exactly as mm_decode does it (the dequantized values are the
+ * ones the decode tile makes in registers; a row sliced in k keeps its
+ * accumulators in memory between slices), so prefill and decode give
+ * identical bits. */
 static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, int64_t n0,
                        int64_t n1)
 {
@@ -657,7 +715,15 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
         mm_decode(j, m0, m1, n0, n1);
         return;
     }
-    kvs_vf acc[MAX_PANEL / PMC][PMR][PMC];
+    kvs_vf acc_one[MAX_PANEL / PMC][PMR][PMC];
+    kvs_vf (*acc)[PMR][PMC] = acc_one;
+    int64_t chunk = PMR; /* x rows per prefill_rows call */
+    if (in_place) {
+        const int64_t per_group = (np + PMC - 1) / PMC * (int64_t)sizeof(acc_one[0]);
+        chunk = (int64_t)KVS_CPU_MM_SCRATCH * (int64_t)sizeof(float) / per_group * PMR;
+        acc = (kvs_vf (*)[PMR][PMC])(void *)scratch;
+    }
+    const int64_t esz = f16 ? 2 : 4;
     float xs[PMR * PKC] __attribute__((aligned(64)));
     for (int64_t p0 = m0; p0 < m1; p0 += np) {
         const int P = (int)min64(np, m1 - p0);
@@ -673,12 +739,18 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
         }
         for (int c = P; c < P + PMC; c++) /* a last group of fewer than PMC rows repeats its last row */
             wp[c] = wp[P - 1];
-        for (int64_t r0 = n0; r0 < n1; r0 += PMR) {
-            /* the rows packed next: the next PMR here, or the first ones again for the next panel */
-            const int64_t rn = r0 + PMR < n1 ? r0 + PMR : n0;
-            const int Rn = r0 + PMR < n1 || p0 + np < m1 ? (int)min64(PMR, n1 - rn) : 0;
-            prefill_rows(f16, j->x + r0 * k, k, (int)min64(PMR, n1 - r0), wp, P, j->y + r0 * m + p0, m, acc, xs,
-                         j->x + rn * k, Rn);
+        /* W in place: the first slice of the next panel, fetched during this one's last slice */
+        const int64_t pn = min64(np, m1 - p0 - np);
+        const pf_rows wn = {.base = j->w + (uint64_t)(p0 + np) * j->row_bytes, .stride = (int64_t)j->row_bytes,
+                            .off = 0, .per_row = min64(PKC, k / 32 * 32) * esz / 64,
+                            .n = pn > 0 ? pn * (min64(PKC, k / 32 * 32) * esz / 64) : 0};
+        for (int64_t r0 = n0; r0 < n1; r0 += chunk) {
+            const int64_t nr = min64(chunk, n1 - r0);
+            /* the rows packed after these: the next chunk, or the first ones again for the next panel */
+            const int64_t rn = r0 + nr < n1 ? r0 + nr : n0;
+            const int64_t nr_next = r0 + nr < n1 || p0 + np < m1 ? min64(PMR, n1 - rn) : 0;
+            prefill_rows(f16, j->x + r0 * k, k, nr, wp, P, j->y + r0 * m + p0, m, acc, xs, j->x + rn * k, nr_next,
+                         in_place ? (int64_t)j->row_bytes : 0, r0 + nr >= n1 ? &wn : NULL);
         }
     }
 }
