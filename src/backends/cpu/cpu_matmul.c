@@ -632,10 +632,11 @@ KVS_SIMD_INLINE void pf_step(pf_rows *p)
  * there between slices; then the sums and tails.  While a slice is
  * computed, it prefetches, a few lines per step, the slice of the next x
  * rows (x rows are streamed again for every panel, from beyond L2 when n
- * is large) and, for W read in place, wn: the next slice of the panel or
- * the first one of the next panel (W comes from memory once, and that
- * spreads its traffic over all the work instead of stalling the first x
- * rows on it). */
+ * is large) and, for W read in place, the next slice of the panel when
+ * w_stride (its rows' stride; the first call of a panel, W still in
+ * memory) and the first slice of the next panel at the end (wn_panel, the
+ * last call): W comes from memory once, and that spreads its traffic over
+ * the work instead of stalling the first x rows on it. */
 static void prefill_rows(bool f16, const float *x, int64_t k, int64_t nr, const void *const *wp, int P,
                          float *y, int64_t ldy, kvs_vf (*acc)[PMR][PMC], float *xs, const float *xnext,
                          int64_t nr_next, int64_t w_stride, const pf_rows *wn_panel)
@@ -653,7 +654,7 @@ static void prefill_rows(bool f16, const float *x, int64_t k, int64_t nr, const 
         if (w_stride && i1 < nv) /* W in place: the next slice of this panel */
             wn = (pf_rows){.base = wp[0], .stride = w_stride, .off = i1 * esz, .per_row = (e1 - i1) * esz / 64,
                            .n = P * ((e1 - i1) * esz / 64)};
-        else if (w_stride && wn_panel)
+        else if (i1 >= nv && wn_panel) /* the first slice of the next panel */
             wn = *wn_panel;
         pf_start(&wn, NG * G);
         for (int64_t gi = 0; gi < NG; gi++) {
@@ -705,22 +706,29 @@ static void prefill_rows(bool f16, const float *x, int64_t k, int64_t nr, const 
  * ones the decode tile makes in registers; a row sliced in k keeps its
  * accumulators in memory between slices), so prefill and decode give
  * identical bits. */
+/* W in place: at most this many PMR-row groups of x per prefill_rows call
+ * (their slice, PKC floats a row, stays in L2 while the W slice is run
+ * against them all). */
+#define CHUNK_GROUPS 16
+
 static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, int64_t n0,
                        int64_t n1)
 {
     const int64_t k = j->k, m = j->m;
     const bool f16 = j->wt == KVS_DTYPE_F16, in_place = f16 || j->wt == KVS_DTYPE_F32;
-    const int64_t np = f16 ? MAX_PANEL : panel_rows(k);
+    int64_t np = f16 ? MAX_PANEL : panel_rows(k);
     if (np == 0) {
         mm_decode(j, m0, m1, n0, n1);
         return;
     }
+    /* panels of even size (a last one of a few rows would stream all of x again for little work) */
+    np = min64(np, cdiv(cdiv(m1 - m0, cdiv(m1 - m0, np)), PMC) * PMC);
     kvs_vf acc_one[MAX_PANEL / PMC][PMR][PMC];
     kvs_vf (*acc)[PMR][PMC] = acc_one;
     int64_t chunk = PMR; /* x rows per prefill_rows call */
     if (in_place) {
         const int64_t per_group = (np + PMC - 1) / PMC * (int64_t)sizeof(acc_one[0]);
-        chunk = (int64_t)KVS_CPU_MM_SCRATCH * (int64_t)sizeof(float) / per_group * PMR;
+        chunk = min64((int64_t)KVS_CPU_MM_SCRATCH * (int64_t)sizeof(float) / per_group, CHUNK_GROUPS) * PMR;
         acc = (kvs_vf (*)[PMR][PMC])(void *)scratch;
     }
     const int64_t esz = f16 ? 2 : 4;
@@ -750,7 +758,7 @@ static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, 
             const int64_t rn = r0 + nr < n1 ? r0 + nr : n0;
             const int64_t nr_next = r0 + nr < n1 || p0 + np < m1 ? min64(PMR, n1 - rn) : 0;
             prefill_rows(f16, j->x + r0 * k, k, nr, wp, P, j->y + r0 * m + p0, m, acc, xs, j->x + rn * k, nr_next,
-                         in_place ? (int64_t)j->row_bytes : 0, r0 + nr >= n1 ? &wn : NULL);
+                         in_place && r0 == n0 ? (int64_t)j->row_bytes : 0, in_place && r0 + nr >= n1 ? &wn : NULL);
         }
     }
 }
