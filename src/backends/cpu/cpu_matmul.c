@@ -20,12 +20,21 @@
  * weight row is streamed from memory once (the next MR rows of x reuse
  * it from cache).
  *
- * Prefill (larger n) is bound by arithmetic: a panel of whole W rows is
- * dequantized once into the thread's f32 scratch (512 KiB, stays in L2),
- * then all rows of x are run against it with the f32 tile kernel.  f32
- * weights are used in place.  The dequantized values are exactly those the
- * decode tile makes in registers and the tile accumulates the same way, so
- * the two paths agree bit for bit.
+ * Prefill and batched decode (larger n) are bound by arithmetic: a panel
+ * of whole W rows is dequantized once into the thread's f32 scratch (512
+ * KiB, stays in L2), then all rows of x are run against it with the
+ * prefill tile (ptile_k: PMR x PMC, 4 x 3 on AVX2, 6 x 4 on AVX-512).  f32
+ * and f16 weights are used in place (f16 converted in registers, each
+ * vector once for PMR rows of x), and the then free scratch holds the
+ * accumulators of up to 64 rows of x, so each slice of W is run against
+ * all of them while it is in cache.  k is cut in slices of PKC: the slice
+ * of PMR x rows is packed into a small buffer that stays in L1 (in place,
+ * rows a power of two apart collide in the same L1 sets), and the next x
+ * rows and still-cold W slices are prefetched a few lines per tile call.
+ * The dequantized values are exactly those the decode tile makes in
+ * registers and every tile accumulates each output element the same way
+ * (one vector accumulator, lanes over i = lane, lane + VL, ..., in order
+ * of i, then hsum, then the tail), so the paths agree bit for bit.
  */
 #include "backends/cpu/cpu_internal.h"
 #include "backends/cpu/cpu_simd.h"
