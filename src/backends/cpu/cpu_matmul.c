@@ -583,7 +583,7 @@ static void mm_decode(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64
 /* W rows of a prefill panel for rows of k elements: as many as fit the
  * thread's scratch, a multiple of PMC, at most MAX_PANEL; 0 when not even PMC
  * rows fit (the caller then streams W as decode does, same results). */
-#define MAX_PANEL (64 / PMC * PMC)
+#define MAX_PANEL ((64 + PMC - 1) / PMC * PMC)
 /* Prefill slices k by this many elements when rows are longer. */
 #define PKC 512
 static int64_t panel_rows(int64_t k)
