@@ -180,9 +180,9 @@ static void test_matmul_int8_activations(void **state)
     kvs_backend *b1 = make_cpu_i8(1), *b3 = make_cpu_i8(3);
     test_rng rng = {0x51ed27u};
     const kvs_dtype kq[] = {KVS_DTYPE_Q2_K, KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K};
-    const int64_t ns[] = {1, 2, 5, 9, 31}, ms[] = {1, 7, 13, 38}, ks[] = {256, 768, 2304};
+    const int64_t ns[] = {1, 2, 3, 4, 5, 9, 31}, ms[] = {1, 7, 13, 38}, ks[] = {256, 768, 2304};
     for (size_t ti = 0; ti < 5; ti++)
-        for (size_t ni = 0; ni < 5; ni++)
+        for (size_t ni = 0; ni < 7; ni++)
             for (size_t ki = 0; ki < 3; ki++)
                 check_i8(b1, b3, kq[ti], ns[ni], ks[ki], ms[(ni + ki) % 4], &rng);
     /* rows longer than the thread's scratch holds at once (chunks of x rows) */

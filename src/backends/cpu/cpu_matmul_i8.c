@@ -9,7 +9,9 @@
  * rounded half away from zero (int8), and the sums of qx over each
  * 16-element group.  A task quantizes its rows once, into the thread's
  * scratch (sized at start-up; nothing is allocated per call), and runs all
- * its weight rows against them.
+ * its weight rows against them.  The SIMD forms (AVX-512, AVX2) truncate
+ * and step one away from zero where |r - trunc r| >= 1/2: round_away's
+ * integers.
  *
  * Weights.  A k-quant super-block reads as unsigned quants u (0..63), an
  * integer scale sc_g and "min" mn_g per 16-element group g, and floats d,
@@ -25,10 +27,14 @@
  * 16 G(L) + 4p .. + 3 of group G(L) (G: a per-type order that the SIMD
  * unpacking of the packed bits gives for free).  Then S is 4 vpdpbusd
  * (u8 x s8, 4 products per lane) per super-block, with no per-chunk scale;
- * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15),
- * on AVX2 the same on two 8-lane halves, in the scalar twin plain loops:
- * the same integers everywhere.  The per-lane float factors d sc_g and
- * dm mn_g are made once per weight super-block, dx sum qx once per x block.
+ * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15).
+ * AVX2 holds the 16 lanes as two 8-lane halves (bytes 0-31 and 32-63 of
+ * each chunk) and adds vpmaddubsw results as int16 before one vpmaddwd:
+ * two chunks (2 * 2 * 63 * 127 < 2^15); in the decode tile four where
+ * u < 32 (all but q6_K).
+ * The scalar twin runs plain loops: the same integers everywhere.  The
+ * per-lane float factors d sc_g and dm mn_g are made once per weight
+ * super-block, dx sum qx once per x block.
  *
  * Float part, the same operations on every path: per output 16 float
  * lanes, for each super-block in order acc_L = fma(dx * (d sc)_L, S_L,
@@ -37,9 +43,21 @@
  * between the SIMD and scalar paths, between thread counts, and between a
  * row computed alone or in any batch (decode and prefill run this kernel).
  *
+ * Unpacking (unpack_regs, AVX2; the AVX-512 build uses it for q2_K and
+ * q3_K): the 8 rows of 16 bytes of q4_K/q5_K qs and q6_K ql are transposed
+ * by dwords with in-lane unpacks, so that their low nibbles are lanes 0-7
+ * of each chunk and their high nibbles lanes 8-15 (that is what G45 and G6
+ * say); high bits and the 2-bit fields of q2_K/q3_K come from one dword
+ * per lane (picked by in-lane unpacks or vpermd) shifted by a per-lane
+ * count (vpsrlvd).  The integer scales are widened to int32 and converted
+ * once per super-block.
+ *
  * Tiling: R rows of x against C rows of W, R x C accumulators.  Up to R
- * rows (decode), the weights stream once: each super-block is unpacked into
- * L1 as it is used, while the next tile's rows are prefetched.  With more
+ * rows (decode), the weights stream once: each super-block is unpacked
+ * as it is used, while the next tile's rows are prefetched: into L1 on
+ * AVX-512, into registers on AVX2, where the decode tile runs its weight
+ * rows one after the other (one row's registers live at a time) and dots
+ * each super-block straight from them, for each x row.  With more
  * rows (prefill, i8_prefill), the threads first quantize a chunk of x rows
  * together, each row once, into the scratch of all threads taken as one
  * region; then each tile of C weight rows is unpacked once per chunk into
@@ -101,7 +119,7 @@ bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
 /* --- activations --- */
 
 /* Round half away from zero, exactly (r - trunc(r) is exact).  The scalar
- * form of the AVX-512 code below (unused when that is compiled). */
+ * form of the AVX-512 and AVX2 code below (unused when those are compiled). */
 __attribute__((unused)) static inline int round_away(float r)
 {
     const float t = truncf(r), f = r - t;
@@ -121,6 +139,14 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb, const uint8_
         for (int i = 0; i < KVS_QK_K; i += 16)
             mx = _mm512_max_ps(mx, _mm512_abs_ps(_mm512_loadu_ps(v + i)));
         const float amax = _mm512_reduce_max_ps(mx);
+#elif defined(KVS_SIMD_AVX2)
+        const __m256 nosign = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+        __m256 mx = _mm256_setzero_ps();
+        for (int i = 0; i < KVS_QK_K; i += 8)
+            mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(v + i), nosign));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        const float amax = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
 #else
         float amax = 0.0f;
         for (int i = 0; i < KVS_QK_K; i++)
@@ -154,6 +180,37 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb, const uint8_
             const __m512i lo8 = _mm512_permutex2var_epi32(z0, idx, z1), hi8 = _mm512_permutex2var_epi32(z2, idx, z3);
             _mm512_storeu_si512((void *)(o->q + 64 * p), _mm512_mask_blend_epi32(hi, lo8, hi8));
         }
+#elif defined(KVS_SIMD_AVX2)
+        /* round_away on 8 lanes: truncate, then one step away from zero where |r - t| >= 1/2 */
+        const __m256 vid = _mm256_set1_ps(id), half = _mm256_set1_ps(0.5f), nosg = nosign;
+        const __m256i one = _mm256_set1_epi32(1), lim = _mm256_set1_epi32(127), nlim = _mm256_set1_epi32(-127);
+        for (int g = 0; g < 16; g += 2) {
+            __m256i q[4];
+            for (int i = 0; i < 4; i++) {
+                const __m256 r = _mm256_mul_ps(_mm256_loadu_ps(v + 16 * g + 8 * i), vid);
+                const __m256 t = _mm256_round_ps(r, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+                const __m256 up = _mm256_cmp_ps(_mm256_and_ps(_mm256_sub_ps(r, t), nosg), half, _CMP_GE_OQ);
+                const __m256 neg = _mm256_cmp_ps(r, _mm256_setzero_ps(), _CMP_LT_OQ);
+                /* step: +1, or -1 (all ones) where r < 0; 0 where not up */
+                const __m256i st = _mm256_and_si256(_mm256_castps_si256(up),
+                                                    _mm256_or_si256(one, _mm256_castps_si256(neg)));
+                const __m256i qi = _mm256_add_epi32(_mm256_cvttps_epi32(t), st);
+                q[i] = _mm256_max_epi32(_mm256_min_epi32(qi, lim), nlim);
+            }
+            for (int h = 0; h < 2; h++) {
+                const __m256i s8 = _mm256_add_epi32(q[2 * h], q[2 * h + 1]);
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s8), _mm256_extracti128_si256(s8, 1));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(1, 0, 3, 2)));
+                gs[g + h] = _mm_cvtsi128_si32(_mm_add_epi32(s4, _mm_shuffle_epi32(s4, _MM_SHUFFLE(2, 3, 0, 1))));
+            }
+            /* int32 -> int8 (no saturation: |q| <= 127), back to element order */
+            const __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_store_si256((__m256i *)(qn + 16 * g),
+                               _mm256_permutevar8x32_epi32(b, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+        }
+        for (int p = 0; p < 4; p++)
+            for (int L = 0; L < 16; L++)
+                memcpy(o->q + 64 * p + 4 * L, qn + 16 * G[L] + 4 * p, 4);
 #else
         for (int g = 0; g < 16; g++) {
             int s = 0;
@@ -176,6 +233,8 @@ static void quantize_row(i8_xblk *dst, const float *x, int64_t nsb, const uint8_
 
 /* --- weights --- */
 
+#if !defined(KVS_SIMD_AVX2) && !defined(KVS_SIMD_AVX512)
+/* The scalar twin's unpacking, the specification of the SIMD ones below. */
 /* (u, sc, mn, d, dm) of one super-block in element order (see the top comment). */
 static void unpack_generic(kvs_dtype t, const uint8_t *blk, uint8_t *u, int16_t *sc, int16_t *mn,
                            float *d, float *dm)
@@ -266,6 +325,8 @@ static void unpack_portable(kvs_dtype t, const uint8_t *blk, i8_wblk *o)
     }
 }
 
+#endif
+
 #if defined(KVS_SIMD_AVX512)
 /* The 8 rows of 16 bytes of a 128-byte array, transposed by dwords: lanes
  * 0-7 of *a hold dword p0 of rows 0-7, lanes 8-15 dword p0 + 1; same for *b
@@ -292,7 +353,56 @@ KVS_SIMD_INLINE __m512 lane_floats(__m128i bytes16, bool sgn, float scale)
 }
 #endif
 
-/* q4_K/q5_K 6-bit scales and mins of the 8 sub-blocks, 4 at a time (byte j: sub-block j's). */
+#if defined(KVS_SIMD_AVX2) || defined(KVS_SIMD_AVX512)
+/*
+ * AVX2 unpacking (also used by the AVX-512 build for q2_K and q3_K).  A
+ * super-block in registers: u[2p] holds lanes 0-7 of chunk p, u[2p + 1]
+ * lanes 8-15; sc, mn the float factors of lanes 0-7 and 8-15.  unpack()
+ * stores it as an i8_wblk; the AVX2 decode tile uses it directly.
+ */
+typedef struct { __m256i u[8]; __m256 sc[2], mn[2]; } i8_wreg;
+
+/* 8 rows of 16 bytes transposed by dwords: t[p] lane i holds dword p of row i. */
+KVS_SIMD_INLINE void rows8_avx2(const uint8_t *q, __m256i t[4])
+{
+    __m256i y[4]; /* y[i] = rows i | i + 4 */
+    for (int i = 0; i < 4; i++)
+        y[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(q + 16 * i))),
+                                       _mm_loadu_si128((const __m128i *)(q + 16 * i + 64)), 1);
+    const __m256i a = _mm256_unpacklo_epi32(y[0], y[1]), b = _mm256_unpackhi_epi32(y[0], y[1]);
+    const __m256i c = _mm256_unpacklo_epi32(y[2], y[3]), d = _mm256_unpackhi_epi32(y[2], y[3]);
+    t[0] = _mm256_unpacklo_epi64(a, c);
+    t[1] = _mm256_unpackhi_epi64(a, c);
+    t[2] = _mm256_unpacklo_epi64(b, d);
+    t[3] = _mm256_unpackhi_epi64(b, d);
+}
+/* Low nibbles of the 8 rows (lanes 0-7 of each chunk), high nibbles (lanes 8-15). */
+KVS_SIMD_INLINE void nibbles_avx2(const uint8_t *q, i8_wreg *o)
+{
+    __m256i t[4];
+    rows8_avx2(q, t);
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int p = 0; p < 4; p++) {
+        o->u[2 * p] = _mm256_and_si256(t[p], m4);
+        o->u[2 * p + 1] = _mm256_and_si256(_mm256_srli_epi16(t[p], 4), m4);
+    }
+}
+/* 8 bytes (int8 when sgn, else uint8) times scale as 8 floats: exactly scale * (float)v. */
+KVS_SIMD_INLINE __m256 lane_floats8(__m128i bytes8, bool sgn, __m256 scale)
+{
+    const __m256i v = sgn ? _mm256_cvtepi8_epi32(bytes8) : _mm256_cvtepu8_epi32(bytes8);
+    return _mm256_mul_ps(scale, _mm256_cvtepi32_ps(v));
+}
+/* sc / mn of lanes 0-7 from bytes 0-7 of v, lanes 8-15 from bytes 8-15. */
+KVS_SIMD_INLINE void lane_factors(__m128i sv, __m128i mv, bool sgn, __m256 d, __m256 dm, i8_wreg *o)
+{
+    o->sc[0] = lane_floats8(sv, sgn, d);
+    o->sc[1] = lane_floats8(_mm_srli_si128(sv, 8), sgn, d);
+    o->mn[0] = lane_floats8(mv, sgn, dm);
+    o->mn[1] = lane_floats8(_mm_srli_si128(mv, 8), sgn, dm);
+}
+
+/* q4_K/q5_K 6-bit scales and mins of the 8 sub-blocks (byte j: sub-block j's). */
 KVS_SIMD_INLINE void kq_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn)
 {
     uint32_t w0, w1, w2;
@@ -305,6 +415,159 @@ KVS_SIMD_INLINE void kq_scales8(const uint8_t *s, uint64_t *sc, uint64_t *mn)
     *sc = (uint64_t)a | (uint64_t)c << 32;
     *mn = (uint64_t)b | (uint64_t)e << 32;
 }
+
+/* q3_K's 16 6-bit scales plus 32 (bytes 0-7: groups 0-7, in a; 8-15 in b). */
+KVS_SIMD_INLINE void q3k_scales16(const uint8_t *s, uint64_t *a, uint64_t *b)
+{
+    uint64_t lo;
+    uint32_t h;
+    memcpy(&lo, s, 8);
+    memcpy(&h, s + 8, 4);
+    const uint64_t m2 = 0x03030303u, m4 = 0x0f0f0f0f0f0f0f0full;
+    const uint64_t h0 = (h & m2) | ((h >> 2) & m2) << 32, h1 = ((h >> 4) & m2) | ((h >> 6) & m2) << 32;
+    *a = (lo & m4) | h0 << 4;
+    *b = ((lo >> 4) & m4) | h1 << 4;
+}
+
+/* Dwords p, 4 + p, p, 4 + p, ... of v (the identity map's rows 0 and 1 of 16 bytes). */
+KVS_SIMD_INLINE __m256i dw_pair(__m256i v, int p)
+{
+    return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(p, 4 + p, p, 4 + p, p, 4 + p, p, 4 + p));
+}
+
+/* One super-block of type t into registers, in lane map lane_map(t): the
+ * integers and floats of unpack_portable. */
+KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
+{
+    switch (t) {
+    case KVS_DTYPE_Q4_K:
+    case KVS_DTYPE_Q5_K: {
+        /* G45: lanes 0-7 the low nibbles of the 8 rows of qs, 8-15 the high ones */
+        const bool five = t == KVS_DTYPE_Q5_K;
+        const uint16_t *h = (const uint16_t *)blk;
+        nibbles_avx2(blk + (five ? 48 : 16), o);
+        if (five) {
+            /* lane L: bit G(L) / 2 of qh dword 4 (G(L) & 1) + p, to bit 4 (lanes 8-15: one bit up) */
+            const __m256i qh = _mm256_loadu_si256((const __m256i *)(blk + 16));
+            const __m256i sh = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6), b4 = _mm256_set1_epi8(0x10);
+            for (int p = 0; p < 4; p++) {
+                const __m256i a = _mm256_srlv_epi32(dw_pair(qh, p), sh);
+                o->u[2 * p] = _mm256_or_si256(o->u[2 * p], _mm256_and_si256(_mm256_slli_epi32(a, 4), b4));
+                o->u[2 * p + 1] = _mm256_or_si256(o->u[2 * p + 1], _mm256_and_si256(_mm256_slli_epi32(a, 3), b4));
+            }
+        }
+        uint64_t s8, m8;
+        kq_scales8(blk + 4, &s8, &m8);
+        /* the 8 sub-blocks' factors, then lane L: sub-block G(L) / 2 */
+        const __m256 sc = lane_floats8(_mm_cvtsi64_si128((long long)s8), false, _mm256_set1_ps(kvs_simd_h2f(h[0])));
+        const __m256 mn = lane_floats8(_mm_cvtsi64_si128((long long)m8), false, _mm256_set1_ps(kvs_simd_h2f(h[1])));
+        const __m256i i0 = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6), i1 = _mm256_setr_epi32(1, 1, 3, 3, 5, 5, 7, 7);
+        o->sc[0] = _mm256_permutevar8x32_ps(sc, i0);
+        o->sc[1] = _mm256_permutevar8x32_ps(sc, i1);
+        o->mn[0] = _mm256_permutevar8x32_ps(mn, i0);
+        o->mn[1] = _mm256_permutevar8x32_ps(mn, i1);
+        return;
+    }
+    case KVS_DTYPE_Q6_K: {
+        /* G6: lanes 0-7 the low nibbles of the 8 rows of ql, 8-15 the high ones; the high
+         * bits of lane (q = L % 8) in qh dword 8 (q >> 2) + 4 (q & 1) + p, bits 2 c */
+        const kvs_block_q6_K *b = (const kvs_block_q6_K *)blk;
+        nibbles_avx2(b->ql, o);
+        const __m256i x = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b->qh)),
+            _mm_loadu_si128((const __m128i *)(b->qh + 32)), 1);
+        const __m256i y = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b->qh + 16))),
+            _mm_loadu_si128((const __m128i *)(b->qh + 48)), 1);
+        const __m256i l = _mm256_unpacklo_epi32(x, y), hh = _mm256_unpackhi_epi32(x, y);
+        const __m256i w[4] = {_mm256_unpacklo_epi64(l, l), _mm256_unpackhi_epi64(l, l),
+                              _mm256_unpacklo_epi64(hh, hh), _mm256_unpackhi_epi64(hh, hh)};
+        const __m256i sh = _mm256_setr_epi32(0, 0, 2, 2, 0, 0, 2, 2), b2 = _mm256_set1_epi8(0x30);
+        for (int p = 0; p < 4; p++) {
+            const __m256i a = _mm256_srlv_epi32(w[p], sh); /* lanes 8-15: bits 4 up */
+            o->u[2 * p] = _mm256_or_si256(o->u[2 * p], _mm256_and_si256(_mm256_slli_epi32(a, 4), b2));
+            o->u[2 * p + 1] = _mm256_or_si256(o->u[2 * p + 1], _mm256_and_si256(a, b2));
+        }
+        const __m128i s = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)b->scales),
+                                           _mm_loadu_si128((const __m128i *)G6));
+        const __m256 d = _mm256_set1_ps(kvs_simd_h2f(b->d));
+        o->sc[0] = lane_floats8(s, true, d);
+        o->sc[1] = lane_floats8(_mm_srli_si128(s, 8), true, d);
+        o->mn[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_slli_epi32(_mm256_cvtepi8_epi32(s), 5)));
+        o->mn[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_slli_epi32(_mm256_cvtepi8_epi32(
+                                                           _mm_srli_si128(s, 8)), 5)));
+        return;
+    }
+    case KVS_DTYPE_Q2_K:
+    case KVS_DTYPE_Q3_K: {
+        /* identity map: lane L (group L) of chunk p: qs dword 4 (L & 1) + p of rows 0-1 (L < 8) or
+         * 2-3, bits 2 (L / 2 % 4); q3_K: plus bit L / 2 (lanes 0-7) or 4 + L / 2 % 4 of hmask
+         * dword 4 (L & 1) + p, to bit 2 */
+        const bool three = t == KVS_DTYPE_Q3_K;
+        const uint8_t *qs = blk + (three ? 32 : 16);
+        const __m256i q0 = _mm256_loadu_si256((const __m256i *)qs), q1 = _mm256_loadu_si256((const __m256i *)(qs + 32));
+        const __m256i sh = _mm256_setr_epi32(0, 0, 2, 2, 4, 4, 6, 6), m2 = _mm256_set1_epi8(3);
+        for (int p = 0; p < 4; p++) {
+            o->u[2 * p] = _mm256_and_si256(_mm256_srlv_epi32(dw_pair(q0, p), sh), m2);
+            o->u[2 * p + 1] = _mm256_and_si256(_mm256_srlv_epi32(dw_pair(q1, p), sh), m2);
+        }
+        if (three) {
+            const kvs_block_q3_K *b = (const kvs_block_q3_K *)blk;
+            const __m256i hm = _mm256_loadu_si256((const __m256i *)b->hmask), b4 = _mm256_set1_epi8(4);
+            const __m256i sh1 = _mm256_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3);
+            for (int p = 0; p < 4; p++) {
+                const __m256i a = _mm256_srlv_epi32(dw_pair(hm, p), sh1); /* lanes 8-15: bits 4 up */
+                o->u[2 * p] = _mm256_or_si256(o->u[2 * p], _mm256_and_si256(_mm256_slli_epi32(a, 2), b4));
+                o->u[2 * p + 1] = _mm256_or_si256(o->u[2 * p + 1], _mm256_and_si256(_mm256_srli_epi32(a, 2), b4));
+            }
+            uint64_t s0, s1;
+            q3k_scales16(b->scales, &s0, &s1);
+            const __m256 d = _mm256_set1_ps(kvs_simd_h2f(b->d));
+            const __m256i c32 = _mm256_set1_epi32(32);
+            const __m256i v0 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)s0)), c32);
+            const __m256i v1 = _mm256_sub_epi32(_mm256_cvtepu8_epi32(_mm_cvtsi64_si128((long long)s1)), c32);
+            o->sc[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(v0));
+            o->sc[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(v1));
+            o->mn[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_slli_epi32(v0, 2)));
+            o->mn[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_slli_epi32(v1, 2)));
+        } else {
+            const kvs_block_q2_K *b = (const kvs_block_q2_K *)blk;
+            const __m128i s = _mm_loadu_si128((const __m128i *)b->scales), m4 = _mm_set1_epi8(0x0f);
+            lane_factors(_mm_and_si128(s, m4), _mm_and_si128(_mm_srli_epi16(s, 4), m4), false,
+                         _mm256_set1_ps(kvs_simd_h2f(b->d)), _mm256_set1_ps(kvs_simd_h2f(b->dmin)), o);
+        }
+        return;
+    }
+    default: /* not reached: kvs_cpu_i8_supported */
+        for (int i = 0; i < 8; i++)
+            o->u[i] = _mm256_setzero_si256();
+        o->sc[0] = o->sc[1] = o->mn[0] = o->mn[1] = _mm256_setzero_ps();
+        return;
+    }
+}
+
+#if defined(KVS_SIMD_AVX2)
+/* The bytes of a super-block of type t (kvs_dtype_block_bytes, inline for the constant types). */
+KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
+{
+    return t == KVS_DTYPE_Q2_K   ? sizeof(kvs_block_q2_K)
+           : t == KVS_DTYPE_Q3_K ? sizeof(kvs_block_q3_K)
+           : t == KVS_DTYPE_Q4_K ? sizeof(kvs_block_q4_K)
+           : t == KVS_DTYPE_Q5_K ? sizeof(kvs_block_q5_K)
+                                 : sizeof(kvs_block_q6_K);
+}
+#endif
+
+KVS_SIMD_INLINE void store_wreg(const i8_wreg *r, i8_wblk *o)
+{
+    for (int i = 0; i < 8; i++)
+        _mm256_storeu_si256((__m256i *)(o->u + 32 * i), r->u[i]);
+    _mm256_storeu_ps(o->sc, r->sc[0]);
+    _mm256_storeu_ps(o->sc + 8, r->sc[1]);
+    _mm256_storeu_ps(o->mn, r->mn[0]);
+    _mm256_storeu_ps(o->mn + 8, r->mn[1]);
+}
+#endif
 
 KVS_SIMD_INLINE void unpack(kvs_dtype t, const uint8_t *blk, i8_wblk *o)
 {
@@ -363,7 +626,13 @@ KVS_SIMD_INLINE void unpack(kvs_dtype t, const uint8_t *blk, i8_wblk *o)
         return;
     }
 #endif
+#if defined(KVS_SIMD_AVX2) || defined(KVS_SIMD_AVX512)
+    i8_wreg r;
+    unpack_regs(t, blk, &r);
+    store_wreg(&r, o);
+#else
     unpack_portable(t, blk, o);
+#endif
 }
 
 /* --- the dot of one x super-block with one unpacked weight super-block --- */
@@ -405,34 +674,63 @@ KVS_SIMD_INLINE float acc_sum(i8_acc a)
 #elif defined(KVS_SIMD_AVX2)
 typedef struct { __m256 lo, hi; } i8_acc;
 KVS_SIMD_INLINE i8_acc acc_zero(void) { return (i8_acc){_mm256_setzero_ps(), _mm256_setzero_ps()}; }
-KVS_SIMD_INLINE __m256i dot4(__m256i acc, __m256i u, __m256i x)
+/* sum u0 x0 + u1 x1 per int32 lane (4 products each).  Without VNNI the
+ * pairs of vpmaddubsw are added as int16 first: |u x + u' x'| <= 2 * 63 * 127
+ * per product pair, two pairs <= 32004 < 2^15, so no saturation: the same
+ * integers with one vpmaddwd per two chunks. */
+KVS_SIMD_INLINE __m256i dot8(__m256i u0, __m256i x0, __m256i u1, __m256i x1)
 {
 #if defined(__AVXVNNI__)
-    return _mm256_dpbusd_avx_epi32(acc, u, x);
+    return _mm256_dpbusd_avx_epi32(_mm256_dpbusd_avx_epi32(_mm256_setzero_si256(), u0, x0), u1, x1);
 #else
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, x), _mm256_set1_epi16(1)));
+    return _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(u0, x0), _mm256_maddubs_epi16(u1, x1)),
+                             _mm256_set1_epi16(1));
 #endif
 }
-typedef struct { __m256i q[8]; __m256 d; const i8_xblk *x; } i8_xv;
-KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v)
+typedef struct { const i8_xblk *x; } i8_xv;
+KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v) { v->x = x; }
+/* The same with 4 chunks where u < 32 (all but q6_K): 4 * 2 * 31 * 127 < 2^15. */
+KVS_SIMD_INLINE __m256i dot16(const __m256i *u, const __m256i *x)
 {
-    for (int p = 0; p < 8; p++)
-        v->q[p] = _mm256_loadu_si256((const __m256i *)(x->q + 32 * p));
-    v->d = _mm256_set1_ps(x->d);
-    v->x = x;
+#if defined(__AVXVNNI__)
+    return _mm256_add_epi32(dot8(u[0], x[0], u[1], x[1]), dot8(u[2], x[2], u[3], x[3]));
+#else
+    const __m256i a = _mm256_add_epi16(_mm256_maddubs_epi16(u[0], x[0]), _mm256_maddubs_epi16(u[1], x[1]));
+    const __m256i b = _mm256_add_epi16(_mm256_maddubs_epi16(u[2], x[2]), _mm256_maddubs_epi16(u[3], x[3]));
+    return _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1));
+#endif
+}
+/* block_dot on a weight super-block in registers (the AVX2 decode tile's fused path);
+ * u5: every u < 32. */
+KVS_SIMD_INLINE i8_acc block_dot_r(i8_acc acc, const i8_xblk *x, const i8_wreg *w, bool u5)
+{
+#define XQ(i) _mm256_loadu_si256((const __m256i *)(x->q + 32 * (i)))
+    __m256i lo, hi;
+    if (u5) {
+        const __m256i ul[4] = {w->u[0], w->u[2], w->u[4], w->u[6]}, xl[4] = {XQ(0), XQ(2), XQ(4), XQ(6)};
+        const __m256i uh[4] = {w->u[1], w->u[3], w->u[5], w->u[7]}, xh[4] = {XQ(1), XQ(3), XQ(5), XQ(7)};
+        lo = dot16(ul, xl);
+        hi = dot16(uh, xh);
+    } else {
+        lo = _mm256_add_epi32(dot8(w->u[0], XQ(0), w->u[2], XQ(2)), dot8(w->u[4], XQ(4), w->u[6], XQ(6)));
+        hi = _mm256_add_epi32(dot8(w->u[1], XQ(1), w->u[3], XQ(3)), dot8(w->u[5], XQ(5), w->u[7], XQ(7)));
+    }
+#undef XQ
+    const __m256 d = _mm256_set1_ps(x->d);
+    acc.lo = _mm256_fmadd_ps(_mm256_mul_ps(d, w->sc[0]), _mm256_cvtepi32_ps(lo), acc.lo);
+    acc.hi = _mm256_fmadd_ps(_mm256_mul_ps(d, w->sc[1]), _mm256_cvtepi32_ps(hi), acc.hi);
+    acc.lo = _mm256_fnmadd_ps(w->mn[0], _mm256_loadu_ps(x->bs), acc.lo);
+    acc.hi = _mm256_fnmadd_ps(w->mn[1], _mm256_loadu_ps(x->bs + 8), acc.hi);
+    return acc;
 }
 KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w)
 {
-    __m256i lo = _mm256_setzero_si256(), hi = _mm256_setzero_si256();
-    for (int p = 0; p < 4; p++) {
-        lo = dot4(lo, _mm256_loadu_si256((const __m256i *)(w->u + 64 * p)), x->q[2 * p]);
-        hi = dot4(hi, _mm256_loadu_si256((const __m256i *)(w->u + 64 * p + 32)), x->q[2 * p + 1]);
-    }
-    acc.lo = _mm256_fmadd_ps(_mm256_mul_ps(x->d, _mm256_loadu_ps(w->sc)), _mm256_cvtepi32_ps(lo), acc.lo);
-    acc.hi = _mm256_fmadd_ps(_mm256_mul_ps(x->d, _mm256_loadu_ps(w->sc + 8)), _mm256_cvtepi32_ps(hi), acc.hi);
-    acc.lo = _mm256_fnmadd_ps(_mm256_loadu_ps(w->mn), _mm256_loadu_ps(x->x->bs), acc.lo);
-    acc.hi = _mm256_fnmadd_ps(_mm256_loadu_ps(w->mn + 8), _mm256_loadu_ps(x->x->bs + 8), acc.hi);
-    return acc;
+    i8_wreg r;
+    for (int i = 0; i < 8; i++)
+        r.u[i] = _mm256_loadu_si256((const __m256i *)(w->u + 32 * i));
+    r.sc[0] = _mm256_loadu_ps(w->sc), r.sc[1] = _mm256_loadu_ps(w->sc + 8);
+    r.mn[0] = _mm256_loadu_ps(w->mn), r.mn[1] = _mm256_loadu_ps(w->mn + 8);
+    return block_dot_r(acc, x->x, &r, false);
 }
 KVS_SIMD_INLINE float acc_sum(i8_acc a)
 {
@@ -486,6 +784,27 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             acc[r][c] = acc_zero();
+#if defined(KVS_SIMD_AVX2)
+    if (!panel) {
+        /* decode: each weight super-block unpacked into registers and used at once */
+        const size_t bt = block_bytes(t); /* bb, a constant here */
+        for (int c = 0; c < C; c++) {
+            for (int64_t b = 0; b < nsb; b++) {
+                if (pf)
+                    _Pragma("GCC unroll 4") for (size_t o = 0; o < bt; o += 64)
+                        __builtin_prefetch(pf[c] + (size_t)b * bt + o);
+                i8_wreg wr;
+                unpack_regs(t, w[c] + (size_t)b * bt, &wr);
+                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+                    acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr, t != KVS_DTYPE_Q6_K);
+            }
+        }
+        for (int r = 0; r < R; r++)
+            for (int c = 0; c < C; c++)
+                y[r * ldy + c] = acc_sum(acc[r][c]);
+        return;
+    }
+#endif
     _Alignas(64) i8_wblk tmp[I8_MC];
     for (int64_t b = 0; b < nsb; b++) {
         const i8_wblk *wb[I8_MC];
@@ -605,12 +924,34 @@ static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const 
         default: T_C(4, true); break;
         }
     } else {
+#if defined(KVS_SIMD_AVX2)
+        /* the decode tile unpacks in registers: one instance per type */
+#define T_R(TT)                                                  \
+    do {                                                         \
+        const kvs_dtype t = TT; /* a constant in each instance */ \
+        switch (R) {                                             \
+        case 1: T_C(1, false); break;                            \
+        case 2: T_C(2, false); break;                            \
+        case 3: T_C(3, false); break;                            \
+        default: T_C(4, false); break;                           \
+        }                                                        \
+    } while (0)
+        switch (t) {
+        case KVS_DTYPE_Q2_K: T_R(KVS_DTYPE_Q2_K); break;
+        case KVS_DTYPE_Q3_K: T_R(KVS_DTYPE_Q3_K); break;
+        case KVS_DTYPE_Q4_K: T_R(KVS_DTYPE_Q4_K); break;
+        case KVS_DTYPE_Q5_K: T_R(KVS_DTYPE_Q5_K); break;
+        default: T_R(KVS_DTYPE_Q6_K); break;
+        }
+#undef T_R
+#else
         switch (R) {
         case 1: T_C(1, false); break;
         case 2: T_C(2, false); break;
         case 3: T_C(3, false); break;
         default: T_C(4, false); break;
         }
+#endif
     }
 #undef T_C
 }
