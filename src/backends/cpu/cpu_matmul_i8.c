@@ -580,77 +580,63 @@ KVS_SIMD_INLINE __m256i dw_pair(__m256i v, int p)
  * each 128-bit lane, of the registers of blocks 4h..4h+3, and lane L's
  * floats are block (L & 3) + 4 (L >= 8)'s.
  */
-KVS_SIMD_INLINE __m256i legacy_u(kvs_dtype t, const uint8_t *blk, float *d, float *m)
+KVS_SIMD_INLINE __m256i legacy_u(kvs_dtype t, const uint8_t *blk)
 {
     const __m256i m4 = _mm256_set1_epi8(0x0f);
-    switch (t) {
-    case KVS_DTYPE_Q8_0: {
-        const kvs_block_q8_0 *b = (const kvs_block_q8_0 *)blk;
-        *d = kvs_simd_h2f(b->d);
-        *m = 128.0f * *d;
-        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)b->q), _mm256_set1_epi8((char)0x80));
-    }
-    case KVS_DTYPE_Q4_0:
-    case KVS_DTYPE_Q4_1: {
-        const uint8_t *qs;
-        if (t == KVS_DTYPE_Q4_0) {
-            const kvs_block_q4_0 *b = (const kvs_block_q4_0 *)blk;
-            *d = kvs_simd_h2f(b->d);
-            *m = 8.0f * *d;
-            qs = b->qs;
-        } else {
-            const kvs_block_q4_1 *b = (const kvs_block_q4_1 *)blk;
-            *d = kvs_simd_h2f(b->d);
-            *m = -kvs_simd_h2f(b->m);
-            qs = b->qs;
-        }
-        const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-        return _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-    }
-    default: { /* Q5_0, Q5_1: bit e of qh is element e's fifth bit */
-        const uint8_t *qh, *qs;
-        if (t == KVS_DTYPE_Q5_0) {
-            const kvs_block_q5_0 *b = (const kvs_block_q5_0 *)blk;
-            *d = kvs_simd_h2f(b->d);
-            *m = 16.0f * *d;
-            qh = b->qh, qs = b->qs;
-        } else {
-            const kvs_block_q5_1 *b = (const kvs_block_q5_1 *)blk;
-            *d = kvs_simd_h2f(b->d);
-            *m = -kvs_simd_h2f(b->m);
-            qh = b->qh, qs = b->qs;
-        }
-        uint32_t h;
-        memcpy(&h, qh, 4);
-        const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-        const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
-        /* byte e: byte e / 8 of h, tested against bit e % 8 */
-        const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
-                                               _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
-                                                                 0x0101010101010101LL, 0));
-        const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
-        const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
-        return _mm256_or_si256(lo, _mm256_and_si256(on, _mm256_set1_epi8(0x10)));
-    }
-    }
+    if (t == KVS_DTYPE_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const kvs_block_q8_0 *)blk)->q),
+                                _mm256_set1_epi8((char)0x80));
+    const uint8_t *qs = t == KVS_DTYPE_Q4_0   ? ((const kvs_block_q4_0 *)blk)->qs
+                        : t == KVS_DTYPE_Q4_1 ? ((const kvs_block_q4_1 *)blk)->qs
+                        : t == KVS_DTYPE_Q5_0 ? ((const kvs_block_q5_0 *)blk)->qs
+                                              : ((const kvs_block_q5_1 *)blk)->qs;
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+    if (t == KVS_DTYPE_Q4_0 || t == KVS_DTYPE_Q4_1)
+        return lo;
+    /* q5_0, q5_1: bit e of qh is element e's fifth bit; byte e tests bit e % 8 of qh byte e / 8 */
+    uint32_t h;
+    memcpy(&h, t == KVS_DTYPE_Q5_0 ? ((const kvs_block_q5_0 *)blk)->qh : ((const kvs_block_q5_1 *)blk)->qh, 4);
+    const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                           _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                                             0x0101010101010101LL, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
+    return _mm256_or_si256(lo, _mm256_and_si256(on, _mm256_set1_epi8(0x10)));
+}
+/* The f16 at byte offset off of each of the 8 blocks, as 8 floats (exact). */
+KVS_SIMD_INLINE __m256 legacy_h8(const uint8_t *sb, size_t bb, size_t off)
+{
+    uint16_t v[8];
+    for (int i = 0; i < 8; i++)
+        memcpy(&v[i], sb + (size_t)i * bb + off, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)v));
 }
 KVS_SIMD_INLINE void legacy_regs(kvs_dtype t, const uint8_t *sb, i8_wreg *o)
 {
     const size_t bb = kvs_dtype_block_bytes(t);
-    _Alignas(16) float d[8], m[8];
     for (int h = 0; h < 2; h++) {
         __m256i r[4];
         for (int i = 0; i < 4; i++)
-            r[i] = legacy_u(t, sb + (size_t)(4 * h + i) * bb, &d[4 * h + i], &m[4 * h + i]);
+            r[i] = legacy_u(t, sb + (size_t)(4 * h + i) * bb);
         const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
         const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
         o->u[h] = _mm256_unpacklo_epi64(t0, t2);
         o->u[2 + h] = _mm256_unpackhi_epi64(t0, t2);
         o->u[4 + h] = _mm256_unpacklo_epi64(t1, t3);
         o->u[6 + h] = _mm256_unpackhi_epi64(t1, t3);
-        o->sc[h] = _mm256_broadcast_ps((const __m128 *)(d + 4 * h));
-        o->mn[h] = _mm256_broadcast_ps((const __m128 *)(m + 4 * h));
     }
+    /* every legacy block starts with d (q4_1, q5_1: then m): lanes 0-7 take blocks 0-3 twice,
+     * lanes 8-15 blocks 4-7 */
+    const __m256 d = legacy_h8(sb, bb, 0);
+    const __m256 m = t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_1
+                         ? _mm256_sub_ps(_mm256_setzero_ps(), legacy_h8(sb, bb, 2))
+                         : _mm256_mul_ps(d, _mm256_set1_ps(t == KVS_DTYPE_Q8_0 ? 128.0f : t == KVS_DTYPE_Q5_0 ? 16.0f : 8.0f));
+    const __m256i i0 = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3), i1 = _mm256_setr_epi32(4, 5, 6, 7, 4, 5, 6, 7);
+    o->sc[0] = _mm256_permutevar8x32_ps(d, i0);
+    o->sc[1] = _mm256_permutevar8x32_ps(d, i1);
+    o->mn[0] = _mm256_permutevar8x32_ps(m, i0);
+    o->mn[1] = _mm256_permutevar8x32_ps(m, i1);
 }
 
 /* One super-block of type t into registers, in lane map lane_map(t): the
