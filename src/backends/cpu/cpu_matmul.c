@@ -336,39 +336,35 @@ _Static_assert((PMR == 4 || PMR == 6) && PMC >= 2 && PMC <= 4, "ptile_k: PMR 4 o
 
 /* One step of row r: x vector at i against the PMC weight vectors. */
 #define PFMA(r, c) a##r##c = vf_fma(b##c, xv, a##r##c)
-#if PMC == 4
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
         kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
         PFMA(r, 0);                                                                           \
         PFMA(r, 1);                                                                           \
-        PFMA(r, 2);                                                                           \
-        PFMA(r, 3);                                                                           \
+        PFMA_2(r);                                                                            \
+        PFMA_3(r);                                                                            \
     } while (0)
-#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2], a##r##3 = acc[r][3]
-#define PROW(r) {a##r##0, a##r##1, a##r##2, a##r##3}
-#elif PMC == 3
-#define PSTEP(r)                                                                              \
-    do {                                                                                      \
-        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
-        VF_KEEP(xv);                                                                          \
-        PFMA(r, 0);                                                                           \
-        PFMA(r, 1);                                                                           \
-        PFMA(r, 2);                                                                           \
-    } while (0)
-#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2]
-#define PROW(r) {a##r##0, a##r##1, a##r##2}
+#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1] PLOAD_2(r) PLOAD_3(r)
+#define PROW(r) {a##r##0, a##r##1 PROW_2(r) PROW_3(r)}
+/* weight vectors 2 and 3, where PMC has them */
+#if PMC >= 3
+#define PFMA_2(r) PFMA(r, 2)
+#define PLOAD_2(r) , a##r##2 = acc[r][2]
+#define PROW_2(r) , a##r##2
 #else
-#define PSTEP(r)                                                                              \
-    do {                                                                                      \
-        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
-        VF_KEEP(xv);                                                                          \
-        PFMA(r, 0);                                                                           \
-        PFMA(r, 1);                                                                           \
-    } while (0)
-#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1]
-#define PROW(r) {a##r##0, a##r##1}
+#define PFMA_2(r) (void)0
+#define PLOAD_2(r)
+#define PROW_2(r)
+#endif
+#if PMC == 4
+#define PFMA_3(r) PFMA(r, 3)
+#define PLOAD_3(r) , a##r##3 = acc[r][3]
+#define PROW_3(r) , a##r##3
+#else
+#define PFMA_3(r) (void)0
+#define PLOAD_3(r)
+#define PROW_3(r)
 #endif
 
 /* A row of W from element i: f32, or f16 converted in registers (exactly). */
