@@ -20,12 +20,21 @@
  * weight row is streamed from memory once (the next MR rows of x reuse
  * it from cache).
  *
- * Prefill (larger n) is bound by arithmetic: a panel of whole W rows is
- * dequantized once into the thread's f32 scratch (512 KiB, stays in L2),
- * then all rows of x are run against it with the f32 tile kernel.  f32
- * weights are used in place.  The dequantized values are exactly those the
- * decode tile makes in registers and the tile accumulates the same way, so
- * the two paths agree bit for bit.
+ * Prefill and batched decode (larger n) are bound by arithmetic: a panel
+ * of whole W rows is dequantized once into the thread's f32 scratch (512
+ * KiB, stays in L2), then all rows of x are run against it with the
+ * prefill tile (ptile_k: PMR x PMC, 4 x 3 on AVX2, 6 x 4 on AVX-512).  f32
+ * and f16 weights are used in place (f16 converted in registers, each
+ * vector once for PMR rows of x), and the then free scratch holds the
+ * accumulators of up to 64 rows of x, so each slice of W is run against
+ * all of them while it is in cache.  k is cut in slices of PKC: the slice
+ * of PMR x rows is packed into a small buffer that stays in L1 (in place,
+ * rows a power of two apart collide in the same L1 sets), and the next x
+ * rows and still-cold W slices are prefetched a few lines per tile call.
+ * The dequantized values are exactly those the decode tile makes in
+ * registers and every tile accumulates each output element the same way
+ * (one vector accumulator, lanes over i = lane, lane + VL, ..., in order
+ * of i, then hsum, then the tail), so the paths agree bit for bit.
  */
 #include "backends/cpu/cpu_internal.h"
 #include "backends/cpu/cpu_simd.h"
@@ -304,37 +313,60 @@ DEF_EL(q6_K, KVS_DTYPE_Q6_K)
 _Static_assert(MR == 4, "tile_any dispatches R = 1..4");
 
 /*
- * ptile: the prefill tile, R (<= PMR) rows of x against MC rows of f32 W,
- * y[r][c] = sum_i x[r][i] * w_c[i].  The same float operations per output
- * element as tile_T (vector lanes accumulate i = lane, lane + VL, ... up to
- * the last whole 32-block, then hsum, then the tail one by one), but
- * written so that the compiler keeps the MC weight vectors in registers
- * and loads each x vector once for MC FMAs.
+ * ptile_k: the prefill tile, R (<= PMR) rows of x against PMC rows of W
+ * (f32, or f16 converted in registers), y[r][c] = sum_i x[r][i] * w_c[i].
+ * The same float operations per output element as tile_T (vector lanes
+ * accumulate i = lane, lane + VL, ... up to the last whole 32-block, then
+ * hsum, then the tail one by one), but written so that the compiler keeps
+ * the PMC weight vectors in registers (each f16 vector converted once for
+ * R rows) and loads each x vector once for PMC FMAs.
+ *
+ * Registers: PMR x PMC accumulators, PMC weight vectors and one x vector.
+ * AVX-512 (32): 6 x 4 + 5 = 29.  AVX2 (16): 4 x 3 + 4 = 16, 7 loads (3 of
+ * them f16 conversions) per 12 FMAs; 6 x 2 + 3 = 15 takes 8 loads per 12.
  */
+#if defined(KVS_SIMD_AVX2)
+#define PMR 4
+#define PMC 3
+#else
 #define PMR 6
-/* One step of row r: x vector at i against the MC weight vectors. */
-#if MC > 2
+#define PMC MC
+#endif
+_Static_assert((PMR == 4 || PMR == 6) && PMC >= 2 && PMC <= 4, "ptile_k: PMR 4 or 6, PMC 2..4");
+
+/* One step of row r: x vector at i against the PMC weight vectors. */
+#define PFMA(r, c) a##r##c = vf_fma(b##c, xv, a##r##c)
+#if PMC == 4
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
-        kvs_vf xv = vf_load(x + (r) * ldx + i);                                               \
+        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
-        a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
-        a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
-        a##r##2 = vf_fma(b2, xv, a##r##2);                                                    \
-        a##r##3 = vf_fma(b3, xv, a##r##3);                                                    \
+        PFMA(r, 0);                                                                           \
+        PFMA(r, 1);                                                                           \
+        PFMA(r, 2);                                                                           \
+        PFMA(r, 3);                                                                           \
     } while (0)
-#define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0, a##r##2 = a##r##0, a##r##3 = a##r##0
 #define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2], a##r##3 = acc[r][3]
 #define PROW(r) {a##r##0, a##r##1, a##r##2, a##r##3}
+#elif PMC == 3
+#define PSTEP(r)                                                                              \
+    do {                                                                                      \
+        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
+        VF_KEEP(xv);                                                                          \
+        PFMA(r, 0);                                                                           \
+        PFMA(r, 1);                                                                           \
+        PFMA(r, 2);                                                                           \
+    } while (0)
+#define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1], a##r##2 = acc[r][2]
+#define PROW(r) {a##r##0, a##r##1, a##r##2}
 #else
 #define PSTEP(r)                                                                              \
     do {                                                                                      \
-        kvs_vf xv = vf_load(x + (r) * ldx + i);                                               \
+        kvs_vf xv = vf_load(x + (r) * ldx + i - ix);                                          \
         VF_KEEP(xv);                                                                          \
-        a##r##0 = vf_fma(b0, xv, a##r##0);                                                    \
-        a##r##1 = vf_fma(b1, xv, a##r##1);                                                    \
+        PFMA(r, 0);                                                                           \
+        PFMA(r, 1);                                                                           \
     } while (0)
-#define PACC(r) kvs_vf a##r##0 = vf_zero(), a##r##1 = a##r##0
 #define PLOAD(r) kvs_vf a##r##0 = acc[r][0], a##r##1 = acc[r][1]
 #define PROW(r) {a##r##0, a##r##1}
 #endif
@@ -344,14 +376,19 @@ KVS_SIMD_INLINE kvs_vf wrow_load(bool f16, const void *w, int64_t i)
 {
     return f16 ? vf_load_f16((const uint16_t *)w + i) : vf_load((const float *)w + i);
 }
+#define PW(c)                                                                                 \
+    kvs_vf b##c = wrow_load(f16, w##c, i);                                                    \
+    VF_KEEP(b##c)
 
-/* ptile_k: elements [i0, i1) of the MC rows w (f32, or f16 when f16; a
+/* ptile_k: elements [i0, i1) of the PMC rows w (f32, or f16 when f16; a
  * constant wherever this is inlined) (multiples of 32 apart from
- * i1 == nv): the accumulators come from acc (zeros when i0 == 0) and go
- * back there. */
+ * i1 == nv) against the R rows of the packed slice x (element i of row r
+ * at x[r ldx + i - i0]): the accumulators come from acc (zeros when
+ * i0 == 0) and go back there. */
 KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
-                             int64_t i1, kvs_vf (*acc)[MC])
+                             int64_t i1, kvs_vf (*acc)[PMC])
 {
+    const int64_t ix = i0;
     PLOAD(0);
     PLOAD(1);
     PLOAD(2);
@@ -361,17 +398,20 @@ KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const
     PLOAD(5);
 #endif
     const void *w0 = w[0], *w1 = w[1];
-#if MC > 2
-    const void *w2 = w[2], *w3 = w[3];
+#if PMC > 2
+    const void *w2 = w[2];
+#endif
+#if PMC > 3
+    const void *w3 = w[3];
 #endif
     for (int64_t i = i0; i < i1; i += KVS_VL) {
-        kvs_vf b0 = wrow_load(f16, w0, i), b1 = wrow_load(f16, w1, i);
-        VF_KEEP(b0);
-        VF_KEEP(b1);
-#if MC > 2
-        kvs_vf b2 = wrow_load(f16, w2, i), b3 = wrow_load(f16, w3, i);
-        VF_KEEP(b2);
-        VF_KEEP(b3);
+        PW(0);
+        PW(1);
+#if PMC > 2
+        PW(2);
+#endif
+#if PMC > 3
+        PW(3);
 #endif
         PSTEP(0);
         if (R > 1)
@@ -388,18 +428,18 @@ KVS_SIMD_INLINE void ptile_k(int R, bool f16, const float *x, int64_t ldx, const
 #endif
     }
 #if PMR > 4
-    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
+    const kvs_vf out[PMR][PMC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
 #else
-    const kvs_vf out[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
+    const kvs_vf out[PMR][PMC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
 #endif
     for (int r = 0; r < R; r++)
-        for (int c = 0; c < MC; c++)
+        for (int c = 0; c < PMC; c++)
             acc[r][c] = out[r][c];
 }
 
 /* ptile_k for R rows of x known only at run time (R a constant inside). */
 KVS_SIMD_INLINE void ptile_k_any(int R, bool f16, const float *x, int64_t ldx, const void *const *w, int64_t i0,
-                                 int64_t i1, kvs_vf (*acc)[MC])
+                                 int64_t i1, kvs_vf (*acc)[PMC])
 {
     switch (R) {
     case 1: ptile_k(1, f16, x, ldx, w, i0, i1, acc); break;
@@ -413,96 +453,18 @@ KVS_SIMD_INLINE void ptile_k_any(int R, bool f16, const float *x, int64_t ldx, c
     }
 }
 
-static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const float *const *w, int64_t i0, int64_t i1,
-                            kvs_vf (*acc)[MC])
+/* ptile_k_any with the type of W fixed (f16 rows converted in registers, or f32 rows). */
+static void ptile_k_any_f32(int R, const float *x, int64_t ldx, const void *const *w, int64_t i0, int64_t i1,
+                            kvs_vf (*acc)[PMC])
 {
-    const void *wv[MC];
-    for (int c = 0; c < MC; c++)
-        wv[c] = w[c];
-    ptile_k_any(R, false, x, ldx, wv, i0, i1, acc);
+    ptile_k_any(R, false, x, ldx, w, i0, i1, acc);
 }
 
-static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const uint16_t *const *w, int64_t i0, int64_t i1,
-                            kvs_vf (*acc)[MC])
+static void ptile_k_any_f16(int R, const float *x, int64_t ldx, const void *const *w, int64_t i0, int64_t i1,
+                            kvs_vf (*acc)[PMC])
 {
-    const void *wv[MC];
-    for (int c = 0; c < MC; c++)
-        wv[c] = w[c];
-    ptile_k_any(R, true, x, ldx, wv, i0, i1, acc);
+    ptile_k_any(R, true, x, ldx, w, i0, i1, acc);
 }
-
-KVS_SIMD_INLINE void ptile(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
-                           float *y, int64_t ldy, int C)
-{
-    PACC(0);
-    PACC(1);
-    PACC(2);
-    PACC(3);
-#if PMR > 4
-    PACC(4);
-    PACC(5);
-#endif
-    const float *w0 = w[0], *w1 = w[1];
-#if MC > 2
-    const float *w2 = w[2], *w3 = w[3];
-#endif
-    const int64_t nv = len / 32 * 32;
-    for (int64_t i = 0; i < nv; i += KVS_VL) {
-        kvs_vf b0 = vf_load(w0 + i), b1 = vf_load(w1 + i);
-        VF_KEEP(b0);
-        VF_KEEP(b1);
-#if MC > 2
-        kvs_vf b2 = vf_load(w2 + i), b3 = vf_load(w3 + i);
-        VF_KEEP(b2);
-        VF_KEEP(b3);
-#endif
-        PSTEP(0);
-        if (R > 1)
-            PSTEP(1);
-        if (R > 2)
-            PSTEP(2);
-        if (R > 3)
-            PSTEP(3);
-#if PMR > 4
-        if (R > 4)
-            PSTEP(4);
-        if (R > 5)
-            PSTEP(5);
-#endif
-    }
-#if PMR > 4
-    kvs_vf acc[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3), PROW(4), PROW(5)};
-#else
-    kvs_vf acc[PMR][MC] = {PROW(0), PROW(1), PROW(2), PROW(3)};
-#endif
-    for (int r = 0; r < R; r++) {
-        for (int c = 0; c < C; c++) {
-            float s = vf_hsum(acc[r][c]);
-            for (int64_t i = nv; i < len; i++)
-                s += w[c][i] * x[r * ldx + i];
-            y[r * ldy + c] = s;
-        }
-    }
-}
-
-static void ptile_any(int R, const float *x, int64_t ldx, const float *const *w, int64_t len,
-                      float *y, int64_t ldy, int C)
-{
-    switch (R) {
-    case 1: ptile(1, x, ldx, w, len, y, ldy, C); break;
-    case 2: ptile(2, x, ldx, w, len, y, ldy, C); break;
-    case 3: ptile(3, x, ldx, w, len, y, ldy, C); break;
-#if PMR > 4
-    case 4: ptile(4, x, ldx, w, len, y, ldy, C); break;
-    case 5: ptile(5, x, ldx, w, len, y, ldy, C); break;
-#endif
-    default: ptile(PMR, x, ldx, w, len, y, ldy, C); break;
-    }
-}
-
-_Static_assert((PMR == 4 || PMR == 6) && (MC == 2 || MC == 4), "ptile: PMR 4 or 6, MC 2 or 4");
-/* Registers: PMR x MC accumulators, MC weight vectors and one x vector
- * (6 x 4 + 5 = 29 of AVX-512's 32, 6 x 2 + 3 = 15 of AVX2's 16). */
 
 /* deq_T: dst[0..len) = row[0..len) as f32 (row points at the first element). */
 #define DEF_DEQ(T)                                                                   \
@@ -619,113 +581,193 @@ static void mm_decode(const mm_job *j, int64_t m0, int64_t m1, int64_t n0, int64
 }
 
 /* W rows of a prefill panel for rows of k elements: as many as fit the
- * thread's scratch, a multiple of MC, at most MAX_PANEL; 0 when not even MC
+ * thread's scratch, a multiple of PMC, at most MAX_PANEL; 0 when not even PMC
  * rows fit (the caller then streams W as decode does, same results). */
-#define MAX_PANEL 64
+#define MAX_PANEL ((64 + PMC - 1) / PMC * PMC)
 /* Prefill slices k by this many elements when rows are longer. */
 #define PKC 512
 static int64_t panel_rows(int64_t k)
 {
     int64_t r = KVS_CPU_MM_SCRATCH / k;
     r = r > MAX_PANEL ? MAX_PANEL : r;
-    return r / MC * MC;
+    return r / PMC * PMC;
 }
 
-/* f16 W in place: PMR rows of x against the P rows of wp, k sliced by PKC
- * (the slice of the x rows stays in L1 across the panel; the panel's f16
- * rows, converted in registers, are half the bytes of f32), then the sums
- * and tails as ptile makes them. */
-static void prefill_f16_rows(const float *x, int64_t k, int R, const uint16_t *const *wp, int P, float *y,
-                             int64_t ldy, kvs_vf (*acc)[PMR][MC])
+/* Elements [i0, i1) of R rows of x (ldx apart) packed into xs, rows PKC
+ * apart.  In place, the x rows are a power of two apart for the usual k and
+ * fall into the same few L1 sets, together with the W rows streaming past,
+ * and evict each other; packed, the slice stays in L1 across the panel. */
+static void pack_x(float *xs, const float *x, int64_t ldx, int R, int64_t i0, int64_t i1)
 {
-    const int64_t nv = k / 32 * 32;
-    const int G = (P + MC - 1) / MC;
-    for (int g = 0; g < G; g++)
+    for (int r = 0; r < R; r++)
+        memcpy(xs + r * PKC, x + r * ldx + i0, (size_t)(i1 - i0) * sizeof(float));
+}
+
+/* Element i of W row w (f16 or f32), for the tails. */
+static inline float wrow_el(bool f16, const void *w, int64_t i)
+{
+    return f16 ? kvs_fp16_to_fp32(((const uint16_t *)w)[i]) : ((const float *)w)[i];
+}
+
+/* Lines to prefetch while a panel is computed, a few per step: rows
+ * stride bytes apart from base, per_row lines from byte off of each, n in
+ * all (a cursor: pf_start sets the rate for a number of steps, pf_step
+ * issues the next few). */
+typedef struct pf_rows {
+    const uint8_t *base;
+    int64_t stride, off, per_row, n;
+    int64_t col, rate;
+} pf_rows;
+
+static inline void pf_start(pf_rows *p, int64_t steps)
+{
+    p->col = 0;
+    p->rate = p->n > 0 ? cdiv(p->n, steps) : 0;
+}
+
+KVS_SIMD_INLINE void pf_step(pf_rows *p)
+{
+    for (int64_t q = 0; q < p->rate && p->n > 0; q++, p->n--) {
+        __builtin_prefetch(p->base + p->off + p->col * 64);
+        if (++p->col == p->per_row)
+            p->col = 0, p->base += p->stride;
+    }
+}
+
+/* The nr rows of x at x (k apart) against the P rows of the panel wp (f16
+ * in place, or f32), k sliced by PKC, slice by slice: the slice of each
+ * PMR rows is packed (pack_x) and run against every PMC-row group of the
+ * panel; the accumulators (acc[group of x rows][group of W rows]) wait
+ * there between slices; then the sums and tails.  While a slice is
+ * computed, it prefetches, a few lines per step, the slice of the next x
+ * rows (x rows are streamed again for every panel, from beyond L2 when n
+ * is large) and, for W read in place, the next slice of the panel when
+ * w_stride (its rows' stride; the first call of a panel, W still in
+ * memory) and the first slice of the next panel at the end (wn_panel, the
+ * last call): W comes from memory once, and that spreads its traffic over
+ * the work instead of stalling the first x rows on it. */
+static void prefill_rows(bool f16, const float *x, int64_t k, int64_t nr, const void *const *wp, int P,
+                         float *y, int64_t ldy, kvs_vf (*acc)[PMR][PMC], float *xs, const float *xnext,
+                         int64_t nr_next, int64_t w_stride, const pf_rows *wn_panel)
+{
+    const int64_t nv = k / 32 * 32, NG = cdiv(nr, PMR);
+    const int G = (P + PMC - 1) / PMC;
+    const int64_t esz = f16 ? 2 : 4;
+    for (int64_t a = 0; a < NG * G; a++)
         for (int r = 0; r < PMR; r++)
-            for (int c = 0; c < MC; c++)
-                acc[g][r][c] = vf_zero();
-    for (int64_t i0 = 0; i0 < nv; i0 += PKC)
-        for (int g = 0; g < G; g++)
-            ptile_k_any_f16(R, x, k, wp + g * MC, i0, min64(nv, i0 + PKC), acc[g]);
-    for (int g = 0; g < G; g++)
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < MC && g * MC + c < P; c++) {
-                float sum = vf_hsum(acc[g][r][c]);
-                for (int64_t i = nv; i < k; i++)
-                    sum += kvs_fp16_to_fp32(wp[g * MC + c][i]) * x[r * k + i];
-                y[r * ldy + g * MC + c] = sum;
+            for (int c = 0; c < PMC; c++)
+                acc[a][r][c] = vf_zero();
+    for (int64_t i0 = 0; i0 < nv; i0 += PKC) {
+        const int64_t i1 = min64(nv, i0 + PKC), e1 = min64(nv, i1 + PKC);
+        pf_rows wn = {0};
+        if (w_stride && i1 < nv) /* W in place: the next slice of this panel */
+            wn = (pf_rows){.base = wp[0], .stride = w_stride, .off = i1 * esz, .per_row = (e1 - i1) * esz / 64,
+                           .n = P * ((e1 - i1) * esz / 64)};
+        else if (i1 >= nv && wn_panel) /* the first slice of the next panel */
+            wn = *wn_panel;
+        pf_start(&wn, NG * G);
+        for (int64_t gi = 0; gi < NG; gi++) {
+            const int R = (int)min64(PMR, nr - gi * PMR);
+            const float *xg = x + gi * PMR * k;
+            /* the x rows packed next: the next PMR rows here, else the first ones for the next slice, else
+             * those of the next call */
+            pf_rows xn = {.stride = k * 4};
+            if (gi + 1 < NG)
+                xn.base = (const uint8_t *)(xg + PMR * k), xn.off = i0 * 4, xn.per_row = (i1 - i0) / 16,
+                xn.n = min64(PMR, nr - (gi + 1) * PMR);
+            else if (i1 < nv)
+                xn.base = (const uint8_t *)x, xn.off = i1 * 4, xn.per_row = (e1 - i1) / 16, xn.n = min64(PMR, nr);
+            else
+                xn.base = (const uint8_t *)xnext, xn.off = 0, xn.per_row = min64(PKC, nv) / 16, xn.n = nr_next;
+            xn.n *= xn.per_row;
+            pf_start(&xn, G);
+            pack_x(xs, xg, k, R, i0, i1);
+            for (int g = 0; g < G; g++) {
+                pf_step(&xn);
+                pf_step(&wn);
+                if (f16)
+                    ptile_k_any_f16(R, xs, PKC, wp + g * PMC, i0, i1, acc[gi * G + g]);
+                else
+                    ptile_k_any_f32(R, xs, PKC, wp + g * PMC, i0, i1, acc[gi * G + g]);
             }
+        }
+    }
+    for (int64_t gi = 0; gi < NG; gi++)
+        for (int r = 0; r < PMR && gi * PMR + r < nr; r++)
+            for (int g = 0; g < G; g++)
+                for (int c = 0; c < PMC && g * PMC + c < P; c++) {
+                    const int64_t xr = gi * PMR + r;
+                    float sum = vf_hsum(acc[gi * G + g][r][c]);
+                    for (int64_t i = nv; i < k; i++)
+                        sum += wrow_el(f16, wp[g * PMC + c], i) * x[xr * k + i];
+                    y[xr * ldy + g * PMC + c] = sum;
+                }
 }
 
 /* Rows [m0, m1) of W against rows [n0, n1) of x, panel by panel: a panel
- * of W rows is dequantized whole (all k columns) into the scratch, then
- * every PMR rows of x run against it with the f32 tile kernel (f16 rows
- * are used in place, converted in registers: prefill_f16_rows).  Each
- * output element is accumulated over the full row exactly as mm_decode
- * does it (the dequantized values are the ones the decode tile makes in
- * registers; a row sliced in k keeps its accumulators in memory between
- * slices), so prefill and decode give identical bits. */
+ * of W rows is dequantized whole (all k columns) into the scratch (f32 and
+ * f16 rows are used in place, f16 converted in registers), then the rows
+ * of x run against it (prefill_rows), PMR rows at a time for dequantized
+ * panels, and for W in place as many as the thread's scratch, free then,
+ * holds the accumulators of (the W rows are then read once per slice for
+ * all of them, from L1/L2).  Each output element is accumulated over the
+ * full row exactly as mm_decode does it (the dequantized values are the
+ * ones the decode tile makes in registers; a row sliced in k keeps its
+ * accumulators in memory between slices), so prefill and decode give
+ * identical bits. */
+/* W in place: at most this many PMR-row groups of x per prefill_rows call
+ * (their slice, PKC floats a row, stays in L2 while the W slice is run
+ * against them all). */
+#define CHUNK_GROUPS 16
+
 static void mm_prefill(const mm_job *j, float *scratch, int64_t m0, int64_t m1, int64_t n0,
                        int64_t n1)
 {
     const int64_t k = j->k, m = j->m;
-    kvs_vf acc[MAX_PANEL / MC][PMR][MC];
-    if (j->wt == KVS_DTYPE_F16) {
-        for (int64_t p0 = m0; p0 < m1; p0 += MAX_PANEL) {
-            const int P = (int)min64(MAX_PANEL, m1 - p0);
-            const uint16_t *wp[MAX_PANEL + MC];
-            for (int c = 0; c < P + MC; c++)
-                wp[c] = (const uint16_t *)(j->w + (uint64_t)(p0 + (c < P ? c : P - 1)) * j->row_bytes);
-            for (int64_t r0 = n0; r0 < n1; r0 += PMR)
-                prefill_f16_rows(j->x + r0 * k, k, (int)min64(PMR, n1 - r0), wp, P, j->y + r0 * m + p0, m, acc);
-        }
-        return;
-    }
-    const int64_t np = panel_rows(k), nv = k / 32 * 32;
+    const bool f16 = j->wt == KVS_DTYPE_F16, in_place = f16 || j->wt == KVS_DTYPE_F32;
+    int64_t np = f16 ? MAX_PANEL : panel_rows(k);
     if (np == 0) {
         mm_decode(j, m0, m1, n0, n1);
         return;
     }
+    /* panels of even size (a last one of a few rows would stream all of x again for little work) */
+    np = min64(np, cdiv(cdiv(m1 - m0, cdiv(m1 - m0, np)), PMC) * PMC);
+    kvs_vf acc_one[MAX_PANEL / PMC][PMR][PMC];
+    kvs_vf (*acc)[PMR][PMC] = acc_one;
+    int64_t chunk = PMR; /* x rows per prefill_rows call */
+    if (in_place) {
+        const int64_t per_group = (np + PMC - 1) / PMC * (int64_t)sizeof(acc_one[0]);
+        chunk = min64((int64_t)KVS_CPU_MM_SCRATCH * (int64_t)sizeof(float) / per_group, CHUNK_GROUPS) * PMR;
+        acc = (kvs_vf (*)[PMR][PMC])(void *)scratch;
+    }
+    const int64_t esz = f16 ? 2 : 4;
+    float xs[PMR * PKC] __attribute__((aligned(64)));
     for (int64_t p0 = m0; p0 < m1; p0 += np) {
         const int P = (int)min64(np, m1 - p0);
-        const float *wp[MAX_PANEL + MC];
+        const void *wp[MAX_PANEL + PMC];
         for (int c = 0; c < P; c++) {
             const uint8_t *row = j->w + (uint64_t)(p0 + c) * j->row_bytes;
-            if (j->wt == KVS_DTYPE_F32) {
-                wp[c] = (const float *)row;
+            if (in_place) {
+                wp[c] = row;
             } else {
                 j->deq(scratch + c * k, row, k);
                 wp[c] = scratch + c * k;
             }
         }
-        for (int c = P; c < P + MC; c++) /* a last group of fewer than MC rows repeats its last row */
+        for (int c = P; c < P + PMC; c++) /* a last group of fewer than PMC rows repeats its last row */
             wp[c] = wp[P - 1];
-        const int G = (P + MC - 1) / MC;
-        for (int64_t r0 = n0; r0 < n1; r0 += PMR) {
-            const int R = (int)min64(PMR, n1 - r0);
-            const float *x = j->x + r0 * k;
-            if (nv <= PKC) {
-                for (int g = 0; g < G; g++)
-                    ptile_any(R, x, k, wp + g * MC, k, j->y + r0 * m + p0 + g * MC, m,
-                              P - g * MC < MC ? P - g * MC : MC);
-                continue;
-            }
-            /* k in slices of PKC: the slice of the PMR x rows stays in L1 for the whole panel */
-            for (int g = 0; g < G; g++)
-                for (int r = 0; r < PMR; r++)
-                    for (int c = 0; c < MC; c++)
-                        acc[g][r][c] = vf_zero();
-            for (int64_t i0 = 0; i0 < nv; i0 += PKC)
-                for (int g = 0; g < G; g++)
-                    ptile_k_any_f32(R, x, k, wp + g * MC, i0, min64(nv, i0 + PKC), acc[g]);
-            for (int g = 0; g < G; g++)
-                for (int r = 0; r < R; r++)
-                    for (int c = 0; c < MC && g * MC + c < P; c++) {
-                        float sum = vf_hsum(acc[g][r][c]);
-                        for (int64_t i = nv; i < k; i++)
-                            sum += wp[g * MC + c][i] * x[r * k + i];
-                        j->y[(r0 + r) * m + p0 + g * MC + c] = sum;
-                    }
+        /* W in place: the first slice of the next panel, fetched during this one's last slice */
+        const int64_t pn = min64(np, m1 - p0 - np);
+        const pf_rows wn = {.base = j->w + (uint64_t)(p0 + np) * j->row_bytes, .stride = (int64_t)j->row_bytes,
+                            .off = 0, .per_row = min64(PKC, k / 32 * 32) * esz / 64,
+                            .n = pn > 0 ? pn * (min64(PKC, k / 32 * 32) * esz / 64) : 0};
+        for (int64_t r0 = n0; r0 < n1; r0 += chunk) {
+            const int64_t nr = min64(chunk, n1 - r0);
+            /* the rows packed after these: the next chunk, or the first ones again for the next panel */
+            const int64_t rn = r0 + nr < n1 ? r0 + nr : n0;
+            const int64_t nr_next = r0 + nr < n1 || p0 + np < m1 ? min64(PMR, n1 - rn) : 0;
+            prefill_rows(f16, j->x + r0 * k, k, nr, wp, P, j->y + r0 * m + p0, m, acc, xs, j->x + rn * k, nr_next,
+                         in_place && r0 == n0 ? (int64_t)j->row_bytes : 0, in_place && r0 + nr >= n1 ? &wn : NULL);
         }
     }
 }
