@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     long n = 1, k = 2048, m = 2048;
     double seconds = 3;
     kvs_dtype t = KVS_DTYPE_Q8_0;
-    bool int8 = true; /* the backend's default for the k-quants */
+    const char *mode = "auto"; /* the backend's default */
     for (int i = 1; i + 1 < argc; i += 2) {
         const char *a = argv[i], *v = argv[i + 1];
         if (!strcmp(a, "-t"))
@@ -59,10 +59,10 @@ int main(int argc, char **argv)
             seconds = atof(v);
         else if (!strcmp(a, "--type") && kvs_dtype_parse(v, &t))
             ;
-        else if (!strcmp(a, "--cpu-matmul") && (!strcmp(v, "int8") || !strcmp(v, "f32")))
-            int8 = !strcmp(v, "int8");
+        else if (!strcmp(a, "--cpu-matmul") && (!strcmp(v, "auto") || !strcmp(v, "int8") || !strcmp(v, "f32")))
+            mode = v;
         else {
-            fprintf(stderr, "usage: bench_matmul [-t T] [--type T] [-n N] [-k K] [-m M] [--seconds S] [--cpu-matmul f32|int8]\n");
+            fprintf(stderr, "usage: bench_matmul [-t T] [--type T] [-n N] [-k K] [-m M] [--seconds S] [--cpu-matmul auto|int8|f32]\n");
             return 2;
         }
     }
@@ -77,7 +77,7 @@ int main(int argc, char **argv)
         copies = 1;   /* prefill: compute-bound, cache residency does not matter */
     kvs_backend *b;
     kvs_error err;
-    kvs_cpu_options co = {.n_threads = threads, .f32_matmul = !int8};
+    kvs_cpu_options co = {.n_threads = threads, .f32_matmul = !strcmp(mode, "f32"), .int8_all = !strcmp(mode, "int8")};
     if (kvs_cpu_backend_new(&b, &co, &err) != KVS_OK) {
         fprintf(stderr, "bench_matmul: %s\n", err.msg);
         return 1;

@@ -68,7 +68,7 @@ typedef struct bench_opts {
     double seconds;          /* time cap per measurement */
     int bw_mib;
     const char *kv_dtype;
-    const char *cpu_matmul;   /* NULL: the engine default (int8 for k-quants) */
+    const char *cpu_matmul;   /* NULL: the engine default (auto) */
 } bench_opts;
 
 /* ---------------- model facts ---------------- */
@@ -255,7 +255,7 @@ static void usage(void)
             "  --seconds S            time cap per measurement (default 10)\n"
             "  --bw-mib N             bandwidth buffer in MiB (default 1024)\n"
             "  --kv-dtype T           auto|f32|f16|bf16 (default auto)\n"
-            "  --cpu-matmul M         int8|f32 (default int8: k-quant matmuls with 8-bit activations)\n");
+            "  --cpu-matmul M         auto|int8|f32 (default auto: quantized matmuls with 8-bit activations)\n");
 }
 
 static bool parse_int(const char *s, int lo, int *out)

@@ -95,13 +95,13 @@ static kvs_backend *make_cpu_default(int n_threads)
 {
     kvs_backend *b = NULL;
     kvs_error err;
-    kvs_cpu_options o = {.n_threads = n_threads}; /* k-quants: the int8 matmul */
+    kvs_cpu_options o = {.n_threads = n_threads, .int8_all = true}; /* quantized types: the int8 matmul */
     if (kvs_cpu_backend_new(&b, &o, &err) != KVS_OK)
         fail_msg("kvs_cpu_backend_new: %s", err.msg);
     return b;
 }
 
-/* The k-quants, on both matmuls (int8 activations, the default, and f32):
+/* The k-quants and the legacy quantized types, on both matmuls (int8 activations, the default, and f32):
  * rows of random blocks; n on both sides of the streaming/panel switch of
  * each, and rows spread over several chunks of quantized x (k = 256 * 40,
  * n = 200: with 3 threads the int8 matmul's shared chunk holds 28 such rows). */
@@ -140,9 +140,10 @@ static void test_matmul_rows_independent_kquants(void **state)
     (void)state;
     kvs_backend *i1 = make_cpu_default(1), *i3 = make_cpu_default(3), *f3 = make_cpu(3);
     test_rng rng = {0x6b71};
-    const kvs_dtype kq[] = {KVS_DTYPE_Q2_K, KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K};
+    const kvs_dtype kq[] = {KVS_DTYPE_Q2_K, KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K,
+                            KVS_DTYPE_Q8_0, KVS_DTYPE_Q4_0, KVS_DTYPE_Q4_1, KVS_DTYPE_Q5_0, KVS_DTYPE_Q5_1};
     const int64_t ns[] = {2, 5, 9, 33, 130}, ks[] = {256, 1280, 2304};
-    for (size_t ti = 0; ti < 5; ti++) {
+    for (size_t ti = 0; ti < sizeof kq / sizeof kq[0]; ti++) {
         for (size_t ni = 0; ni < 5; ni++)
             for (size_t ki = 0; ki < 3; ki++)
                 check_kq(ni % 2 ? i1 : i3, f3, kq[ti], ns[ni], ks[ki], ki == 2 ? 21 : 38, &rng);

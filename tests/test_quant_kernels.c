@@ -109,13 +109,13 @@ static kvs_backend *make_cpu_i8(int n_threads)
 {
     kvs_backend *b = NULL;
     kvs_error err;
-    kvs_cpu_options o = {.n_threads = n_threads}; /* the default: int8 for the k-quants */
+    kvs_cpu_options o = {.n_threads = n_threads, .int8_all = true}; /* int8 for every type it takes */
     if (kvs_cpu_backend_new(&b, &o, &err) != KVS_OK)
         fail_msg("kvs_cpu_backend_new: %s", err.msg);
     return b;
 }
 
-/* The int8-activation matmul (k-quants): SIMD and scalar paths, 1 and 3
+/* The int8-activation matmul (k-quants and the legacy Q8_0..Q5_1 at k % 256 == 0): SIMD and scalar paths, 1 and 3
  * threads, and every row alone against the batch, all bit-identical; the
  * error against the exact product within the bound that rounding x to 8
  * bits per 256-block allows: sum over blocks of (max|x| / 254) sum |w|. */
@@ -179,20 +179,22 @@ static void test_matmul_int8_activations(void **state)
     (void)state;
     kvs_backend *b1 = make_cpu_i8(1), *b3 = make_cpu_i8(3);
     test_rng rng = {0x51ed27u};
-    const kvs_dtype kq[] = {KVS_DTYPE_Q2_K, KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K};
+    const kvs_dtype kq[] = {KVS_DTYPE_Q2_K, KVS_DTYPE_Q3_K, KVS_DTYPE_Q4_K, KVS_DTYPE_Q5_K, KVS_DTYPE_Q6_K,
+                            KVS_DTYPE_Q8_0, KVS_DTYPE_Q4_0, KVS_DTYPE_Q4_1, KVS_DTYPE_Q5_0, KVS_DTYPE_Q5_1};
     const int64_t ns[] = {1, 2, 3, 4, 5, 9, 31}, ms[] = {1, 7, 13, 38}, ks[] = {256, 768, 2304};
-    for (size_t ti = 0; ti < 5; ti++)
+    for (size_t ti = 0; ti < sizeof kq / sizeof kq[0]; ti++)
         for (size_t ni = 0; ni < 7; ni++)
             for (size_t ki = 0; ki < 3; ki++)
                 check_i8(b1, b3, kq[ti], ns[ni], ks[ki], ms[(ni + ki) % 4], &rng);
     /* rows longer than the thread's scratch holds at once (chunks of x rows) */
     check_i8(b1, b3, KVS_DTYPE_Q4_K, 150, 256 * 40, 9, &rng);
+    check_i8(b1, b3, KVS_DTYPE_Q8_0, 150, 256 * 40, 9, &rng);
     /* the prefill path in passes over the super-blocks (AVX2: 8 at a time), every type, with
      * edge tiles of rows and weight rows (n odd, m not a multiple of the panel) */
-    for (size_t ti = 0; ti < 5; ti++)
+    for (size_t ti = 0; ti < sizeof kq / sizeof kq[0]; ti++)
         check_i8(b1, b3, kq[ti], 7 + 2 * (int64_t)ti, 8192, 13 + (int64_t)ti, &rng);
     check_i8(b1, b3, KVS_DTYPE_Q6_K, 37, 256 * 17, 25, &rng);
-    /* other types ignore the flag: the f32 path, the same bits as without it */
+    /* k not a multiple of 256 (x is quantized per 256): the f32 path, the same bits as without the flag */
     kvs_backend *plain = make_cpu(1);
     float x[64], y_a[3], y_b[3];
     uint8_t w8[3 * 68];

@@ -52,7 +52,7 @@ kvs_status kvs_backend_open(kvs_backend **out, const kvs_backend_opts *o, kvs_er
     const char *dev = o && o->device ? o->device : kvs_backend_default_device();
     if (strcmp(dev, "cpu") == 0) {
         kvs_cpu_options co = {.n_threads = o ? o->n_threads : 0, .device_memory = o ? o->device_memory : 0,
-                              .f32_matmul = o && o->cpu_f32_matmul};
+                              .f32_matmul = o && o->cpu_f32_matmul, .int8_all = o && o->cpu_int8_all};
         return kvs_cpu_backend_new(out, &co, err);
     }
     int ord = cuda_ordinal(dev);

@@ -21,7 +21,8 @@ typedef struct kvs_backend_opts {
     const char *device;       /* "cpu", "cuda", "cuda:N"; NULL: kvs_backend_default_device() */
     int n_threads;            /* CPU: kernel threads (0 = one per core) */
     uint64_t device_memory;   /* CPU: --device-memory (0 = physical / cgroup limit) */
-    bool cpu_f32_matmul;      /* CPU: --cpu-matmul f32 (k-quant matmuls with f32 activations; default int8) */
+    bool cpu_f32_matmul;      /* CPU: --cpu-matmul f32 (quantized matmuls with f32 activations; default int8) */
+    bool cpu_int8_all;        /* CPU: --cpu-matmul int8 (8-bit activations for q8_0 too, also without VNNI) */
 } kvs_backend_opts;
 
 /* Open the backend o->device names.  Fails with KVS_E_INVALID for a name

@@ -331,10 +331,12 @@ kvs_status kvs_launch_limits(const kvs_launch_opts *o, const kvs_model_hparams *
 
 static kvs_status open_backend(const kvs_launch_opts *o, kvs_backend **b, kvs_error *err)
 {
-    if (o->cpu_matmul && strcmp(o->cpu_matmul, "int8") != 0 && strcmp(o->cpu_matmul, "f32") != 0)
-        return kvs_fail(err, KVS_E_INVALID, "--cpu-matmul must be f32 or int8, got '%s'", o->cpu_matmul);
+    if (o->cpu_matmul && strcmp(o->cpu_matmul, "int8") != 0 && strcmp(o->cpu_matmul, "f32") != 0 &&
+        strcmp(o->cpu_matmul, "auto") != 0)
+        return kvs_fail(err, KVS_E_INVALID, "--cpu-matmul must be auto, int8 or f32, got '%s'", o->cpu_matmul);
     kvs_backend_opts bo = {.device = o->device, .n_threads = o->n_threads, .device_memory = o->device_memory,
-                           .cpu_f32_matmul = o->cpu_matmul && strcmp(o->cpu_matmul, "f32") == 0};
+                           .cpu_f32_matmul = o->cpu_matmul && strcmp(o->cpu_matmul, "f32") == 0,
+                           .cpu_int8_all = o->cpu_matmul && strcmp(o->cpu_matmul, "int8") == 0};
     return kvs_backend_open(b, &bo, err);
 }
 

@@ -74,7 +74,8 @@ typedef struct kvs_launch_opts {
     int32_t max_num_batched_tokens;     /* -1: kvs_launch_default_batched_tokens(device) */
     int32_t block_size;                 /* default 16 */
     const char *kv_cache_dtype;         /* "auto" | "f32" | "f16" | "bf16" */
-    const char *cpu_matmul;             /* CPU, k-quant weights: "int8" (default, 8-bit activations) | "f32" */
+    const char *cpu_matmul;             /* CPU, quantized weights: "auto" (default: 8-bit activations, q8_0
+                                           only with VNNI) | "int8" (q8_0 too) | "f32" */
     bool enforce_eager;
     bool full_profile;                  /* profile the largest step with its arithmetic (runner.h) */
     bool no_prefix_caching;             /* --no-prefix-caching */

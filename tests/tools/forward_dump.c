@@ -156,7 +156,8 @@ int main(int argc, char **argv)
         goto done;
 
     const char *mm = json_string_value(json_object_get(spec, "cpu_matmul"));
-    kvs_cpu_options co = {.n_threads = (int)threads, .f32_matmul = !(mm && strcmp(mm, "int8") == 0)};
+    kvs_cpu_options co = {.n_threads = (int)threads, .f32_matmul = !(mm && strcmp(mm, "int8") == 0),
+                          .int8_all = mm && strcmp(mm, "int8") == 0};
     kvs_model_load_opts lo = {.use_mmap = json_is_true(json_object_get(spec, "mmap"))};
     if (kvs_source_open(&g, model, &err) || kvs_cpu_backend_new(&b, &co, &err) ||
         kvs_model_load_source(&m, g, b, &lo, &err)) {

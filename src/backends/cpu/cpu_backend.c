@@ -206,6 +206,11 @@ kvs_status kvs_cpu_backend_new(kvs_backend **out, const kvs_cpu_options *opt, kv
     c->n_threads = n_threads;
     c->device_memory = o.device_memory;
     c->int8_act = !o.f32_matmul;
+#if defined(__AVX512VNNI__) || defined(__AVXVNNI__)
+    c->int8_q8_0 = true;
+#else
+    c->int8_q8_0 = o.int8_all;
+#endif
     kvs_status st;
     c->mm_scratch = aligned_alloc(64, (size_t)n_threads * KVS_CPU_MM_SCRATCH * sizeof(float));
     if (!c->mm_scratch) {

@@ -22,10 +22,14 @@
 typedef struct kvs_cpu_options {
     int n_threads;              /* 0: one per available core */
     uint64_t device_memory;     /* 0: physical memory / cgroup limit */
-    bool f32_matmul;            /* matmuls on k-quant weights with f32 activations (exact
+    bool f32_matmul;            /* matmuls on quantized weights with f32 activations (exact
                                    products of the weights, slower); default false: the
                                    activations are quantized to 8 bits per 256 elements and
                                    multiplied in integers (cpu_matmul_i8.c) */
+    bool int8_all;              /* 8-bit activations for every type cpu_matmul_i8.c takes; default
+                                   false: q8_0 takes them only where VNNI multiplies its u8
+                                   quants in one instruction (without VNNI its products cost two,
+                                   and the f32 kernel measured faster) */
 } kvs_cpu_options;
 
 /* Make a CPU backend (opt may be NULL for the defaults).  Fails on a

@@ -33,7 +33,8 @@ typedef struct kvs_cpu_ctx {
     int n_threads;
     uint64_t device_memory;  /* 0: ask the OS */
     float *mm_scratch;       /* n_threads * KVS_CPU_MM_SCRATCH floats */
-    bool int8_act;           /* k-quant matmuls with 8-bit activations (cpu_matmul_i8.c): the default */
+    bool int8_q8_0;          /* q8_0 in the int8 matmul too (kvs_cpu_options.int8_all, or VNNI) */
+    bool int8_act;           /* quantized matmuls with 8-bit activations (cpu_matmul_i8.c): the default */
 } kvs_cpu_ctx;
 
 #ifdef KVS_CPU_SCALAR

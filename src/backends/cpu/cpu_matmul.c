@@ -1,9 +1,9 @@
 /*
  * cpu_matmul.c - y[n][m] = x[n][k] . W[m][k]^T for W in f32, f16, bf16,
  * q8_0, q4_0, q4_1, q5_0, q5_1 and the k-quants q2_K .. q6_K (f32 x).
- * The k-quants go to the int8 matmul (cpu_matmul_i8.c) unless the backend
- * was made with f32_matmul (`--cpu-matmul f32`): this file is then their
- * exact path.
+ * The quantized types go to the int8 matmul (cpu_matmul_i8.c) where k is a
+ * multiple of 256, unless the backend was made with f32_matmul
+ * (`--cpu-matmul f32`): this file is then their exact path.
  *
  * The work is split over rows of W (and, when W has few rows, over rows
  * of x) into a few tasks per thread.  Each output element is computed by

@@ -1,7 +1,8 @@
 /*
  * cpu_matmul_i8.c - y[n][m] = x[n][k] . W[m][k]^T for W in the k-quants
- * (q2_K .. q6_K) with 8-bit activations: the CPU backend's default matmul
- * for these types (`--cpu-matmul int8`; `--cpu-matmul f32`,
+ * (q2_K .. q6_K) and the legacy q8_0, q4_0, q4_1, q5_0, q5_1 (k a multiple
+ * of 256) with 8-bit activations: the CPU backend's default matmul for
+ * these types (`--cpu-matmul int8`; `--cpu-matmul f32`,
  * kvs_cpu_options.f32_matmul, keeps the exact f32 path of cpu_matmul.c).
  *
  * Activations.  Each row of x is quantized per 256-element super-block
@@ -17,17 +18,22 @@
  * integer scale sc_g and "min" mn_g per 16-element group g, and floats d,
  * dm, with w = d sc_g u - dm mn_g: q4_K, q5_K, q2_K: the sub-block's scale
  * and min, d and dmin; q6_K: mn = 32 sc, dm = d; q3_K: u = q + 4, mn = 4 sc,
- * dm = d.  So, per super-block,
+ * dm = d.  The legacy types, 8 blocks of 32 per super-block, give each
+ * group its block's floats: w = d (u - 8), d (u - 16), d (u - 128) for
+ * q4_0, q5_0, q8_0 (u = q + 8, q + 16, q + 128), w = d u + m for q4_1 and
+ * q5_1.  So, per super-block,
  *
  *   sum_l w_l x_l ~= sum_g [ dx d sc_g S_g - dm mn_g (dx sum_{l in g} qx_l) ],
- *   S_g = sum_{l in g} u_l qx_l   (an exact integer, |S_g| < 2^17).
+ *   S_g = sum_{l in g} u_l qx_l   (an exact integer, |S_g| < 2^20).
  *
  * Lanes.  The 16 groups are the 16 int32 lanes of one AVX-512 vector: both
  * operands are stored so that lane L of each 64-byte chunk p holds elements
  * 16 G(L) + 4p .. + 3 of group G(L) (G: a per-type order that the SIMD
  * unpacking of the packed bits gives for free).  Then S is 4 vpdpbusd
  * (u8 x s8, 4 products per lane) per super-block, with no per-chunk scale;
- * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15).
+ * without VNNI vpmaddubsw + vpmaddwd (no saturation: 2 * 63 * 127 < 2^15;
+ * q8_0's u, up to 255, takes two vpmaddubsw per chunk (dot8w) on AVX2, and
+ * AVX-512 without VNNI leaves q8_0 to the f32 path).
  * AVX2 holds the 16 lanes as two 8-lane halves (bytes 0-31 and 32-63 of
  * each chunk) and adds vpmaddubsw results as int16 before one vpmaddwd:
  * two chunks (2 * 2 * 63 * 127 < 2^15); in the decode tile and the
@@ -111,18 +117,62 @@ _Static_assert(sizeof(i8_wblk) == 384, "i8_wblk is 6 cache lines");
 static const uint8_t G45[16] = {0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15};
 static const uint8_t G6[16] = {0, 1, 2, 3, 8, 9, 10, 11, 4, 5, 6, 7, 12, 13, 14, 15};
 static const uint8_t GID[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+/* legacy types: block j's two groups 2j, 2j + 1 in lanes L, L + 4 (one 32-byte load each) */
+static const uint8_t GLEG[16] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
 
+static bool is_legacy(kvs_dtype t);
 static const uint8_t *lane_map(kvs_dtype t)
 {
-    return t == KVS_DTYPE_Q4_K || t == KVS_DTYPE_Q5_K ? G45 : t == KVS_DTYPE_Q6_K ? G6 : GID;
+    return t == KVS_DTYPE_Q4_K || t == KVS_DTYPE_Q5_K ? G45
+           : t == KVS_DTYPE_Q6_K                      ? G6
+           : is_legacy(t)                             ? GLEG
+                                                      : GID;
 }
+
+
+
+/* The legacy 32-element types, taken 8 blocks (one 256-element super-block of x) at a time. */
+static bool is_legacy(kvs_dtype t)
+{
+    return t == KVS_DTYPE_Q4_0 || t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_0 || t == KVS_DTYPE_Q5_1 ||
+           t == KVS_DTYPE_Q8_0;
+}
+
+/*
+ * Q8_0's u = q + 128 spans 0..255.  vpdpbusd (VNNI) multiplies and adds it
+ * exactly; vpmaddubsw's pair sums saturate at 2^15, so the paths without
+ * VNNI take two exact products per chunk for it (dot8w).  AVX-512 without
+ * VNNI leaves Q8_0 to the f32 matmul.
+ */
+#if defined(__AVX512F__) && defined(__AVX512BW__) && !defined(__AVX512VNNI__)
+#define I8_HAS_Q8_0 0
+#else
+#define I8_HAS_Q8_0 1
+#endif
+#if defined(KVS_SIMD_AVX2) && !defined(__AVXVNNI__)
+#define I8_WIDE_DOT 1 /* Q8_0 needs dot8w */
+#else
+#define I8_WIDE_DOT 0
+#endif
 
 bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
 {
     return t == KVS_DTYPE_Q2_K || t == KVS_DTYPE_Q3_K || t == KVS_DTYPE_Q4_K || t == KVS_DTYPE_Q5_K ||
-           t == KVS_DTYPE_Q6_K;
+           t == KVS_DTYPE_Q6_K || (is_legacy(t) && (t != KVS_DTYPE_Q8_0 || I8_HAS_Q8_0));
 }
 
+/* Bytes of the weights for one 256-element super-block of x. */
+static size_t sb_bytes(kvs_dtype t)
+{
+    return kvs_dtype_block_bytes(t) * (is_legacy(t) ? KVS_QK_K / 32 : 1);
+}
+
+/* How the SIMD integer dots may group products without overflow: u < 32 (0), u < 64 (1, q6_K),
+ * u < 256 (2, q8_0: dot8w). */
+static inline int ukind(kvs_dtype t)
+{
+    return t == KVS_DTYPE_Q6_K ? 1 : t == KVS_DTYPE_Q8_0 ? 2 : 0;
+}
 /* --- activations --- */
 
 /* Round half away from zero, exactly (r - trunc(r) is exact).  The scalar
@@ -316,8 +366,96 @@ static void unpack_generic(kvs_dtype t, const uint8_t *blk, uint8_t *u, int16_t 
     }
 }
 
+/*
+ * The legacy types: u, and per 16-element group g the float factors of
+ * w = sc_g u - mn_g, from its 32-element block j = g / 2: Q4_0 u = q + 8,
+ * Q5_0 u = q + 16, Q8_0 u = q + 128 (sc = d, mn = 8 d, 16 d, 128 d: exact);
+ * Q4_1 and Q5_1 w = d u + m (sc = d, mn = -m).
+ */
+static void unpack_legacy_generic(kvs_dtype t, const uint8_t *sb, uint8_t *u, float *sc, float *mn)
+{
+    const size_t bb = kvs_dtype_block_bytes(t);
+    for (int j = 0; j < KVS_QK_K / 32; j++) {
+        const uint8_t *blk = sb + (size_t)j * bb;
+        uint8_t *v = u + 32 * j;
+        float d = 0.0f, m = 0.0f;
+        switch (t) {
+        case KVS_DTYPE_Q8_0: {
+            const kvs_block_q8_0 *b = (const kvs_block_q8_0 *)blk;
+            d = kvs_fp16_to_fp32(b->d);
+            m = 128.0f * d;
+            for (int l = 0; l < 32; l++)
+                v[l] = (uint8_t)(b->q[l] + 128);
+            break;
+        }
+        case KVS_DTYPE_Q4_0: {
+            const kvs_block_q4_0 *b = (const kvs_block_q4_0 *)blk;
+            d = kvs_fp16_to_fp32(b->d);
+            m = 8.0f * d;
+            for (int l = 0; l < 16; l++) {
+                v[l] = b->qs[l] & 15;
+                v[l + 16] = b->qs[l] >> 4;
+            }
+            break;
+        }
+        case KVS_DTYPE_Q4_1: {
+            const kvs_block_q4_1 *b = (const kvs_block_q4_1 *)blk;
+            d = kvs_fp16_to_fp32(b->d);
+            m = -kvs_fp16_to_fp32(b->m);
+            for (int l = 0; l < 16; l++) {
+                v[l] = b->qs[l] & 15;
+                v[l + 16] = b->qs[l] >> 4;
+            }
+            break;
+        }
+        case KVS_DTYPE_Q5_0:
+        case KVS_DTYPE_Q5_1: {
+            const uint8_t *qh, *qs;
+            if (t == KVS_DTYPE_Q5_0) {
+                const kvs_block_q5_0 *b = (const kvs_block_q5_0 *)blk;
+                d = kvs_fp16_to_fp32(b->d);
+                m = 16.0f * d;
+                qh = b->qh;
+                qs = b->qs;
+            } else {
+                const kvs_block_q5_1 *b = (const kvs_block_q5_1 *)blk;
+                d = kvs_fp16_to_fp32(b->d);
+                m = -kvs_fp16_to_fp32(b->m);
+                qh = b->qh;
+                qs = b->qs;
+            }
+            const uint32_t h = (uint32_t)qh[0] | (uint32_t)qh[1] << 8 | (uint32_t)qh[2] << 16 | (uint32_t)qh[3] << 24;
+            for (int l = 0; l < 16; l++) {
+                v[l] = (uint8_t)((qs[l] & 15) | ((h >> l) & 1) << 4);
+                v[l + 16] = (uint8_t)((qs[l] >> 4) | ((h >> (l + 16)) & 1) << 4);
+            }
+            break;
+        }
+        default:
+            memset(v, 0, 32);
+            break;
+        }
+        sc[2 * j] = sc[2 * j + 1] = d;
+        mn[2 * j] = mn[2 * j + 1] = m;
+    }
+}
+
 static void unpack_portable(kvs_dtype t, const uint8_t *blk, i8_wblk *o)
 {
+    if (is_legacy(t)) {
+        uint8_t u[KVS_QK_K];
+        float sc[16], mn[16];
+        const uint8_t *G = lane_map(t);
+        unpack_legacy_generic(t, blk, u, sc, mn);
+        for (int p = 0; p < 4; p++)
+            for (int L = 0; L < 16; L++)
+                memcpy(o->u + 64 * p + 4 * L, u + 16 * G[L] + 4 * p, 4);
+        for (int L = 0; L < 16; L++) {
+            o->sc[L] = sc[G[L]];
+            o->mn[L] = mn[G[L]];
+        }
+        return;
+    }
     uint8_t u[KVS_QK_K];
     int16_t sc[16], mn[16];
     float d, dm;
@@ -442,11 +580,84 @@ KVS_SIMD_INLINE __m256i dw_pair(__m256i v, int p)
     return _mm256_permutevar8x32_epi32(v, _mm256_setr_epi32(p, 4 + p, p, 4 + p, p, 4 + p, p, 4 + p));
 }
 
+/*
+ * The legacy types: block j gives one register of its 32 u bytes (group 2j
+ * in the low 128 bits, 2j + 1 in the high, legacy_u); with the lane map
+ * GLEG, lanes 8h..8h+7 of the chunks are the 4x4 dword transposes, within
+ * each 128-bit lane, of the registers of blocks 4h..4h+3, and lane L's
+ * floats are block (L & 3) + 4 (L >= 8)'s.
+ */
+KVS_SIMD_INLINE __m256i legacy_u(kvs_dtype t, const uint8_t *blk)
+{
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    if (t == KVS_DTYPE_Q8_0)
+        return _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const kvs_block_q8_0 *)blk)->q),
+                                _mm256_set1_epi8((char)0x80));
+    const uint8_t *qs = t == KVS_DTYPE_Q4_0   ? ((const kvs_block_q4_0 *)blk)->qs
+                        : t == KVS_DTYPE_Q4_1 ? ((const kvs_block_q4_1 *)blk)->qs
+                        : t == KVS_DTYPE_Q5_0 ? ((const kvs_block_q5_0 *)blk)->qs
+                                              : ((const kvs_block_q5_1 *)blk)->qs;
+    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+    if (t == KVS_DTYPE_Q4_0 || t == KVS_DTYPE_Q4_1)
+        return lo;
+    /* q5_0, q5_1: bit e of qh is element e's fifth bit; byte e tests bit e % 8 of qh byte e / 8 */
+    uint32_t h;
+    memcpy(&h, t == KVS_DTYPE_Q5_0 ? ((const kvs_block_q5_0 *)blk)->qh : ((const kvs_block_q5_1 *)blk)->qh, 4);
+    const __m256i hb = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h),
+                                           _mm256_set_epi64x(0x0303030303030303LL, 0x0202020202020202LL,
+                                                             0x0101010101010101LL, 0));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ULL);
+    const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
+    return _mm256_or_si256(lo, _mm256_and_si256(on, _mm256_set1_epi8(0x10)));
+}
+/* The f16 at byte offset off of each of the 8 blocks, as 8 floats (exact). */
+KVS_SIMD_INLINE __m256 legacy_h8(const uint8_t *sb, size_t bb, size_t off)
+{
+    uint16_t v[8];
+    for (int i = 0; i < 8; i++)
+        memcpy(&v[i], sb + (size_t)i * bb + off, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)v));
+}
+KVS_SIMD_INLINE void legacy_regs(kvs_dtype t, const uint8_t *sb, i8_wreg *o)
+{
+    const size_t bb = kvs_dtype_block_bytes(t);
+    for (int h = 0; h < 2; h++) {
+        __m256i r[4];
+        for (int i = 0; i < 4; i++)
+            r[i] = legacy_u(t, sb + (size_t)(4 * h + i) * bb);
+        const __m256i t0 = _mm256_unpacklo_epi32(r[0], r[1]), t1 = _mm256_unpackhi_epi32(r[0], r[1]);
+        const __m256i t2 = _mm256_unpacklo_epi32(r[2], r[3]), t3 = _mm256_unpackhi_epi32(r[2], r[3]);
+        o->u[h] = _mm256_unpacklo_epi64(t0, t2);
+        o->u[2 + h] = _mm256_unpackhi_epi64(t0, t2);
+        o->u[4 + h] = _mm256_unpacklo_epi64(t1, t3);
+        o->u[6 + h] = _mm256_unpackhi_epi64(t1, t3);
+    }
+    /* every legacy block starts with d (q4_1, q5_1: then m): lanes 0-7 take blocks 0-3 twice,
+     * lanes 8-15 blocks 4-7 */
+    const __m256 d = legacy_h8(sb, bb, 0);
+    const __m256 m = t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_1
+                         ? _mm256_sub_ps(_mm256_setzero_ps(), legacy_h8(sb, bb, 2))
+                         : _mm256_mul_ps(d, _mm256_set1_ps(t == KVS_DTYPE_Q8_0 ? 128.0f : t == KVS_DTYPE_Q5_0 ? 16.0f : 8.0f));
+    const __m256i i0 = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3), i1 = _mm256_setr_epi32(4, 5, 6, 7, 4, 5, 6, 7);
+    o->sc[0] = _mm256_permutevar8x32_ps(d, i0);
+    o->sc[1] = _mm256_permutevar8x32_ps(d, i1);
+    o->mn[0] = _mm256_permutevar8x32_ps(m, i0);
+    o->mn[1] = _mm256_permutevar8x32_ps(m, i1);
+}
+
 /* One super-block of type t into registers, in lane map lane_map(t): the
  * integers and floats of unpack_portable. */
 KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
 {
     switch (t) {
+    case KVS_DTYPE_Q8_0:
+    case KVS_DTYPE_Q4_0:
+    case KVS_DTYPE_Q4_1:
+    case KVS_DTYPE_Q5_0:
+    case KVS_DTYPE_Q5_1:
+        legacy_regs(t, blk, o);
+        return;
     case KVS_DTYPE_Q4_K:
     case KVS_DTYPE_Q5_K: {
         /* G45: lanes 0-7 the low nibbles of the 8 rows of qs, 8-15 the high ones */
@@ -561,7 +772,12 @@ KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
            : t == KVS_DTYPE_Q3_K ? sizeof(kvs_block_q3_K)
            : t == KVS_DTYPE_Q4_K ? sizeof(kvs_block_q4_K)
            : t == KVS_DTYPE_Q5_K ? sizeof(kvs_block_q5_K)
-                                 : sizeof(kvs_block_q6_K);
+           : t == KVS_DTYPE_Q6_K ? sizeof(kvs_block_q6_K)
+           : t == KVS_DTYPE_Q8_0 ? 8 * sizeof(kvs_block_q8_0)
+           : t == KVS_DTYPE_Q4_0 ? 8 * sizeof(kvs_block_q4_0)
+           : t == KVS_DTYPE_Q4_1 ? 8 * sizeof(kvs_block_q4_1)
+           : t == KVS_DTYPE_Q5_0 ? 8 * sizeof(kvs_block_q5_0)
+                                 : 8 * sizeof(kvs_block_q5_1);
 }
 #endif
 
@@ -663,8 +879,9 @@ KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v)
     v->bs = _mm512_loadu_ps(x->bs);
     v->d = _mm512_set1_ps(x->d);
 }
-KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w)
+KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w, int uk)
 {
+    (void)uk; /* vpdpbusd is exact for any u; without VNNI q8_0 is not taken */
     __m512i s = _mm512_setzero_si512();
     for (int p = 0; p < 4; p++)
         s = dot4(s, _mm512_loadu_si512((const void *)(w->u + 64 * p)), x->q[p]);
@@ -707,13 +924,32 @@ KVS_SIMD_INLINE __m256i dot16(const __m256i *u, const __m256i *x)
     return _mm256_madd_epi16(_mm256_add_epi16(a, b), _mm256_set1_epi16(1));
 #endif
 }
+/* dot8 for u up to 255 (q8_0) without VNNI: (u & 127) x + 128 (u >> 7) x.  The
+ * first vpmaddubsw pairs stay below 2 * 127 * 127 < 2^15 but two of them may not
+ * (one vpmaddwd each); the second's, at most 2 * 127, are added as int16. */
+KVS_SIMD_INLINE __m256i dot8w(__m256i u0, __m256i x0, __m256i u1, __m256i x1)
+{
+#if I8_WIDE_DOT
+    const __m256i m7 = _mm256_set1_epi8(0x7f), b1 = _mm256_set1_epi8(1), one = _mm256_set1_epi16(1);
+    const __m256i lo = _mm256_add_epi32(_mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(u0, m7), x0), one),
+                                        _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_and_si256(u1, m7), x1), one));
+    const __m256i h0 = _mm256_and_si256(_mm256_srli_epi16(u0, 7), b1), h1 = _mm256_and_si256(_mm256_srli_epi16(u1, 7), b1);
+    const __m256i hi = _mm256_add_epi16(_mm256_maddubs_epi16(h0, x0), _mm256_maddubs_epi16(h1, x1));
+    return _mm256_add_epi32(lo, _mm256_madd_epi16(hi, _mm256_set1_epi16(128)));
+#else
+    return dot8(u0, x0, u1, x1);
+#endif
+}
 /* block_dot on a weight super-block in registers (the AVX2 decode tile's fused path);
- * u5: every u < 32. */
-KVS_SIMD_INLINE i8_acc block_dot_r(i8_acc acc, const i8_xblk *x, const i8_wreg *w, bool u5)
+ * uk: ukind() of the type. */
+KVS_SIMD_INLINE i8_acc block_dot_r(i8_acc acc, const i8_xblk *x, const i8_wreg *w, int uk)
 {
 #define XQ(i) _mm256_loadu_si256((const __m256i *)(x->q + 32 * (i)))
     __m256i lo, hi;
-    if (u5) {
+    if (uk == 2) {
+        lo = _mm256_add_epi32(dot8w(w->u[0], XQ(0), w->u[2], XQ(2)), dot8w(w->u[4], XQ(4), w->u[6], XQ(6)));
+        hi = _mm256_add_epi32(dot8w(w->u[1], XQ(1), w->u[3], XQ(3)), dot8w(w->u[5], XQ(5), w->u[7], XQ(7)));
+    } else if (uk == 0) {
         const __m256i ul[4] = {w->u[0], w->u[2], w->u[4], w->u[6]}, xl[4] = {XQ(0), XQ(2), XQ(4), XQ(6)};
         const __m256i uh[4] = {w->u[1], w->u[3], w->u[5], w->u[7]}, xh[4] = {XQ(1), XQ(3), XQ(5), XQ(7)};
         lo = dot16(ul, xl);
@@ -730,14 +966,14 @@ KVS_SIMD_INLINE i8_acc block_dot_r(i8_acc acc, const i8_xblk *x, const i8_wreg *
     acc.hi = _mm256_fnmadd_ps(w->mn[1], _mm256_loadu_ps(x->bs + 8), acc.hi);
     return acc;
 }
-KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w)
+KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *x, const i8_wblk *w, int uk)
 {
     i8_wreg r;
     for (int i = 0; i < 8; i++)
         r.u[i] = _mm256_loadu_si256((const __m256i *)(w->u + 32 * i));
     r.sc[0] = _mm256_loadu_ps(w->sc), r.sc[1] = _mm256_loadu_ps(w->sc + 8);
     r.mn[0] = _mm256_loadu_ps(w->mn), r.mn[1] = _mm256_loadu_ps(w->mn + 8);
-    return block_dot_r(acc, x->x, &r, false);
+    return block_dot_r(acc, x->x, &r, uk == 2 ? 2 : 1);
 }
 KVS_SIMD_INLINE float acc_sum(i8_acc a)
 {
@@ -751,8 +987,9 @@ typedef struct { float v[16]; } i8_acc;
 KVS_SIMD_INLINE i8_acc acc_zero(void) { return (i8_acc){{0}}; }
 typedef struct { const i8_xblk *x; } i8_xv;
 KVS_SIMD_INLINE void load_x(const i8_xblk *x, i8_xv *v) { v->x = x; }
-KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *xv, const i8_wblk *w)
+KVS_SIMD_INLINE i8_acc block_dot(i8_acc acc, const i8_xv *xv, const i8_wblk *w, int uk)
 {
+    (void)uk; /* exact integers */
     const i8_xblk *x = xv->x;
     for (int L = 0; L < 16; L++) {
         int32_t s = 0;
@@ -803,7 +1040,7 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
                 i8_wreg wr;
                 unpack_regs(t, w[c] + (size_t)b * bt, &wr);
                 _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-                    acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr, t != KVS_DTYPE_Q6_K);
+                    acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr, ukind(t));
             }
         }
         for (int r = 0; r < R; r++)
@@ -830,7 +1067,7 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
             i8_xv xv;
             load_x(x[r] + b, &xv);
             for (int c = 0; c < C; c++)
-                acc[r][c] = block_dot(acc[r][c], &xv, wb[c]);
+                acc[r][c] = block_dot(acc[r][c], &xv, wb[c], ukind(t));
         }
     }
     for (int r = 0; r < R; r++)
@@ -895,7 +1132,8 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
  * u <= 31 (all types but q6_K) the 4 chunks add exactly in s16
  * (4 * 2 * 31 * 127 = 31496 < 2^15) and one vpmaddwd with ones widens
  * them; q6_K (u <= 63: 2 * 2 * 63 * 127 = 32004) adds 2 chunks in s16 and
- * widens each pair.  The same integers S_L as block_dot's, and per lane
+ * widens each pair; q8_0 (u <= 255, only without VNNI) takes dot8w's two
+ * products per chunk.  The same integers S_L as block_dot's, and per lane
  * the same float operations in the same order.  The live registers, 2 x 3:
  * 6 accumulators, 6 partial sums, 2 x chunks, 1 u chunk and a product
  * (ones from memory): none spilled (objdump); 2 x 4 spills, 1 x 4 and
@@ -910,7 +1148,7 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
  * sums in the written order (reassociated, they were all computed first and
  * spilled). */
 #define I8_PIN(v) __asm__("" : "+x"(v))
-KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
+KVS_SIMD_INLINE void ptile(int R, int C, int uk, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
                            int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
     /* the accumulators between the halves and passes: in st when there are passes, else here */
@@ -933,7 +1171,7 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
                     acc[r][c] = _mm256_load_ps(I8_AM(h, r, c));
             for (int64_t b = b0; b < b1; b++) {
                 __m256i s[I8_PR][I8_PC];
-                if (!six) {
+                if (uk == 0) {
                     _Pragma("GCC unroll 4") for (int p = 0; p < 4; p++) {
                         __m256i xv[I8_PR];
                         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
@@ -962,10 +1200,11 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
                             const __m256i u0 = _mm256_loadu_si256((const __m256i *)wq);
                             const __m256i u1 = _mm256_loadu_si256((const __m256i *)(wq + 64));
                             _Pragma("GCC unroll 8") for (int r = 0; r < R; r++) {
-                                const __m256i t = _mm256_madd_epi16(
-                                    _mm256_add_epi16(_mm256_maddubs_epi16(u0, xv[r][0]),
-                                                     _mm256_maddubs_epi16(u1, xv[r][1])),
-                                    ones);
+                                const __m256i t =
+                                    uk == 2 ? dot8w(u0, xv[r][0], u1, xv[r][1]) /* q8_0 */
+                                            : _mm256_madd_epi16(_mm256_add_epi16(_mm256_maddubs_epi16(u0, xv[r][0]),
+                                                                                 _mm256_maddubs_epi16(u1, xv[r][1])),
+                                                                ones);
                                 s[r][c] = q ? _mm256_add_epi32(s[r][c], t) : t;
                                 I8_PIN(s[r][c]);
                             }
@@ -997,22 +1236,23 @@ KVS_SIMD_INLINE void ptile(int R, int C, bool six, const i8_xblk *const *x, cons
 
 #if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
 
-/* six: q6_K's quants (u <= 63).  AVX2: super-blocks kb0 .. kb1 - 1, the
+/* uk: ukind(), how the quants' products may be summed (q6_K: u <= 63, q8_0: dot8w).  AVX2: super-blocks kb0 .. kb1 - 1, the
  * accumulators continued from st (row r at st + r lds) unless kb0 is 0, and
  * left there when y is NULL; AVX-512: all nsb = kb1 super-blocks at once
  * (I8_KB: one pass). */
-static void ptile_any(int R, int C, bool six, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
+static void ptile_any(int R, int C, int uk, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
                       int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
     /* the shapes above I8_PR x I8_PC never come (I8_RT, I8_PCW); they only keep the switch generic */
 #define P_MIN(a, b) ((a) < (b) ? (a) : (b))
 #if defined(KVS_SIMD_AVX512)
-    (void)six, (void)kb0, (void)st, (void)lds;
+    (void)uk, (void)kb0, (void)st, (void)lds;
 #define P_TILE(RR, CC) ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), x, wu, kb1, y, ldy)
 #else
 #define P_TILE(RR, CC)                                                                             \
-    (six ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), true, x, wu, kb0, kb1, st, lds, y, ldy)       \
-         : ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), false, x, wu, kb0, kb1, st, lds, y, ldy))
+    (uk == 0   ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), 0, x, wu, kb0, kb1, st, lds, y, ldy)       \
+     : uk == 1 ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), 1, x, wu, kb0, kb1, st, lds, y, ldy)       \
+               : ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), 2, x, wu, kb0, kb1, st, lds, y, ldy))
 #endif
 #define P_C(RR)                          \
     switch (C) {                         \
@@ -1079,7 +1319,12 @@ static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const 
         case KVS_DTYPE_Q3_K: T_R(KVS_DTYPE_Q3_K); break;
         case KVS_DTYPE_Q4_K: T_R(KVS_DTYPE_Q4_K); break;
         case KVS_DTYPE_Q5_K: T_R(KVS_DTYPE_Q5_K); break;
-        default: T_R(KVS_DTYPE_Q6_K); break;
+        case KVS_DTYPE_Q6_K: T_R(KVS_DTYPE_Q6_K); break;
+        case KVS_DTYPE_Q8_0: T_R(KVS_DTYPE_Q8_0); break;
+        case KVS_DTYPE_Q4_0: T_R(KVS_DTYPE_Q4_0); break;
+        case KVS_DTYPE_Q4_1: T_R(KVS_DTYPE_Q4_1); break;
+        case KVS_DTYPE_Q5_0: T_R(KVS_DTYPE_Q5_0); break;
+        default: T_R(KVS_DTYPE_Q5_1); break;
         }
 #undef T_R
 #else
@@ -1125,7 +1370,7 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
     uint8_t *scratch = (uint8_t *)(j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH);
     i8_wblk *panel = (i8_wblk *)scratch;
     i8_xblk *xq = (i8_xblk *)(scratch + panel_bytes(j->nsb));
-    const size_t bb = kvs_dtype_block_bytes(j->wt);
+    const size_t bb = sb_bytes(j->wt);
     for (int64_t a0 = n0; a0 < n1; a0 += j->rows_per_chunk) {
         const int64_t a1 = min64(n1, a0 + j->rows_per_chunk);
         for (int64_t r = a0; r < a1; r++)
@@ -1225,7 +1470,7 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
     uint8_t *area = p->panel_end - (size_t)(thread + 1) * p->area;
     i8_wblk *panel = (i8_wblk *)(void *)area;
     float *state = (float *)(void *)(area + ppanel_bytes(j->nsb));
-    const size_t bb = kvs_dtype_block_bytes(j->wt);
+    const size_t bb = sb_bytes(j->wt);
     const int CW = I8_PCW;
     for (int64_t c0 = m0; c0 < m1; c0 += CW) {
         const int C = (int)min64(CW, m1 - c0);
@@ -1260,7 +1505,7 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
                     float *st = state + ((r0 - p->a0) * CW + cc) * 16;
 #if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
                     (void)wr;
-                    ptile_any(R, CC, j->wt == KVS_DTYPE_Q6_K, xr, wu + cc, kb, ke, st, 16 * CW, y, j->m);
+                    ptile_any(R, CC, ukind(j->wt), xr, wu + cc, kb, ke, st, 16 * CW, y, j->m);
 #else
                     (void)st; /* one tile: I8_TC == I8_PCW, cc == 0, one pass */
                     tile_any(R, CC, j->wt, bb, xr, wr, wu, j->nsb, y, j->m, NULL);
@@ -1312,7 +1557,8 @@ bool KVS_CPU_FN(kvs_cpu_matmul_i8)(kvs_cpu_ctx *c, float *y, const float *x, con
                                    int64_t n, int64_t k, int64_t m)
 {
     i8_job j = {.ctx = c, .y = y, .x = x, .w = w, .wt = wt, .n = n, .k = k, .m = m, .nsb = k / KVS_QK_K};
-    if (!KVS_CPU_FN(kvs_cpu_i8_supported)(wt) || k <= 0 || k % KVS_QK_K != 0 ||
+    if (!KVS_CPU_FN(kvs_cpu_i8_supported)(wt) || (wt == KVS_DTYPE_Q8_0 && !c->int8_q8_0) || k <= 0 ||
+        k % KVS_QK_K != 0 ||
         !kvs_dtype_row_bytes(wt, (uint64_t)k, &j.row_bytes))
         return false;
     if (n > I8_MR && i8_prefill(&j))
