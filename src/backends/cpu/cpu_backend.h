@@ -29,7 +29,7 @@ typedef struct kvs_cpu_options {
     bool int8_all;              /* 8-bit activations for every type cpu_matmul_i8.c takes; default
                                    false: q8_0 takes them only where VNNI multiplies its u8
                                    quants in one instruction (without VNNI its products cost two,
-                                   and the f32 kernel measured faster) */
+                                   and they measured no faster than the f32 kernel) */
 } kvs_cpu_options;
 
 /* Make a CPU backend (opt may be NULL for the defaults).  Fails on a
