@@ -120,7 +120,13 @@ static const uint8_t GID[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14
 /* legacy types: block j's two groups 2j, 2j + 1 in lanes L, L + 4 (one 32-byte load each) */
 static const uint8_t GLEG[16] = {0, 2, 4, 6, 1, 3, 5, 7, 8, 10, 12, 14, 9, 11, 13, 15};
 
-static bool is_legacy(kvs_dtype t);
+/* The legacy 32-element types, taken 8 blocks (one 256-element super-block of x) at a time. */
+static bool is_legacy(kvs_dtype t)
+{
+    return t == KVS_DTYPE_Q4_0 || t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_0 || t == KVS_DTYPE_Q5_1 ||
+           t == KVS_DTYPE_Q8_0;
+}
+
 static const uint8_t *lane_map(kvs_dtype t)
 {
     return t == KVS_DTYPE_Q4_K || t == KVS_DTYPE_Q5_K ? G45
@@ -129,14 +135,6 @@ static const uint8_t *lane_map(kvs_dtype t)
                                                       : GID;
 }
 
-
-
-/* The legacy 32-element types, taken 8 blocks (one 256-element super-block of x) at a time. */
-static bool is_legacy(kvs_dtype t)
-{
-    return t == KVS_DTYPE_Q4_0 || t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_0 || t == KVS_DTYPE_Q5_1 ||
-           t == KVS_DTYPE_Q8_0;
-}
 
 /*
  * Q8_0's u = q + 128 spans 0..255.  vpdpbusd (VNNI) multiplies and adds it
@@ -161,10 +159,20 @@ bool KVS_CPU_FN(kvs_cpu_i8_supported)(kvs_dtype t)
            t == KVS_DTYPE_Q6_K || (is_legacy(t) && (t != KVS_DTYPE_Q8_0 || I8_HAS_Q8_0));
 }
 
-/* Bytes of the weights for one 256-element super-block of x. */
-static size_t sb_bytes(kvs_dtype t)
+/* Bytes of the weights for one 256-element super-block of x (a k-quant block, 8 legacy blocks); a
+ * constant where t is (the AVX2 decode tile's per-type instances).  t: kvs_cpu_i8_supported. */
+KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
 {
-    return kvs_dtype_block_bytes(t) * (is_legacy(t) ? KVS_QK_K / 32 : 1);
+    return t == KVS_DTYPE_Q2_K   ? sizeof(kvs_block_q2_K)
+           : t == KVS_DTYPE_Q3_K ? sizeof(kvs_block_q3_K)
+           : t == KVS_DTYPE_Q4_K ? sizeof(kvs_block_q4_K)
+           : t == KVS_DTYPE_Q5_K ? sizeof(kvs_block_q5_K)
+           : t == KVS_DTYPE_Q6_K ? sizeof(kvs_block_q6_K)
+           : t == KVS_DTYPE_Q8_0 ? 8 * sizeof(kvs_block_q8_0)
+           : t == KVS_DTYPE_Q4_0 ? 8 * sizeof(kvs_block_q4_0)
+           : t == KVS_DTYPE_Q4_1 ? 8 * sizeof(kvs_block_q4_1)
+           : t == KVS_DTYPE_Q5_0 ? 8 * sizeof(kvs_block_q5_0)
+                                 : 8 * sizeof(kvs_block_q5_1);
 }
 
 /* How the SIMD integer dots may group products without overflow: u < 32 (0), u < 64 (1, q6_K),
@@ -764,22 +772,6 @@ KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
     }
 }
 
-#if defined(KVS_SIMD_AVX2)
-/* The bytes of a super-block of type t (kvs_dtype_block_bytes, inline for the constant types). */
-KVS_SIMD_INLINE size_t block_bytes(kvs_dtype t)
-{
-    return t == KVS_DTYPE_Q2_K   ? sizeof(kvs_block_q2_K)
-           : t == KVS_DTYPE_Q3_K ? sizeof(kvs_block_q3_K)
-           : t == KVS_DTYPE_Q4_K ? sizeof(kvs_block_q4_K)
-           : t == KVS_DTYPE_Q5_K ? sizeof(kvs_block_q5_K)
-           : t == KVS_DTYPE_Q6_K ? sizeof(kvs_block_q6_K)
-           : t == KVS_DTYPE_Q8_0 ? 8 * sizeof(kvs_block_q8_0)
-           : t == KVS_DTYPE_Q4_0 ? 8 * sizeof(kvs_block_q4_0)
-           : t == KVS_DTYPE_Q4_1 ? 8 * sizeof(kvs_block_q4_1)
-           : t == KVS_DTYPE_Q5_0 ? 8 * sizeof(kvs_block_q5_0)
-                                 : 8 * sizeof(kvs_block_q5_1);
-}
-#endif
 
 KVS_SIMD_INLINE void store_wreg(const i8_wreg *r, i8_wblk *o)
 {
@@ -1370,7 +1362,7 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
     uint8_t *scratch = (uint8_t *)(j->ctx->mm_scratch + (size_t)thread * KVS_CPU_MM_SCRATCH);
     i8_wblk *panel = (i8_wblk *)scratch;
     i8_xblk *xq = (i8_xblk *)(scratch + panel_bytes(j->nsb));
-    const size_t bb = sb_bytes(j->wt);
+    const size_t bb = block_bytes(j->wt);
     for (int64_t a0 = n0; a0 < n1; a0 += j->rows_per_chunk) {
         const int64_t a1 = min64(n1, a0 + j->rows_per_chunk);
         for (int64_t r = a0; r < a1; r++)
@@ -1470,7 +1462,7 @@ static void i8_panel_task(void *arg, int task, int n_tasks, int thread)
     uint8_t *area = p->panel_end - (size_t)(thread + 1) * p->area;
     i8_wblk *panel = (i8_wblk *)(void *)area;
     float *state = (float *)(void *)(area + ppanel_bytes(j->nsb));
-    const size_t bb = sb_bytes(j->wt);
+    const size_t bb = block_bytes(j->wt);
     const int CW = I8_PCW;
     for (int64_t c0 = m0; c0 < m1; c0 += CW) {
         const int C = (int)min64(CW, m1 - c0);
