@@ -1008,39 +1008,20 @@ KVS_SIMD_INLINE float acc_sum(i8_acc a)
 
 /*
  * y[r][c] for R rows of quantized x (each nsb super-blocks) against C
- * weight rows.  Weights come either unpacked (wu[c] + b, nsb apart: the
- * prefill panel) or packed (w[c], unpacked here per super-block; pf, when
- * not NULL, the rows to prefetch meanwhile).  R, C constants at each call.
+ * weight rows, of which the first Rv x Cv are stored (the others are
+ * duplicates of the last row, computed to keep the shape a constant).
+ * Weights come either unpacked (wu[c] + b, nsb apart: the prefill panel)
+ * or packed (w[c], unpacked here per super-block; pf, when not NULL, the
+ * rows to prefetch meanwhile).  R, C constants at each call.
  */
-KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, const i8_xblk *const *x,
-                          const uint8_t *const *w, const i8_wblk *const *wu, int64_t nsb, float *y,
-                          int64_t ldy, const uint8_t *const *pf)
+KVS_SIMD_INLINE void tile(int R, int C, int Rv, int Cv, bool panel, kvs_dtype t, size_t bb,
+                          const i8_xblk *const *x, const uint8_t *const *w, const i8_wblk *const *wu, int64_t nsb,
+                          float *y, int64_t ldy, const uint8_t *const *pf)
 {
     i8_acc acc[I8_MR][I8_MC];
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
             acc[r][c] = acc_zero();
-#if defined(KVS_SIMD_AVX2)
-    if (!panel) {
-        /* decode: each weight super-block unpacked into registers and used at once */
-        const size_t bt = block_bytes(t); /* bb, a constant here */
-        for (int c = 0; c < C; c++) {
-            for (int64_t b = 0; b < nsb; b++) {
-                if (pf)
-                    _Pragma("GCC unroll 4") for (size_t o = 0; o < bt; o += 64)
-                        __builtin_prefetch(pf[c] + (size_t)b * bt + o);
-                i8_wreg wr;
-                unpack_regs(t, w[c] + (size_t)b * bt, &wr);
-                _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
-                    acc[r][c] = block_dot_r(acc[r][c], x[r] + b, &wr, ukind(t));
-            }
-        }
-        for (int r = 0; r < R; r++)
-            for (int c = 0; c < C; c++)
-                y[r * ldy + c] = acc_sum(acc[r][c]);
-        return;
-    }
-#endif
     _Alignas(64) i8_wblk tmp[I8_MC];
     for (int64_t b = 0; b < nsb; b++) {
         const i8_wblk *wb[I8_MC];
@@ -1064,8 +1045,42 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
     }
     for (int r = 0; r < R; r++)
         for (int c = 0; c < C; c++)
-            y[r * ldy + c] = acc_sum(acc[r][c]);
+            if (r < Rv && c < Cv)
+                y[r * ldy + c] = acc_sum(acc[r][c]);
 }
+
+#if defined(KVS_SIMD_AVX2)
+/*
+ * The AVX2 decode tile: R rows of x (a constant; the rows from Rv on are
+ * duplicates, computed and not stored) against C packed weight rows (at
+ * run time), one weight row after the other: each super-block is unpacked
+ * into registers (the type t a constant, unpack_regs) and dotted with the
+ * R x rows at once, so the weight rows share nothing and C needs no
+ * instance of its own.  pf as tile's.
+ */
+KVS_SIMD_INLINE void dtile(int R, int Rv, int C, kvs_dtype t, const i8_xblk *const *x, const uint8_t *const *w,
+                           int64_t nsb, float *y, int64_t ldy, const uint8_t *const *pf)
+{
+    const size_t bt = block_bytes(t);
+    for (int c = 0; c < C; c++) {
+        i8_acc acc[I8_MR];
+        for (int r = 0; r < R; r++)
+            acc[r] = acc_zero();
+        for (int64_t b = 0; b < nsb; b++) {
+            if (pf)
+                _Pragma("GCC unroll 4") for (size_t o = 0; o < bt; o += 64)
+                    __builtin_prefetch(pf[c] + (size_t)b * bt + o);
+            i8_wreg wr;
+            unpack_regs(t, w[c] + (size_t)b * bt, &wr);
+            _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
+                acc[r] = block_dot_r(acc[r], x[r] + b, &wr, ukind(t));
+        }
+        for (int r = 0; r < R; r++)
+            if (r < Rv)
+                y[r * ldy + c] = acc_sum(acc[r]);
+    }
+}
+#endif
 
 #if defined(KVS_SIMD_AVX512)
 /*
@@ -1079,8 +1094,8 @@ KVS_SIMD_INLINE void tile(int R, int C, bool panel, kvs_dtype t, size_t bb, cons
  */
 #define I8_PR 4 /* 4 x 4 measured best: 16 accumulators, 4 + 2 weight registers, 2 temporaries */
 #define I8_PC 4
-KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t nsb, float *y,
-                           int64_t ldy)
+KVS_SIMD_INLINE void ptile(int R, int C, int Rv, int Cv, const i8_xblk *const *x, const i8_wblk *const *wu,
+                           int64_t nsb, float *y, int64_t ldy)
 {
     __m512 acc[I8_PR][I8_PC];
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
@@ -1108,7 +1123,8 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
     }
     _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
         _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
-            y[r * ldy + c] = acc_sum(acc[r][c]);
+            if (r < Rv && c < Cv)
+                y[r * ldy + c] = acc_sum(acc[r][c]);
 }
 #elif defined(KVS_SIMD_AVX2)
 /*
@@ -1140,8 +1156,8 @@ KVS_SIMD_INLINE void ptile(int R, int C, const i8_xblk *const *x, const i8_wblk 
  * sums in the written order (reassociated, they were all computed first and
  * spilled). */
 #define I8_PIN(v) __asm__("" : "+x"(v))
-KVS_SIMD_INLINE void ptile(int R, int C, int uk, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
-                           int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
+KVS_SIMD_INLINE void ptile(int R, int C, int Cv, int uk, const i8_xblk *const *x, const i8_wblk *const *wu,
+                           int64_t kb0, int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
     /* the accumulators between the halves and passes: in st when there are passes, else here */
     _Alignas(32) float loc[I8_PR * I8_PC * 16];
@@ -1220,14 +1236,40 @@ KVS_SIMD_INLINE void ptile(int R, int C, int uk, const i8_xblk *const *x, const 
     }
     if (y)
         _Pragma("GCC unroll 8") for (int r = 0; r < R; r++)
-            _Pragma("GCC unroll 8") for (int c = 0; c < C; c++)
+            _Pragma("GCC unroll 8") for (int c = 0; c < Cv; c++)
                 y[r * ldy + c] = acc_sum((i8_acc){_mm256_load_ps(I8_AM(0, r, c)), _mm256_load_ps(I8_AM(1, r, c))});
 #undef I8_AM
 }
 #endif
 
-#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
+/*
+ * The tiles' shapes.  Each kernel is inlined once per shape it runs at
+ * (and the AVX2 decode tile once per weight type too), so the shapes are
+ * few: R x rows in {1, 2, 4} (3 runs as 4) and always the full number of
+ * weight rows, the rows beyond R and C duplicates of the last (the callers
+ * fill x and the weight pointers so) that are computed and not stored.
+ * The waste is in a matrix's last tiles only, but for 3 rows, a batch of
+ * 3 sequences' decode, where it measured 10% of the AVX2 decode tile: that
+ * tile (whose C runs at run time anyway) takes R = 3 too.  One instance
+ * per R x C pair made this file's code 2.5 to 4 times larger, and under
+ * the sanitizers (whose per-check records the dynamic loader writes at
+ * start) that outgrew the memory tests' reserve for the program itself.
+ */
+#define I8_R124(R, CALL)   \
+    switch (R) {           \
+    case 1: CALL(1, 1); break; \
+    case 2: CALL(2, 2); break; \
+    default: CALL(4, R); break; \
+    }
+#define I8_R1234(R, CALL)  \
+    switch (R) {           \
+    case 1: CALL(1, 1); break; \
+    case 2: CALL(2, 2); break; \
+    case 3: CALL(3, 3); break; \
+    default: CALL(4, 4); break; \
+    }
 
+#if defined(KVS_SIMD_AVX512) || defined(KVS_SIMD_AVX2)
 /* uk: ukind(), how the quants' products may be summed (q6_K: u <= 63, q8_0: dot8w).  AVX2: super-blocks kb0 .. kb1 - 1, the
  * accumulators continued from st (row r at st + r lds) unless kb0 is 0, and
  * left there when y is NULL; AVX-512: all nsb = kb1 super-blocks at once
@@ -1235,102 +1277,70 @@ KVS_SIMD_INLINE void ptile(int R, int C, int uk, const i8_xblk *const *x, const 
 static void ptile_any(int R, int C, int uk, const i8_xblk *const *x, const i8_wblk *const *wu, int64_t kb0,
                       int64_t kb1, float *st, int64_t lds, float *y, int64_t ldy)
 {
-    /* the shapes above I8_PR x I8_PC never come (I8_RT, I8_PCW); they only keep the switch generic */
-#define P_MIN(a, b) ((a) < (b) ? (a) : (b))
 #if defined(KVS_SIMD_AVX512)
     (void)uk, (void)kb0, (void)st, (void)lds;
-#define P_TILE(RR, CC) ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), x, wu, kb1, y, ldy)
+#define P_TILE(RR, RV) ptile(RR, I8_PC, RV, C, x, wu, kb1, y, ldy)
+    I8_R124(R, P_TILE)
 #else
-#define P_TILE(RR, CC)                                                                             \
-    (uk == 0   ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), 0, x, wu, kb0, kb1, st, lds, y, ldy)       \
-     : uk == 1 ? ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), 1, x, wu, kb0, kb1, st, lds, y, ldy)       \
-               : ptile(P_MIN(RR, I8_PR), P_MIN(CC, I8_PC), 2, x, wu, kb0, kb1, st, lds, y, ldy))
+    /* R is 1 or 2 (I8_PR): the state holds the chunk's rows only, so no duplicate rows */
+#define P_TILE(RR, UK) ptile(RR, I8_PC, C, UK, x, wu, kb0, kb1, st, lds, y, ldy)
+#define P_UK(RR)                                       \
+    (uk == 0 ? P_TILE(RR, 0) : uk == 1 ? P_TILE(RR, 1) : P_TILE(RR, 2))
+    if (R == 1)
+        P_UK(1);
+    else
+        P_UK(2);
+#undef P_UK
 #endif
-#define P_C(RR)                          \
-    switch (C) {                         \
-    case 1: P_TILE(RR, 1); break;        \
-    case 2: P_TILE(RR, 2); break;        \
-    case 3: P_TILE(RR, 3); break;        \
-    default: P_TILE(RR, 4); break;       \
-    }
-    switch (R) {
-    case 1: P_C(1); break;
-    case 2: P_C(2); break;
-    case 3: P_C(3); break;
-    default: P_C(4); break;
-    }
-#undef P_C
 #undef P_TILE
-#undef P_MIN
 }
-_Static_assert(I8_PR >= 1 && I8_PR <= 4 && I8_PC >= 1 && I8_PC <= 4, "ptile_any dispatches R 1..4, C 1..4");
+#if defined(KVS_SIMD_AVX512)
+_Static_assert(I8_PR == 4, "ptile_any's shapes: R 1, 2, 4");
+#else
+_Static_assert(I8_PR == 2, "ptile_any's shapes: R 1, 2");
+#endif
 #endif
 
-#define I8_TILE_ARGS t, bb, x, w, wu, nsb, y, ldy, pf
 static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const *x, const uint8_t *const *w,
                      const i8_wblk *const *wu, int64_t nsb, float *y, int64_t ldy, const uint8_t *const *pf)
 {
-#if I8_MC == 4
-#define T_C(RR, P)                                               \
-    switch (C) {                                                 \
-    case 1: tile(RR, 1, P, I8_TILE_ARGS); break;                 \
-    case 2: tile(RR, 2, P, I8_TILE_ARGS); break;                 \
-    case 3: tile(RR, 3, P, I8_TILE_ARGS); break;                 \
-    default: tile(RR, 4, P, I8_TILE_ARGS); break;                \
-    }
-#else
-#define T_C(RR, P)                                               \
-    switch (C) {                                                 \
-    case 1: tile(RR, 1, P, I8_TILE_ARGS); break;                 \
-    default: tile(RR, 2, P, I8_TILE_ARGS); break;                \
-    }
-#endif
     /* two instances: weights unpacked in the panel (prefill) or as they stream (decode) */
+#define T_PANEL(RR, RV) tile(RR, I8_MC, RV, C, true, t, bb, x, w, wu, nsb, y, ldy, pf)
+#define T_DECODE(RR, RV) tile(RR, I8_MC, RV, C, false, t, bb, x, w, wu, nsb, y, ldy, pf)
     if (wu) {
-        switch (R) {
-        case 1: T_C(1, true); break;
-        case 2: T_C(2, true); break;
-        case 3: T_C(3, true); break;
-        default: T_C(4, true); break;
-        }
+        I8_R124(R, T_PANEL)
     } else {
 #if defined(KVS_SIMD_AVX2)
-        /* the decode tile unpacks in registers: one instance per type */
-#define T_R(TT)                                                  \
-    do {                                                         \
-        const kvs_dtype t = TT; /* a constant in each instance */ \
-        switch (R) {                                             \
-        case 1: T_C(1, false); break;                            \
-        case 2: T_C(2, false); break;                            \
-        case 3: T_C(3, false); break;                            \
-        default: T_C(4, false); break;                           \
-        }                                                        \
+        (void)bb;
+        /* the decode tile unpacks in registers: one instance per type (a constant in each) */
+#define T_D(RR, RV) dtile(RR, RV, C, TT, x, w, nsb, y, ldy, pf)
+#define T_TYPE(T)                 \
+    do {                          \
+        const kvs_dtype TT = T;   \
+        I8_R1234(R, T_D)          \
     } while (0)
         switch (t) {
-        case KVS_DTYPE_Q2_K: T_R(KVS_DTYPE_Q2_K); break;
-        case KVS_DTYPE_Q3_K: T_R(KVS_DTYPE_Q3_K); break;
-        case KVS_DTYPE_Q4_K: T_R(KVS_DTYPE_Q4_K); break;
-        case KVS_DTYPE_Q5_K: T_R(KVS_DTYPE_Q5_K); break;
-        case KVS_DTYPE_Q6_K: T_R(KVS_DTYPE_Q6_K); break;
-        case KVS_DTYPE_Q8_0: T_R(KVS_DTYPE_Q8_0); break;
-        case KVS_DTYPE_Q4_0: T_R(KVS_DTYPE_Q4_0); break;
-        case KVS_DTYPE_Q4_1: T_R(KVS_DTYPE_Q4_1); break;
-        case KVS_DTYPE_Q5_0: T_R(KVS_DTYPE_Q5_0); break;
-        default: T_R(KVS_DTYPE_Q5_1); break;
+        case KVS_DTYPE_Q2_K: T_TYPE(KVS_DTYPE_Q2_K); break;
+        case KVS_DTYPE_Q3_K: T_TYPE(KVS_DTYPE_Q3_K); break;
+        case KVS_DTYPE_Q4_K: T_TYPE(KVS_DTYPE_Q4_K); break;
+        case KVS_DTYPE_Q5_K: T_TYPE(KVS_DTYPE_Q5_K); break;
+        case KVS_DTYPE_Q6_K: T_TYPE(KVS_DTYPE_Q6_K); break;
+        case KVS_DTYPE_Q8_0: T_TYPE(KVS_DTYPE_Q8_0); break;
+        case KVS_DTYPE_Q4_0: T_TYPE(KVS_DTYPE_Q4_0); break;
+        case KVS_DTYPE_Q4_1: T_TYPE(KVS_DTYPE_Q4_1); break;
+        case KVS_DTYPE_Q5_0: T_TYPE(KVS_DTYPE_Q5_0); break;
+        default: T_TYPE(KVS_DTYPE_Q5_1); break;
         }
-#undef T_R
+#undef T_TYPE
+#undef T_D
 #else
-        switch (R) {
-        case 1: T_C(1, false); break;
-        case 2: T_C(2, false); break;
-        case 3: T_C(3, false); break;
-        default: T_C(4, false); break;
-        }
+        I8_R124(R, T_DECODE)
 #endif
     }
-#undef T_C
+#undef T_DECODE
+#undef T_PANEL
 }
-_Static_assert(I8_MR == 4 && (I8_MC == 4 || I8_MC == 2), "tile_any dispatches R 1..4, C 1..I8_MC");
+_Static_assert(I8_MR == 4, "tile_any's shapes: R 1, 2, 4");
 
 typedef struct i8_job {
     kvs_cpu_ctx *ctx;
