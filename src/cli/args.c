@@ -30,7 +30,9 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
     kvs_cmd_add(c, (kvs_opt){"--max-model-len", NULL, KVS_OPT_LEN_AUTO, &lo->max_model_len, "N|auto",
                              "longest request, prompt + output (default: the model's; auto: largest that fits)"});
     kvs_cmd_add(c, (kvs_opt){"--max-num-seqs", NULL, KVS_OPT_INT, &lo->max_num_seqs, "N",
-                             "sequences per step (default 256)"});
+                             "sequences per step (default 256; generate -p: 1, its one sequence; plan predicts "
+                             "that with --max-num-seqs 1)",
+                             &lo->max_num_seqs_set});
     kvs_cmd_add(c, (kvs_opt){"--max-num-batched-tokens", NULL, KVS_OPT_INT, &lo->max_num_batched_tokens, "N",
                              "tokens per step (default 256 on the CPU, 2048 on a GPU)"});
     kvs_cmd_add(c, (kvs_opt){"--block-size", NULL, KVS_OPT_INT, &lo->block_size, "N", "tokens per KV block (default 16)"});

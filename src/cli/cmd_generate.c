@@ -159,6 +159,13 @@ int kvs_cmd_generate(int argc, char **argv)
     if (g.input_file && g.prompt)
         return kvs_cli_error("generate", 2, "give either -p PROMPT or --input-file, not both");
     g.lo.log = g.verbose ? stderr : NULL;
+    /* One prompt is one sequence (as llama-cli runs it): the buffers that
+     * grow with the sequences per step (the logits rows, the sampler's, the
+     * step's activations) sized for 256 measured 1.27 against 0.87 GB of
+     * peak memory and 1.9 against 0.85 s of start-up on the Llama-3.2-1B
+     * shape. */
+    if (!g.input_file && !g.lo.max_num_seqs_set)
+        g.lo.max_num_seqs = 1;
     kvs_cli_prepare_launch("generate", &g.lo);
     kvs_instance *in;
     if (kvs_launch(&in, &g.lo, &err) != KVS_OK)

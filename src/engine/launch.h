@@ -70,7 +70,8 @@ typedef struct kvs_launch_opts {
     uint64_t kv_cache_memory;           /* 0: from the budget */
     bool kv_cache_memory_set;           /* given: then 0 is an error */
     int32_t max_model_len;              /* 0: the model's context; -1: auto (largest that fits) */
-    int32_t max_num_seqs;               /* default 256 */
+    int32_t max_num_seqs;               /* default 256 (the CLI's generate -p: 1) */
+    bool max_num_seqs_set;              /*   given explicitly */
     int32_t max_num_batched_tokens;     /* -1: kvs_launch_default_batched_tokens(device) */
     int32_t block_size;                 /* default 16 */
     const char *kv_cache_dtype;         /* "auto" | "f32" | "f16" | "bf16" */

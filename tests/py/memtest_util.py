@@ -34,6 +34,12 @@ def run(args, check=True):
     return p
 
 
+def as_generate_p(flags):
+    """plan's flags for the job of `generate -p` with these flags: its one
+    prompt makes --max-num-seqs default to 1 there (256 elsewhere)."""
+    return flags if "--max-num-seqs" in flags else ["--max-num-seqs", "1"] + flags
+
+
 def plan_json(model, flags):
     return json.loads(run(["plan", "-m", model, "--json"] + flags).stdout)
 

@@ -30,9 +30,16 @@ def fail(msg):
     print("FAIL:", msg)
 
 
+def cmd_args(cmd, flags):
+    """generate -p x, or plan predicting that job (mt.as_generate_p)."""
+    if cmd == "generate":
+        return [cmd, "-m", S, "-p", "x", "-n", "1"] + flags
+    return [cmd, "-m", S] + mt.as_generate_p(flags)
+
+
 def expect_error(cmd, flags, must=(), what=""):
     """Run a command that must fail cleanly; returns its error line."""
-    args = [cmd, "-m", S] + (["-p", "x", "-n", "1"] if cmd == "generate" else []) + flags
+    args = cmd_args(cmd, flags)
     p = mt.run(args, check=False)
     err = p.stderr.strip()
     name = "%s %s (%s)" % (cmd, " ".join(flags), what)
@@ -52,7 +59,7 @@ def expect_error(cmd, flags, must=(), what=""):
 
 
 def expect_ok(cmd, flags, what=""):
-    args = [cmd, "-m", S] + (["-p", "x", "-n", "1"] if cmd == "generate" else []) + flags
+    args = cmd_args(cmd, flags)
     p = mt.run(args, check=False)
     if p.returncode != 0:
         fail("%s %s (%s): expected to start, got: %s" % (cmd, " ".join(flags), what, p.stderr.strip()))
@@ -103,7 +110,7 @@ def main():
     # 3. A max-model-len that does not fit.  Size the device from the plan so
     #    that about 1000 tokens of KV cache remain at utilization 0.5: the
     #    header alone says 2048 might fit, the measured overhead says not.
-    pj = mt.plan_json(S, ["--device-memory", "96MiB"])  # (any device that plans: the terms below do not depend on it)
+    pj = mt.plan_json(S, mt.as_generate_p(["--device-memory", "96MiB"]))  # (generate -p x's job; any device that plans: the terms below do not depend on it)
     block = pj["kv_bytes_per_token"] * pj["block_size"]
     opb = pj["overhead_per_block_bytes"]
     fixed = (pj["weights_bytes"] + pj["activation_peak_bytes"] + pj["graph_bytes"] + pj["overhead_bytes"]

@@ -30,7 +30,7 @@ def gen(flags):
 
 
 def plan(flags):
-    return mt.run(["plan", "-m", S] + flags, check=False)
+    return mt.run(["plan", "-m", S] + mt.as_generate_p(flags), check=False)
 
 
 def message(p):
@@ -81,7 +81,7 @@ def follow_util(what, flags, msg, keep=()):
 def fixed_terms(length):
     """Every term but the KV cache (and its per-block bookkeeping) at this length: the reserves depend on
     the build (CUDA, sanitizers), so the devices below are sized from the plan."""
-    pj = mt.plan_json(S, ["--device-memory", "1GiB", "--max-model-len", str(length)])
+    pj = mt.plan_json(S, mt.as_generate_p(["--device-memory", "1GiB", "--max-model-len", str(length)]))
     return (pj["budget_bytes"] - pj["kv_cache_bytes"] - pj["slack_inside_bytes"]
             - pj["num_blocks"] * pj["overhead_per_block_bytes"]), pj
 
@@ -139,7 +139,8 @@ def main():
     # the SVG report: plan (estimate) and start, on a small device (24 MiB in a release build)
     fx, _ = fixed_terms(1024)
     small = str(max(24 * mt.MIB, int((fx + 5 * mt.MIB) / 0.92)))
-    for what, cmd in (("plan", ["plan", "-m", S, "--device-memory", small, "--max-model-len", "1024", "--svg"]),
+    for what, cmd in (("plan", ["plan", "-m", S] + mt.as_generate_p(["--device-memory", small, "--max-model-len",
+                                                                     "1024", "--svg"])),
                       ("start", ["generate", "-m", S, "-p", "x", "-n", "1", "--device-memory", small,
                                  "--max-model-len", "1024", "--memory-report-svg"])):
         path = os.path.join(mt.BUILD, "fit_%s.svg" % what)

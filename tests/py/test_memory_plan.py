@@ -220,6 +220,32 @@ def check_serve(work, fail):
                  (" ".join(extra), q["serving_reserve_bytes"], base["serving_reserve_bytes"]))
 
 
+def check_generate_default(work, fail):
+    """generate -p without --max-num-seqs runs one sequence per step: its table is plan's with
+    --max-num-seqs 1, not plan's default (256 sequences: logits rows for each), and --input-file
+    keeps the default."""
+    S, dev = mt.STORIES, ["--device-memory", "1GiB"]
+    r = mt.measured_json(S, dev, os.path.join(work, "report_p.json"))
+    one, dflt = mt.plan_json(S, dev + ["--max-num-seqs", "1"]), mt.plan_json(S, dev)
+    bad = [k for k in sorted(set(one) | set(r)) if k not in OBSERVED_KEYS and one.get(k) != r.get(k)]
+    for k in bad:
+        fail("generate -p (default --max-num-seqs): %s: plan --max-num-seqs 1 %s, start %s" % (k, one.get(k), r.get(k)))
+    if not dflt["activation_peak_bytes"] > r["activation_peak_bytes"]:
+        fail("generate -p: activation peak %d, not below plan's default (256 sequences) %d" %
+             (r["activation_peak_bytes"], dflt["activation_peak_bytes"]))
+    inp, rep = os.path.join(work, "one.jsonl"), os.path.join(work, "report_f.json")
+    with open(inp, "w") as f:
+        f.write(json.dumps({"prompt": "Once upon a time", "max_tokens": 1, "temperature": 0}) + "\n")
+    mt.run(["generate", "-m", S, "--input-file", inp, "-o", os.devnull, "--memory-report", rep] + dev)
+    with open(rep) as f:
+        rf = json.load(f)
+    bad = [k for k in sorted(set(dflt) | set(rf)) if k not in OBSERVED_KEYS and dflt.get(k) != rf.get(k)]
+    for k in bad:
+        fail("generate --input-file: %s: plan %s, start %s" % (k, dflt.get(k), rf.get(k)))
+    print("%s generate -p: activation peak %d (plan default %d); --input-file as plan's default" %
+          ("ok  " if not bad else "FAIL", r["activation_peak_bytes"], dflt["activation_peak_bytes"]))
+
+
 def main():
     asan = mt.sanitizer_build()
     work = os.path.join(mt.BUILD, "memtest")
@@ -337,6 +363,7 @@ def main():
           "overhead: min %.2f MiB, max %.2f MiB" % (n_exact, len(grid), min(diffs) / mt.MIB, max(diffs) / mt.MIB))
     check_inverse(work, fail)
     check_serve(work, fail)
+    check_generate_default(work, fail)
     if failures:
         print("\n".join(failures))
         sys.exit("FAIL: %d problems" % len(failures))
