@@ -187,7 +187,7 @@ static void check_attention(attn_fn at, kvs_cpu_ctx *c, kvs_dtype dt, int32_t nh
         pos[t] = p0 + t % n;
     }
     rng_fill(rng, q, (size_t)nt * nh * hd);
-    size_t sb = kvs_cpu_attention_scratch_bytes(c, ctx);
+    size_t sb = kvs_cpu_attention_scratch_bytes(c, nh, ctx);
     void *scratch = xmalloc(sb);
     kvs_attn_meta me = {.n_tokens = nt, .tok_seq = seq, .tok_pos = pos, .slots = NULL,
                         .block_tables = bt, .max_blocks = max_blocks, .max_ctx = ctx};

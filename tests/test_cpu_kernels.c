@@ -263,6 +263,8 @@ static void test_attention_gqa_paged(void **state)
     check_attention(&wide, &rng);
     attn_case four = {8, 2, 32, 32, KVS_DTYPE_BF16, 0};   /* group 4 */
     check_attention(&four, &rng);
+    attn_case mqa = {7, 1, 64, 16, KVS_DTYPE_F32, 0};   /* one KV head, group 7: heads done 4 + 3 */
+    check_attention(&mqa, &rng);
     attn_case sharp = {6, 3, 64, 16, KVS_DTYPE_F32, 12};   /* peaked softmax: exps down to e^-80 */
     check_attention(&sharp, &rng);
 }

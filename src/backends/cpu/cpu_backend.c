@@ -114,7 +114,7 @@ static void cpu_attention(kvs_backend *b, float *out, const float *q, const kvs_
 static size_t cpu_attention_scratch_bytes(kvs_backend *b, int32_t n_heads, int32_t max_ctx,
                                           int64_t n_tokens)
 {
-    return kvs_cpu_attention_scratch_bytes(ctx_of(b), max_ctx);
+    return kvs_cpu_attention_scratch_bytes(ctx_of(b), n_heads, max_ctx);
 }
 
 static void cpu_scale(kvs_backend *b, float *x, int64_t n, float s) { kvs_cpu_scale(ctx_of(b), x, n, s); }

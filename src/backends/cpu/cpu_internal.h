@@ -70,8 +70,8 @@ KVS_CPU_DECLARE(void, kvs_cpu_dequant, float *dst, const void *row, kvs_dtype t,
 KVS_CPU_DECLARE(void, kvs_cpu_attention, kvs_cpu_ctx *c, float *out, const float *q,
                 const kvs_kv_view *kv, const kvs_attn_meta *meta, int32_t n_heads, float scale,
                 void *scratch);
-/* Scratch for attention over contexts up to max_ctx positions. */
-size_t kvs_cpu_attention_scratch_bytes(const kvs_cpu_ctx *c, int32_t max_ctx);
+/* Scratch for attention of n_heads query heads over contexts up to max_ctx positions. */
+size_t kvs_cpu_attention_scratch_bytes(const kvs_cpu_ctx *c, int32_t n_heads, int32_t max_ctx);
 
 KVS_CPU_DECLARE(void, kvs_cpu_rms_norm, kvs_cpu_ctx *c, float *y, const float *x, const float *w,
                 int64_t n, int64_t dim, float eps);
