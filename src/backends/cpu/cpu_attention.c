@@ -50,7 +50,7 @@ static size_t score_bytes(int32_t max_ctx)
 }
 
 /* Heads per item for n_heads query heads sharing each of n_kv KV heads:
- * the group is split into pieces of at most ATTN_GROUP (and n_heads). */
+ * the group is split into pieces of at most ATTN_GROUP. */
 static int32_t group_heads(int32_t n_heads, int32_t n_kv)
 {
     const int32_t g = n_heads / n_kv;
@@ -60,10 +60,25 @@ static int32_t group_heads(int32_t n_heads, int32_t n_kv)
 #ifndef KVS_CPU_SCALAR
 size_t kvs_cpu_attention_scratch_bytes(const kvs_cpu_ctx *c, int32_t n_heads, int32_t max_ctx)
 {
-    const size_t per_thread = (size_t)(n_heads > 0 && n_heads < ATTN_GROUP ? n_heads : ATTN_GROUP);
+    /* whatever the KV heads, an item has at most group_heads(n_heads, 1) heads */
+    const size_t per_thread = (size_t)(n_heads > 0 ? group_heads(n_heads, 1) : ATTN_GROUP);
     return (size_t)c->n_threads * per_thread * score_bytes(max_ctx) + 64;
 }
 #endif
+
+/* Element offset of KV head kvh's rows in cache block blk ([block][kv head][bs][hd]). */
+static inline int64_t block_off(int32_t blk, int nkv, int64_t kvh, int bs, int hd)
+{
+    return (((int64_t)blk * nkv + kvh) * bs) * hd;
+}
+
+/* The block after the one at positions p0 .. p0 + bs - 1 of a sequence of
+ * npos positions, or -1 when there is none (for prefetching it). */
+static inline int32_t next_block(const int32_t *bt, int32_t max_blocks, int64_t p0, int bs, int64_t npos)
+{
+    const int64_t bi = p0 / bs + 1;
+    return p0 + bs < npos && bi < max_blocks ? bt[bi] : -1;
+}
 
 /* Dot product of q with a key row, for each KV type. */
 #define DEF_ROWOPS(T, LOADV, ELEM, ETYPE)                                        \
@@ -98,6 +113,7 @@ typedef struct attn_job {
     uint8_t *scratch;        /* 64-byte aligned */
     size_t stride;           /* bytes of scratch per thread */
     size_t head_floats;      /* floats of a head's scores in it */
+    int32_t per_kv;          /* query heads per KV head */
     int32_t gh, n_sub;       /* heads per item; items per KV head and token */
     int64_t n_items;
 } attn_job;
@@ -183,7 +199,7 @@ static float exp_scores(float *sc, int64_t n, float mx)
             return;                                                                           \
         if (pos >= me->max_ctx)                                                               \
             pos = (int64_t)me->max_ctx - 1;                                                   \
-        const int64_t npos = pos + 1, kvh = h0 / (j->n_heads / nkv);                          \
+        const int64_t npos = pos + 1, kvh = h0 / j->per_kv;                                   \
         const int32_t *bt = me->block_tables + (int64_t)me->tok_seq[tok] * me->max_blocks;    \
         const ETYPE *K = kv->k, *V = kv->v;                                                   \
         /* sliding window: positions before lo are masked; whole blocks skipped */          \
@@ -199,10 +215,10 @@ static float exp_scores(float *sc, int64_t n, float mx)
         for (int64_t p0 = first; p0 < npos; p0 += bs) {                                       \
             int64_t bi = p0 / bs, cnt = npos - p0 < bs ? npos - p0 : bs;                      \
             int32_t blk = bi < me->max_blocks ? bt[bi] : -1;                                  \
-            const ETYPE *kb = blk < 0 ? NULL : K + (((int64_t)blk * nkv + kvh) * bs) * hd;    \
-            const int32_t nxt = p0 + bs < npos && bi + 1 < me->max_blocks ? bt[bi + 1] : -1;   \
+            const ETYPE *kb = blk < 0 ? NULL : K + block_off(blk, nkv, kvh, bs, hd);          \
+            const int32_t nxt = next_block(bt, me->max_blocks, p0, bs, npos);                  \
             if (nxt >= 0) /* the next block's keys while this one is computed */              \
-                prefetch_span(K + (((int64_t)nxt * nkv + kvh) * bs) * hd, (size_t)bs * hd * sizeof(ETYPE)); \
+                prefetch_span(K + block_off(nxt, nkv, kvh, bs, hd), (size_t)bs * hd * sizeof(ETYPE)); \
             for (int g = 0; g < ng; g++) { /* the block's keys in L1 after the first head */ \
                 float *s = sc + g * hf;                                                       \
                 const float *qg = qv + (int64_t)g * hd;                                       \
@@ -226,10 +242,10 @@ static float exp_scores(float *sc, int64_t n, float mx)
             int32_t blk = bi < me->max_blocks ? bt[bi] : -1;                                  \
             if (blk < 0)                                                                      \
                 continue;                                                                     \
-            const ETYPE *vb = V + (((int64_t)blk * nkv + kvh) * bs) * hd;                     \
-            const int32_t nxt = p0 + bs < npos && bi + 1 < me->max_blocks ? bt[bi + 1] : -1;   \
+            const ETYPE *vb = V + block_off(blk, nkv, kvh, bs, hd);                            \
+            const int32_t nxt = next_block(bt, me->max_blocks, p0, bs, npos);                  \
             if (nxt >= 0) /* and the next block's values */                                    \
-                prefetch_span(V + (((int64_t)nxt * nkv + kvh) * bs) * hd, (size_t)bs * hd * sizeof(ETYPE)); \
+                prefetch_span(V + block_off(nxt, nkv, kvh, bs, hd), (size_t)bs * hd * sizeof(ETYPE)); \
             for (int g = 0; g < ng; g++) /* the block's values in L1 after the first head */ \
                 if (mx[g] != -INFINITY)                                                       \
                     pv_block_##T(o + (int64_t)g * hd, sc + g * hf + p0, vb, cnt, hd);         \
@@ -251,7 +267,7 @@ static void attn_task(void *arg, int task, int n_tasks, int thread)
 {
     const attn_job *j = arg;
     float *sc = (float *)(j->scratch + (size_t)thread * j->stride);
-    const int32_t per_kv = j->n_heads / j->kv->n_kv_heads;
+    const int32_t per_kv = j->per_kv;
     for (int64_t p = task; p < j->n_items; p += n_tasks) {
         /* item p: token p / (n_kv n_sub), KV head, then its piece of the group */
         const int64_t tok = p / ((int64_t)j->kv->n_kv_heads * j->n_sub);
@@ -285,7 +301,7 @@ void KVS_CPU_FN(kvs_cpu_attention)(kvs_cpu_ctx *c, float *out, const float *q,
     const int32_t gh = group_heads(n_heads, kv->n_kv_heads), per_kv = n_heads / kv->n_kv_heads;
     const int32_t n_sub = (per_kv + gh - 1) / gh;
     attn_job j = {.out = out, .q = q, .kv = kv, .meta = meta, .n_heads = n_heads, .scale = scale,
-                  .scratch = (uint8_t *)base, .stride = (size_t)gh * score_bytes(me->max_ctx),
+                  .scratch = (uint8_t *)base, .stride = (size_t)gh * score_bytes(me->max_ctx), .per_kv = per_kv,
                   .head_floats = score_bytes(me->max_ctx) / sizeof(float), .gh = gh, .n_sub = n_sub,
                   .n_items = (int64_t)me->n_tokens * kv->n_kv_heads * n_sub};
     /* Work ~ pairs * context * head_dim; small steps run on the caller alone. */
