@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
 
@@ -45,8 +46,9 @@ int main(int argc, char **argv)
     double seconds = 3;
     kvs_dtype t = KVS_DTYPE_Q8_0;
     const char *mode = "auto"; /* the backend's default */
-    for (int i = 1; i + 1 < argc; i += 2) {
-        const char *a = argv[i], *v = argv[i + 1];
+    int hot = 0, thp = 0;
+    for (int i = 1; i < argc; i += 2) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : "";
         if (!strcmp(a, "-t"))
             threads = atoi(v);
         else if (!strcmp(a, "-n"))
@@ -57,12 +59,16 @@ int main(int argc, char **argv)
             m = atol(v);
         else if (!strcmp(a, "--seconds"))
             seconds = atof(v);
+        else if (!strcmp(a, "--thp")) /* the weights in transparent huge pages */
+            thp = 1, i--;
+        else if (!strcmp(a, "--hot")) /* one copy of the weights: cache-resident when small */
+            hot = 1, i--;
         else if (!strcmp(a, "--type") && kvs_dtype_parse(v, &t))
             ;
         else if (!strcmp(a, "--cpu-matmul") && (!strcmp(v, "auto") || !strcmp(v, "int8") || !strcmp(v, "f32")))
             mode = v;
         else {
-            fprintf(stderr, "usage: bench_matmul [-t T] [--type T] [-n N] [-k K] [-m M] [--seconds S] [--cpu-matmul auto|int8|f32]\n");
+            fprintf(stderr, "usage: bench_matmul [-t T] [--type T] [-n N] [-k K] [-m M] [--seconds S] [--cpu-matmul auto|int8|f32] [--hot] [--thp]\n");
             return 2;
         }
     }
@@ -73,7 +79,7 @@ int main(int argc, char **argv)
     }
     const size_t wbytes = (size_t)rb * (size_t)m;
     size_t copies = ((size_t)256 << 20) / wbytes + 1;
-    if (n > 64)
+    if (n > 64 || hot)
         copies = 1;   /* prefill: compute-bound, cache residency does not matter */
     kvs_backend *b;
     kvs_error err;
@@ -82,7 +88,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "bench_matmul: %s\n", err.msg);
         return 1;
     }
-    uint8_t *w = malloc(wbytes * copies);
+    const size_t walloc = (wbytes * copies + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+    uint8_t *w = aligned_alloc((size_t)2 << 20, walloc);
+    if (w && thp)
+        madvise(w, walloc, MADV_HUGEPAGE);
     float *x = malloc((size_t)(n * k) * 4), *y = malloc((size_t)(n * m) * 4);
     float *row = malloc((size_t)k * 4);
     if (!w || !x || !y || !row) {

@@ -382,7 +382,7 @@ static void unpack_generic(kvs_dtype t, const uint8_t *blk, uint8_t *u, int16_t 
  */
 static void unpack_legacy_generic(kvs_dtype t, const uint8_t *sb, uint8_t *u, float *sc, float *mn)
 {
-    const size_t bb = kvs_dtype_block_bytes(t);
+    const size_t bb = block_bytes(t) / 8;
     for (int j = 0; j < KVS_QK_K / 32; j++) {
         const uint8_t *blk = sb + (size_t)j * bb;
         uint8_t *v = u + 32 * j;
@@ -515,13 +515,20 @@ KVS_SIMD_INLINE __m512 lane_floats(__m128i bytes16, bool sgn, float scale)
  */
 typedef struct { __m256i u[8]; __m256 sc[2], mn[2]; } i8_wreg;
 
+/* 16 bytes at a (low half) and 16 at b (high half): two broadcast loads and a
+ * blend, which any vector pipe runs, where vinserti128 takes a shuffle pipe
+ * (the decode tile's bottleneck on Zen 3). */
+KVS_SIMD_INLINE __m256i halves_avx2(const uint8_t *a, const uint8_t *b)
+{
+    return _mm256_blend_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)a)),
+                              _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)b)), 0xf0);
+}
 /* 8 rows of 16 bytes transposed by dwords: t[p] lane i holds dword p of row i. */
 KVS_SIMD_INLINE void rows8_avx2(const uint8_t *q, __m256i t[4])
 {
     __m256i y[4]; /* y[i] = rows i | i + 4 */
     for (int i = 0; i < 4; i++)
-        y[i] = _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(q + 16 * i))),
-                                       _mm_loadu_si128((const __m128i *)(q + 16 * i + 64)), 1);
+        y[i] = halves_avx2(q + 16 * i, q + 16 * i + 64);
     const __m256i a = _mm256_unpacklo_epi32(y[0], y[1]), b = _mm256_unpackhi_epi32(y[0], y[1]);
     const __m256i c = _mm256_unpacklo_epi32(y[2], y[3]), d = _mm256_unpackhi_epi32(y[2], y[3]);
     t[0] = _mm256_unpacklo_epi64(a, c);
@@ -605,8 +612,11 @@ KVS_SIMD_INLINE __m256i legacy_u(kvs_dtype t, const uint8_t *blk)
                         : t == KVS_DTYPE_Q4_1 ? ((const kvs_block_q4_1 *)blk)->qs
                         : t == KVS_DTYPE_Q5_0 ? ((const kvs_block_q5_0 *)blk)->qs
                                               : ((const kvs_block_q5_1 *)blk)->qs;
-    const __m128i q = _mm_loadu_si128((const __m128i *)qs);
-    const __m256i lo = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q, 4), q), m4);
+    /* both halves from one broadcast load (no shuffle), the high one shifted by 4 */
+    const __m256i lo = _mm256_and_si256(
+        _mm256_srlv_epi32(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)qs)),
+                          _mm256_setr_epi32(0, 0, 0, 0, 4, 4, 4, 4)),
+        m4);
     if (t == KVS_DTYPE_Q4_0 || t == KVS_DTYPE_Q4_1)
         return lo;
     /* q5_0, q5_1: bit e of qh is element e's fifth bit; byte e tests bit e % 8 of qh byte e / 8 */
@@ -619,17 +629,25 @@ KVS_SIMD_INLINE __m256i legacy_u(kvs_dtype t, const uint8_t *blk)
     const __m256i on = _mm256_cmpeq_epi8(_mm256_and_si256(hb, bit), bit);
     return _mm256_or_si256(lo, _mm256_and_si256(on, _mm256_set1_epi8(0x10)));
 }
-/* The f16 at byte offset off of each of the 8 blocks, as 8 floats (exact). */
-KVS_SIMD_INLINE __m256 legacy_h8(const uint8_t *sb, size_t bb, size_t off)
+/* The f16 at byte offset off of blocks 4h .. 4h + 3, twice, as 8 floats
+ * (exact): lanes 0-7 (h = 0) or 8-15 (h = 1) of the legacy lane map.  Put
+ * together in a general register, so that only the broadcast and the
+ * conversion take vector pipes (inserting 8 words and permuting the floats
+ * took about 15 shuffles, the decode tile's bottleneck). */
+KVS_SIMD_INLINE __m256 legacy_h4x2(const uint8_t *sb, size_t bb, size_t off, int h)
 {
-    uint16_t v[8];
-    for (int i = 0; i < 8; i++)
-        memcpy(&v[i], sb + (size_t)i * bb + off, 2);
-    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)v));
+    uint64_t v = 0;
+    for (int i = 0; i < 4; i++) {
+        uint16_t e;
+        memcpy(&e, sb + (size_t)(4 * h + i) * bb + off, 2);
+        v |= (uint64_t)e << (16 * i);
+    }
+    return _mm256_cvtph_ps(_mm_set1_epi64x((long long)v));
 }
 KVS_SIMD_INLINE void legacy_regs(kvs_dtype t, const uint8_t *sb, i8_wreg *o)
 {
-    const size_t bb = kvs_dtype_block_bytes(t);
+    /* a constant where t is (block_bytes; a library call here spilled the decode tile's registers) */
+    const size_t bb = block_bytes(t) / 8;
     for (int h = 0; h < 2; h++) {
         __m256i r[4];
         for (int i = 0; i < 4; i++)
@@ -640,18 +658,15 @@ KVS_SIMD_INLINE void legacy_regs(kvs_dtype t, const uint8_t *sb, i8_wreg *o)
         o->u[2 + h] = _mm256_unpackhi_epi64(t0, t2);
         o->u[4 + h] = _mm256_unpacklo_epi64(t1, t3);
         o->u[6 + h] = _mm256_unpackhi_epi64(t1, t3);
+        /* every legacy block starts with d (q4_1, q5_1: then m): lanes 0-7 take blocks 0-3 twice,
+         * lanes 8-15 blocks 4-7; the offsets 8 d, 16 d, 128 d are exact */
+        o->sc[h] = legacy_h4x2(sb, bb, 0, h);
+        o->mn[h] = t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_1
+                       ? _mm256_sub_ps(_mm256_setzero_ps(), legacy_h4x2(sb, bb, 2, h))
+                       : _mm256_mul_ps(o->sc[h], _mm256_set1_ps(t == KVS_DTYPE_Q8_0   ? 128.0f
+                                                                : t == KVS_DTYPE_Q5_0 ? 16.0f
+                                                                                      : 8.0f));
     }
-    /* every legacy block starts with d (q4_1, q5_1: then m): lanes 0-7 take blocks 0-3 twice,
-     * lanes 8-15 blocks 4-7 */
-    const __m256 d = legacy_h8(sb, bb, 0);
-    const __m256 m = t == KVS_DTYPE_Q4_1 || t == KVS_DTYPE_Q5_1
-                         ? _mm256_sub_ps(_mm256_setzero_ps(), legacy_h8(sb, bb, 2))
-                         : _mm256_mul_ps(d, _mm256_set1_ps(t == KVS_DTYPE_Q8_0 ? 128.0f : t == KVS_DTYPE_Q5_0 ? 16.0f : 8.0f));
-    const __m256i i0 = _mm256_setr_epi32(0, 1, 2, 3, 0, 1, 2, 3), i1 = _mm256_setr_epi32(4, 5, 6, 7, 4, 5, 6, 7);
-    o->sc[0] = _mm256_permutevar8x32_ps(d, i0);
-    o->sc[1] = _mm256_permutevar8x32_ps(d, i1);
-    o->mn[0] = _mm256_permutevar8x32_ps(m, i0);
-    o->mn[1] = _mm256_permutevar8x32_ps(m, i1);
 }
 
 /* One super-block of type t into registers, in lane map lane_map(t): the
@@ -699,29 +714,26 @@ KVS_SIMD_INLINE void unpack_regs(kvs_dtype t, const uint8_t *blk, i8_wreg *o)
          * bits of lane (q = L % 8) in qh dword 8 (q >> 2) + 4 (q & 1) + p, bits 2 c */
         const kvs_block_q6_K *b = (const kvs_block_q6_K *)blk;
         nibbles_avx2(b->ql, o);
-        const __m256i x = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)b->qh)),
-            _mm_loadu_si128((const __m128i *)(b->qh + 32)), 1);
-        const __m256i y = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128((const __m128i *)(b->qh + 16))),
-            _mm_loadu_si128((const __m128i *)(b->qh + 48)), 1);
+        const __m256i x = halves_avx2(b->qh, b->qh + 32), y = halves_avx2(b->qh + 16, b->qh + 48);
         const __m256i l = _mm256_unpacklo_epi32(x, y), hh = _mm256_unpackhi_epi32(x, y);
         const __m256i w[4] = {_mm256_unpacklo_epi64(l, l), _mm256_unpackhi_epi64(l, l),
                               _mm256_unpacklo_epi64(hh, hh), _mm256_unpackhi_epi64(hh, hh)};
-        const __m256i sh = _mm256_setr_epi32(0, 0, 2, 2, 0, 0, 2, 2), b2 = _mm256_set1_epi8(0x30);
+        /* bits 2 c, 2 c + 1 of each byte to bits 4, 5: lanes 0-7 (c = 0, 1) shifted left by
+         * 4 - 2 c, lanes 8-15 (c = 2, 3) right by 2 c - 4; one shift each */
+        const __m256i shl = _mm256_setr_epi32(4, 4, 2, 2, 4, 4, 2, 2);
+        const __m256i shr = _mm256_setr_epi32(0, 0, 2, 2, 0, 0, 2, 2), b2 = _mm256_set1_epi8(0x30);
         for (int p = 0; p < 4; p++) {
-            const __m256i a = _mm256_srlv_epi32(w[p], sh); /* lanes 8-15: bits 4 up */
-            o->u[2 * p] = _mm256_or_si256(o->u[2 * p], _mm256_and_si256(_mm256_slli_epi32(a, 4), b2));
-            o->u[2 * p + 1] = _mm256_or_si256(o->u[2 * p + 1], _mm256_and_si256(a, b2));
+            o->u[2 * p] = _mm256_or_si256(o->u[2 * p], _mm256_and_si256(_mm256_sllv_epi32(w[p], shl), b2));
+            o->u[2 * p + 1] = _mm256_or_si256(o->u[2 * p + 1], _mm256_and_si256(_mm256_srlv_epi32(w[p], shr), b2));
         }
         const __m128i s = _mm_shuffle_epi8(_mm_loadu_si128((const __m128i *)b->scales),
                                            _mm_loadu_si128((const __m128i *)G6));
-        const __m256 d = _mm256_set1_ps(kvs_simd_h2f(b->d));
+        const __m256 d = _mm256_set1_ps(kvs_simd_h2f(b->d)), c32 = _mm256_set1_ps(32.0f);
         o->sc[0] = lane_floats8(s, true, d);
         o->sc[1] = lane_floats8(_mm_srli_si128(s, 8), true, d);
-        o->mn[0] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_slli_epi32(_mm256_cvtepi8_epi32(s), 5)));
-        o->mn[1] = _mm256_mul_ps(d, _mm256_cvtepi32_ps(_mm256_slli_epi32(_mm256_cvtepi8_epi32(
-                                                           _mm_srli_si128(s, 8)), 5)));
+        /* d (32 sc) = (d sc) 32: both exact (an f16 times a 6-bit integer and a power of two) */
+        o->mn[0] = _mm256_mul_ps(o->sc[0], c32);
+        o->mn[1] = _mm256_mul_ps(o->sc[1], c32);
         return;
     }
     case KVS_DTYPE_Q2_K:
