@@ -40,7 +40,7 @@ void kvs_cmd_add_engine_opts(kvs_cmd_spec *c, kvs_launch_opts *lo)
                              "auto | f32 | f16 | bf16 (default auto)"});
     kvs_cmd_add(c, (kvs_opt){"--cpu-matmul", NULL, KVS_OPT_STR, &lo->cpu_matmul, "auto|int8|f32",
                              "CPU matmuls on quantized weights: auto (default: activations rounded to 8 bits per 256, "
-                             "integer dot products; q8_0 so only where the CPU has VNNI), int8 (q8_0 too) or f32 "
+                             "integer dot products; q8_0 so only with VNNI or AVX2), int8 (q8_0 too) or f32 "
                              "(exact weights x f32 activations, slower)"});
     kvs_cmd_add(c, (kvs_opt){"--enforce-eager", NULL, KVS_OPT_FLAG, &lo->enforce_eager, NULL,
                              "capture no graphs"});

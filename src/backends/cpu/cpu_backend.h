@@ -27,9 +27,9 @@ typedef struct kvs_cpu_options {
                                    activations are quantized to 8 bits per 256 elements and
                                    multiplied in integers (cpu_matmul_i8.c) */
     bool int8_all;              /* 8-bit activations for every type cpu_matmul_i8.c takes; default
-                                   false: q8_0 takes them only where VNNI multiplies its u8
-                                   quants in one instruction (without VNNI its products cost two,
-                                   and they measured no faster than the f32 kernel) */
+                                   false: q8_0 takes them only with VNNI or AVX2 (AVX-512
+                                   without VNNI has no q8_0 int8 kernel; the portable build's
+                                   scalar one is slower than its f32 kernel) */
 } kvs_cpu_options;
 
 /* Make a CPU backend (opt may be NULL for the defaults).  Fails on a

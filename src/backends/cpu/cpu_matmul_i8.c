@@ -56,14 +56,23 @@
  * say); high bits and the 2-bit fields of q2_K/q3_K come from one dword
  * per lane (picked by in-lane unpacks or vpermd) shifted by a per-lane
  * count (vpsrlvd).  The integer scales are widened to int32 and converted
- * once per super-block.
+ * once per super-block.  On Zen 3 only two of the four vector pipes
+ * shuffle, and in the decode tile (a weight super-block unpacked for one
+ * x row) they were the bound, so the unpacking keeps shuffles for the
+ * transpose alone: 16-byte pairs come from broadcast loads and a blend,
+ * q4_0/q4_1 nibbles from one broadcast and a per-lane shift, the legacy
+ * blocks' f16 scales are gathered in a general register and broadcast,
+ * and factors that are exact multiples of others (q6_K's mins, 32 times
+ * its scales) are multiplied, not converted again.
  *
  * Tiling: R rows of x against C rows of W, R x C accumulators.  Up to R
  * rows (decode), the weights stream once: each super-block is unpacked
- * as it is used, while the next tile's rows are prefetched: into L1 on
- * AVX-512, into registers on AVX2, where the decode tile runs its weight
- * rows one after the other (one row's registers live at a time) and dots
- * each super-block straight from them, for each x row.  With more
+ * as it is used, while the next rows are prefetched.  AVX-512 unpacks
+ * into L1 per tile and prefetches the next tile's rows; AVX2 unpacks into
+ * registers, and its decode tile runs all the task's weight rows as one
+ * stream, one row after the other (one row's registers live at a time),
+ * prefetched two rows ahead, and dots each super-block straight from
+ * them, for each x row.  With more
  * rows (prefill, i8_prefill), the threads first quantize a chunk of x rows
  * together, each row once, into the scratch of all threads taken as one
  * region; then each panel of weight rows is unpacked once per chunk into
@@ -1068,22 +1077,26 @@ KVS_SIMD_INLINE void tile(int R, int C, int Rv, int Cv, bool panel, kvs_dtype t,
  * run time), one weight row after the other: each super-block is unpacked
  * into registers (the type t a constant, unpack_regs) and dotted with the
  * R x rows at once, so the weight rows share nothing and C needs no
- * instance of its own.  pf as tile's.
+ * instance of its own.  The rows are w, w + rb, ...: one stream, read
+ * with a software prefetch pfd bytes ahead of each super-block while that
+ * stays before pf_end (NULL: none).
  */
-KVS_SIMD_INLINE void dtile(int R, int Rv, int C, kvs_dtype t, const i8_xblk *const *x, const uint8_t *const *w,
-                           int64_t nsb, float *y, int64_t ldy, const uint8_t *const *pf)
+KVS_SIMD_INLINE void dtile(int R, int Rv, int C, kvs_dtype t, const i8_xblk *const *x, const uint8_t *w, size_t rb,
+                           int64_t nsb, float *y, int64_t ldy, const uint8_t *pf_end, size_t pfd)
 {
     const size_t bt = block_bytes(t);
     for (int c = 0; c < C; c++) {
+        const uint8_t *row = w + (size_t)c * rb;
         i8_acc acc[I8_MR];
         for (int r = 0; r < R; r++)
             acc[r] = acc_zero();
         for (int64_t b = 0; b < nsb; b++) {
-            if (pf)
+            const uint8_t *blk = row + (size_t)b * bt;
+            if (pf_end && (size_t)(pf_end - blk) > pfd + bt)
                 _Pragma("GCC unroll 4") for (size_t o = 0; o < bt; o += 64)
-                    __builtin_prefetch(pf[c] + (size_t)b * bt + o);
+                    __builtin_prefetch(blk + pfd + o);
             i8_wreg wr;
-            unpack_regs(t, w[c] + (size_t)b * bt, &wr);
+            unpack_regs(t, blk, &wr);
             _Pragma("GCC unroll 4") for (int r = 0; r < R; r++)
                 acc[r] = block_dot_r(acc[r], x[r] + b, &wr, ukind(t));
         }
@@ -1092,6 +1105,7 @@ KVS_SIMD_INLINE void dtile(int R, int Rv, int C, kvs_dtype t, const i8_xblk *con
                 y[r * ldy + c] = acc_sum(acc[r]);
     }
 }
+
 #endif
 
 #if defined(KVS_SIMD_AVX512)
@@ -1313,6 +1327,34 @@ _Static_assert(I8_PR == 2, "ptile_any's shapes: R 1, 2");
 #endif
 #endif
 
+#if defined(KVS_SIMD_AVX2)
+/* dtile for R x rows (x[R - 1] repeated up to the shape) and C weight rows, one instance per type. */
+static void dtile_any(int R, int C, kvs_dtype t, const i8_xblk *const *x, const uint8_t *w, size_t rb, int64_t nsb,
+                      float *y, int64_t ldy, const uint8_t *pf_end, size_t pfd)
+{
+#define T_D(RR, RV) dtile(RR, RV, C, TT, x, w, rb, nsb, y, ldy, pf_end, pfd)
+#define T_TYPE(T)                 \
+    do {                          \
+        const kvs_dtype TT = T;   \
+        I8_R1234(R, T_D)          \
+    } while (0)
+    switch (t) {
+    case KVS_DTYPE_Q2_K: T_TYPE(KVS_DTYPE_Q2_K); break;
+    case KVS_DTYPE_Q3_K: T_TYPE(KVS_DTYPE_Q3_K); break;
+    case KVS_DTYPE_Q4_K: T_TYPE(KVS_DTYPE_Q4_K); break;
+    case KVS_DTYPE_Q5_K: T_TYPE(KVS_DTYPE_Q5_K); break;
+    case KVS_DTYPE_Q6_K: T_TYPE(KVS_DTYPE_Q6_K); break;
+    case KVS_DTYPE_Q8_0: T_TYPE(KVS_DTYPE_Q8_0); break;
+    case KVS_DTYPE_Q4_0: T_TYPE(KVS_DTYPE_Q4_0); break;
+    case KVS_DTYPE_Q4_1: T_TYPE(KVS_DTYPE_Q4_1); break;
+    case KVS_DTYPE_Q5_0: T_TYPE(KVS_DTYPE_Q5_0); break;
+    default: T_TYPE(KVS_DTYPE_Q5_1); break;
+    }
+#undef T_TYPE
+#undef T_D
+}
+#endif
+
 static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const *x, const uint8_t *const *w,
                      const i8_wblk *const *wu, int64_t nsb, float *y, int64_t ldy, const uint8_t *const *pf)
 {
@@ -1323,28 +1365,8 @@ static void tile_any(int R, int C, kvs_dtype t, size_t bb, const i8_xblk *const 
         I8_R124(R, T_PANEL)
     } else {
 #if defined(KVS_SIMD_AVX2)
-        (void)bb;
-        /* the decode tile unpacks in registers: one instance per type (a constant in each) */
-#define T_D(RR, RV) dtile(RR, RV, C, TT, x, w, nsb, y, ldy, pf)
-#define T_TYPE(T)                 \
-    do {                          \
-        const kvs_dtype TT = T;   \
-        I8_R1234(R, T_D)          \
-    } while (0)
-        switch (t) {
-        case KVS_DTYPE_Q2_K: T_TYPE(KVS_DTYPE_Q2_K); break;
-        case KVS_DTYPE_Q3_K: T_TYPE(KVS_DTYPE_Q3_K); break;
-        case KVS_DTYPE_Q4_K: T_TYPE(KVS_DTYPE_Q4_K); break;
-        case KVS_DTYPE_Q5_K: T_TYPE(KVS_DTYPE_Q5_K); break;
-        case KVS_DTYPE_Q6_K: T_TYPE(KVS_DTYPE_Q6_K); break;
-        case KVS_DTYPE_Q8_0: T_TYPE(KVS_DTYPE_Q8_0); break;
-        case KVS_DTYPE_Q4_0: T_TYPE(KVS_DTYPE_Q4_0); break;
-        case KVS_DTYPE_Q4_1: T_TYPE(KVS_DTYPE_Q4_1); break;
-        case KVS_DTYPE_Q5_0: T_TYPE(KVS_DTYPE_Q5_0); break;
-        default: T_TYPE(KVS_DTYPE_Q5_1); break;
-        }
-#undef T_TYPE
-#undef T_D
+        /* not reached: the AVX2 decode runs dtile_any (i8_task) */
+        (void)bb, (void)w, (void)pf;
 #else
         I8_R124(R, T_DECODE)
 #endif
@@ -1392,6 +1414,20 @@ static void i8_task(void *arg, int task, int n_tasks, int thread)
         /* unpack the weights once for the chunk when more than one tile of rows uses them
          * (i8_prefill takes such shapes first) */
         const bool packed = a1 - a0 > I8_MR;
+#if defined(KVS_SIMD_AVX2)
+        if (!packed) {
+            /* the task's weight rows as one stream through the decode tile, prefetched two rows
+             * ahead (the distance of the earlier tiles of two rows; 4 KiB to 16 KiB measured the
+             * same); one call per task, where a call per two rows measured 1.1-1.2x slower */
+            const i8_xblk *xr[I8_MR];
+            for (int r = 0; r < I8_MR; r++)
+                xr[r] = xq + (min64(a0 + r, a1 - 1) - a0) * j->nsb;
+            const uint8_t *w0 = j->w + (uint64_t)m0 * j->row_bytes;
+            dtile_any((int)(a1 - a0), (int)(m1 - m0), j->wt, xr, w0, j->row_bytes, j->nsb, j->y + a0 * j->m + m0,
+                      j->m, w0 + (size_t)(m1 - m0) * j->row_bytes, 2 * j->row_bytes);
+            continue;
+        }
+#endif
         for (int64_t c0 = m0; c0 < m1; c0 += I8_MC) {
             const int C = (int)min64(I8_MC, m1 - c0);
             const uint8_t *w[I8_MC], *pf[I8_MC];
