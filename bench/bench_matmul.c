@@ -80,7 +80,7 @@ int main(int argc, char **argv)
     const size_t wbytes = (size_t)rb * (size_t)m;
     size_t copies = ((size_t)256 << 20) / wbytes + 1;
     if (n > 64 || hot)
-        copies = 1;   /* prefill: compute-bound, cache residency does not matter */
+        copies = 1;   /* prefill: compute-bound, cache residency does not matter; --hot: kept resident */
     kvs_backend *b;
     kvs_error err;
     kvs_cpu_options co = {.n_threads = threads, .f32_matmul = !strcmp(mode, "f32"), .int8_all = !strcmp(mode, "int8")};

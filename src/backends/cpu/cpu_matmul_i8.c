@@ -1105,7 +1105,6 @@ KVS_SIMD_INLINE void dtile(int R, int Rv, int C, kvs_dtype t, const i8_xblk *con
                 y[r * ldy + c] = acc_sum(acc[r]);
     }
 }
-
 #endif
 
 #if defined(KVS_SIMD_AVX512)
